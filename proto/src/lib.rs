@@ -1,0 +1,27 @@
+//! The panel–agent wire contract: message types, error codes, validation and HS256 JWT.
+//!
+//! This crate does no I/O and needs no async runtime; panel, agent and loadtest all speak
+//! only through it.
+//!
+//! - [`message`]: every message of the protocol as types ([`Message`] and friends).
+//! - [`codec`]: zero-copy decoding with simd-json, envelope-only routing, encoding.
+//! - [`egg`]: the egg configuration carried by `create_server`.
+//! - [`validate`]: ids, eggs, paths, signals — precise errors mapped to wire codes.
+//! - [`quantity`]: `"2048m"`, `"5g"`, `"0.5"` cores.
+//! - [`rest`]: registration and refresh bodies, the operator API error envelope.
+//! - [`codes`]: the wire error codes and their HTTP statuses.
+//! - [`time`]: RFC 3339 timestamps.
+
+pub mod codec;
+pub mod codes;
+pub mod egg;
+pub mod message;
+pub mod quantity;
+pub mod rest;
+pub mod time;
+pub mod validate;
+
+pub use codec::{DecodeError, Decoder, Envelope, decode, encode, encode_into};
+pub use codes::ErrorCode;
+pub use egg::EggConfig;
+pub use message::*;

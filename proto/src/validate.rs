@@ -1,0 +1,541 @@
+//! Validation of everything a command carries: ids, egg configs, file paths, signals.
+//!
+//! Both sides run these: the panel before it sends anything (`CONFIG_INVALID`, 400), the agent
+//! before it touches Docker or the disk (it trusts the panel, not the contents). Each error
+//! names the field and says what is wrong with it.
+
+use crate::ErrorCode;
+use crate::egg::EggConfig;
+use crate::quantity::{Bytes, MilliCpu, QuantityError};
+
+/// Longest id (server or agent).
+pub const MAX_ID_LEN: usize = 64;
+/// Longest file path accepted in a command.
+pub const MAX_PATH_LEN: usize = 4096;
+/// Longest console line accepted by `send_command`.
+pub const MAX_CONSOLE_LINE: usize = 4096;
+const MAX_NAME_LEN: usize = 64;
+const MAX_IMAGE_LEN: usize = 255;
+const MAX_PORTS: usize = 64;
+const MAX_ENV_VARS: usize = 128;
+const MAX_ENV_NAME: usize = 128;
+const MAX_ENV_VALUE: usize = 32 * 1024;
+const MAX_STARTUP: usize = 8 * 1024;
+/// Below this a JVM or most game servers cannot even start.
+const MIN_MEMORY: u64 = 4 << 20;
+/// Variables the agent sets itself; an egg may use but not define them.
+pub const RESERVED_ENV: &[&str] = &["SERVER_MEMORY", "SERVER_PORT", "SERVER_IP", "STARTUP"];
+
+/// Which id a [`ValidationError::InvalidId`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdKind {
+    Server,
+    Agent,
+}
+
+impl IdKind {
+    fn field(self) -> &'static str {
+        match self {
+            IdKind::Server => "serverId",
+            IdKind::Agent => "agentId",
+        }
+    }
+}
+
+/// A precise validation failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    #[error("{}: {reason}", .kind.field())]
+    InvalidId { kind: IdKind, reason: String },
+    #[error("eggConfig.{field}: {reason}")]
+    Egg { field: String, reason: String },
+    #[error("eggConfig.limits.{field}: {source}")]
+    Quantity {
+        field: &'static str,
+        source: QuantityError,
+    },
+    #[error("eggConfig.startup: placeholder {{{{{name}}}}} does not match any environment variable")]
+    UnresolvedPlaceholder { name: String },
+    #[error("path: {0}")]
+    Path(String),
+    #[error("signal: `{0}` is not a supported signal (SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGKILL, SIGUSR1, SIGUSR2)")]
+    Signal(String),
+    #[error("command: {0}")]
+    ConsoleLine(String),
+}
+
+impl ValidationError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ValidationError::Path(_) => ErrorCode::InvalidPath,
+            ValidationError::InvalidId { .. }
+            | ValidationError::Signal(_)
+            | ValidationError::ConsoleLine(_) => ErrorCode::InvalidMessage,
+            ValidationError::Egg { .. }
+            | ValidationError::Quantity { .. }
+            | ValidationError::UnresolvedPlaceholder { .. } => ErrorCode::ConfigInvalid,
+        }
+    }
+}
+
+fn egg_err(field: impl Into<String>, reason: impl Into<String>) -> ValidationError {
+    ValidationError::Egg {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Server and agent ids: 1–64 of `A-Z a-z 0-9 _ -`, starting with a letter or digit. They end
+/// up in container names, labels and directory names, so nothing else is allowed.
+pub fn id(kind: IdKind, s: &str) -> Result<(), ValidationError> {
+    let fail = |reason: &str| {
+        Err(ValidationError::InvalidId {
+            kind,
+            reason: reason.to_owned(),
+        })
+    };
+    if s.is_empty() {
+        return fail("must not be empty");
+    }
+    if s.len() > MAX_ID_LEN {
+        return fail("must be at most 64 characters");
+    }
+    if !s.as_bytes()[0].is_ascii_alphanumeric() {
+        return fail("must start with a letter or digit");
+    }
+    if !s
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+    {
+        return fail("may contain only letters, digits, '_' and '-'");
+    }
+    Ok(())
+}
+
+/// A validated egg, with its quantities parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EggLimits {
+    pub memory: Bytes,
+    pub cpu: MilliCpu,
+    pub disk: Bytes,
+}
+
+/// One port binding of an egg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortBinding {
+    pub container: u16,
+    pub host: u16,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// Everything the agent needs from an egg after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidEgg {
+    pub limits: EggLimits,
+    pub ports: Vec<PortBinding>,
+}
+
+/// Checks an egg completely: name, image reference, ports, environment, limits, startup line
+/// and the optional extensions.
+pub fn egg(egg: &EggConfig<'_>) -> Result<ValidEgg, ValidationError> {
+    egg_name(&egg.name)?;
+    image_reference(&egg.image).map_err(|r| egg_err("image", r))?;
+    let ports = ports(egg)?;
+    environment(egg)?;
+    let limits = limits(egg)?;
+    startup(egg)?;
+    extensions(egg)?;
+    Ok(ValidEgg { limits, ports })
+}
+
+fn egg_name(name: &str) -> Result<(), ValidationError> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(egg_err("name", "must be 1 to 64 characters"));
+    }
+    if !name
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || b" ._-".contains(&c))
+    {
+        return Err(egg_err(
+            "name",
+            "may contain only letters, digits, spaces, '.', '_' and '-'",
+        ));
+    }
+    Ok(())
+}
+
+fn ports(egg: &EggConfig<'_>) -> Result<Vec<PortBinding>, ValidationError> {
+    if egg.ports.0.len() > MAX_PORTS {
+        return Err(egg_err("ports", "at most 64 port bindings"));
+    }
+    let mut out: Vec<PortBinding> = Vec::with_capacity(egg.ports.0.len());
+    for (key, host) in &egg.ports.0 {
+        let field = format!("ports[\"{key}\"]");
+        let (num, protocol) = match key.split_once('/') {
+            None => (&**key, Protocol::Tcp),
+            Some((n, "tcp")) => (n, Protocol::Tcp),
+            Some((n, "udp")) => (n, Protocol::Udp),
+            Some(_) => return Err(egg_err(field, "protocol must be /tcp or /udp")),
+        };
+        let container = port_number(num)
+            .ok_or_else(|| egg_err(&field, "container port must be an integer 1..=65535"))?;
+        let host = u16::try_from(*host)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| egg_err(&field, "host port must be an integer 1..=65535"))?;
+        let binding = PortBinding {
+            container,
+            host,
+            protocol,
+        };
+        if out
+            .iter()
+            .any(|b| b.protocol == protocol && (b.container == container || b.host == host))
+        {
+            return Err(egg_err(
+                field,
+                format!("duplicate {} port binding", protocol.as_str()),
+            ));
+        }
+        out.push(binding);
+    }
+    Ok(out)
+}
+
+fn port_number(s: &str) -> Option<u16> {
+    if s.is_empty() || s.len() > 5 || !s.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    s.parse::<u16>().ok().filter(|p| *p != 0)
+}
+
+/// POSIX-ish variable names: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn env_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_ENV_NAME
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
+fn environment(egg: &EggConfig<'_>) -> Result<(), ValidationError> {
+    let vars = &egg.environment.0;
+    if vars.len() > MAX_ENV_VARS {
+        return Err(egg_err("environment", "at most 128 variables"));
+    }
+    for (i, (name, value)) in vars.iter().enumerate() {
+        let field = format!("environment.{name}");
+        if !env_name(name) {
+            return Err(egg_err(
+                field,
+                "name must match [A-Za-z_][A-Za-z0-9_]* (at most 128 characters)",
+            ));
+        }
+        if RESERVED_ENV.contains(&&**name) {
+            return Err(egg_err(field, "is set by the agent and cannot be overridden"));
+        }
+        if vars[..i].iter().any(|(n, _)| n == name) {
+            return Err(egg_err(field, "is defined twice"));
+        }
+        if value.len() > MAX_ENV_VALUE || value.contains('\0') {
+            return Err(egg_err(field, "value must be at most 32 KiB and contain no NUL"));
+        }
+    }
+    Ok(())
+}
+
+fn limits(egg: &EggConfig<'_>) -> Result<EggLimits, ValidationError> {
+    let q = |field: &'static str| move |source| ValidationError::Quantity { field, source };
+    let memory = Bytes::parse(&egg.limits.memory).map_err(q("memory"))?;
+    let disk = Bytes::parse(&egg.limits.disk).map_err(q("disk"))?;
+    let cpu = MilliCpu::parse(&egg.limits.cpu).map_err(q("cpu"))?;
+    if memory.0 < MIN_MEMORY {
+        return Err(egg_err("limits.memory", "must be at least 4m"));
+    }
+    if disk.0 == 0 {
+        return Err(q("disk")(QuantityError::Zero(egg.limits.disk.to_string())));
+    }
+    if cpu.0 < 10 {
+        return Err(egg_err("limits.cpu", "must be at least 0.01 cores"));
+    }
+    Ok(EggLimits { memory, cpu, disk })
+}
+
+fn startup(egg: &EggConfig<'_>) -> Result<(), ValidationError> {
+    let line = &*egg.startup;
+    if line.trim().is_empty() {
+        return Err(egg_err("startup", "must not be empty"));
+    }
+    if line.len() > MAX_STARTUP || line.contains('\0') {
+        return Err(egg_err("startup", "must be at most 8 KiB and contain no NUL"));
+    }
+    for name in placeholders(line).map_err(|r| egg_err("startup", r))? {
+        if !RESERVED_ENV[..3].contains(&name) && egg.environment.get(name).is_none() {
+            return Err(ValidationError::UnresolvedPlaceholder {
+                name: name.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The `{{VAR}}` names in a startup line, in order. `{{` without a matching `}}`, or an
+/// invalid name between them, is an error.
+pub fn placeholders(line: &str) -> Result<Vec<&str>, String> {
+    let mut out = Vec::new();
+    let mut rest = line;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| "`{{` without a closing `}}`".to_owned())?;
+        let name = after[..end].trim();
+        if !env_name(name) {
+            return Err(format!("`{{{{{}}}}}` is not a valid placeholder name", &after[..end]));
+        }
+        out.push(name);
+        rest = &after[end + 2..];
+    }
+    Ok(out)
+}
+
+/// Replaces every `{{VAR}}` using `lookup`; call after [`egg`] has validated the line.
+pub fn substitute<'v>(line: &str, lookup: impl Fn(&str) -> Option<&'v str>) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find("}}") {
+            Some(end) => {
+                out.push_str(lookup(after[..end].trim()).unwrap_or(""));
+                rest = &after[end + 2..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn extensions(egg: &EggConfig<'_>) -> Result<(), ValidationError> {
+    if let Some(stop) = &egg.stop {
+        if let Some(cmd) = &stop.command {
+            console_line(cmd).map_err(|r| egg_err("stop.command", r.to_string()))?;
+        }
+        if let Some(sig) = &stop.signal {
+            signal(sig).map_err(|_| egg_err("stop.signal", format!("`{sig}` is not supported")))?;
+        }
+    }
+    if let Some(q) = &egg.query {
+        if q.kind != "minecraft" {
+            return Err(egg_err("query.type", "only \"minecraft\" is supported"));
+        }
+        if q.port == 0 {
+            return Err(egg_err("query.port", "must be 1..=65535"));
+        }
+    }
+    if let Some(user) = &egg.user {
+        let ok = match user.split_once(':') {
+            Some((u, g)) => numeric_id(u) && numeric_id(g),
+            None => numeric_id(user),
+        };
+        if !ok {
+            return Err(egg_err("user", "must be numeric `uid` or `uid:gid`"));
+        }
+        if user.split(':').next() == Some("0") {
+            return Err(egg_err("user", "servers never run as root (uid 0)"));
+        }
+    }
+    Ok(())
+}
+
+fn numeric_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 10 && s.bytes().all(|c| c.is_ascii_digit()) && s.parse::<u32>().is_ok()
+}
+
+/// The signals a stop or kill may name, with their numbers (Linux).
+pub fn signal(name: &str) -> Result<(&'static str, i32), ValidationError> {
+    let bare = name.strip_prefix("SIG").unwrap_or(name);
+    Ok(match bare {
+        "TERM" => ("SIGTERM", 15),
+        "INT" => ("SIGINT", 2),
+        "QUIT" => ("SIGQUIT", 3),
+        "HUP" => ("SIGHUP", 1),
+        "KILL" => ("SIGKILL", 9),
+        "USR1" => ("SIGUSR1", 10),
+        "USR2" => ("SIGUSR2", 12),
+        _ => return Err(ValidationError::Signal(name.to_owned())),
+    })
+}
+
+/// A console line: no newline or NUL (it is one line), at most 4 KiB.
+pub fn console_line(line: &str) -> Result<(), ValidationError> {
+    if line.len() > MAX_CONSOLE_LINE {
+        return Err(ValidationError::ConsoleLine("must be at most 4096 bytes".into()));
+    }
+    if line.contains(['\n', '\r', '\0']) {
+        return Err(ValidationError::ConsoleLine(
+            "must be a single line without NUL".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A container file path: `/server` or below, no NUL, no `..`, at most 4096 bytes. Returns
+/// the path relative to `/server` (`""` for the root), with `.` and empty components removed.
+pub fn server_path(path: &str) -> Result<String, ValidationError> {
+    let fail = |r: &str| Err(ValidationError::Path(format!("`{}`: {r}", truncate(path))));
+    if path.len() > MAX_PATH_LEN {
+        return fail("is longer than 4096 bytes");
+    }
+    if path.contains('\0') {
+        return fail("contains NUL");
+    }
+    let Some(rest) = path.strip_prefix("/server") else {
+        return fail("must be under /server");
+    };
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return fail("must be under /server");
+    }
+    let mut parts = Vec::new();
+    for comp in rest.split('/') {
+        match comp {
+            "" | "." => {}
+            ".." => return fail("must not contain `..`"),
+            c if c.len() > 255 => return fail("has a component longer than 255 bytes"),
+            c => parts.push(c),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+fn truncate(s: &str) -> String {
+    let mut end = s.len().min(128);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].replace('\0', "\\0")
+}
+
+/// Docker image references: `[domain[:port]/]path[:tag][@digest]`, following the grammar of
+/// the distribution/reference package (lowercase path components, tag `[\w][\w.-]{0,127}`,
+/// digest `algorithm:hex`).
+pub fn image_reference(image: &str) -> Result<(), String> {
+    if image.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if image.len() > MAX_IMAGE_LEN {
+        return Err("must be at most 255 characters".into());
+    }
+    let (name_tag, digest) = match image.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (image, None),
+    };
+    if let Some(d) = digest {
+        let (alg, hex) = d
+            .split_once(':')
+            .ok_or_else(|| format!("digest `{d}` must be algorithm:hex"))?;
+        let alg_ok = !alg.is_empty()
+            && alg
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"+._-".contains(&c));
+        if !alg_ok || hex.len() < 32 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!("digest `{d}` is malformed"));
+        }
+    }
+    // A tag is after the last ':' that follows the last '/'.
+    let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match name_tag[last_slash..].rfind(':') {
+        Some(i) => (&name_tag[..last_slash + i], Some(&name_tag[last_slash + i + 1..])),
+        None => (name_tag, None),
+    };
+    if let Some(t) = tag {
+        let b = t.as_bytes();
+        let ok = !b.is_empty()
+            && b.len() <= 128
+            && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c));
+        if !ok {
+            return Err(format!("tag `{t}` is invalid"));
+        }
+    }
+    let mut comps: Vec<&str> = name.split('/').collect();
+    if comps.len() > 1 {
+        let first = comps[0];
+        if first.contains(['.', ':']) || first == "localhost" {
+            domain(first)?;
+            comps.remove(0);
+        }
+    }
+    for c in comps {
+        path_component(c)?;
+    }
+    Ok(())
+}
+
+fn domain(d: &str) -> Result<(), String> {
+    let (host, port) = match d.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (d, None),
+    };
+    if let Some(p) = port {
+        if port_number(p).is_none() {
+            return Err(format!("registry port in `{d}` is invalid"));
+        }
+    }
+    let ok = !host.is_empty()
+        && host.split('.').all(|label| {
+            let b = label.as_bytes();
+            !b.is_empty()
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+                && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+        });
+    if ok { Ok(()) } else { Err(format!("registry `{d}` is invalid")) }
+}
+
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
+fn path_component(c: &str) -> Result<(), String> {
+    let b = c.as_bytes();
+    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
+    let bad = || Err(format!("name component `{c}` must be lowercase letters, digits and separators"));
+    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+        return bad();
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if alnum(b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && !alnum(b[i]) {
+            i += 1;
+        }
+        let sep = &c[start..i];
+        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-');
+        if !ok {
+            return bad();
+        }
+    }
+    Ok(())
+}
