@@ -1,7 +1,8 @@
 //! Wire codec benchmarks, side by side in one run:
 //! - `decode/<frame>`: full decode with our simd-json decoder vs `serde_json::from_slice`;
-//! - `route/<frame>`: envelope-only decode (what the panel does per event) vs a full
-//!   `serde_json` decode of the same frame (the obvious alternative);
+//! - `route/<frame>`: envelope-only decode (what the panel does per frame) with the skimmer,
+//!   with simd-json's serde path, and a full `serde_json` decode of the same frame (the
+//!   obvious alternative);
 //! - `encode/<frame>`: `serde_json::to_writer` vs `simd_json::to_writer` into a reused buffer.
 
 use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
@@ -32,7 +33,10 @@ fn frames() -> Vec<(String, Vec<u8>)> {
         "event": "server_log",
         "data": {"serverId": "server_123", "logLevel": "INFO", "message": "x".repeat(4000)}
     });
-    out.push(("event_server_log_4k".into(), serde_json::to_vec(&long).unwrap()));
+    out.push((
+        "event_server_log_4k".into(),
+        serde_json::to_vec(&long).unwrap(),
+    ));
     out
 }
 
@@ -62,18 +66,32 @@ fn route(c: &mut Criterion) {
     for (name, frame) in frames() {
         g.throughput(Throughput::Bytes(frame.len() as u64));
         let mut dec = Decoder::default();
-        g.bench_with_input(BenchmarkId::new("envelope_simd_json", &name), &frame, |b, f| {
+        g.bench_with_input(BenchmarkId::new("envelope_skim", &name), &frame, |b, f| {
             b.iter(|| {
                 let e = dec.envelope(black_box(f)).unwrap();
                 black_box((e.kind, e.server_id.is_some()));
             })
         });
-        g.bench_with_input(BenchmarkId::new("full_serde_json", &name), &frame, |b, f| {
-            b.iter(|| {
-                let m: Message = serde_json::from_slice(black_box(f)).unwrap();
-                black_box(m.kind());
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::new("envelope_simd_json", &name),
+            &frame,
+            |b, f| {
+                b.iter(|| {
+                    let e = dec.envelope_with_simd_json(black_box(f)).unwrap();
+                    black_box((e.kind, e.server_id.is_some()));
+                })
+            },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("full_serde_json", &name),
+            &frame,
+            |b, f| {
+                b.iter(|| {
+                    let m: Message = serde_json::from_slice(black_box(f)).unwrap();
+                    black_box(m.kind());
+                })
+            },
+        );
     }
     g.finish();
 }

@@ -91,8 +91,27 @@ impl Decoder {
         Ok(())
     }
 
-    /// Routes a frame without building the whole message; `frame` is left untouched.
-    pub fn envelope<'s>(&'s mut self, frame: &[u8]) -> Result<Envelope<'s>, DecodeError> {
+    /// Routes a frame without building the whole message; `frame` is left untouched and the
+    /// envelope borrows from it. Frames whose routing fields carry escapes take the slower
+    /// path through simd-json (into the decoder's scratch copy).
+    pub fn envelope<'s>(&'s mut self, frame: &'s [u8]) -> Result<Envelope<'s>, DecodeError> {
+        if frame.len() > self.max_frame {
+            return Err(DecodeError::TooLarge {
+                len: frame.len(),
+                max: self.max_frame,
+            });
+        }
+        match crate::skim::envelope(frame)? {
+            crate::skim::Skimmed::Routed(env) => Ok(env),
+            crate::skim::Skimmed::NeedsDecoder => self.envelope_with_simd_json(frame),
+        }
+    }
+
+    /// Envelope decode through simd-json's serde path (the fallback, and a bench baseline).
+    pub fn envelope_with_simd_json<'s>(
+        &'s mut self,
+        frame: &[u8],
+    ) -> Result<Envelope<'s>, DecodeError> {
         self.load(frame)?;
         let raw: RawEnvelope<'s> =
             simd_json::serde::from_slice_with_buffers(&mut self.scratch, &mut self.buffers)?;

@@ -18,6 +18,7 @@ pub mod egg;
 pub mod message;
 pub mod quantity;
 pub mod rest;
+pub mod skim;
 pub mod time;
 pub mod validate;
 

@@ -44,27 +44,34 @@ fn egg() -> impl Strategy<Value = EggConfig<'static>> {
         proptest::option::of(ident()),
         proptest::option::of(1u16..65535),
     )
-        .prop_map(|(name, image, ports, env, startup, stop, query)| EggConfig {
-            name: s(name),
-            image: s(image),
-            ports: PortMap(ports.into_iter().map(|(c, h)| (s(c.to_string()), h)).collect()),
-            environment: EnvMap(env.into_iter().map(|(k, v)| (s(k), s(v))).collect()),
-            limits: Limits {
-                memory: "512m".into(),
-                cpu: "1.5".into(),
-                disk: "2g".into(),
+        .prop_map(
+            |(name, image, ports, env, startup, stop, query)| EggConfig {
+                name: s(name),
+                image: s(image),
+                ports: PortMap(
+                    ports
+                        .into_iter()
+                        .map(|(c, h)| (s(c.to_string()), h))
+                        .collect(),
+                ),
+                environment: EnvMap(env.into_iter().map(|(k, v)| (s(k), s(v))).collect()),
+                limits: Limits {
+                    memory: "512m".into(),
+                    cpu: "1.5".into(),
+                    disk: "2g".into(),
+                },
+                startup: s(startup),
+                stop: stop.map(|c| StopConfig {
+                    command: Some(s(c)),
+                    signal: None,
+                }),
+                query: query.map(|port| QueryConfig {
+                    kind: "minecraft".into(),
+                    port,
+                }),
+                user: None,
             },
-            startup: s(startup),
-            stop: stop.map(|c| StopConfig {
-                command: Some(s(c)),
-                signal: None,
-            }),
-            query: query.map(|port| QueryConfig {
-                kind: "minecraft".into(),
-                port,
-            }),
-            user: None,
-        })
+        )
 }
 
 fn action() -> impl Strategy<Value = Action<'static>> {
@@ -74,12 +81,16 @@ fn action() -> impl Strategy<Value = Action<'static>> {
             egg_config: egg
         })),
         Just(Action::StartServer),
-        (proptest::option::of(ident()), proptest::option::of(0u64..600)).prop_map(|(sig, t)| {
-            Action::StopServer(Some(StopServer {
-                signal: sig.map(s),
-                timeout: t,
-            }))
-        }),
+        (
+            proptest::option::of(ident()),
+            proptest::option::of(0u64..600)
+        )
+            .prop_map(|(sig, t)| {
+                Action::StopServer(Some(StopServer {
+                    signal: sig.map(s),
+                    timeout: t,
+                }))
+            }),
         Just(Action::StopServer(None)),
         Just(Action::RestartServer(None)),
         Just(Action::GetStatus),
@@ -99,17 +110,24 @@ fn action() -> impl Strategy<Value = Action<'static>> {
 
 fn event_kind() -> impl Strategy<Value = EventKind<'static>> {
     prop_oneof![
-        (ident(), state(), state(), proptest::option::of(1u64..99999), proptest::option::of(-255i64..255)).prop_map(
-            |(id, a, b, pid, code)| EventKind::ServerStatusChanged(StatusChanged {
-                server_id: s(id),
-                previous_status: a,
-                current_status: b,
-                pid,
-                exit_code: code,
-                oom_killed: None,
-                reason: None,
-            })
-        ),
+        (
+            ident(),
+            state(),
+            state(),
+            proptest::option::of(1u64..99999),
+            proptest::option::of(-255i64..255)
+        )
+            .prop_map(|(id, a, b, pid, code)| EventKind::ServerStatusChanged(
+                StatusChanged {
+                    server_id: s(id),
+                    previous_status: a,
+                    current_status: b,
+                    pid,
+                    exit_code: code,
+                    oom_killed: None,
+                    reason: None,
+                }
+            )),
         (ident(), text(), proptest::option::of(0u64..1000)).prop_map(|(id, m, dropped)| {
             EventKind::ServerLog(ServerLog {
                 server_id: s(id),
@@ -119,43 +137,64 @@ fn event_kind() -> impl Strategy<Value = EventKind<'static>> {
                 dropped,
             })
         }),
-        (ident(), finite(), finite()).prop_map(|(id, cpu, pct)| EventKind::ResourceUpdate(ResourceUpdate {
-            server_id: s(id),
-            cpu,
-            memory: UsedPercent { used: "100m".into(), percentage: pct },
-            disk: UsedPercent { used: "1.2g".into(), percentage: pct },
-            network: None,
-        })),
+        (ident(), finite(), finite()).prop_map(|(id, cpu, pct)| EventKind::ResourceUpdate(
+            ResourceUpdate {
+                server_id: s(id),
+                cpu,
+                memory: UsedPercent {
+                    used: "100m".into(),
+                    percentage: pct
+                },
+                disk: UsedPercent {
+                    used: "1.2g".into(),
+                    percentage: pct
+                },
+                network: None,
+            }
+        )),
     ]
 }
 
 fn message() -> impl Strategy<Value = Message<'static>> {
     prop_oneof![
-        (ident(), proptest::option::of(ident()), proptest::option::of(ident()), action()).prop_map(
-            |(id, agent, server, action)| Message::Command(Command {
+        (
+            ident(),
+            proptest::option::of(ident()),
+            proptest::option::of(ident()),
+            action()
+        )
+            .prop_map(|(id, agent, server, action)| Message::Command(Command {
                 id: s(id),
                 timestamp: "2025-01-23T10:00:00Z".into(),
                 agent_id: agent.map(s),
                 server_id: server.map(s),
                 action,
-            })
-        ),
+            })),
         (ident(), any::<bool>(), text()).prop_map(|(id, ok, msg)| {
             let ts: Cow<'static, str> = "2025-01-23T10:00:00Z".into();
             Message::Response(if ok {
-                Response::ok(s(id), ts, Some(serde_json::json!({"serverId": "x", "status": "running"})))
+                Response::ok(
+                    s(id),
+                    ts,
+                    Some(serde_json::json!({"serverId": "x", "status": "running"})),
+                )
             } else {
                 Response::err(s(id), ts, ErrorCode::DockerError, msg)
             })
         }),
-        (proptest::option::of(ident()), event_kind()).prop_map(|(id, kind)| Message::Event(Event {
-            id: id.map(s),
-            timestamp: "2025-01-23T10:00:00Z".into(),
-            agent_id: None,
-            server_id: None,
-            kind,
+        (proptest::option::of(ident()), event_kind()).prop_map(|(id, kind)| Message::Event(
+            Event {
+                id: id.map(s),
+                timestamp: "2025-01-23T10:00:00Z".into(),
+                agent_id: None,
+                server_id: None,
+                kind,
+            }
+        )),
+        ident().prop_map(|id| Message::Ping(Ping {
+            id: s(id),
+            timestamp: "t".into()
         })),
-        ident().prop_map(|id| Message::Ping(Ping { id: s(id), timestamp: "t".into() })),
         (ident(), 0u64..100, finite()).prop_map(|(id, n, load)| Message::Pong(Pong {
             id: s(id),
             timestamp: "t".into(),
@@ -163,7 +202,11 @@ fn message() -> impl Strategy<Value = Message<'static>> {
             data: PongData {
                 agent_status: "healthy".into(),
                 active_servers: n,
-                system_load: SystemLoad { cpu: load, memory: load, disk: load },
+                system_load: SystemLoad {
+                    cpu: load,
+                    memory: load,
+                    disk: load
+                },
             },
         })),
     ]
@@ -188,9 +231,27 @@ proptest! {
         prop_assert_eq!(&back.clone().into_owned(), &msg);
         let via_serde: Message = serde_json::from_slice(&frame).unwrap();
         prop_assert_eq!(via_serde.into_owned(), msg.clone());
-        let env = dec.envelope(&frame).unwrap();
+        let env = dec.envelope(&frame).unwrap().clone();
         prop_assert_eq!(env.kind, msg.kind());
         prop_assert_eq!(env.id.as_deref(), msg.id());
+        // The skimmer and the simd-json path agree on every routing field.
+        let mut dec2 = Decoder::default();
+        let slow = dec2.envelope_with_simd_json(&frame).unwrap();
+        prop_assert_eq!(env, slow);
+    }
+
+    #[test]
+    fn skimmer_validity_matches_serde_json(msg in message(), flip in any::<u8>(), at in 0usize..400, cut in 0usize..400) {
+        let mut frame = encode(&msg);
+        let i = at % frame.len();
+        frame[i] ^= flip;
+        frame.truncate(cut.max(1).min(frame.len()));
+        let ours = proto::skim::is_valid_json(&frame);
+        match serde_json::from_slice::<serde_json::Value>(&frame) {
+            Ok(_) => prop_assert!(ours, "serde_json accepts, skimmer rejects: {}", String::from_utf8_lossy(&frame)),
+            Err(e) if e.to_string().contains("out of range") => {}
+            Err(e) => prop_assert!(!ours, "skimmer accepts, serde_json rejects ({e}): {}", String::from_utf8_lossy(&frame)),
+        }
     }
 
     #[test]

@@ -1,0 +1,605 @@
+//! Envelope routing in one validating pass over the frame, without building anything.
+//!
+//! The panel routes every agent frame but fully decodes few of them. simd-json builds a tape
+//! of the whole document first, and for frames of a few hundred bytes that setup costs more
+//! than the routing itself (see BENCHMARKS.md). The skimmer instead walks the top-level object
+//! once: it picks out `type`, `id`, `agentId`, `serverId`, `action`/`event`, `success` and
+//! `data.serverId` as slices of the original frame, and validates everything else as JSON
+//! (strings with a word-at-a-time scan) so that only well-formed frames are ever forwarded.
+//!
+//! A routed key or value that contains a backslash escape is returned as
+//! [`Skimmed::NeedsDecoder`]: unescaping needs a buffer, so the caller falls back to the full
+//! decoder for that rare frame.
+
+use std::borrow::Cow;
+
+use crate::codec::{DecodeError, Envelope};
+use crate::message::MessageType;
+
+/// Nesting deeper than this is rejected (serde_json's limit too): bounded recursion.
+const MAX_DEPTH: u32 = 128;
+
+pub(crate) enum Skimmed<'a> {
+    Routed(Envelope<'a>),
+    NeedsDecoder,
+}
+
+pub(crate) fn envelope(frame: &[u8]) -> Result<Skimmed<'_>, DecodeError> {
+    // UTF-8 is checked per string (outside strings the grammar admits only ASCII).
+    let mut p = Parser { b: frame, i: 0 };
+    let mut env = Fields::default();
+    p.ws();
+    p.expect(b'{')?;
+    p.ws();
+    if p.peek() == Some(b'}') {
+        p.i += 1;
+    } else {
+        loop {
+            p.expect(b'"')?;
+            let key = p.string()?;
+            p.ws();
+            p.expect(b':')?;
+            p.ws();
+            if key.escaped {
+                // Could be one of ours once unescaped: let the decoder decide.
+                env.fallback = true;
+                p.value(0)?;
+            } else {
+                p.member(key.raw, &mut env)?;
+            }
+            p.ws();
+            match p.next()? {
+                b',' => p.ws(),
+                b'}' => break,
+                _ => return Err(invalid("expected `,` or `}` after an object member")),
+            }
+        }
+    }
+    p.ws();
+    if p.i != frame.len() {
+        return Err(invalid("trailing characters after the message"));
+    }
+    if env.fallback {
+        return Ok(Skimmed::NeedsDecoder);
+    }
+    let kind = env.kind.ok_or_else(|| invalid("missing field `type`"))?;
+    Ok(Skimmed::Routed(Envelope {
+        kind,
+        id: env.id.map(borrowed),
+        agent_id: env.agent_id.map(borrowed),
+        server_id: env.server_id.or(env.data_server_id).map(borrowed),
+        name: env.name.map(borrowed),
+        success: env.success,
+    }))
+}
+
+/// Whether `input` is one well-formed JSON value (used by tests and fuzzing to compare the
+/// skimmer's notion of validity with serde_json's).
+pub fn is_valid_json(input: &[u8]) -> bool {
+    let mut p = Parser { b: input, i: 0 };
+    p.ws();
+    if p.value(0).is_err() {
+        return false;
+    }
+    p.ws();
+    p.i == input.len()
+}
+
+fn invalid(msg: &str) -> DecodeError {
+    DecodeError::Invalid(msg.to_owned())
+}
+
+fn borrowed(s: &str) -> Cow<'_, str> {
+    Cow::Borrowed(s)
+}
+
+#[derive(Default)]
+struct Fields<'a> {
+    kind: Option<MessageType>,
+    id: Option<&'a str>,
+    agent_id: Option<&'a str>,
+    server_id: Option<&'a str>,
+    name: Option<&'a str>,
+    success: Option<bool>,
+    data_server_id: Option<&'a str>,
+    /// Set once any routed key or value needed unescaping.
+    fallback: bool,
+}
+
+struct RawStr<'a> {
+    raw: &'a [u8],
+    escaped: bool,
+}
+
+struct Parser<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Parser<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn next(&mut self) -> Result<u8, DecodeError> {
+        let c = self
+            .peek()
+            .ok_or_else(|| invalid("unexpected end of frame"))?;
+        self.i += 1;
+        Ok(c)
+    }
+
+    fn expect(&mut self, want: u8) -> Result<(), DecodeError> {
+        if self.next()? == want {
+            Ok(())
+        } else {
+            Err(DecodeError::Invalid(format!(
+                "expected `{}` at byte {}",
+                want as char,
+                self.i - 1
+            )))
+        }
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    /// One top-level member: routed keys are captured, everything else is validated.
+    fn member(&mut self, key: &'a [u8], env: &mut Fields<'a>) -> Result<(), DecodeError> {
+        let slot = match key {
+            b"type" => {
+                let t = self.routed_string(env, "type")?;
+                if let Some(t) = t {
+                    let kind = MessageType::from_wire(t).ok_or_else(|| {
+                        DecodeError::Invalid(format!("unknown message type `{t}`"))
+                    })?;
+                    set_once(&mut env.kind, kind, "type")?;
+                }
+                return Ok(());
+            }
+            b"id" => &mut env.id,
+            b"agentId" => &mut env.agent_id,
+            b"serverId" => &mut env.server_id,
+            b"action" | b"event" => &mut env.name,
+            b"success" => {
+                let v = match self.peek() {
+                    Some(b't') => {
+                        self.literal(b"true")?;
+                        true
+                    }
+                    Some(b'f') => {
+                        self.literal(b"false")?;
+                        false
+                    }
+                    _ => return Err(invalid("`success` must be true or false")),
+                };
+                return set_once(&mut env.success, v, "success");
+            }
+            b"data" if self.peek() == Some(b'{') => return self.data_object(env),
+            _ => return self.value(0),
+        };
+        let name = std::str::from_utf8(key).unwrap_or("key");
+        if let Some(v) = Self::take_string(self, name)? {
+            if slot.is_some() {
+                return Err(DecodeError::Invalid(format!("duplicate field `{name}`")));
+            }
+            *slot = Some(v);
+        } else {
+            env.fallback = true;
+        }
+        Ok(())
+    }
+
+    /// A string value that routing needs; `None` when it carries escapes.
+    fn take_string(&mut self, field: &str) -> Result<Option<&'a str>, DecodeError> {
+        if self.peek() != Some(b'"') {
+            return Err(DecodeError::Invalid(format!("`{field}` must be a string")));
+        }
+        self.i += 1;
+        let s = self.string()?;
+        if s.escaped {
+            return Ok(None);
+        }
+        // `string` checked the bytes are UTF-8.
+        Ok(std::str::from_utf8(s.raw).ok())
+    }
+
+    fn routed_string(
+        &mut self,
+        env: &mut Fields<'a>,
+        field: &str,
+    ) -> Result<Option<&'a str>, DecodeError> {
+        let v = self.take_string(field)?;
+        if v.is_none() {
+            env.fallback = true;
+        }
+        Ok(v)
+    }
+
+    /// `data` as an object: only `serverId` is captured, one level deep.
+    fn data_object(&mut self, env: &mut Fields<'a>) -> Result<(), DecodeError> {
+        self.i += 1;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            self.expect(b'"')?;
+            let key = self.string()?;
+            self.ws();
+            self.expect(b':')?;
+            self.ws();
+            if key.escaped {
+                env.fallback = true;
+                self.value(1)?;
+            } else if key.raw == b"serverId"
+                && self.peek() == Some(b'"')
+                && env.data_server_id.is_none()
+            {
+                match self.take_string("data.serverId")? {
+                    Some(v) => env.data_server_id = Some(v),
+                    None => env.fallback = true,
+                }
+            } else {
+                self.value(1)?;
+            }
+            self.ws();
+            match self.next()? {
+                b',' => self.ws(),
+                b'}' => return Ok(()),
+                _ => return Err(invalid("expected `,` or `}` in `data`")),
+            }
+        }
+    }
+
+    /// Validates and skips any JSON value.
+    fn value(&mut self, depth: u32) -> Result<(), DecodeError> {
+        match self.peek() {
+            Some(b'"') => {
+                self.i += 1;
+                self.string().map(drop)
+            }
+            Some(b'{') => self.object(depth + 1),
+            Some(b'[') => self.array(depth + 1),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(_) => Err(DecodeError::Invalid(format!(
+                "unexpected character at byte {}",
+                self.i
+            ))),
+            None => Err(invalid("unexpected end of frame")),
+        }
+    }
+
+    fn object(&mut self, depth: u32) -> Result<(), DecodeError> {
+        if depth > MAX_DEPTH {
+            return Err(invalid("nesting too deep"));
+        }
+        self.i += 1;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            self.expect(b'"')?;
+            self.string()?;
+            self.ws();
+            self.expect(b':')?;
+            self.ws();
+            self.value(depth)?;
+            self.ws();
+            match self.next()? {
+                b',' => self.ws(),
+                b'}' => return Ok(()),
+                _ => return Err(invalid("expected `,` or `}` in an object")),
+            }
+        }
+    }
+
+    fn array(&mut self, depth: u32) -> Result<(), DecodeError> {
+        if depth > MAX_DEPTH {
+            return Err(invalid("nesting too deep"));
+        }
+        self.i += 1;
+        self.ws();
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            self.value(depth)?;
+            self.ws();
+            match self.next()? {
+                b',' => self.ws(),
+                b']' => return Ok(()),
+                _ => return Err(invalid("expected `,` or `]` in an array")),
+            }
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<(), DecodeError> {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err(DecodeError::Invalid(format!(
+                "invalid literal at byte {}",
+                self.i
+            )))
+        }
+    }
+
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
+    fn number(&mut self) -> Result<(), DecodeError> {
+        let bad = |i| DecodeError::Invalid(format!("invalid number at byte {i}"));
+        let start = self.i;
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.i += 1,
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return Err(bad(start)),
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return Err(bad(start));
+            }
+            self.digits();
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.i += 1;
+            }
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return Err(bad(start));
+            }
+            self.digits();
+        }
+        Ok(())
+    }
+
+    fn digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    /// The body of a string whose opening quote was consumed; leaves `i` after the closing
+    /// quote. Escapes are validated (including surrogate pairs) but not decoded; non-ASCII
+    /// content is checked to be UTF-8.
+    fn string(&mut self) -> Result<RawStr<'a>, DecodeError> {
+        let start = self.i;
+        let mut escaped = false;
+        let mut non_ascii = false;
+        loop {
+            non_ascii |= self.skip_plain();
+            match self.next()? {
+                b'"' => {
+                    let raw = &self.b[start..self.i - 1];
+                    if non_ascii && std::str::from_utf8(raw).is_err() {
+                        return Err(invalid("string is not valid UTF-8"));
+                    }
+                    return Ok(RawStr { raw, escaped });
+                }
+                b'\\' => {
+                    escaped = true;
+                    self.escape()?;
+                }
+                c if c < 0x20 => return Err(invalid("control character in a string")),
+                _ => {}
+            }
+        }
+    }
+
+    /// Advances over bytes that need no attention, stopping at `"`, `\` or a control
+    /// character (or the end). Returns whether any byte skipped was non-ASCII.
+    fn skip_plain(&mut self) -> bool {
+        let mut high = false;
+        let mut words = 0;
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        while let Some(chunk) = self.b.get(self.i..self.i + 8) {
+            // Most strings (keys, ids, names) end within a word or two; long ones (log
+            // lines) switch to 16-byte SSE2 steps.
+            #[cfg(target_arch = "x86_64")]
+            if words == 2 {
+                high |= self.skip_plain_sse2();
+                words += 1;
+                continue;
+            }
+            words += 1;
+            let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+            let quote = w ^ (ONES * u64::from(b'"'));
+            let slash = w ^ (ONES * u64::from(b'\\'));
+            // Classic "has zero byte" / "has byte less than n" tricks; the lowest flagged byte
+            // is exact, later ones may be false positives, so only the first is used.
+            let special = (quote.wrapping_sub(ONES) & !quote)
+                | (slash.wrapping_sub(ONES) & !slash)
+                | (w.wrapping_sub(ONES * 0x20) & !w);
+            let special = special & HIGH;
+            if special != 0 {
+                let n = (special.trailing_zeros() / 8) as usize;
+                high |= chunk[..n].iter().any(|c| *c >= 0x80);
+                self.i += n;
+                return high;
+            }
+            high |= w & HIGH != 0;
+            self.i += 8;
+        }
+        while let Some(c) = self.peek() {
+            if c == b'"' || c == b'\\' || c < 0x20 {
+                break;
+            }
+            high |= c >= 0x80;
+            self.i += 1;
+        }
+        high
+    }
+
+    /// Sixteen bytes at a time with SSE2, which every x86_64 CPU has.
+    #[cfg(target_arch = "x86_64")]
+    fn skip_plain_sse2(&mut self) -> bool {
+        use std::arch::x86_64::*;
+        let mut high = 0i32;
+        while self.i + 16 <= self.b.len() {
+            // SAFETY: the 16 bytes at `i` are in bounds (checked above); SSE2 is part of the
+            // x86_64 baseline; `loadu` has no alignment requirement.
+            let (special, hi) = unsafe {
+                let v = _mm_loadu_si128(self.b.as_ptr().add(self.i) as *const __m128i);
+                let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+                let slash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+                // Signed compare: bytes 0x00..=0x1F are < 0x20; bytes >= 0x80 are negative,
+                // so exclude them with the sign mask.
+                let below = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20));
+                let ctrl = _mm_and_si128(below, _mm_cmpgt_epi8(v, _mm_set1_epi8(-1)));
+                let any = _mm_or_si128(_mm_or_si128(quote, slash), ctrl);
+                (_mm_movemask_epi8(any), _mm_movemask_epi8(v))
+            };
+            if special != 0 {
+                let n = special.trailing_zeros();
+                high |= hi & ((1 << n) - 1);
+                self.i += n as usize;
+                return high != 0;
+            }
+            high |= hi;
+            self.i += 16;
+        }
+        high != 0
+    }
+
+    fn escape(&mut self) -> Result<(), DecodeError> {
+        match self.next()? {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Ok(()),
+            b'u' => {
+                let cp = self.hex4()?;
+                match cp {
+                    0xD800..=0xDBFF => {
+                        if self.b[self.i..].starts_with(b"\\u") {
+                            self.i += 2;
+                            if (0xDC00..=0xDFFF).contains(&self.hex4()?) {
+                                return Ok(());
+                            }
+                        }
+                        Err(invalid("unpaired surrogate in a \\u escape"))
+                    }
+                    0xDC00..=0xDFFF => Err(invalid("unpaired surrogate in a \\u escape")),
+                    _ => Ok(()),
+                }
+            }
+            _ => Err(invalid("invalid escape in a string")),
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u32, DecodeError> {
+        let digits = self
+            .b
+            .get(self.i..self.i + 4)
+            .ok_or_else(|| invalid("truncated \\u escape"))?;
+        let mut v = 0u32;
+        for &d in digits {
+            let n = (d as char)
+                .to_digit(16)
+                .ok_or_else(|| invalid("invalid \\u escape"))?;
+            v = v * 16 + n;
+        }
+        self.i += 4;
+        Ok(v)
+    }
+}
+
+fn set_once<T>(slot: &mut Option<T>, v: T, name: &str) -> Result<(), DecodeError> {
+    if slot.is_some() {
+        return Err(DecodeError::Invalid(format!("duplicate field `{name}`")));
+    }
+    *slot = Some(v);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validity_matches_serde_json_on_edge_cases() {
+        let cases: &[&[u8]] = &[
+            b"{}",
+            b"[]",
+            b"  {\"a\" : [1, -0.5e+3, true, false, null, \"x\"]}  ",
+            b"\"\\u00e9\\ud83d\\ude00\"",
+            b"\"\\ud83d\"",
+            b"\"\\ude00\"",
+            b"\"\\x\"",
+            b"\"tab\there\"",
+            b"01",
+            b"-",
+            b"1.",
+            b"1e",
+            b".5",
+            b"[1,]",
+            b"{\"a\":1,}",
+            b"{\"a\" 1}",
+            b"[1 2]",
+            b"tru",
+            b"nul",
+            b"\"unterminated",
+            b"\"abcdefghijklmnopqrstuvwxyz0123456789\"",
+            b"\"abcdefgh\\\"ijklmnop\"",
+            b"{} {}",
+            b"\"\xff\"",
+            b"\xff",
+            b"[\"caf\xc3\xa9 au lait, long enough for sixteen\"]",
+            b"\"0123456789abcdef\xc3\"",
+            b"\"0123456789abcdefghij\x01klm\"",
+            b"\"0123456789abcdefghijklmnopq\\\"rs\"",
+            b"\"\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\"",
+            b"",
+            b"   ",
+        ];
+        for case in cases {
+            let ours = is_valid_json(case);
+            let theirs = serde_json::from_slice::<serde_json::Value>(case).is_ok();
+            assert_eq!(ours, theirs, "{:?}", String::from_utf8_lossy(case));
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_bounded() {
+        let deep = "[".repeat(100_000);
+        assert!(!is_valid_json(deep.as_bytes()));
+        let ok = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        assert!(is_valid_json(ok.as_bytes()));
+    }
+
+    #[test]
+    fn escaped_routing_fields_fall_back() {
+        let frame = br#"{"type":"event","event":"server_log","serverId":"a\u0062c","data":{}}"#;
+        assert!(matches!(envelope(frame), Ok(Skimmed::NeedsDecoder)));
+        let frame = br#"{"t\u0079pe":"event","event":"server_log","data":{}}"#;
+        assert!(matches!(envelope(frame), Ok(Skimmed::NeedsDecoder)));
+    }
+
+    #[test]
+    fn duplicate_routing_fields_are_rejected() {
+        for frame in [
+            &br#"{"type":"event","type":"command"}"#[..],
+            br#"{"type":"event","serverId":"a","serverId":"b"}"#,
+            br#"{"type":"event","event":"a","action":"b"}"#,
+        ] {
+            assert!(
+                envelope(frame).is_err(),
+                "{}",
+                String::from_utf8_lossy(frame)
+            );
+        }
+    }
+}
