@@ -41,13 +41,7 @@ impl EggConfig<'_> {
         EggConfig {
             name: own(self.name),
             image: own(self.image),
-            ports: PortMap(
-                self.ports
-                    .0
-                    .into_iter()
-                    .map(|(k, v)| (own(k), v))
-                    .collect(),
-            ),
+            ports: PortMap(self.ports.0.into_iter().map(|(k, v)| (own(k), v)).collect()),
             environment: EnvMap(
                 self.environment
                     .0

@@ -1101,13 +1101,15 @@ impl<'de> Visitor<'de> for MessageVisitor {
                     set_once(&mut f.server_id, map.next_value::<CowStr>()?.0, "serverId")?
                 }
                 Key::Action | Key::Event => {
-                    let name = if matches!(key, Key::Action) { "action" } else { "event" };
+                    let name = if matches!(key, Key::Action) {
+                        "action"
+                    } else {
+                        "event"
+                    };
                     set_once(&mut f.tag, map.next_value::<CowStr>()?.0, name)?
                 }
                 Key::Success => set_once(&mut f.success, map.next_value()?, "success")?,
-                Key::Message => {
-                    set_once(&mut f.message, map.next_value::<CowStr>()?.0, "message")?
-                }
+                Key::Message => set_once(&mut f.message, map.next_value::<CowStr>()?.0, "message")?,
                 Key::Error => set_once(&mut f.error, map.next_value()?, "error")?,
                 Key::Payload | Key::Data => {
                     if !matches!(body, Body::None) || early_body.is_some() {

@@ -137,7 +137,10 @@ mod tests {
         for bad in ["", " ", "g", "1.2.3m", "-1m", "1e9", "5x", "5 gigs", "1,5g"] {
             assert!(Bytes::parse(bad).is_err(), "{bad:?} should be rejected");
         }
-        assert!(matches!(Bytes::parse("100t"), Err(QuantityError::TooLarge(_))));
+        assert!(matches!(
+            Bytes::parse("100t"),
+            Err(QuantityError::TooLarge(_))
+        ));
     }
 
     #[test]

@@ -108,7 +108,10 @@ impl RegisterRequest {
                 .bytes()
                 .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c));
         if !name_ok {
-            return bad("name", "must be 1 to 64 of letters, digits, '.', '_' and '-'");
+            return bad(
+                "name",
+                "must be 1 to 64 of letters, digits, '.', '_' and '-'",
+            );
         }
         let host_ok = !self.hostname.is_empty()
             && self.hostname.len() <= 253
@@ -125,7 +128,12 @@ impl RegisterRequest {
         let caps = &self.capabilities;
         match Bytes::parse(&caps.max_memory) {
             Ok(b) if b.0 > 0 => {}
-            _ => return bad("capabilities.maxMemory", "must be a quantity such as \"16GB\""),
+            _ => {
+                return bad(
+                    "capabilities.maxMemory",
+                    "must be a quantity such as \"16GB\"",
+                );
+            }
         }
         if caps.max_cpu_cores == 0 || caps.max_cpu_cores > 4096 {
             return bad("capabilities.maxCpuCores", "must be 1..=4096");

@@ -111,8 +111,14 @@ mod tests {
         for t in [0u64, 951_782_400, 1_737_626_400, 4_102_444_799] {
             assert_eq!(parse_rfc3339(&format_rfc3339(t)), Some(t));
         }
-        assert_eq!(parse_rfc3339("2025-01-23T11:00:00+01:00"), Some(1_737_626_400));
-        assert_eq!(parse_rfc3339("2025-01-23T10:00:00.123456789Z"), Some(1_737_626_400));
+        assert_eq!(
+            parse_rfc3339("2025-01-23T11:00:00+01:00"),
+            Some(1_737_626_400)
+        );
+        assert_eq!(
+            parse_rfc3339("2025-01-23T10:00:00.123456789Z"),
+            Some(1_737_626_400)
+        );
         assert_eq!(parse_rfc3339("2025-13-23T10:00:00Z"), None);
         assert_eq!(parse_rfc3339("not a time"), None);
         assert_eq!(parse_rfc3339("2025-01-23T10:00:00"), None);

@@ -54,11 +54,15 @@ pub enum ValidationError {
         field: &'static str,
         source: QuantityError,
     },
-    #[error("eggConfig.startup: placeholder {{{{{name}}}}} does not match any environment variable")]
+    #[error(
+        "eggConfig.startup: placeholder {{{{{name}}}}} does not match any environment variable"
+    )]
     UnresolvedPlaceholder { name: String },
     #[error("path: {0}")]
     Path(String),
-    #[error("signal: `{0}` is not a supported signal (SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGKILL, SIGUSR1, SIGUSR2)")]
+    #[error(
+        "signal: `{0}` is not a supported signal (SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGKILL, SIGUSR1, SIGUSR2)"
+    )]
     Signal(String),
     #[error("command: {0}")]
     ConsoleLine(String),
@@ -247,13 +251,19 @@ fn environment(egg: &EggConfig<'_>) -> Result<(), ValidationError> {
             ));
         }
         if RESERVED_ENV.contains(&&**name) {
-            return Err(egg_err(field, "is set by the agent and cannot be overridden"));
+            return Err(egg_err(
+                field,
+                "is set by the agent and cannot be overridden",
+            ));
         }
         if vars[..i].iter().any(|(n, _)| n == name) {
             return Err(egg_err(field, "is defined twice"));
         }
         if value.len() > MAX_ENV_VALUE || value.contains('\0') {
-            return Err(egg_err(field, "value must be at most 32 KiB and contain no NUL"));
+            return Err(egg_err(
+                field,
+                "value must be at most 32 KiB and contain no NUL",
+            ));
         }
     }
     Ok(())
@@ -282,7 +292,10 @@ fn startup(egg: &EggConfig<'_>) -> Result<(), ValidationError> {
         return Err(egg_err("startup", "must not be empty"));
     }
     if line.len() > MAX_STARTUP || line.contains('\0') {
-        return Err(egg_err("startup", "must be at most 8 KiB and contain no NUL"));
+        return Err(egg_err(
+            "startup",
+            "must be at most 8 KiB and contain no NUL",
+        ));
     }
     for name in placeholders(line).map_err(|r| egg_err("startup", r))? {
         if !RESERVED_ENV[..3].contains(&name) && egg.environment.get(name).is_none() {
@@ -306,7 +319,10 @@ pub fn placeholders(line: &str) -> Result<Vec<&str>, String> {
             .ok_or_else(|| "`{{` without a closing `}}`".to_owned())?;
         let name = after[..end].trim();
         if !env_name(name) {
-            return Err(format!("`{{{{{}}}}}` is not a valid placeholder name", &after[..end]));
+            return Err(format!(
+                "`{{{{{}}}}}` is not a valid placeholder name",
+                &after[..end]
+            ));
         }
         out.push(name);
         rest = &after[end + 2..];
@@ -369,7 +385,10 @@ fn extensions(egg: &EggConfig<'_>) -> Result<(), ValidationError> {
 }
 
 fn numeric_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 10 && s.bytes().all(|c| c.is_ascii_digit()) && s.parse::<u32>().is_ok()
+    !s.is_empty()
+        && s.len() <= 10
+        && s.bytes().all(|c| c.is_ascii_digit())
+        && s.parse::<u32>().is_ok()
 }
 
 /// The signals a stop or kill may name, with their numbers (Linux).
@@ -390,7 +409,9 @@ pub fn signal(name: &str) -> Result<(&'static str, i32), ValidationError> {
 /// A console line: no newline or NUL (it is one line), at most 4 KiB.
 pub fn console_line(line: &str) -> Result<(), ValidationError> {
     if line.len() > MAX_CONSOLE_LINE {
-        return Err(ValidationError::ConsoleLine("must be at most 4096 bytes".into()));
+        return Err(ValidationError::ConsoleLine(
+            "must be at most 4096 bytes".into(),
+        ));
     }
     if line.contains(['\n', '\r', '\0']) {
         return Err(ValidationError::ConsoleLine(
@@ -465,7 +486,10 @@ pub fn image_reference(image: &str) -> Result<(), String> {
     // A tag is after the last ':' that follows the last '/'.
     let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
     let (name, tag) = match name_tag[last_slash..].rfind(':') {
-        Some(i) => (&name_tag[..last_slash + i], Some(&name_tag[last_slash + i + 1..])),
+        Some(i) => (
+            &name_tag[..last_slash + i],
+            Some(&name_tag[last_slash + i + 1..]),
+        ),
         None => (name_tag, None),
     };
     if let Some(t) = tag {
@@ -473,7 +497,8 @@ pub fn image_reference(image: &str) -> Result<(), String> {
         let ok = !b.is_empty()
             && b.len() <= 128
             && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-            && b.iter().all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c));
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c));
         if !ok {
             return Err(format!("tag `{t}` is invalid"));
         }
@@ -510,14 +535,22 @@ fn domain(d: &str) -> Result<(), String> {
                 && b[b.len() - 1].is_ascii_alphanumeric()
                 && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
         });
-    if ok { Ok(()) } else { Err(format!("registry `{d}` is invalid")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("registry `{d}` is invalid"))
+    }
 }
 
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
 fn path_component(c: &str) -> Result<(), String> {
     let b = c.as_bytes();
     let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
-    let bad = || Err(format!("name component `{c}` must be lowercase letters, digits and separators"));
+    let bad = || {
+        Err(format!(
+            "name component `{c}` must be lowercase letters, digits and separators"
+        ))
+    };
     if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
         return bad();
     }

@@ -22,7 +22,11 @@ fn round_trip(name: &str) -> Message<'static> {
     let mut dec = Decoder::default();
     let msg = dec.message(&raw).expect(name).into_owned();
     let via_serde_json: Message = serde_json::from_slice(&raw).expect(name);
-    assert_eq!(msg, via_serde_json.into_owned(), "{name}: decoders disagree");
+    assert_eq!(
+        msg,
+        via_serde_json.into_owned(),
+        "{name}: decoders disagree"
+    );
     let encoded = encode(&msg);
     let back: Value = serde_json::from_slice(&encoded).unwrap();
     assert_eq!(back, original, "{name}: re-encoding changed the value");
@@ -42,7 +46,9 @@ fn create_server() {
     assert_eq!(c.id, "msg_001");
     assert_eq!(c.agent_id.as_deref(), Some("agent_uuid"));
     assert_eq!(c.target_server(), Some("server_123"));
-    let Action::CreateServer(p) = &c.action else { panic!("{:?}", c.action) };
+    let Action::CreateServer(p) = &c.action else {
+        panic!("{:?}", c.action)
+    };
     let egg = &p.egg_config;
     assert_eq!(egg.name, "minecraft-java");
     assert_eq!(egg.image, "ghcr.io/pterodactyl/yolks:java_17");
@@ -63,21 +69,33 @@ fn control_commands() {
     assert_eq!(c.action, Action::StartServer);
     assert_eq!(c.target_server(), Some("server_123"));
     let c = command("command_stop_server");
-    let Action::StopServer(Some(stop)) = &c.action else { panic!("{:?}", c.action) };
+    let Action::StopServer(Some(stop)) = &c.action else {
+        panic!("{:?}", c.action)
+    };
     assert_eq!(stop.signal.as_deref(), Some("SIGTERM"));
     assert_eq!(stop.timeout, Some(30));
-    assert_eq!(command("command_restart_server").action, Action::RestartServer(None));
+    assert_eq!(
+        command("command_restart_server").action,
+        Action::RestartServer(None)
+    );
     assert_eq!(command("command_get_status").action, Action::GetStatus);
 }
 
 #[test]
 fn file_commands() {
     let c = command("command_list_files");
-    assert_eq!(c.action, Action::ListFiles(PathPayload { path: "/server".into() }));
+    assert_eq!(
+        c.action,
+        Action::ListFiles(PathPayload {
+            path: "/server".into()
+        })
+    );
     let c = command("command_get_file");
     assert_eq!(
         c.action,
-        Action::GetFile(PathPayload { path: "/server/server.properties".into() })
+        Action::GetFile(PathPayload {
+            path: "/server/server.properties".into()
+        })
     );
 }
 
@@ -92,7 +110,10 @@ fn response(name: &str) -> Response<'static> {
 fn responses() {
     let ack = response("response_ack");
     assert!(ack.success);
-    assert_eq!(ack.message.as_deref(), Some("Server start command received"));
+    assert_eq!(
+        ack.message.as_deref(),
+        Some("Server start command received")
+    );
     let data: AckData = ack.data_as().unwrap();
     assert_eq!(data.status, ServerState::Starting);
 
@@ -127,17 +148,26 @@ fn events() {
     let e = event("event_server_status_changed");
     assert_eq!(e.id, None);
     assert_eq!(e.target_server(), Some("server_123"));
-    let EventKind::ServerStatusChanged(d) = &e.kind else { panic!() };
-    assert_eq!((d.previous_status, d.current_status), (ServerState::Starting, ServerState::Running));
+    let EventKind::ServerStatusChanged(d) = &e.kind else {
+        panic!()
+    };
+    assert_eq!(
+        (d.previous_status, d.current_status),
+        (ServerState::Starting, ServerState::Running)
+    );
     assert_eq!(d.pid, Some(1234));
 
     let e = event("event_server_log");
-    let EventKind::ServerLog(d) = &e.kind else { panic!() };
+    let EventKind::ServerLog(d) = &e.kind else {
+        panic!()
+    };
     assert_eq!(d.log_level, "INFO");
     assert!(d.message.contains("player1 joined"));
 
     let e = event("event_resource_update");
-    let EventKind::ResourceUpdate(d) = &e.kind else { panic!() };
+    let EventKind::ResourceUpdate(d) = &e.kind else {
+        panic!()
+    };
     assert_eq!(d.cpu, 52.1);
     assert_eq!(d.memory.used, "1200m");
     assert_eq!(d.disk.percentage, 42.0);
@@ -145,9 +175,13 @@ fn events() {
 
 #[test]
 fn heartbeat() {
-    let Message::Ping(p) = round_trip("ping") else { panic!() };
+    let Message::Ping(p) = round_trip("ping") else {
+        panic!()
+    };
     assert_eq!(p.id, "heartbeat_001");
-    let Message::Pong(p) = round_trip("pong") else { panic!() };
+    let Message::Pong(p) = round_trip("pong") else {
+        panic!()
+    };
     assert_eq!(p.id, "heartbeat_001");
     assert_eq!(p.data.agent_status, "healthy");
     assert_eq!(p.data.active_servers, 3);
@@ -160,22 +194,53 @@ fn registration_bodies() {
     let req: RegisterRequest = serde_json::from_slice(&raw).unwrap();
     req.validate().expect("the spec's registration is valid");
     assert_eq!(req.capabilities.max_cpu_cores, 8);
-    assert_eq!(serde_json::to_value(&req).unwrap(), serde_json::from_slice::<Value>(&raw).unwrap());
+    assert_eq!(
+        serde_json::to_value(&req).unwrap(),
+        serde_json::from_slice::<Value>(&raw).unwrap()
+    );
 
     let raw = fixture("registration_response");
     let resp: RegisterResponse = serde_json::from_slice(&raw).unwrap();
     assert_eq!(resp.agent.websocket_url, "wss://panel.domain.com/ws/agents");
-    assert_eq!(serde_json::to_value(&resp).unwrap(), serde_json::from_slice::<Value>(&raw).unwrap());
+    assert_eq!(
+        serde_json::to_value(&resp).unwrap(),
+        serde_json::from_slice::<Value>(&raw).unwrap()
+    );
 }
 
 #[test]
 fn envelope_routes_every_message_kind() {
     let cases = [
-        ("command_create_server", MessageType::Command, Some("create_server"), Some("server_123")),
-        ("command_stop_server", MessageType::Command, Some("stop_server"), Some("server_123")),
-        ("response_status", MessageType::Response, None, Some("server_123")),
-        ("event_server_log", MessageType::Event, Some("server_log"), Some("server_123")),
-        ("event_resource_update", MessageType::Event, Some("resource_update"), Some("server_123")),
+        (
+            "command_create_server",
+            MessageType::Command,
+            Some("create_server"),
+            Some("server_123"),
+        ),
+        (
+            "command_stop_server",
+            MessageType::Command,
+            Some("stop_server"),
+            Some("server_123"),
+        ),
+        (
+            "response_status",
+            MessageType::Response,
+            None,
+            Some("server_123"),
+        ),
+        (
+            "event_server_log",
+            MessageType::Event,
+            Some("server_log"),
+            Some("server_123"),
+        ),
+        (
+            "event_resource_update",
+            MessageType::Event,
+            Some("resource_update"),
+            Some("server_123"),
+        ),
         ("ping", MessageType::Ping, None, None),
         ("pong", MessageType::Pong, None, None),
     ];
@@ -190,16 +255,23 @@ fn envelope_routes_every_message_kind() {
         if name != "command_create_server" {
             assert_eq!(env.server_id.as_deref(), server, "{name}");
         }
-        assert_eq!(raw, before, "{name}: the frame must stay intact for forwarding");
+        assert_eq!(
+            raw, before,
+            "{name}: the frame must stay intact for forwarding"
+        );
     }
 }
 
 /// Guards the fixture set itself: every JSON block in the spec must be one of the fixtures.
 #[test]
 fn fixtures_cover_the_spec() {
-    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec/panel-agent-protocol.md");
+    let spec =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec/panel-agent-protocol.md");
     let Ok(text) = std::fs::read_to_string(&spec) else {
-        eprintln!("spec not found at {}; fixture coverage not checked", spec.display());
+        eprintln!(
+            "spec not found at {}; fixture coverage not checked",
+            spec.display()
+        );
         return;
     };
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
@@ -212,7 +284,10 @@ fn fixtures_cover_the_spec() {
         let body = block.split("```").next().unwrap();
         for v in serde_json::Deserializer::from_str(body).into_iter::<Value>() {
             let v = v.expect("spec JSON parses");
-            assert!(fixtures.contains(&v), "spec example missing from fixtures: {v}");
+            assert!(
+                fixtures.contains(&v),
+                "spec example missing from fixtures: {v}"
+            );
             found += 1;
         }
     }

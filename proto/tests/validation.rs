@@ -3,7 +3,7 @@
 
 use proto::egg::EggConfig;
 use proto::validate::{self, IdKind, ValidationError};
-use proto::{Decoder, ErrorCode, Message, Action};
+use proto::{Action, Decoder, ErrorCode, Message};
 use serde_json::{Value, json};
 
 fn spec_egg() -> Value {
@@ -32,7 +32,10 @@ fn with(mutate: impl FnOnce(&mut Value)) -> Result<validate::ValidEgg, Validatio
 fn rejects(mutate: impl FnOnce(&mut Value), needle: &str) {
     let err = with(mutate).expect_err("must be rejected");
     assert_eq!(err.code(), ErrorCode::ConfigInvalid, "{err}");
-    assert!(err.to_string().contains(needle), "`{err}` should mention `{needle}`");
+    assert!(
+        err.to_string().contains(needle),
+        "`{err}` should mention `{needle}`"
+    );
 }
 
 #[test]
@@ -53,7 +56,10 @@ fn image_reference_grammar() {
         "my__image",
         "img@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
     ] {
-        assert!(validate::image_reference(ok).is_ok(), "{ok} should be valid");
+        assert!(
+            validate::image_reference(ok).is_ok(),
+            "{ok} should be valid"
+        );
     }
     for bad in [
         "",
@@ -72,7 +78,10 @@ fn image_reference_grammar() {
         "a...b",
         &"x".repeat(256),
     ] {
-        assert!(validate::image_reference(bad).is_err(), "{bad:?} should be invalid");
+        assert!(
+            validate::image_reference(bad).is_err(),
+            "{bad:?} should be invalid"
+        );
     }
     rejects(|e| e["image"] = json!("Bad Image"), "image");
 }
@@ -86,29 +95,56 @@ fn ports_range_protocol_and_duplicates() {
     rejects(|e| e["ports"] = json!({"25565": 70000}), "host port");
     rejects(|e| e["ports"] = json!({"25565": -1}), "host port");
     rejects(|e| e["ports"] = json!({"25565/sctp": 25565}), "protocol");
-    rejects(|e| e["ports"] = json!({"25565": 25565, "25565/tcp": 25566}), "duplicate");
-    rejects(|e| e["ports"] = json!({"25565": 25565, "25566": 25565}), "duplicate");
+    rejects(
+        |e| e["ports"] = json!({"25565": 25565, "25565/tcp": 25566}),
+        "duplicate",
+    );
+    rejects(
+        |e| e["ports"] = json!({"25565": 25565, "25566": 25565}),
+        "duplicate",
+    );
     // The same number over TCP and UDP is two different bindings.
-    let v = with(|e| e["ports"] = json!({"25565": 25565, "25565/udp": 25565, "19132/udp": 19132})).unwrap();
+    let v = with(|e| e["ports"] = json!({"25565": 25565, "25565/udp": 25565, "19132/udp": 19132}))
+        .unwrap();
     assert_eq!(v.ports.len(), 3);
-    assert!(v.ports.iter().any(|b| b.container == 25565 && b.protocol == validate::Protocol::Udp));
+    assert!(
+        v.ports
+            .iter()
+            .any(|b| b.container == 25565 && b.protocol == validate::Protocol::Udp)
+    );
     // Wire order is kept: the first port is SERVER_PORT.
     let egg: EggConfig = serde_json::from_str(
         r#"{"name":"x","image":"a","ports":{"7777/udp":7777,"25565":25565},"limits":{"memory":"64m","cpu":"1","disk":"1g"},"startup":"run"}"#,
     )
     .unwrap();
     assert_eq!(validate::egg(&egg).unwrap().ports[0].container, 7777);
-    let many: serde_json::Map<String, Value> = (1..=65).map(|p| (p.to_string(), json!(p + 1000))).collect();
+    let many: serde_json::Map<String, Value> =
+        (1..=65).map(|p| (p.to_string(), json!(p + 1000))).collect();
     rejects(|e| e["ports"] = Value::Object(many), "at most 64");
 }
 
 #[test]
 fn environment_names_values_and_reserved() {
-    rejects(|e| e["environment"]["1BAD"] = json!("x"), "environment.1BAD");
-    rejects(|e| e["environment"]["BAD-NAME"] = json!("x"), "name must match");
-    rejects(|e| e["environment"]["SERVER_MEMORY"] = json!("1"), "set by the agent");
-    rejects(|e| e["environment"]["STARTUP"] = json!("x"), "set by the agent");
-    rejects(|e| e["environment"]["BIG"] = json!("x".repeat(33 * 1024)), "32 KiB");
+    rejects(
+        |e| e["environment"]["1BAD"] = json!("x"),
+        "environment.1BAD",
+    );
+    rejects(
+        |e| e["environment"]["BAD-NAME"] = json!("x"),
+        "name must match",
+    );
+    rejects(
+        |e| e["environment"]["SERVER_MEMORY"] = json!("1"),
+        "set by the agent",
+    );
+    rejects(
+        |e| e["environment"]["STARTUP"] = json!("x"),
+        "set by the agent",
+    );
+    rejects(
+        |e| e["environment"]["BIG"] = json!("x".repeat(33 * 1024)),
+        "32 KiB",
+    );
     rejects(|e| e["environment"]["NUL"] = json!("a\0b"), "NUL");
     // Numbers are accepted as their text, as operators write them.
     let mut egg = spec_egg();
@@ -119,7 +155,12 @@ fn environment_names_values_and_reserved() {
     // Duplicate keys in the JSON text are caught, not merged.
     let dup = br#"{"name":"x","image":"a","environment":{"A":"1","A":"2"},"limits":{"memory":"64m","cpu":"1","disk":"1g"},"startup":"run"}"#;
     let parsed: EggConfig = serde_json::from_slice(dup).unwrap();
-    assert!(validate::egg(&parsed).unwrap_err().to_string().contains("defined twice"));
+    assert!(
+        validate::egg(&parsed)
+            .unwrap_err()
+            .to_string()
+            .contains("defined twice")
+    );
 }
 
 #[test]
@@ -146,12 +187,21 @@ fn quantities() {
 #[test]
 fn startup_placeholders_resolve() {
     rejects(|e| e["startup"] = json!("run {{MISSING}}"), "{{MISSING}}");
-    rejects(|e| e["startup"] = json!("run {{SERVER_JARFILE"), "without a closing");
-    rejects(|e| e["startup"] = json!("run {{bad name}}"), "not a valid placeholder");
+    rejects(
+        |e| e["startup"] = json!("run {{SERVER_JARFILE"),
+        "without a closing",
+    );
+    rejects(
+        |e| e["startup"] = json!("run {{bad name}}"),
+        "not a valid placeholder",
+    );
     rejects(|e| e["startup"] = json!("   "), "must not be empty");
     rejects(|e| e["startup"] = json!("x".repeat(9000)), "8 KiB");
     // The agent's own variables resolve without being in the egg.
-    with(|e| e["startup"] = json!("run --port {{SERVER_PORT}} --ip {{SERVER_IP}} -m {{SERVER_MEMORY}}")).unwrap();
+    with(|e| {
+        e["startup"] = json!("run --port {{SERVER_PORT}} --ip {{SERVER_IP}} -m {{SERVER_MEMORY}}")
+    })
+    .unwrap();
     let line = validate::substitute("a {{X}} b {{ Y }} c", |n| match n {
         "X" => Some("1"),
         "Y" => Some("2"),
@@ -165,7 +215,8 @@ fn names_and_size_limits() {
     rejects(|e| e["name"] = json!(""), "name");
     rejects(|e| e["name"] = json!("x".repeat(65)), "name");
     rejects(|e| e["name"] = json!("bad/name"), "name");
-    let many: serde_json::Map<String, Value> = (0..129).map(|i| (format!("V{i}"), json!("x"))).collect();
+    let many: serde_json::Map<String, Value> =
+        (0..129).map(|i| (format!("V{i}"), json!("x"))).collect();
     rejects(|e| e["environment"] = Value::Object(many), "at most 128");
 }
 
@@ -174,10 +225,19 @@ fn extensions_stop_query_user() {
     with(|e| e["stop"] = json!({"command": "stop"})).unwrap();
     with(|e| e["stop"] = json!({"signal": "SIGINT"})).unwrap();
     rejects(|e| e["stop"] = json!({"signal": "SIGFOO"}), "stop.signal");
-    rejects(|e| e["stop"] = json!({"command": "stop\nrm -rf /"}), "stop.command");
+    rejects(
+        |e| e["stop"] = json!({"command": "stop\nrm -rf /"}),
+        "stop.command",
+    );
     with(|e| e["query"] = json!({"type": "minecraft", "port": 25565})).unwrap();
-    rejects(|e| e["query"] = json!({"type": "source", "port": 27015}), "query.type");
-    rejects(|e| e["query"] = json!({"type": "minecraft", "port": 0}), "query.port");
+    rejects(
+        |e| e["query"] = json!({"type": "source", "port": 27015}),
+        "query.type",
+    );
+    rejects(
+        |e| e["query"] = json!({"type": "minecraft", "port": 0}),
+        "query.port",
+    );
     with(|e| e["user"] = json!("1000:1000")).unwrap();
     rejects(|e| e["user"] = json!("0:0"), "root");
     rejects(|e| e["user"] = json!("root"), "numeric");
@@ -188,7 +248,16 @@ fn ids() {
     for ok in ["server_123", "agent_uuid", "a", "0f8e-12", &"x".repeat(64)] {
         validate::id(IdKind::Server, ok).unwrap();
     }
-    for bad in ["", "-x", "_x", "has space", "slash/x", "dot.x", "ünï", &"x".repeat(65)] {
+    for bad in [
+        "",
+        "-x",
+        "_x",
+        "has space",
+        "slash/x",
+        "dot.x",
+        "ünï",
+        &"x".repeat(65),
+    ] {
         let err = validate::id(IdKind::Agent, bad).unwrap_err();
         assert_eq!(err.code(), ErrorCode::InvalidMessage);
         assert!(err.to_string().starts_with("agentId"), "{err}");
@@ -199,7 +268,10 @@ fn ids() {
 fn paths() {
     assert_eq!(validate::server_path("/server").unwrap(), "");
     assert_eq!(validate::server_path("/server/").unwrap(), "");
-    assert_eq!(validate::server_path("/server/./world//level.dat").unwrap(), "world/level.dat");
+    assert_eq!(
+        validate::server_path("/server/./world//level.dat").unwrap(),
+        "world/level.dat"
+    );
     for bad in [
         "",
         "/",
@@ -215,9 +287,19 @@ fn paths() {
         assert_eq!(err.code(), ErrorCode::InvalidPath, "{bad:?}");
     }
     let long = format!("/server/{}", "a/".repeat(2100));
-    assert!(validate::server_path(&long).unwrap_err().to_string().contains("4096"));
+    assert!(
+        validate::server_path(&long)
+            .unwrap_err()
+            .to_string()
+            .contains("4096")
+    );
     let comp = format!("/server/{}", "a".repeat(256));
-    assert!(validate::server_path(&comp).unwrap_err().to_string().contains("255"));
+    assert!(
+        validate::server_path(&comp)
+            .unwrap_err()
+            .to_string()
+            .contains("255")
+    );
 }
 
 #[test]
@@ -262,7 +344,9 @@ fn malformed_frames_are_invalid_message() {
 fn unknown_action_is_decoded_for_an_unknown_action_answer() {
     let frame = br#"{"id":"m1","type":"command","timestamp":"t","action":"format_disk","payload":{"all":true}}"#;
     let mut dec = Decoder::default();
-    let Message::Command(c) = dec.message(frame).unwrap() else { panic!() };
+    let Message::Command(c) = dec.message(frame).unwrap() else {
+        panic!()
+    };
     assert_eq!(c.id, "m1");
     assert_eq!(c.action, Action::Unknown("format_disk".into()));
     assert_eq!(c.action.name(), "format_disk");
@@ -271,25 +355,45 @@ fn unknown_action_is_decoded_for_an_unknown_action_answer() {
 #[test]
 fn oversize_frames_are_payload_too_large() {
     let mut dec = Decoder::new(64);
-    let frame = format!(r#"{{"id":"1","type":"ping","timestamp":"{}"}}"#, "x".repeat(100));
-    assert_eq!(dec.message(frame.as_bytes()).unwrap_err().code(), ErrorCode::PayloadTooLarge);
-    assert_eq!(dec.envelope(frame.as_bytes()).unwrap_err().code(), ErrorCode::PayloadTooLarge);
+    let frame = format!(
+        r#"{{"id":"1","type":"ping","timestamp":"{}"}}"#,
+        "x".repeat(100)
+    );
+    assert_eq!(
+        dec.message(frame.as_bytes()).unwrap_err().code(),
+        ErrorCode::PayloadTooLarge
+    );
+    assert_eq!(
+        dec.envelope(frame.as_bytes()).unwrap_err().code(),
+        ErrorCode::PayloadTooLarge
+    );
 }
 
 #[test]
 fn payload_before_tag_still_decodes() {
     let frame = br#"{"payload":{"signal":"SIGINT","timeout":5},"id":"m","timestamp":"t","type":"command","serverId":"s","action":"stop_server"}"#;
-    let Message::Command(c) = proto::decode(frame).unwrap() else { panic!() };
-    let Action::StopServer(Some(p)) = c.action else { panic!() };
+    let Message::Command(c) = proto::decode(frame).unwrap() else {
+        panic!()
+    };
+    let Action::StopServer(Some(p)) = c.action else {
+        panic!()
+    };
     assert_eq!((p.signal.as_deref(), p.timeout), (Some("SIGINT"), Some(5)));
     let frame = br#"{"data":{"serverId":"s","logLevel":"INFO","message":"hi"},"event":"server_log","type":"event","timestamp":"t"}"#;
-    assert!(matches!(Decoder::default().message(frame).unwrap(), Message::Event(_)));
+    assert!(matches!(
+        Decoder::default().message(frame).unwrap(),
+        Message::Event(_)
+    ));
 }
 
 #[test]
 fn escaped_strings_decode_correctly() {
     let frame = br#"{"type":"event","timestamp":"t","event":"server_log","data":{"serverId":"s","logLevel":"INFO","message":"a \"quoted\" \u00e9\n line"}}"#;
-    let Message::Event(e) = proto::decode(frame).unwrap() else { panic!() };
-    let proto::EventKind::ServerLog(l) = e.kind else { panic!() };
+    let Message::Event(e) = proto::decode(frame).unwrap() else {
+        panic!()
+    };
+    let proto::EventKind::ServerLog(l) = e.kind else {
+        panic!()
+    };
     assert_eq!(l.message, "a \"quoted\" é\n line");
 }
