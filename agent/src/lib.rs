@@ -1,1 +1,18 @@
-//! agent library.
+//! The node agent: runs game servers as Docker containers for the panel.
+//!
+//! Layout: `config` (agent.json, run options), `net` + `https` (TLS and the tiny REST
+//! client), `register` (capabilities, registration, token refresh), `token` (JWT expiry),
+//! `link` (the WebSocket to the panel), `logs` (console lines and their throttle), `query`
+//! (player counts), plus the Docker client (`docker`), confined file access (`files`) and
+//! cgroup statistics (`stats`).
+pub mod config;
+pub mod docker;
+pub mod files;
+pub mod https;
+pub mod link;
+pub mod logs;
+pub mod net;
+pub mod query;
+pub mod register;
+pub mod stats;
+pub mod token;
