@@ -4,15 +4,20 @@
 //! client), `register` (capabilities, registration, token refresh), `token` (JWT expiry),
 //! `link` (the WebSocket to the panel), `logs` (console lines and their throttle), `query`
 //! (player counts), plus the Docker client (`docker`), confined file access (`files`) and
-//! cgroup statistics (`stats`).
+//! cgroup statistics (`stats`), the game servers themselves (`servers`), and the program
+//! (`cli`, `run`, `logger`; `main.rs` only calls `cli::main`).
+pub mod cli;
 pub mod config;
 pub mod docker;
 pub mod files;
 pub mod https;
 pub mod link;
+pub mod logger;
 pub mod logs;
 pub mod net;
 pub mod query;
 pub mod register;
+pub mod run;
+pub mod servers;
 pub mod stats;
 pub mod token;

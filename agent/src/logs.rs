@@ -289,6 +289,15 @@ impl Console {
         splitter.push(chunk, &mut |line| deliver(throttle, stream, line, now, out));
     }
 
+    /// Announces now whatever the throttle dropped and has not announced yet: called when
+    /// the output goes quiet, so a burst's drops are reported without waiting for the next
+    /// line.
+    pub fn flush_dropped(&mut self, out: &mut Vec<LogLine>) {
+        if let Some(n) = self.throttle.flush() {
+            out.push(announcement(n));
+        }
+    }
+
     /// The output ended (container stopped or stream lost): final partial lines and any
     /// pending drop announcement.
     pub fn finish(&mut self, now: Instant, out: &mut Vec<LogLine>) {

@@ -1,1 +1,19 @@
-//! panel library.
+//! The control-plane panel: TLS HTTP server, agent hub, redb storage, operator API, live
+//! events and metrics. `main.rs` only parses flags and calls [`app::run`] or [`up::run`].
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod events;
+pub mod http;
+pub mod hub;
+pub mod logger;
+pub mod metrics;
+pub mod panel_metrics;
+pub mod ratelimit;
+pub mod shutdown;
+pub mod store;
+pub mod tls;
+pub mod tracker;
+pub mod up;

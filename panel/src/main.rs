@@ -1,1 +1,46 @@
-fn main() {}
+//! `panel [flags]` and `panel up`: flags in, one call into the library.
+
+use std::process::ExitCode;
+
+use panel::config::{self, Invocation};
+use panel::shutdown::Shutdown;
+
+fn main() -> ExitCode {
+    let invocation = match config::parse(std::env::args().skip(1)) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("panel: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if std::env::var_os("SMOL_THREADS").is_none() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // SAFETY: nothing else runs yet (no threads spawned), so no concurrent env access.
+        unsafe { std::env::set_var("SMOL_THREADS", n.to_string()) };
+    }
+    panel::logger::init();
+    let shutdown = Shutdown::new();
+    if let Err(e) = shutdown.on_signals() {
+        eprintln!("panel: cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
+    let result = match invocation {
+        Invocation::Help => {
+            println!("{}", config::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Invocation::Run(cfg) => {
+            smol::block_on(panel::app::run(cfg, shutdown)).map_err(|e| e.to_string())
+        }
+        Invocation::Up(cfg) => {
+            smol::block_on(panel::up::run(cfg, shutdown)).map_err(|e| e.to_string())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("panel: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -11,10 +11,12 @@
 //! - [`rest`]: registration and refresh bodies, the operator API error envelope.
 //! - [`codes`]: the wire error codes and their HTTP statuses.
 //! - [`time`]: RFC 3339 timestamps.
+//! - [`jwt`]: hand-written HS256 tokens with scopes and key rotation.
 
 pub mod codec;
 pub mod codes;
 pub mod egg;
+pub mod jwt;
 pub mod message;
 pub mod quantity;
 pub mod rest;

@@ -25,6 +25,14 @@ pub(crate) enum Skimmed<'a> {
 }
 
 pub(crate) fn envelope(frame: &[u8]) -> Result<Skimmed<'_>, DecodeError> {
+    skim(frame).map_err(|e| *e)
+}
+
+/// Errors are boxed inside the skimmer so that every internal `Result` stays two words wide
+/// (returned in registers); they are rare, and the message is allocated anyway.
+type Fail = Box<DecodeError>;
+
+fn skim(frame: &[u8]) -> Result<Skimmed<'_>, Fail> {
     // UTF-8 is checked per string (outside strings the grammar admits only ASCII).
     let mut p = Parser { b: frame, i: 0 };
     let mut env = Fields::default();
@@ -85,8 +93,22 @@ pub fn is_valid_json(input: &[u8]) -> bool {
     p.i == input.len()
 }
 
-fn invalid(msg: &str) -> DecodeError {
-    DecodeError::Invalid(msg.to_owned())
+#[cold]
+#[inline(never)]
+fn invalid(msg: &str) -> Fail {
+    Box::new(DecodeError::Invalid(msg.to_owned()))
+}
+
+#[cold]
+#[inline(never)]
+fn invalid_at(what: &str, at: usize) -> Fail {
+    Box::new(DecodeError::Invalid(format!("{what} at byte {at}")))
+}
+
+#[cold]
+#[inline(never)]
+fn duplicate(name: &str) -> Fail {
+    Box::new(DecodeError::Invalid(format!("duplicate field `{name}`")))
 }
 
 fn borrowed(s: &str) -> Cow<'_, str> {
@@ -107,8 +129,17 @@ struct Fields<'a> {
 }
 
 struct RawStr<'a> {
+    /// The string's bytes between the quotes, escapes not decoded; valid UTF-8.
     raw: &'a [u8],
     escaped: bool,
+}
+
+impl<'a> RawStr<'a> {
+    fn as_str(&self) -> &'a str {
+        // SAFETY: `Parser::string` only returns byte runs that are ASCII or were checked with
+        // `str::from_utf8`.
+        unsafe { std::str::from_utf8_unchecked(self.raw) }
+    }
 }
 
 struct Parser<'a> {
@@ -117,30 +148,38 @@ struct Parser<'a> {
 }
 
 impl<'a> Parser<'a> {
+    #[inline(always)]
     fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
     }
 
-    fn next(&mut self) -> Result<u8, DecodeError> {
-        let c = self
-            .peek()
-            .ok_or_else(|| invalid("unexpected end of frame"))?;
-        self.i += 1;
-        Ok(c)
-    }
-
-    fn expect(&mut self, want: u8) -> Result<(), DecodeError> {
-        if self.next()? == want {
-            Ok(())
-        } else {
-            Err(DecodeError::Invalid(format!(
-                "expected `{}` at byte {}",
-                want as char,
-                self.i - 1
-            )))
+    #[inline(always)]
+    fn next(&mut self) -> Result<u8, Fail> {
+        match self.peek() {
+            Some(c) => {
+                self.i += 1;
+                Ok(c)
+            }
+            None => Err(invalid("unexpected end of frame")),
         }
     }
 
+    #[inline(always)]
+    fn expect(&mut self, want: u8) -> Result<(), Fail> {
+        if self.next()? == want {
+            Ok(())
+        } else {
+            Err(self.expected(want))
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn expected(&self, want: u8) -> Fail {
+        invalid_at(&format!("expected `{}`", want as char), self.i - 1)
+    }
+
+    #[inline(always)]
     fn ws(&mut self) {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
             self.i += 1;
@@ -148,22 +187,23 @@ impl<'a> Parser<'a> {
     }
 
     /// One top-level member: routed keys are captured, everything else is validated.
-    fn member(&mut self, key: &'a [u8], env: &mut Fields<'a>) -> Result<(), DecodeError> {
-        let slot = match key {
+    fn member(&mut self, key: &'a [u8], env: &mut Fields<'a>) -> Result<(), Fail> {
+        let (slot, name) = match key {
             b"type" => {
                 let t = self.routed_string(env, "type")?;
                 if let Some(t) = t {
                     let kind = MessageType::from_wire(t).ok_or_else(|| {
-                        DecodeError::Invalid(format!("unknown message type `{t}`"))
+                        Box::new(DecodeError::Invalid(format!("unknown message type `{t}`")))
                     })?;
                     set_once(&mut env.kind, kind, "type")?;
                 }
                 return Ok(());
             }
-            b"id" => &mut env.id,
-            b"agentId" => &mut env.agent_id,
-            b"serverId" => &mut env.server_id,
-            b"action" | b"event" => &mut env.name,
+            b"id" => (&mut env.id, "id"),
+            b"agentId" => (&mut env.agent_id, "agentId"),
+            b"serverId" => (&mut env.server_id, "serverId"),
+            b"action" => (&mut env.name, "action"),
+            b"event" => (&mut env.name, "event"),
             b"success" => {
                 let v = match self.peek() {
                     Some(b't') => {
@@ -181,10 +221,9 @@ impl<'a> Parser<'a> {
             b"data" if self.peek() == Some(b'{') => return self.data_object(env),
             _ => return self.value(0),
         };
-        let name = std::str::from_utf8(key).unwrap_or("key");
-        if let Some(v) = Self::take_string(self, name)? {
+        if let Some(v) = self.take_string(name)? {
             if slot.is_some() {
-                return Err(DecodeError::Invalid(format!("duplicate field `{name}`")));
+                return Err(duplicate(name));
             }
             *slot = Some(v);
         } else {
@@ -194,24 +233,21 @@ impl<'a> Parser<'a> {
     }
 
     /// A string value that routing needs; `None` when it carries escapes.
-    fn take_string(&mut self, field: &str) -> Result<Option<&'a str>, DecodeError> {
+    #[inline]
+    fn take_string(&mut self, field: &str) -> Result<Option<&'a str>, Fail> {
         if self.peek() != Some(b'"') {
-            return Err(DecodeError::Invalid(format!("`{field}` must be a string")));
+            return Err(not_a_string(field));
         }
         self.i += 1;
         let s = self.string()?;
-        if s.escaped {
-            return Ok(None);
-        }
-        // `string` checked the bytes are UTF-8.
-        Ok(std::str::from_utf8(s.raw).ok())
+        Ok((!s.escaped).then(|| s.as_str()))
     }
 
     fn routed_string(
         &mut self,
         env: &mut Fields<'a>,
         field: &str,
-    ) -> Result<Option<&'a str>, DecodeError> {
+    ) -> Result<Option<&'a str>, Fail> {
         let v = self.take_string(field)?;
         if v.is_none() {
             env.fallback = true;
@@ -220,7 +256,7 @@ impl<'a> Parser<'a> {
     }
 
     /// `data` as an object: only `serverId` is captured, one level deep.
-    fn data_object(&mut self, env: &mut Fields<'a>) -> Result<(), DecodeError> {
+    fn data_object(&mut self, env: &mut Fields<'a>) -> Result<(), Fail> {
         self.i += 1;
         self.ws();
         if self.peek() == Some(b'}') {
@@ -257,7 +293,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Validates and skips any JSON value.
-    fn value(&mut self, depth: u32) -> Result<(), DecodeError> {
+    fn value(&mut self, depth: u32) -> Result<(), Fail> {
         match self.peek() {
             Some(b'"') => {
                 self.i += 1;
@@ -269,15 +305,12 @@ impl<'a> Parser<'a> {
             Some(b'f') => self.literal(b"false"),
             Some(b'n') => self.literal(b"null"),
             Some(b'-' | b'0'..=b'9') => self.number(),
-            Some(_) => Err(DecodeError::Invalid(format!(
-                "unexpected character at byte {}",
-                self.i
-            ))),
+            Some(_) => Err(invalid_at("unexpected character", self.i)),
             None => Err(invalid("unexpected end of frame")),
         }
     }
 
-    fn object(&mut self, depth: u32) -> Result<(), DecodeError> {
+    fn object(&mut self, depth: u32) -> Result<(), Fail> {
         if depth > MAX_DEPTH {
             return Err(invalid("nesting too deep"));
         }
@@ -303,7 +336,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn array(&mut self, depth: u32) -> Result<(), DecodeError> {
+    fn array(&mut self, depth: u32) -> Result<(), Fail> {
         if depth > MAX_DEPTH {
             return Err(invalid("nesting too deep"));
         }
@@ -324,21 +357,18 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn literal(&mut self, word: &[u8]) -> Result<(), DecodeError> {
+    #[inline]
+    fn literal(&mut self, word: &[u8]) -> Result<(), Fail> {
         if self.b[self.i..].starts_with(word) {
             self.i += word.len();
             Ok(())
         } else {
-            Err(DecodeError::Invalid(format!(
-                "invalid literal at byte {}",
-                self.i
-            )))
+            Err(invalid_at("invalid literal", self.i))
         }
     }
 
     /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
-    fn number(&mut self) -> Result<(), DecodeError> {
-        let bad = |i| DecodeError::Invalid(format!("invalid number at byte {i}"));
+    fn number(&mut self) -> Result<(), Fail> {
         let start = self.i;
         if self.peek() == Some(b'-') {
             self.i += 1;
@@ -346,12 +376,12 @@ impl<'a> Parser<'a> {
         match self.peek() {
             Some(b'0') => self.i += 1,
             Some(b'1'..=b'9') => self.digits(),
-            _ => return Err(bad(start)),
+            _ => return Err(invalid_at("invalid number", start)),
         }
         if self.peek() == Some(b'.') {
             self.i += 1;
             if !matches!(self.peek(), Some(b'0'..=b'9')) {
-                return Err(bad(start));
+                return Err(invalid_at("invalid number", start));
             }
             self.digits();
         }
@@ -361,13 +391,14 @@ impl<'a> Parser<'a> {
                 self.i += 1;
             }
             if !matches!(self.peek(), Some(b'0'..=b'9')) {
-                return Err(bad(start));
+                return Err(invalid_at("invalid number", start));
             }
             self.digits();
         }
         Ok(())
     }
 
+    #[inline(always)]
     fn digits(&mut self) {
         while let Some(b'0'..=b'9') = self.peek() {
             self.i += 1;
@@ -377,7 +408,65 @@ impl<'a> Parser<'a> {
     /// The body of a string whose opening quote was consumed; leaves `i` after the closing
     /// quote. Escapes are validated (including surrogate pairs) but not decoded; non-ASCII
     /// content is checked to be UTF-8.
-    fn string(&mut self) -> Result<RawStr<'a>, DecodeError> {
+    ///
+    /// The common case — a plain ASCII string that ends within 16 bytes, which is nearly
+    /// every key and id — is one SSE2 block, inlined at each call site.
+    #[inline(always)]
+    fn string(&mut self) -> Result<RawStr<'a>, Fail> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let start = self.i;
+            if start + 16 <= self.b.len() {
+                // SAFETY: as in `skip_plain_sse2`: 16 in-bounds bytes, SSE2 baseline.
+                let (quote, special, high) = unsafe { Self::classify16(self.b, start) };
+                // The first byte needing attention is the closing quote, and nothing before
+                // it is non-ASCII.
+                let first = special & special.wrapping_neg();
+                if first & quote != 0 && high & (first - 1) == 0 {
+                    let n = first.trailing_zeros() as usize;
+                    self.i = start + n + 1;
+                    return Ok(RawStr {
+                        raw: &self.b[start..start + n],
+                        escaped: false,
+                    });
+                }
+            }
+        }
+        self.string_slow()
+    }
+
+    /// Bit masks (bit k = byte `at + k`) of `"`, of any byte needing attention in a string
+    /// (`"`, `\`, control characters) and of non-ASCII bytes.
+    ///
+    /// # Safety
+    /// `at + 16 <= b.len()`.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn classify16(b: &[u8], at: usize) -> (u32, u32, u32) {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller guarantees 16 bytes at `at`; SSE2 is part of the x86_64 baseline
+        // and `loadu` has no alignment requirement.
+        unsafe {
+            let v = _mm_loadu_si128(b.as_ptr().add(at) as *const __m128i);
+            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+            let slash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+            // Signed compare: bytes 0x00..=0x1F are < 0x20; bytes >= 0x80 are negative, so
+            // exclude them with the sign mask.
+            let below = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20));
+            let ctrl = _mm_and_si128(below, _mm_cmpgt_epi8(v, _mm_set1_epi8(-1)));
+            let any = _mm_or_si128(_mm_or_si128(quote, slash), ctrl);
+            (
+                _mm_movemask_epi8(quote) as u32,
+                _mm_movemask_epi8(any) as u32,
+                _mm_movemask_epi8(v) as u32,
+            )
+        }
+    }
+
+    /// [`Self::string`] for everything but the common case: long strings, escapes,
+    /// non-ASCII text, the last 16 bytes of a frame, errors.
+    #[inline(never)]
+    fn string_slow(&mut self) -> Result<RawStr<'a>, Fail> {
         let start = self.i;
         let mut escaped = false;
         let mut non_ascii = false;
@@ -396,28 +485,33 @@ impl<'a> Parser<'a> {
                     self.escape()?;
                 }
                 c if c < 0x20 => return Err(invalid("control character in a string")),
-                _ => {}
+                // Not reached (`skip_plain` stops only at the three cases above), but if it
+                // were, the byte must still count towards the UTF-8 check.
+                c => non_ascii |= c >= 0x80,
             }
         }
     }
 
     /// Advances over bytes that need no attention, stopping at `"`, `\` or a control
     /// character (or the end). Returns whether any byte skipped was non-ASCII.
+    #[inline(always)]
     fn skip_plain(&mut self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // Most strings (keys, ids, names) end within the first 16 bytes.
+            if self.i + 16 <= self.b.len() {
+                return self.skip_plain_sse2();
+            }
+        }
+        self.skip_plain_swar()
+    }
+
+    /// Eight bytes at a time in a general-purpose register, then byte by byte.
+    fn skip_plain_swar(&mut self) -> bool {
         let mut high = false;
-        let mut words = 0;
         const ONES: u64 = 0x0101_0101_0101_0101;
         const HIGH: u64 = 0x8080_8080_8080_8080;
         while let Some(chunk) = self.b.get(self.i..self.i + 8) {
-            // Most strings (keys, ids, names) end within a word or two; long ones (log
-            // lines) switch to 16-byte SSE2 steps.
-            #[cfg(target_arch = "x86_64")]
-            if words == 2 {
-                high |= self.skip_plain_sse2();
-                words += 1;
-                continue;
-            }
-            words += 1;
             let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
             let quote = w ^ (ONES * u64::from(b'"'));
             let slash = w ^ (ONES * u64::from(b'\\'));
@@ -446,25 +540,15 @@ impl<'a> Parser<'a> {
         high
     }
 
-    /// Sixteen bytes at a time with SSE2, which every x86_64 CPU has.
+    /// Sixteen bytes at a time with SSE2, which every x86_64 CPU has; the tail (fewer than
+    /// 16 bytes left in the frame) goes to the SWAR loop.
     #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
     fn skip_plain_sse2(&mut self) -> bool {
-        use std::arch::x86_64::*;
-        let mut high = 0i32;
+        let mut high = 0u32;
         while self.i + 16 <= self.b.len() {
-            // SAFETY: the 16 bytes at `i` are in bounds (checked above); SSE2 is part of the
-            // x86_64 baseline; `loadu` has no alignment requirement.
-            let (special, hi) = unsafe {
-                let v = _mm_loadu_si128(self.b.as_ptr().add(self.i) as *const __m128i);
-                let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
-                let slash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
-                // Signed compare: bytes 0x00..=0x1F are < 0x20; bytes >= 0x80 are negative,
-                // so exclude them with the sign mask.
-                let below = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20));
-                let ctrl = _mm_and_si128(below, _mm_cmpgt_epi8(v, _mm_set1_epi8(-1)));
-                let any = _mm_or_si128(_mm_or_si128(quote, slash), ctrl);
-                (_mm_movemask_epi8(any), _mm_movemask_epi8(v))
-            };
+            // SAFETY: the 16 bytes at `i` are in bounds (checked above).
+            let (_, special, hi) = unsafe { Self::classify16(self.b, self.i) };
             if special != 0 {
                 let n = special.trailing_zeros();
                 high |= hi & ((1 << n) - 1);
@@ -474,10 +558,10 @@ impl<'a> Parser<'a> {
             high |= hi;
             self.i += 16;
         }
-        high != 0
+        self.skip_plain_swar() | (high != 0)
     }
 
-    fn escape(&mut self) -> Result<(), DecodeError> {
+    fn escape(&mut self) -> Result<(), Fail> {
         match self.next()? {
             b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Ok(()),
             b'u' => {
@@ -500,7 +584,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn hex4(&mut self) -> Result<u32, DecodeError> {
+    fn hex4(&mut self) -> Result<u32, Fail> {
         let digits = self
             .b
             .get(self.i..self.i + 4)
@@ -517,9 +601,15 @@ impl<'a> Parser<'a> {
     }
 }
 
-fn set_once<T>(slot: &mut Option<T>, v: T, name: &str) -> Result<(), DecodeError> {
+#[cold]
+#[inline(never)]
+fn not_a_string(field: &str) -> Fail {
+    Box::new(DecodeError::Invalid(format!("`{field}` must be a string")))
+}
+
+fn set_once<T>(slot: &mut Option<T>, v: T, name: &str) -> Result<(), Fail> {
     if slot.is_some() {
-        return Err(DecodeError::Invalid(format!("duplicate field `{name}`")));
+        return Err(duplicate(name));
     }
     *slot = Some(v);
     Ok(())

@@ -1,11 +1,18 @@
 //! Helpers for the end-to-end tests: the real `panel` and `agent` binaries, the real Docker
 //! Engine, and guards that clean up containers and processes even when a test panics.
 
+pub mod agent;
+pub mod egg;
+pub mod events;
+pub mod panel;
+pub mod stack;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, Once};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The repository root (this crate lives in `tests/`).
@@ -36,42 +43,100 @@ pub fn docker_or_skip(test: &str) -> bool {
     ok
 }
 
+/// The test image built by `tests/fakegame/build-image.sh`.
+pub const FAKEGAME_IMAGE: &str = "ctrl-fakegame:latest";
+
 /// Builds `ctrl-fakegame:latest` once per test process (the script is idempotent and cheap
-/// when nothing changed).
+/// when nothing changed). Test binaries run concurrently (and other checkouts may share the
+/// Docker Engine), so the build runs under an exclusive `flock` on a lock file in the temp
+/// dir. A failed build fails every caller with the same message.
 pub fn ensure_fakegame_image() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
+    static RESULT: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = RESULT.get_or_init(|| {
+        let lock_path = std::env::temp_dir().join("ctrl-fakegame-image.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("opening {}: {e}", lock_path.display()))?;
+        // SAFETY: flock(2) on a descriptor we own; released when `lock` is closed.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(format!(
+                "locking {}: {}",
+                lock_path.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
         let script = repo_root().join("tests/fakegame/build-image.sh");
-        let status = Command::new("bash")
+        let out = Command::new("bash")
             .arg(&script)
-            .status()
-            .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-        assert!(status.success(), "building the fakegame image failed");
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("running {}: {e}", script.display()))?;
+        drop(lock);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} failed ({}):\n{}{}",
+                script.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
     });
+    if let Err(e) = result {
+        panic!("building the fakegame image {FAKEGAME_IMAGE}: {e}");
+    }
 }
 
-/// Path of a workspace binary built by this `cargo test` run (same profile as the tests).
+/// Path of a workspace binary built with the same profile as the running test. The first
+/// call in a process runs `cargo build -p panel -p agent` (a no-op when they are fresh), so a
+/// plain `cargo test -p e2e` never runs stale binaries; set `E2E_SKIP_BUILD=1` to skip it.
 pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     // target/<profile>/deps/e2e-<hash> → target/<profile>/<name>
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe
         .parent()
         .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
-    let path = dir.join(name);
-    if !path.exists() {
-        static BUILD: Mutex<()> = Mutex::new(());
-        let _g = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-        if !path.exists() {
-            let mut cmd = Command::new(env!("CARGO"));
-            cmd.args(["build", "-p", "panel", "-p", "agent"]);
-            if dir.file_name().is_some_and(|p| p == "release") {
-                cmd.arg("--release");
-            }
-            let status = cmd.current_dir(repo_root()).status().expect("cargo build");
-            assert!(status.success(), "building the binaries failed");
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf();
+    let built = BUILT.get_or_init(|| {
+        if std::env::var_os("E2E_SKIP_BUILD").is_some() {
+            return Ok(());
         }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_owned());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "panel", "-p", "agent"]);
+        if dir.file_name().is_some_and(|p| p == "release") {
+            cmd.arg("--release");
+        }
+        // Build into the target dir this test binary lives in.
+        if let Some(target) = dir.parent() {
+            cmd.env("CARGO_TARGET_DIR", target);
+        }
+        let out = cmd
+            .current_dir(repo_root())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("running cargo build: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "cargo build -p panel -p agent failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    });
+    if let Err(e) = built {
+        panic!("{e}");
     }
+    let path = dir.join(name);
+    assert!(path.exists(), "{} does not exist", path.display());
     path
 }
 
@@ -160,6 +225,13 @@ impl Proc {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
+    /// Whether the process is still running (not exited, not killed by us).
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// Every line printed so far.
     pub fn output(&self) -> Vec<String> {
         self.output
@@ -198,7 +270,7 @@ impl Proc {
         let mut c = self.child.take()?;
         // SAFETY: kill(2) with a pid we own; no memory is touched.
         unsafe {
-            libc_kill(c.id() as i32, 15);
+            libc::kill(c.id() as i32, libc::SIGTERM);
         }
         let deadline = Instant::now() + timeout;
         loop {
@@ -215,13 +287,19 @@ impl Proc {
     }
 }
 
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
 impl Drop for Proc {
     fn drop(&mut self) {
+        if std::thread::panicking() && std::env::var_os("E2E_VERBOSE").is_none() {
+            let out = self.output();
+            let skip = out.len().saturating_sub(150);
+            eprintln!(
+                "---- output of {} (last {} lines) ----\n{}\n---- end of {} ----",
+                self.name,
+                out.len() - skip,
+                out[skip..].join("\n"),
+                self.name
+            );
+        }
         self.kill9();
     }
 }
@@ -231,24 +309,45 @@ pub struct ContainerGuard(pub String);
 
 impl ContainerGuard {
     pub fn remove_now(&self) {
-        let out = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("label={}", self.0)])
-            .output();
-        if let Ok(out) = out {
-            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect();
-            if !ids.is_empty() {
-                let _ = Command::new("docker")
-                    .args(["rm", "-f", "-v"])
-                    .args(&ids)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
-            }
+        let ids = containers_with_label(&self.0);
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", "-v"])
+                .args(&ids)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
         }
     }
+}
+
+/// Ids of every container (running or not) carrying `label` (`key=value`).
+pub fn containers_with_label(label: &str) -> Vec<String> {
+    Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            &format!("label={label}"),
+        ])
+        .output()
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether the container `id` (or name) is running, according to Docker itself.
+pub fn container_running(id: &str) -> bool {
+    Command::new("docker")
+        .args(["inspect", "--format", "{{.State.Running}}", id])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
+        .unwrap_or(false)
 }
 
 impl Drop for ContainerGuard {

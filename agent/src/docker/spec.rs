@@ -36,6 +36,9 @@ pub struct CreateSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// The signal `docker stop` sends first (default SIGTERM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
     pub open_stdin: bool,
     pub stdin_once: bool,
     pub attach_stdin: bool,
@@ -140,6 +143,7 @@ impl CreateSpec {
             working_dir: None,
             user: None,
             labels: BTreeMap::new(),
+            stop_signal: None,
             open_stdin: true,
             stdin_once: false,
             attach_stdin: true,

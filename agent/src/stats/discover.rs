@@ -107,7 +107,9 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
         match (bytes[i], octal) {
             (b'\\', Some(d)) => {
                 let v = d.iter().fold(0u32, |a, b| a * 8 + u32::from(b - b'0'));
@@ -135,12 +137,11 @@ impl CgroupDirs {
     pub fn discover(pid: u32) -> Result<CgroupDirs, StatsError> {
         let proc_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
             .map_err(|_| StatsError::NoProcess { pid })?;
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| {
-            StatsError::Open {
+        let mountinfo =
+            std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| StatsError::Open {
                 what: "/proc/self/mountinfo",
                 errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-            }
-        })?;
+            })?;
         CgroupDirs::from_texts(pid, &proc_cgroup, &mountinfo)
     }
 
@@ -231,7 +232,10 @@ mod tests {
             join(&m, "/docker/abc/sub").unwrap(),
             Path::new("/sys/fs/cgroup/sub")
         );
-        assert_eq!(join(&m, "/docker/abc").unwrap(), Path::new("/sys/fs/cgroup"));
+        assert_eq!(
+            join(&m, "/docker/abc").unwrap(),
+            Path::new("/sys/fs/cgroup")
+        );
         assert!(join(&m, "/").is_none(), "outside the mounted sub-tree");
         assert!(join(&m, "/docker/abcd").is_none());
         assert!(join(&m, "/docker/abc/../x").is_none());

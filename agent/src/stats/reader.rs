@@ -26,7 +26,8 @@ pub(crate) struct PreadFile {
 impl PreadFile {
     pub(crate) fn open(path: &Path, what: &'static str) -> Result<PreadFile, StatsError> {
         let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
-        let fd = open(path, flags, Mode::empty()).map_err(|errno| StatsError::Open { what, errno })?;
+        let fd =
+            open(path, flags, Mode::empty()).map_err(|errno| StatsError::Open { what, errno })?;
         Ok(PreadFile { fd, what })
     }
 

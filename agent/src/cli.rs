@@ -1,0 +1,230 @@
+//! The command line, exactly as `interfaces.md` fixes it:
+//!
+//! ```text
+//! agent register --panel URL --admin-token TOKEN --name NAME [--ca-cert PEM] [--config PATH]
+//! agent run [--config PATH] [--docker-socket PATH] [--data-dir DIR]
+//! ```
+//!
+//! Hand-parsed (`--flag value` or `--flag=value`): two sub-commands do not justify a
+//! dependency. `main.rs` only calls [`main`].
+
+use crate::config::RunOptions;
+use crate::register::{DEFAULT_REPORTED_PORT, RegisterArgs};
+use std::path::PathBuf;
+
+pub const USAGE: &str = "\
+usage:
+  agent register --panel URL --admin-token TOKEN --name NAME [--ca-cert PEM] [--config PATH]
+                 [--docker-socket PATH] [--hostname HOST]
+  agent run [--config PATH] [--docker-socket PATH] [--data-dir DIR]
+
+  register  detects this node's capabilities, registers it with the panel and writes the
+            identity and tokens to --config (default ./agent.json, mode 0600)
+  run       connects to the panel and runs its game servers in Docker
+            (default socket /var/run/docker.sock or DOCKER_HOST=unix://..., data ./agent-data)
+
+  AGENT_LOG=error|warn|info|debug sets the log level (default info)";
+
+/// A parsed command line.
+#[derive(Debug, Clone)]
+pub enum Cli {
+    Register(RegisterArgs),
+    Run(RunOptions),
+    Help,
+}
+
+/// Splits `--flag value` / `--flag=value` pairs, refusing unknown flags and repeats.
+fn flags(args: &[String], allowed: &[&str]) -> Result<Vec<(String, String)>, String> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        let Some(flag) = arg.strip_prefix("--") else {
+            return Err(format!("unexpected argument `{arg}`"));
+        };
+        let (name, value) = match flag.split_once('=') {
+            Some((n, v)) => (n.to_owned(), v.to_owned()),
+            None => {
+                i += 1;
+                let v = args
+                    .get(i)
+                    .ok_or_else(|| format!("--{flag} needs a value"))?
+                    .clone();
+                (flag.to_owned(), v)
+            }
+        };
+        if !allowed.contains(&name.as_str()) {
+            return Err(format!("unknown option --{name}"));
+        }
+        if out.iter().any(|(n, _)| *n == name) {
+            return Err(format!("--{name} given twice"));
+        }
+        out.push((name, value));
+        i += 1;
+    }
+    Ok(out)
+}
+
+fn take(flags: &mut Vec<(String, String)>, name: &str) -> Option<String> {
+    let i = flags.iter().position(|(n, _)| n == name)?;
+    Some(flags.remove(i).1)
+}
+
+/// Parses the arguments after the program name.
+pub fn parse(args: &[String]) -> Result<Cli, String> {
+    let Some((sub, rest)) = args.split_first() else {
+        return Err("missing sub-command".into());
+    };
+    match sub.as_str() {
+        "-h" | "--help" | "help" => Ok(Cli::Help),
+        "register" => {
+            let mut f = flags(
+                rest,
+                &[
+                    "panel",
+                    "admin-token",
+                    "name",
+                    "ca-cert",
+                    "config",
+                    "docker-socket",
+                    "hostname",
+                ],
+            )?;
+            let need = |f: &mut Vec<(String, String)>, n: &str| {
+                take(f, n)
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| format!("register needs --{n}"))
+            };
+            let panel = need(&mut f, "panel")?;
+            let admin_token = need(&mut f, "admin-token")?;
+            let name = need(&mut f, "name")?;
+            let docker_socket = match take(&mut f, "docker-socket") {
+                Some(p) => PathBuf::from(p),
+                None => crate::docker::socket_from_env().map_err(|e| e.to_string())?,
+            };
+            Ok(Cli::Register(RegisterArgs {
+                panel,
+                admin_token,
+                name,
+                ca_cert: take(&mut f, "ca-cert").map(PathBuf::from),
+                config: PathBuf::from(
+                    take(&mut f, "config").unwrap_or_else(|| crate::config::DEFAULT_CONFIG.into()),
+                ),
+                docker_socket,
+                hostname: take(&mut f, "hostname"),
+                port: DEFAULT_REPORTED_PORT,
+            }))
+        }
+        "run" => {
+            let mut f = flags(rest, &["config", "docker-socket", "data-dir"])?;
+            let mut opts = RunOptions::with_defaults().map_err(|e| e.to_string())?;
+            if let Some(p) = take(&mut f, "config") {
+                opts.config_path = PathBuf::from(p);
+            }
+            if let Some(p) = take(&mut f, "docker-socket") {
+                opts.docker_socket = PathBuf::from(p);
+            }
+            if let Some(p) = take(&mut f, "data-dir") {
+                opts.data_dir = PathBuf::from(p);
+            }
+            Ok(Cli::Run(opts))
+        }
+        other => Err(format!("unknown sub-command `{other}`")),
+    }
+}
+
+/// The whole program: parse, run, map the outcome to an exit code (0 ok, 1 failure,
+/// 2 usage).
+pub fn main(args: Vec<String>) -> i32 {
+    crate::logger::init();
+    let cli = match parse(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("agent: {e}\n{USAGE}");
+            return 2;
+        }
+    };
+    match cli {
+        Cli::Help => {
+            println!("{USAGE}");
+            0
+        }
+        Cli::Register(args) => match smol::block_on(crate::register::register(&args)) {
+            Ok(cfg) => {
+                println!(
+                    "registered as agent {} ({}); identity written to {}",
+                    cfg.id,
+                    cfg.name,
+                    args.config.display()
+                );
+                0
+            }
+            Err(e) => {
+                eprintln!("agent register: {e}");
+                1
+            }
+        },
+        Cli::Run(opts) => match crate::run::run(opts) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("agent run: {e}");
+                1
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn register_needs_its_three_flags() {
+        let Cli::Register(r) = parse(&args(
+            "register --panel https://p:8443 --admin-token t --name node-01 --ca-cert ca.pem",
+        ))
+        .unwrap() else {
+            panic!("not register")
+        };
+        assert_eq!(
+            (r.panel.as_str(), r.admin_token.as_str(), r.name.as_str()),
+            ("https://p:8443", "t", "node-01")
+        );
+        assert_eq!(r.ca_cert, Some(PathBuf::from("ca.pem")));
+        assert_eq!(r.config, PathBuf::from("./agent.json"));
+        let e = parse(&args("register --panel https://p --name n")).unwrap_err();
+        assert!(e.contains("--admin-token"), "{e}");
+        assert!(
+            parse(&args("register --panel"))
+                .unwrap_err()
+                .contains("needs a value")
+        );
+    }
+
+    #[test]
+    fn run_has_defaults_and_accepts_equals_form() {
+        let Cli::Run(o) = parse(&args("run --data-dir=/d --docker-socket /s.sock")).unwrap() else {
+            panic!("not run")
+        };
+        assert_eq!(o.data_dir, PathBuf::from("/d"));
+        assert_eq!(o.docker_socket, PathBuf::from("/s.sock"));
+        assert_eq!(o.config_path, PathBuf::from("./agent.json"));
+        assert!(
+            parse(&args("run --bogus 1"))
+                .unwrap_err()
+                .contains("--bogus")
+        );
+        assert!(
+            parse(&args("run --config a --config b"))
+                .unwrap_err()
+                .contains("twice")
+        );
+        assert!(parse(&args("fly")).is_err());
+        assert!(parse(&[]).is_err());
+        assert!(matches!(parse(&args("--help")), Ok(Cli::Help)));
+    }
+}

@@ -1,0 +1,113 @@
+//! The servers layer's one error type, and its single mapping to a wire code.
+//!
+//! Errors from the layers below (Docker, files, stats, validation) keep their own codes;
+//! this type adds the lifecycle's own failures (unknown server, busy, not running, ports,
+//! capacity). Messages name the server, port or image, never a host path.
+
+use crate::docker::DockerError;
+use crate::files::FileError;
+use crate::stats::StatsError;
+use proto::ErrorCode;
+use proto::validate::ValidationError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+
+    #[error("server {server_id} does not exist on this agent")]
+    NotFound { server_id: String },
+
+    #[error("server {server_id} already exists on this agent")]
+    AlreadyExists { server_id: String },
+
+    #[error(
+        "server {server_id} is busy with another power action ({action}); retry when it is done"
+    )]
+    Busy {
+        server_id: String,
+        action: &'static str,
+    },
+
+    #[error("server {server_id} is not running")]
+    NotRunning { server_id: String },
+
+    #[error("host port {port}/{protocol} is already in use{by}")]
+    PortConflict {
+        port: u16,
+        protocol: &'static str,
+        /// " by server X" or " on this host".
+        by: String,
+    },
+
+    #[error("not enough {what} on this node: {detail}")]
+    Insufficient { what: &'static str, detail: String },
+
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+
+    #[error(transparent)]
+    Files(#[from] FileError),
+
+    #[error(transparent)]
+    Stats(#[from] StatsError),
+
+    #[error("cannot prepare the files of server {server_id}: {reason}")]
+    Volume { server_id: String, reason: String },
+
+    #[error("content: {0}")]
+    BadContent(String),
+
+    #[error("unknown action `{0}`")]
+    UnknownAction(String),
+}
+
+impl ServerError {
+    /// The wire code; the only place lifecycle errors become codes.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ServerError::Invalid(e) => e.code(),
+            ServerError::NotFound { .. } => ErrorCode::ServerNotFound,
+            ServerError::AlreadyExists { .. } | ServerError::NotRunning { .. } => {
+                ErrorCode::Conflict
+            }
+            ServerError::Busy { .. } => ErrorCode::Busy,
+            ServerError::PortConflict { .. } => ErrorCode::PortConflict,
+            ServerError::Insufficient { .. } => ErrorCode::InsufficientResources,
+            ServerError::Docker(e) => e.code(),
+            ServerError::Files(e) => e.code(),
+            ServerError::Stats(e) => e.code(),
+            ServerError::Volume { .. } => ErrorCode::InternalError,
+            ServerError::BadContent(_) => ErrorCode::InvalidMessage,
+            ServerError::UnknownAction(_) => ErrorCode::UnknownAction,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_the_contracts() {
+        let nf = ServerError::NotFound {
+            server_id: "s".into(),
+        };
+        assert_eq!(nf.code(), ErrorCode::ServerNotFound);
+        let busy = ServerError::Busy {
+            server_id: "s".into(),
+            action: "stop",
+        };
+        assert_eq!(busy.code(), ErrorCode::Busy);
+        let port = ServerError::PortConflict {
+            port: 1,
+            protocol: "tcp",
+            by: String::new(),
+        };
+        assert_eq!(port.code(), ErrorCode::PortConflict);
+        let missing = ServerError::Docker(DockerError::SocketMissing { path: "/x".into() });
+        assert_eq!(missing.code(), ErrorCode::DockerError);
+        let denied = ServerError::Docker(DockerError::PermissionDenied { path: "/x".into() });
+        assert_eq!(denied.code(), ErrorCode::PermissionDenied);
+    }
+}

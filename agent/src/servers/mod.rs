@@ -1,0 +1,291 @@
+//! The game servers of this node: one state machine per server, driven by the panel's
+//! commands and by Docker's events, and the [`Dispatch`] the link hands commands to.
+//!
+//! - Commands (`commands.rs`) validate with `proto`, act through the Docker client and the
+//!   confined files, and answer with the spec's shapes. One power action per server at a
+//!   time (`BUSY`).
+//! - Docker's `/events` (`watch.rs`) is the source of truth for a run ending: crash vs
+//!   clean stop, exit code, OOM kill. On every (re)connection to Docker the containers
+//!   labelled `ctrl.agent=<id>` are (re-)adopted: consoles and samplers resume, nothing is
+//!   restarted.
+//! - Each running server has a console task and a sampler task (`tasks.rs`).
+//!
+//! Layout: `plan` (egg → container), `server` (one server), `tasks`, `commands`, `watch`,
+//! `error`.
+
+mod commands;
+mod error;
+pub mod plan;
+mod server;
+mod tasks;
+mod watch;
+
+pub use error::ServerError;
+pub use plan::{LABEL_AGENT, LABEL_META, LABEL_SERVER, Meta, container_name};
+pub use server::Expected;
+
+use crate::docker::DockerClient;
+use crate::link::Dispatch;
+use crate::link::outbox::Outbox;
+use parking_lot::Mutex;
+use proto::{Command, PongData, Response, ServerState, SystemLoad};
+use server::Server;
+use smol::Task;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// How much this node offers to its servers, summed over their limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// Bytes.
+    pub memory: u64,
+    pub cpu_millis: u32,
+}
+
+impl Capacity {
+    /// The host's memory and CPU count.
+    pub fn detect() -> Capacity {
+        let memory = crate::register::memory_total().unwrap_or(0);
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        Capacity {
+            memory,
+            cpu_millis: cpus * 1000,
+        }
+    }
+}
+
+/// What the servers layer needs to run.
+#[derive(Debug, Clone)]
+pub struct ServersConfig {
+    pub agent_id: String,
+    pub docker_socket: PathBuf,
+    /// `DATA`: volumes live in `DATA/volumes/<serverId>`.
+    pub data_dir: PathBuf,
+    /// Host address ports are published on (unspecified = every interface).
+    pub host_ip: IpAddr,
+    pub resource_interval: Duration,
+    /// `None`: the host's memory and CPUs.
+    pub capacity: Option<Capacity>,
+    /// Console lines per second and burst per server (see `logs`).
+    pub log_rate: f64,
+    pub log_burst: f64,
+    /// Grace period of a stop when the command names none.
+    pub stop_timeout: Duration,
+    /// Interval of the host load sampling reported in pongs.
+    pub load_interval: Duration,
+}
+
+impl ServersConfig {
+    pub fn new(agent_id: impl Into<String>, docker_socket: PathBuf, data_dir: PathBuf) -> Self {
+        ServersConfig {
+            agent_id: agent_id.into(),
+            docker_socket,
+            data_dir,
+            host_ip: IpAddr::from([0, 0, 0, 0]),
+            resource_interval: crate::config::DEFAULT_RESOURCE_INTERVAL,
+            capacity: None,
+            log_rate: crate::logs::DEFAULT_RATE,
+            log_burst: crate::logs::DEFAULT_BURST,
+            stop_timeout: Duration::from_secs(30),
+            load_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A server slot: reserved while its container is being created, then ready.
+enum Slot {
+    Creating(Reservation),
+    Ready(Arc<Server>),
+}
+
+/// What a server holds of the node, for capacity and port checks.
+#[derive(Debug, Clone)]
+struct Reservation {
+    memory: u64,
+    cpu_millis: u32,
+    ports: Vec<plan::PortMeta>,
+}
+
+impl Slot {
+    fn reservation(&self) -> Reservation {
+        match self {
+            Slot::Creating(r) => r.clone(),
+            Slot::Ready(s) => Reservation {
+                memory: s.meta.memory,
+                cpu_millis: s.meta.cpu_millis,
+                ports: s.meta.ports.clone(),
+            },
+        }
+    }
+}
+
+struct Inner {
+    cfg: ServersConfig,
+    volumes_dir: PathBuf,
+    agent_id: Arc<str>,
+    outbox: Arc<Outbox>,
+    docker: Mutex<Option<DockerClient>>,
+    docker_ok: AtomicBool,
+    servers: Mutex<HashMap<String, Slot>>,
+    capacity: Capacity,
+    load: Mutex<SystemLoad>,
+}
+
+/// The servers manager. Dropping it stops its tasks; containers keep running and are
+/// re-adopted by the next manager.
+pub struct Servers {
+    inner: Arc<Inner>,
+    _tasks: Vec<Task<()>>,
+}
+
+impl Servers {
+    /// Prepares `DATA/volumes`, then starts the Docker event watcher (which adopts existing
+    /// containers) and the host load sampler. A missing Docker is not fatal: commands answer
+    /// `DOCKER_ERROR` (or `PERMISSION_DENIED`) and the watcher keeps retrying.
+    pub fn start(cfg: ServersConfig, outbox: Arc<Outbox>) -> Result<Servers, ServerError> {
+        let volume_err = |reason: String| ServerError::Volume {
+            server_id: "*".into(),
+            reason,
+        };
+        let volumes_dir = cfg.data_dir.join("volumes");
+        std::fs::create_dir_all(&volumes_dir)
+            .map_err(|e| volume_err(format!("cannot create the data directory: {e}")))?;
+        // Docker bind mounts need absolute host paths.
+        let volumes_dir = std::fs::canonicalize(&volumes_dir)
+            .map_err(|e| volume_err(format!("cannot resolve the data directory: {e}")))?;
+        let capacity = cfg.capacity.unwrap_or_else(Capacity::detect);
+        let inner = Arc::new(Inner {
+            agent_id: Arc::from(cfg.agent_id.as_str()),
+            cfg,
+            volumes_dir,
+            outbox,
+            docker: Mutex::new(None),
+            docker_ok: AtomicBool::new(false),
+            servers: Mutex::new(HashMap::new()),
+            capacity,
+            load: Mutex::new(SystemLoad {
+                cpu: 0.0,
+                memory: 0.0,
+                disk: 0.0,
+            }),
+        });
+        let tasks = vec![
+            smol::spawn(watch::watch(inner.clone())),
+            smol::spawn(watch::sample_load(Arc::downgrade(&inner))),
+        ];
+        Ok(Servers {
+            inner,
+            _tasks: tasks,
+        })
+    }
+
+    /// Connects to Docker now: the start-up check whose error `agent run` prints.
+    pub async fn check_docker(&self) -> Result<(), ServerError> {
+        self.inner.docker().await.map(drop)
+    }
+
+    /// Finds this agent's containers and adopts the ones not yet known (idempotent; the
+    /// watcher also does this on every connection to Docker). Returns how many servers the
+    /// agent now manages.
+    pub async fn adopt(&self) -> Result<usize, ServerError> {
+        self.inner.adopt().await
+    }
+
+    /// Executes one command (what the link calls).
+    pub async fn execute(&self, cmd: Command<'static>) -> Response<'static> {
+        self.inner.clone().execute(cmd).await
+    }
+
+    /// The current state of a server, if the agent manages it.
+    pub fn state(&self, server_id: &str) -> Option<ServerState> {
+        match self.inner.servers.lock().get(server_id)? {
+            Slot::Ready(s) => Some(s.state()),
+            Slot::Creating(_) => None,
+        }
+    }
+
+    /// Ids of the servers the agent manages.
+    pub fn server_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.inner.servers.lock().keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    pub fn capacity(&self) -> Capacity {
+        self.inner.capacity
+    }
+}
+
+impl Dispatch for Servers {
+    fn handle(
+        &self,
+        cmd: Command<'static>,
+    ) -> impl std::future::Future<Output = Response<'static>> + Send {
+        self.inner.clone().execute(cmd)
+    }
+
+    fn pong(&self) -> PongData<'static> {
+        let active = self
+            .inner
+            .servers
+            .lock()
+            .values()
+            .filter(|s| matches!(s, Slot::Ready(s) if s.state() == ServerState::Running))
+            .count();
+        PongData {
+            agent_status: Cow::Borrowed(if self.inner.docker_ok.load(Ordering::Relaxed) {
+                "healthy"
+            } else {
+                "degraded"
+            }),
+            active_servers: active as u64,
+            system_load: *self.inner.load.lock(),
+        }
+    }
+}
+
+impl Inner {
+    /// The Docker client, connecting on first use (and again after a failure).
+    async fn docker(&self) -> Result<DockerClient, ServerError> {
+        if let Some(d) = self.docker.lock().clone() {
+            return Ok(d);
+        }
+        match DockerClient::connect(&self.cfg.docker_socket).await {
+            Ok(d) => {
+                *self.docker.lock() = Some(d.clone());
+                self.docker_ok.store(true, Ordering::Relaxed);
+                Ok(d)
+            }
+            Err(e) => {
+                self.docker_ok.store(false, Ordering::Relaxed);
+                Err(e.into())
+            }
+        }
+    }
+
+    fn get(&self, server_id: &str) -> Result<Arc<Server>, ServerError> {
+        match self.servers.lock().get(server_id) {
+            Some(Slot::Ready(s)) => Ok(s.clone()),
+            Some(Slot::Creating(_)) => Err(ServerError::Busy {
+                server_id: server_id.to_owned(),
+                action: "create",
+            }),
+            None => Err(ServerError::NotFound {
+                server_id: server_id.to_owned(),
+            }),
+        }
+    }
+
+    fn volume_path(&self, server_id: &str) -> PathBuf {
+        self.volumes_dir.join(server_id)
+    }
+
+    fn volumes_dir(&self) -> &Path {
+        &self.volumes_dir
+    }
+}

@@ -1,0 +1,296 @@
+//! From a validated egg to the container the agent asks Docker for, and the facts about the
+//! server it must remember (kept in the container's `ctrl.meta` label, so a restarted agent
+//! re-adopts a server from Docker alone).
+//!
+//! Pure functions: no I/O, unit-tested here.
+
+use crate::docker::{CreateSpec, Mount, Protocol};
+use proto::EggConfig;
+use proto::validate::{self, ValidEgg};
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+/// Label naming the agent that owns a container.
+pub const LABEL_AGENT: &str = "ctrl.agent";
+/// Label naming the server a container runs.
+pub const LABEL_SERVER: &str = "ctrl.server";
+/// Label carrying [`Meta`] as JSON.
+pub const LABEL_META: &str = "ctrl.meta";
+/// Where the server's files are mounted inside its container.
+pub const CONTAINER_ROOT: &str = "/server";
+/// The user a server runs as when its egg names none.
+pub const DEFAULT_USER: (u32, u32) = (1000, 1000);
+/// Processes (threads included) one server may have: enough for a JVM, not for a fork bomb.
+pub const PIDS_LIMIT: i64 = 1024;
+/// The address a server is told to bind to inside its network namespace.
+pub const SERVER_IP: &str = "0.0.0.0";
+
+/// One published port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMeta {
+    pub container: u16,
+    pub host: u16,
+    pub udp: bool,
+}
+
+impl PortMeta {
+    pub fn protocol(&self) -> &'static str {
+        if self.udp { "udp" } else { "tcp" }
+    }
+}
+
+/// What the agent remembers about a server beyond what Docker reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Meta {
+    /// Bytes.
+    pub memory: u64,
+    pub cpu_millis: u32,
+    /// Bytes.
+    pub disk: u64,
+    pub ports: Vec<PortMeta>,
+    /// A console line that stops the server gracefully (`stop`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_command: Option<String>,
+    /// Canonical name (`SIGTERM`) of the signal a stop sends.
+    pub stop_signal: String,
+    /// Container port answering the Minecraft Server List Ping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_port: Option<u16>,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Meta {
+    /// The host port bound to a container port (TCP first).
+    pub fn host_port_for(&self, container: u16) -> Option<u16> {
+        self.ports
+            .iter()
+            .filter(|p| p.container == container)
+            .min_by_key(|p| p.udp)
+            .map(|p| p.host)
+    }
+
+    pub fn to_label(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn from_label(text: &str) -> Option<Meta> {
+        serde_json::from_str(text).ok()
+    }
+}
+
+/// Everything [`plan`] needs besides the egg.
+pub struct PlanInput<'a> {
+    pub agent_id: &'a str,
+    pub server_id: &'a str,
+    /// Absolute host path of the server's volume.
+    pub volume: &'a str,
+    /// Host address ports are published on (unspecified = all interfaces).
+    pub host_ip: IpAddr,
+}
+
+/// The container's name for a server.
+pub fn container_name(server_id: &str) -> String {
+    format!("ctrl-{server_id}")
+}
+
+/// Builds the hardened create body and the server's [`Meta`] from a validated egg.
+pub fn plan(input: &PlanInput<'_>, egg: &EggConfig<'_>, valid: &ValidEgg) -> (CreateSpec, Meta) {
+    let (uid, gid) = egg.user.as_deref().map_or(DEFAULT_USER, parse_user);
+    let memory = valid.limits.memory.0;
+    let first_port = valid.ports.first().map(|p| p.container);
+
+    // Placeholders resolve from the egg's own environment plus the three agent variables:
+    // never from the agent's process environment, its config or its secrets.
+    let server_memory = valid.limits.memory.mib().to_string();
+    let server_port = first_port.map(|p| p.to_string()).unwrap_or_default();
+    let lookup = |name: &str| -> Option<&str> {
+        match name {
+            "SERVER_MEMORY" => Some(server_memory.as_str()),
+            "SERVER_PORT" => Some(server_port.as_str()),
+            "SERVER_IP" => Some(SERVER_IP),
+            other => egg.environment.get(other),
+        }
+    };
+    let startup = validate::substitute(&egg.startup, lookup);
+
+    let mut spec = CreateSpec::new(egg.image.to_string());
+    for (k, v) in &egg.environment.0 {
+        spec.env.push(format!("{k}={v}"));
+    }
+    spec.env.push(format!("SERVER_MEMORY={server_memory}"));
+    if first_port.is_some() {
+        spec.env.push(format!("SERVER_PORT={server_port}"));
+    }
+    spec.env.push(format!("SERVER_IP={SERVER_IP}"));
+    spec.env.push(format!("STARTUP={startup}"));
+    spec.cmd = Some(vec!["/bin/sh".into(), "-c".into(), startup]);
+    spec.working_dir = Some(CONTAINER_ROOT.into());
+    spec.user = Some(format!("{uid}:{gid}"));
+
+    let host_ip = if input.host_ip.is_unspecified() {
+        String::new()
+    } else {
+        input.host_ip.to_string()
+    };
+    let mut ports = Vec::with_capacity(valid.ports.len());
+    for p in &valid.ports {
+        let udp = p.protocol == validate::Protocol::Udp;
+        let proto = if udp { Protocol::Udp } else { Protocol::Tcp };
+        spec.publish(p.container, proto, &host_ip, p.host);
+        ports.push(PortMeta {
+            container: p.container,
+            host: p.host,
+            udp,
+        });
+    }
+
+    let hc = &mut spec.host_config;
+    hc.mounts
+        .push(Mount::bind(input.volume, CONTAINER_ROOT, false));
+    hc.memory = i64::try_from(memory).unwrap_or(i64::MAX);
+    hc.memory_swap = hc.memory; // no swap beyond the limit
+    hc.nano_cpus = valid.limits.cpu.nano_cpus();
+    hc.pids_limit = Some(PIDS_LIMIT);
+    hc.readonly_rootfs = true;
+    // CapDrop ALL, no-new-privileges and a noexec tmpfs /tmp come with CreateSpec::new.
+
+    let stop_signal = egg
+        .stop
+        .as_ref()
+        .and_then(|s| s.signal.as_deref())
+        .and_then(|s| validate::signal(s).ok())
+        .map_or("SIGTERM", |(name, _)| name)
+        .to_string();
+    spec.stop_signal = Some(stop_signal.clone());
+    spec.labels
+        .insert(LABEL_AGENT.into(), input.agent_id.into());
+    spec.labels
+        .insert(LABEL_SERVER.into(), input.server_id.into());
+    let meta = Meta {
+        memory,
+        cpu_millis: valid.limits.cpu.0,
+        disk: valid.limits.disk.0,
+        ports,
+        stop_command: egg
+            .stop
+            .as_ref()
+            .and_then(|s| s.command.as_deref())
+            .map(str::to_owned),
+        stop_signal,
+        query_port: egg.query.as_ref().map(|q| q.port),
+        uid,
+        gid,
+    };
+    spec.labels.insert(LABEL_META.into(), meta.to_label());
+    (spec, meta)
+}
+
+/// `uid` or `uid:gid` (validated numeric by `proto::validate::egg`); a lone uid is its own gid.
+fn parse_user(user: &str) -> (u32, u32) {
+    let (u, g) = user.split_once(':').unwrap_or((user, user));
+    match (u.parse(), g.parse()) {
+        (Ok(u), Ok(g)) => (u, g),
+        _ => DEFAULT_USER,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn egg(json: &str) -> EggConfig<'static> {
+        serde_json::from_str::<EggConfig<'_>>(json)
+            .unwrap()
+            .into_owned()
+    }
+
+    const EGG: &str = r#"{
+        "name": "minecraft-java",
+        "image": "ghcr.io/pterodactyl/yolks:java_17",
+        "ports": {"25565": 30001, "25565/udp": 30001, "8123": 30002},
+        "environment": {"SERVER_JARFILE": "server.jar", "SECRET_LOOKING": "x{{SERVER_PORT}}"},
+        "limits": {"memory": "2048m", "cpu": "1.5", "disk": "5g"},
+        "startup": "java -Xmx{{SERVER_MEMORY}}M -jar {{ SERVER_JARFILE }} --port {{SERVER_PORT}} --ip {{SERVER_IP}}",
+        "stop": {"command": "stop"},
+        "query": {"type": "minecraft", "port": 25565}
+    }"#;
+
+    fn input() -> PlanInput<'static> {
+        PlanInput {
+            agent_id: "agent-1",
+            server_id: "srv-1",
+            volume: "/data/volumes/srv-1",
+            host_ip: IpAddr::from([0, 0, 0, 0]),
+        }
+    }
+
+    #[test]
+    fn builds_a_hardened_spec_with_substituted_startup() {
+        let egg = egg(EGG);
+        let valid = validate::egg(&egg).unwrap();
+        let (spec, meta) = plan(&input(), &egg, &valid);
+        let startup = "java -Xmx2048M -jar server.jar --port 25565 --ip 0.0.0.0";
+        assert_eq!(
+            spec.cmd.as_deref(),
+            Some(&["/bin/sh".to_string(), "-c".into(), startup.into()][..])
+        );
+        assert!(spec.env.contains(&format!("STARTUP={startup}")));
+        assert!(spec.env.contains(&"SERVER_MEMORY=2048".to_string()));
+        assert!(spec.env.contains(&"SERVER_PORT=25565".to_string()));
+        assert!(spec.env.contains(&"SERVER_IP=0.0.0.0".to_string()));
+        // Egg values are passed verbatim, never substituted themselves.
+        assert!(
+            spec.env
+                .contains(&"SECRET_LOOKING=x{{SERVER_PORT}}".to_string())
+        );
+        assert_eq!(spec.user.as_deref(), Some("1000:1000"));
+        assert_eq!(spec.working_dir.as_deref(), Some("/server"));
+        assert_eq!(spec.stop_signal.as_deref(), Some("SIGTERM"));
+        let v = serde_json::to_value(&spec).unwrap();
+        let hc = &v["HostConfig"];
+        assert_eq!(hc["Memory"], 2048i64 << 20);
+        assert_eq!(hc["MemorySwap"], 2048i64 << 20);
+        assert_eq!(hc["NanoCpus"], 1_500_000_000i64);
+        assert_eq!(hc["PidsLimit"], PIDS_LIMIT);
+        assert_eq!(hc["ReadonlyRootfs"], true);
+        assert_eq!(hc["CapDrop"][0], "ALL");
+        assert_eq!(hc["SecurityOpt"][0], "no-new-privileges");
+        assert!(hc["Tmpfs"]["/tmp"].is_string());
+        assert_eq!(hc["Mounts"][0]["Source"], "/data/volumes/srv-1");
+        assert_eq!(hc["Mounts"][0]["Target"], "/server");
+        assert_eq!(hc["PortBindings"]["25565/tcp"][0]["HostPort"], "30001");
+        assert_eq!(hc["PortBindings"]["25565/udp"][0]["HostPort"], "30001");
+        assert_eq!(hc["PortBindings"]["8123/tcp"][0]["HostPort"], "30002");
+        assert_eq!(hc["PortBindings"]["25565/tcp"][0]["HostIp"], "");
+        assert_eq!(v["Labels"]["ctrl.agent"], "agent-1");
+        assert_eq!(v["Labels"]["ctrl.server"], "srv-1");
+        let label = v["Labels"]["ctrl.meta"].as_str().unwrap();
+        assert_eq!(Meta::from_label(label).as_ref(), Some(&meta));
+        assert_eq!(meta.stop_command.as_deref(), Some("stop"));
+        assert_eq!(meta.query_port, Some(25565));
+        assert_eq!(meta.host_port_for(25565), Some(30001));
+        assert_eq!(meta.host_port_for(1), None);
+        assert_eq!(meta.disk, 5 << 30);
+        assert_eq!(meta.cpu_millis, 1500);
+        spec.validate().unwrap();
+    }
+
+    #[test]
+    fn egg_user_and_stop_signal_are_honoured() {
+        let egg = egg(
+            r#"{"name":"x","image":"img","limits":{"memory":"64m","cpu":"0.5","disk":"1g"},
+                "startup":"run","user":"1234:5678","stop":{"signal":"INT"}}"#,
+        );
+        let valid = validate::egg(&egg).unwrap();
+        let mut inp = input();
+        inp.host_ip = IpAddr::from([127, 0, 0, 1]);
+        let (spec, meta) = plan(&inp, &egg, &valid);
+        assert_eq!(spec.user.as_deref(), Some("1234:5678"));
+        assert_eq!((meta.uid, meta.gid), (1234, 5678));
+        assert_eq!(spec.stop_signal.as_deref(), Some("SIGINT"));
+        assert!(!spec.env.iter().any(|e| e.starts_with("SERVER_PORT=")));
+        assert_eq!(parse_user("42"), (42, 42));
+    }
+}

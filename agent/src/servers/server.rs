@@ -1,0 +1,240 @@
+//! One game server: its container, its state, its console and its background tasks.
+//!
+//! The state only moves through [`Server::set_state`], which emits exactly one
+//! `server_status_changed` per real change; commands set the transitional states
+//! (`starting`, `stopping`, `restarting`), Docker's events settle the final ones.
+
+use super::plan::Meta;
+use super::tasks::{ConsoleSlot, StatsSlot};
+use crate::files::Volume;
+use crate::link::outbox::Outbox;
+use parking_lot::Mutex;
+use proto::{Event, EventKind, ServerState, StatusChanged};
+use smol::Task;
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Why the next exit of the container is not a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    Stop,
+    Kill,
+    Restart,
+    Delete,
+}
+
+impl Expected {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Expected::Stop => "stopped by operator",
+            Expected::Kill => "killed by operator",
+            Expected::Restart => "restarting",
+            Expected::Delete => "deleted by operator",
+        }
+    }
+}
+
+/// Extra facts carried by a status change.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    pub pid: Option<u64>,
+    pub exit_code: Option<i64>,
+    pub oom_killed: Option<bool>,
+    pub reason: Option<String>,
+}
+
+pub struct Server {
+    pub id: String,
+    pub container_id: String,
+    pub meta: Meta,
+    pub volume: Arc<Volume>,
+    pub volume_path: PathBuf,
+    agent_id: Arc<str>,
+    outbox: Arc<Outbox>,
+    state: Mutex<ServerState>,
+    busy: AtomicBool,
+    expected: Mutex<Option<Expected>>,
+    /// The console of the current run (stdin writer + liveness), replaced on each start.
+    pub console: Arc<ConsoleSlot>,
+    /// The resource sampler of the current run.
+    pub stats: Arc<StatsSlot>,
+    tasks: Mutex<Tasks>,
+    /// Serialises "make the run's console and sampler match Docker" with the handling of
+    /// the container's exit, so a late start cannot overwrite a crash.
+    pub session_lock: smol::lock::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Tasks {
+    console: Option<Task<()>>,
+    stats: Option<Task<()>>,
+}
+
+/// Held for the duration of one power action; a second one is refused with `BUSY`.
+pub struct PowerGuard<'a>(&'a AtomicBool);
+
+impl Drop for PowerGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl Server {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: String,
+        container_id: String,
+        meta: Meta,
+        volume: Arc<Volume>,
+        volume_path: PathBuf,
+        agent_id: Arc<str>,
+        outbox: Arc<Outbox>,
+        state: ServerState,
+    ) -> Server {
+        Server {
+            id,
+            container_id,
+            meta,
+            volume,
+            volume_path,
+            agent_id,
+            outbox,
+            state: Mutex::new(state),
+            busy: AtomicBool::new(false),
+            expected: Mutex::new(None),
+            console: Arc::new(ConsoleSlot::default()),
+            stats: Arc::new(StatsSlot::default()),
+            tasks: Mutex::new(Tasks::default()),
+            session_lock: smol::lock::Mutex::new(()),
+        }
+    }
+
+    pub fn state(&self) -> ServerState {
+        *self.state.lock()
+    }
+
+    /// Takes the power lock, or `None` when another power action holds it.
+    pub fn try_power(&self) -> Option<PowerGuard<'_>> {
+        self.busy
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| PowerGuard(&self.busy))
+    }
+
+    pub fn expect_exit(&self, why: Expected) {
+        *self.expected.lock() = Some(why);
+    }
+
+    pub fn clear_expected(&self) {
+        *self.expected.lock() = None;
+    }
+
+    pub fn take_expected(&self) -> Option<Expected> {
+        self.expected.lock().take()
+    }
+
+    /// Moves to `next`, emitting a status event when it differs from the current state.
+    pub fn set_state(&self, next: ServerState, change: Change) -> bool {
+        let previous = {
+            let mut state = self.state.lock();
+            if *state == next {
+                return false;
+            }
+            std::mem::replace(&mut *state, next)
+        };
+        self.emit_status(previous, next, change);
+        true
+    }
+
+    /// Moves to `next` only from `from` (so a late command cannot overwrite what Docker
+    /// reported meanwhile, e.g. a crash right after start).
+    pub fn set_state_from(&self, from: ServerState, next: ServerState, change: Change) -> bool {
+        {
+            let mut state = self.state.lock();
+            if *state != from || from == next {
+                return false;
+            }
+            *state = next;
+        }
+        self.emit_status(from, next, change);
+        true
+    }
+
+    fn emit_status(&self, previous: ServerState, current: ServerState, change: Change) {
+        log::info!(
+            "server {}: {} -> {}{}",
+            self.id,
+            previous.as_str(),
+            current.as_str(),
+            change
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        );
+        self.emit(EventKind::ServerStatusChanged(StatusChanged {
+            server_id: Cow::Owned(self.id.clone()),
+            previous_status: previous,
+            current_status: current,
+            pid: change.pid,
+            exit_code: change.exit_code,
+            oom_killed: change.oom_killed,
+            reason: change.reason.map(Cow::Owned),
+        }));
+    }
+
+    pub fn emit(&self, kind: EventKind<'static>) {
+        self.outbox.push(event(&self.agent_id, &self.id, kind));
+    }
+
+    pub fn set_console_task(&self, task: Task<()>) {
+        self.tasks.lock().console = Some(task);
+    }
+
+    pub fn set_stats_task(&self, task: Task<()>) {
+        self.tasks.lock().stats = Some(task);
+    }
+
+    pub fn has_stats_task(&self) -> bool {
+        self.tasks
+            .lock()
+            .stats
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
+    }
+
+    /// Stops resource sampling (the container stopped). The console task ends by itself
+    /// when the output stream closes, so the last lines are not lost.
+    pub fn stop_stats(&self) {
+        let task = self.tasks.lock().stats.take();
+        drop(task);
+        self.stats.clear();
+    }
+
+    /// Cancels everything (the server is being deleted or the manager dropped).
+    pub fn cancel_tasks(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock());
+        drop(tasks);
+        self.stats.clear();
+        self.console.mark_dead();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.cancel_tasks();
+    }
+}
+
+/// An event stamped now, naming the agent and the server at the top level too.
+pub fn event(agent_id: &str, server_id: &str, kind: EventKind<'static>) -> Event<'static> {
+    Event {
+        id: None,
+        timestamp: Cow::Owned(proto::time::now_rfc3339()),
+        agent_id: Some(Cow::Owned(agent_id.to_owned())),
+        server_id: Some(Cow::Owned(server_id.to_owned())),
+        kind,
+    }
+}

@@ -1,0 +1,309 @@
+//! Docker's event stream for this agent's containers, adoption of existing containers, and
+//! the host load sampled for heartbeats.
+//!
+//! On every connection: subscribe first, then list and adopt, so no event falls between the
+//! two. Reconnects resume from the last event's time (`since`), and re-adoption reconciles
+//! the states of runs that ended while Docker was unreachable.
+
+use super::commands::exited_state;
+use super::plan::{LABEL_AGENT, LABEL_META, LABEL_SERVER, Meta};
+use super::server::{Change, Expected, Server};
+use super::{Inner, ServerError, Slot};
+use crate::docker::{DockerClient, Event, Filters};
+use crate::files::Volume;
+use crate::link::backoff::Backoff;
+use crate::stats::HostSampler;
+use futures_lite::StreamExt;
+use proto::ServerState;
+use proto::validate::{self, IdKind};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// Follows Docker's events forever, reconnecting with backoff.
+pub(super) async fn watch(inner: Arc<Inner>) {
+    let mut backoff = Backoff::new(
+        Duration::from_millis(500),
+        Duration::from_secs(30),
+        Duration::from_millis(250),
+    );
+    let mut since: Option<i64> = None;
+    let mut reported = false;
+    loop {
+        match inner.docker().await {
+            Ok(docker) => {
+                reported = false;
+                let filters = Filters::new()
+                    .add("type", "container")
+                    .add("label", &format!("{LABEL_AGENT}={}", inner.agent_id));
+                match docker.events(&filters, since).await {
+                    Ok(mut stream) => {
+                        if let Err(e) = inner.adopt().await {
+                            log::warn!("adopting existing servers failed: {e}");
+                        }
+                        backoff.reset();
+                        while let Some(item) = stream.next().await {
+                            match item {
+                                Ok(event) => {
+                                    since = Some(event.time);
+                                    inner.on_event(&docker, event).await;
+                                }
+                                Err(e) => {
+                                    log::warn!("Docker event stream failed: {e}");
+                                    break;
+                                }
+                            }
+                        }
+                        log::warn!("Docker event stream ended; reconnecting");
+                    }
+                    Err(e) => log::warn!("cannot follow Docker events: {e}"),
+                }
+                // Reconnect from scratch: the daemon may have restarted.
+                inner.docker.lock().take();
+                inner.docker_ok.store(false, Ordering::Relaxed);
+            }
+            Err(e) => {
+                if !reported {
+                    log::error!("Docker is unavailable: {e}");
+                    reported = true;
+                }
+            }
+        }
+        smol::Timer::after(backoff.next_delay()).await;
+    }
+}
+
+impl Inner {
+    /// Adopts every container labelled with this agent that is not yet known, and brings
+    /// the known ones in line with Docker. Nothing is started or restarted.
+    pub(super) async fn adopt(&self) -> Result<usize, ServerError> {
+        let docker = self.docker().await?;
+        let label = format!("{LABEL_AGENT}={}", self.agent_id);
+        for summary in docker.containers_by_label(&label).await? {
+            let Some(sid) = summary.labels.get(LABEL_SERVER).cloned() else {
+                continue;
+            };
+            if validate::id(IdKind::Server, &sid).is_err() {
+                log::warn!(
+                    "container {} has an invalid {LABEL_SERVER} label",
+                    summary.id
+                );
+                continue;
+            }
+            let server = match self.known(&sid) {
+                Some(s) if s.container_id == summary.id => s,
+                Some(_) => {
+                    log::warn!(
+                        "container {} claims server {sid}, which runs in another container",
+                        summary.id
+                    );
+                    continue;
+                }
+                None => match self
+                    .adopt_one(&docker, &sid, &summary.id, &summary.labels)
+                    .await
+                {
+                    Ok(Some(s)) => s,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        log::warn!("cannot adopt server {sid}: {e}");
+                        continue;
+                    }
+                },
+            };
+            if let Err(e) = self.resync(&docker, &server).await {
+                log::warn!("server {sid}: {e}");
+            }
+        }
+        Ok(self.servers.lock().len())
+    }
+
+    fn known(&self, sid: &str) -> Option<Arc<Server>> {
+        match self.servers.lock().get(sid)? {
+            Slot::Ready(s) => Some(s.clone()),
+            Slot::Creating(_) => None,
+        }
+    }
+
+    async fn adopt_one(
+        &self,
+        docker: &DockerClient,
+        sid: &str,
+        container_id: &str,
+        labels: &std::collections::HashMap<String, String>,
+    ) -> Result<Option<Arc<Server>>, ServerError> {
+        let Some(meta) = labels.get(LABEL_META).and_then(|m| Meta::from_label(m)) else {
+            log::warn!(
+                "container {container_id} (server {sid}) has no readable {LABEL_META} label"
+            );
+            return Ok(None);
+        };
+        let inspect = docker.container_inspect(container_id).await?;
+        let volume_path = self.volume_path(sid);
+        let volume = Volume::open(&volume_path)?.with_owner(meta.uid, meta.gid);
+        let state = if inspect.state.running {
+            ServerState::Running
+        } else {
+            exited_state(&inspect.state)
+        };
+        let server = Arc::new(Server::new(
+            sid.to_owned(),
+            container_id.to_owned(),
+            meta,
+            Arc::new(volume),
+            volume_path,
+            self.agent_id.clone(),
+            self.outbox.clone(),
+            state,
+        ));
+        let mut servers = self.servers.lock();
+        if let Some(Slot::Ready(existing)) = servers.get(sid) {
+            return Ok(Some(existing.clone()));
+        }
+        if servers.contains_key(sid) {
+            return Ok(None);
+        }
+        servers.insert(sid.to_owned(), Slot::Ready(server.clone()));
+        log::info!("adopted server {sid} ({})", state.as_str());
+        Ok(Some(server))
+    }
+
+    /// Running: console and sampler resumed. Not running: the state says how it ended.
+    async fn resync(&self, docker: &DockerClient, server: &Arc<Server>) -> Result<(), ServerError> {
+        let inspect = docker.container_inspect(&server.container_id).await?;
+        if inspect.state.running {
+            return self.ensure_session(server, docker).await;
+        }
+        let _session = server.session_lock.lock().await;
+        if server.try_power().is_some() {
+            // No power action in flight: Docker's view wins.
+            let state = exited_state(&inspect.state);
+            if matches!(server.state(), ServerState::Running | ServerState::Starting) {
+                server.stop_stats();
+                server.set_state(state, ended(&inspect.state, None));
+            }
+        }
+        Ok(())
+    }
+
+    /// One container event.
+    pub(super) async fn on_event(&self, docker: &DockerClient, event: Event) {
+        let Some(sid) = event.attribute(LABEL_SERVER) else {
+            return;
+        };
+        let Some(server) = self.known(sid) else {
+            return;
+        };
+        if server.container_id != event.actor.id {
+            return;
+        }
+        match event.action.as_str() {
+            "start" => {
+                if let Err(e) = self.ensure_session(&server, docker).await {
+                    log::warn!("server {sid}: after start: {e}");
+                }
+            }
+            "die" => self.on_die(docker, &server, &event).await,
+            "destroy" => {
+                // Removed behind the agent's back (a delete command unlists it first).
+                if self.servers.lock().remove(sid).is_some() {
+                    server.cancel_tasks();
+                    server.set_state(
+                        ServerState::Deleted,
+                        Change {
+                            reason: Some("the container was removed outside the agent".into()),
+                            ..Change::default()
+                        },
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_die(&self, docker: &DockerClient, server: &Arc<Server>, event: &Event) {
+        let _session = server.session_lock.lock().await;
+        let inspect = match docker.container_inspect(&server.container_id).await {
+            Ok(i) => i,
+            Err(e) => {
+                log::warn!("server {}: inspect after exit: {e}", server.id);
+                return;
+            }
+        };
+        if inspect.state.running {
+            // A stale event: the server was started again since.
+            return;
+        }
+        server.stop_stats();
+        let expected = server.take_expected();
+        if expected == Some(Expected::Restart) {
+            return; // the restart goes on: restarting → running
+        }
+        let mut change = ended(&inspect.state, expected);
+        if change.exit_code.is_none() {
+            change.exit_code = event.exit_code();
+        }
+        let state = match expected {
+            Some(_) => ServerState::Stopped,
+            None => exited_state(&inspect.state),
+        };
+        server.set_state(state, change);
+    }
+}
+
+/// The facts of an exit: code, OOM kill, and a human reason.
+fn ended(state: &crate::docker::ContainerState, expected: Option<Expected>) -> Change {
+    let code = state.exit_code;
+    let reason = match expected {
+        Some(e) => e.reason().to_owned(),
+        None if state.oom_killed => "killed by the OOM killer (memory limit reached)".into(),
+        None if code != 0 => format!("crashed with exit code {code}"),
+        None => "exited on its own".into(),
+    };
+    Change {
+        pid: None,
+        exit_code: Some(code),
+        oom_killed: Some(state.oom_killed),
+        reason: Some(reason),
+    }
+}
+
+/// Samples the host's load for heartbeats (which must not do I/O themselves).
+pub(super) async fn sample_load(inner: Weak<Inner>) {
+    let mut sampler = match HostSampler::open() {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("no host load in heartbeats: {e}");
+            return;
+        }
+    };
+    loop {
+        let Some(inner) = inner.upgrade() else { return };
+        let interval = inner.cfg.load_interval;
+        match sampler.sample() {
+            Ok(load) => {
+                let disk = disk_percent(inner.volumes_dir());
+                *inner.load.lock() = proto::SystemLoad {
+                    cpu: load.cpu,
+                    memory: load.memory,
+                    disk,
+                };
+            }
+            Err(e) => log::debug!("host load: {e}"),
+        }
+        drop(inner);
+        smol::Timer::after(interval).await;
+    }
+}
+
+fn disk_percent(dir: &std::path::Path) -> f64 {
+    let Ok(st) = nix::sys::statvfs::statvfs(dir) else {
+        return 0.0;
+    };
+    let total = st.blocks() as f64;
+    if total <= 0.0 {
+        return 0.0;
+    }
+    let used = total - st.blocks_free() as f64;
+    (used / total * 1000.0).round() / 10.0
+}

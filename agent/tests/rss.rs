@@ -1,0 +1,137 @@
+//! The agent's resident memory, idle and with 10 running game servers (a measurement, so
+//! `#[ignore]`d; run it in release mode for meaningful numbers):
+//!
+//! ```sh
+//! cargo test --release -p agent --test rss -- --ignored --nocapture
+//! ```
+//!
+//! 10 fakegame servers are created and started through the servers layer, that manager is
+//! dropped, and a real `agent run` process with the same agent id re-adopts them (consoles
+//! attached, samplers open, events flowing to its outbox). No panel is running: the link
+//! keeps retrying, as it would during a panel outage. VmRSS is read from `/proc/<pid>/status`.
+
+use agent::link::outbox::Outbox;
+use agent::servers::{Capacity, Servers, ServersConfig};
+use e2e::{ContainerGuard, Proc, TempDir};
+use proto::Message;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+const SOCKET: &str = "/var/run/docker.sock";
+const SERVERS: usize = 10;
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+fn agent_config(dir: &Path, id: &str) -> PathBuf {
+    let path = dir.join(format!("{id}.json"));
+    agent::config::AgentConfig {
+        id: id.into(),
+        name: id.into(),
+        token: "a.b.c".into(),
+        refresh_token: "r".into(),
+        websocket_url: "wss://127.0.0.1:9/ws/agents".into(),
+        panel_url: "https://127.0.0.1:9".into(),
+        ca_cert: None,
+    }
+    .save(&path)
+    .unwrap();
+    path
+}
+
+fn spawn_agent(config: &Path, data: &Path) -> Proc {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_agent"));
+    cmd.arg("run")
+        .arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--docker-socket", SOCKET]);
+    Proc::spawn("agent", cmd)
+}
+
+#[test]
+#[ignore = "a measurement; run with --release -- --ignored --nocapture"]
+fn agent_rss_idle_and_with_ten_running_servers() {
+    if !e2e::docker_or_skip("rss") {
+        return;
+    }
+    e2e::ensure_fakegame_image();
+    let id = format!("rss-{}", std::process::id());
+    let _guard = ContainerGuard(format!("ctrl.agent={id}"));
+    let dir = TempDir::new("rss");
+    let data = dir.path().join("data");
+
+    // Idle: no servers at all.
+    let idle_cfg = agent_config(dir.path(), &format!("{id}-idle"));
+    let idle = spawn_agent(&idle_cfg, &dir.path().join("idle-data"));
+    idle.wait_for_line("Docker is reachable", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(3));
+    let idle_kib = rss_kib(idle.pid());
+    drop(idle);
+
+    // 10 running servers, created by one manager and adopted by the agent process.
+    {
+        let mut cfg = ServersConfig::new(id.clone(), PathBuf::from(SOCKET), data.clone());
+        cfg.capacity = Some(Capacity {
+            memory: 64 << 30,
+            cpu_millis: 64_000,
+        });
+        let servers = Servers::start(cfg, Arc::new(Outbox::default())).unwrap();
+        for i in 0..SERVERS {
+            let sid = format!("rss-{i}");
+            let egg = json!({
+                "name": "fakegame", "image": "ctrl-fakegame:latest",
+                "ports": {"25565": e2e::free_port()},
+                "limits": {"memory": "64m", "cpu": "0.1", "disk": "1g"},
+                "startup": "fakegame --port {{SERVER_PORT}}",
+                "stop": {"command": "stop"}
+            });
+            for (action, payload) in [
+                (
+                    "create_server",
+                    Some(json!({"serverId": sid, "eggConfig": egg})),
+                ),
+                ("start_server", None),
+            ] {
+                let mut msg = json!({"id": "m", "type": "command", "timestamp": proto::time::now_rfc3339(), "serverId": sid, "action": action});
+                if let Some(p) = payload {
+                    msg["payload"] = p;
+                }
+                let Message::Command(c) = proto::decode(msg.to_string().as_bytes()).unwrap() else {
+                    unreachable!()
+                };
+                let r = smol::block_on(servers.execute(c));
+                assert!(r.success, "{action} {sid}: {:?}", r.error);
+            }
+        }
+    }
+    let cfg = agent_config(dir.path(), &id);
+    let busy = spawn_agent(&cfg, &data);
+    busy.wait_for_line("Docker is reachable", Duration::from_secs(30));
+    e2e::eventually("10 adopted servers", Duration::from_secs(30), || {
+        let n = busy
+            .output()
+            .iter()
+            .filter(|l| l.contains("adopted server"))
+            .count();
+        (n == SERVERS).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(6)); // a resource_update round for every server
+    let busy_kib = rss_kib(busy.pid());
+    println!(
+        "agent RSS: idle {:.1} MiB, with {SERVERS} running servers {:.1} MiB",
+        idle_kib as f64 / 1024.0,
+        busy_kib as f64 / 1024.0
+    );
+    assert!(busy_kib > 0 && idle_kib > 0);
+}

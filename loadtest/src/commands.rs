@@ -1,0 +1,166 @@
+//! The operator side: REST commands at a fixed rate (open loop — a slow answer does not
+//! delay the next request), each timed from request to answer, which covers
+//! operator → panel → agent → panel → operator.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::client::{ClientError, Rest};
+use crate::stats::{Counter, Errors, Latencies};
+
+/// What the command driver saw.
+#[derive(Default)]
+pub struct CmdStats {
+    pub issued: Counter,
+    pub ok: Counter,
+    pub failed: Counter,
+    /// Requests not issued because too many were still in flight.
+    pub skipped: Counter,
+    pub in_flight: Counter,
+    pub rtt: Latencies,
+}
+
+/// Most requests in flight at once before new ones are skipped (and counted).
+pub const MAX_IN_FLIGHT: u64 = 2048;
+
+/// The `i`-th command: three `get_status` for one power command (start/stop alternating).
+pub fn nth_command(i: u64, server: &str) -> (&'static str, String, Option<serde_json::Value>) {
+    match i % 8 {
+        3 => (
+            "POST",
+            format!("/api/servers/{server}/power"),
+            Some(serde_json::json!({"action": "start"})),
+        ),
+        7 => (
+            "POST",
+            format!("/api/servers/{server}/power"),
+            Some(serde_json::json!({"action": "stop"})),
+        ),
+        _ => ("GET", format!("/api/servers/{server}"), None),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+/// Issues commands at `rate` per second over `servers` until `stop` is closed.
+pub async fn drive(
+    ex: Rc<smol::LocalExecutor<'static>>,
+    rest: Arc<Rest>,
+    admin_token: Rc<str>,
+    servers: Rc<Vec<String>>,
+    rate: f64,
+    stats: Arc<CmdStats>,
+    errors: Arc<Errors>,
+    stop: async_channel::Receiver<()>,
+) {
+    if rate <= 0.0 || servers.is_empty() {
+        return;
+    }
+    // Ticks of at least 1 ms; several requests per tick above 1000/s.
+    let period = Duration::from_secs_f64((1.0 / rate).max(0.001));
+    let per_tick = rate * period.as_secs_f64();
+    let mut credit = 0.0;
+    let mut i = 0u64;
+    let mut timer = async_io::Timer::interval(period);
+    loop {
+        let tick = futures_lite::future::or(
+            async {
+                futures_lite::StreamExt::next(&mut timer).await;
+                true
+            },
+            async {
+                let _ = stop.recv().await;
+                false
+            },
+        )
+        .await;
+        if !tick {
+            return;
+        }
+        credit += per_tick;
+        while credit >= 1.0 {
+            credit -= 1.0;
+            if stats.in_flight.get() >= MAX_IN_FLIGHT {
+                stats.skipped.inc();
+                continue;
+            }
+            // Every server in turn, and the command mix in turn.
+            let server = &servers[(i % servers.len() as u64) as usize];
+            let (method, path, body) = nth_command(i, server);
+            i += 1;
+            stats.issued.inc();
+            stats.in_flight.inc();
+            let (rest, token, stats, errors) = (
+                rest.clone(),
+                admin_token.clone(),
+                stats.clone(),
+                errors.clone(),
+            );
+            ex.spawn(async move {
+                let started = Instant::now();
+                let answer = rest.json(method, &path, Some(&token), body.as_ref()).await;
+                let rtt = started.elapsed();
+                stats.in_flight.dec();
+                match classify(answer) {
+                    Ok(()) => {
+                        stats.ok.inc();
+                        stats.rtt.record(rtt);
+                    }
+                    Err(kind) => {
+                        stats.failed.inc();
+                        errors.add(kind);
+                    }
+                }
+            })
+            .detach();
+        }
+    }
+}
+
+/// `Ok` for `200` with `"success": true`; otherwise a kind such as
+/// `command.http_504_TIMEOUT` or `command.io`.
+pub fn classify(answer: Result<(u16, serde_json::Value), ClientError>) -> Result<(), String> {
+    match answer {
+        Ok((200, v)) if v["success"] == true => Ok(()),
+        Ok((status, v)) => {
+            let code = v["error"]["code"].as_str().unwrap_or("no_code");
+            Err(format!("command.http_{status}_{code}"))
+        }
+        Err(e) => Err(format!("command.{}", e.kind())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn command_mix() {
+        let actions: Vec<_> = (0..8).map(|i| nth_command(i, "s").0).collect();
+        assert_eq!(actions.iter().filter(|m| **m == "POST").count(), 2);
+        assert_eq!(nth_command(0, "s").1, "/api/servers/s");
+        assert_eq!(nth_command(3, "s").2, Some(json!({"action": "start"})));
+        assert_eq!(nth_command(7, "s").2, Some(json!({"action": "stop"})));
+    }
+
+    #[test]
+    fn classification() {
+        assert_eq!(classify(Ok((200, json!({"success": true})))), Ok(()));
+        assert_eq!(
+            classify(Ok((
+                504,
+                json!({"success": false, "error": {"code": "TIMEOUT"}})
+            ))),
+            Err("command.http_504_TIMEOUT".into())
+        );
+        assert_eq!(
+            classify(Ok((200, json!({"success": false})))),
+            Err("command.http_200_no_code".into())
+        );
+        assert_eq!(
+            classify(Err(ClientError::Timeout(Duration::from_secs(1)))),
+            Err("command.timeout".into())
+        );
+    }
+}

@@ -1,0 +1,740 @@
+//! One loadtest run, start to finish: register (or reuse) agents, connect the crowd, create
+//! their servers, open subscribers, measure events and commands for `--duration`, drain,
+//! optionally storm, stop, and build the [`Report`].
+//!
+//! Threads: the crowd runs on its own executor thread ([`crate::fleet`]); this controller,
+//! the subscribers and the command driver share the calling thread's executor.
+
+use std::future::Future;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::agents_file::{AgentsFile, SavedAgent};
+use crate::client::{self, ClientError, Rest, Target};
+use crate::commands::{self, CmdStats};
+use crate::config::Config;
+use crate::fleet::{self, AgentIdent, Control, FleetConfig, FleetStats};
+use crate::metrics::{self, Scrape};
+use crate::procfs::{self, ProcSample};
+use crate::report::{
+    AgentsReport, CommandsReport, EventsReport, LossByCause, PanelReport, Report, Second,
+    StormReport,
+};
+use crate::rlimit;
+use crate::sim::server_id_for;
+use crate::stats::{Errors, LatencySummary};
+use crate::subscriber::{self, SubStats};
+
+/// Why a run could not be carried out (as opposed to what it measured).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("{context}: {source}")]
+    Client {
+        context: String,
+        #[source]
+        source: ClientError,
+    },
+}
+
+fn ctx(context: impl Into<String>) -> impl FnOnce(ClientError) -> RunError {
+    let context = context.into();
+    move |source| RunError::Client { context, source }
+}
+
+/// How long the crowd may take to connect before the run goes on without the missing ones.
+fn connect_deadline(cfg: &Config) -> Duration {
+    let paced = if cfg.connect_rate > 0.0 {
+        cfg.agents as f64 / cfg.connect_rate
+    } else {
+        0.0
+    };
+    Duration::from_secs_f64(60.0 + paced)
+}
+
+/// Longest wait for a storm to recover.
+const STORM_WAIT: Duration = Duration::from_secs(120);
+/// Registration and server creation requests in flight.
+const SETUP_CONCURRENCY: usize = 32;
+
+/// Runs the whole test on the calling thread (plus the crowd's thread).
+pub fn run(cfg: Config) -> Result<Report, RunError> {
+    let (soft, hard) = rlimit::raise_nofile()
+        .map_err(|e| RunError::Setup(format!("cannot raise RLIMIT_NOFILE: {e}")))?;
+    let need = cfg.agents as u64 + rlimit::RESERVED_FDS;
+    if soft < need {
+        return Err(RunError::Setup(format!(
+            "{} agents need about {need} open files but the limit is {soft} (hard {hard}); \
+             raise the hard limit (e.g. `ulimit -Hn {need}` as root, or LimitNOFILE=) and retry",
+            cfg.agents
+        )));
+    }
+    let ex = Rc::new(smol::LocalExecutor::new());
+    smol::block_on(ex.run(Run::new(cfg, ex.clone())?.go()))
+}
+
+/// Panel process readings.
+struct PanelProc {
+    pid: u32,
+    ticks_per_sec: u64,
+    last: Option<(Instant, ProcSample)>,
+    peak_rss: u64,
+}
+
+impl PanelProc {
+    fn sample(&mut self) -> Option<(ProcSample, Option<f64>)> {
+        let s = procfs::sample(self.pid).ok()?;
+        let now = Instant::now();
+        self.peak_rss = self.peak_rss.max(s.rss_bytes);
+        let cpu = self.last.and_then(|(t, prev)| {
+            let dt = now.duration_since(t).as_secs_f64();
+            (dt > 0.0).then(|| {
+                (s.cpu_ticks.saturating_sub(prev.cpu_ticks)) as f64 / self.ticks_per_sec as f64 / dt
+                    * 100.0
+            })
+        });
+        self.last = Some((now, s));
+        Some((s, cpu))
+    }
+}
+
+struct Run {
+    cfg: Config,
+    ex: Rc<smol::LocalExecutor<'static>>,
+    tls: Arc<rustls::ClientConfig>,
+    rest: Arc<Rest>,
+    errors: Arc<Errors>,
+    started: Instant,
+    timeline: Vec<Second>,
+    panel: Option<PanelProc>,
+    run_id: String,
+}
+
+impl Run {
+    fn new(cfg: Config, ex: Rc<smol::LocalExecutor<'static>>) -> Result<Run, RunError> {
+        let tls = client::tls_config(cfg.ca_cert.as_deref()).map_err(ctx("TLS setup"))?;
+        let rest = Rest::new(&cfg.panel, tls.clone())
+            .map_err(ctx("--panel"))?
+            .with_timeout(Duration::from_secs(40));
+        let port = Target::parse(&cfg.panel, &["https"])
+            .map_err(ctx("--panel"))?
+            .port;
+        let pid = cfg.panel_pid.or_else(|| procfs::find_pid_by_port(port));
+        let panel = pid.map(|pid| PanelProc {
+            pid,
+            ticks_per_sec: procfs::ticks_per_sec(),
+            last: None,
+            peak_rss: 0,
+        });
+        Ok(Run {
+            cfg,
+            ex,
+            tls,
+            rest: Arc::new(rest),
+            errors: Arc::new(Errors::default()),
+            started: Instant::now(),
+            timeline: Vec::new(),
+            panel,
+            run_id: format!("r{:08x}", fastrand::u32(..)),
+        })
+    }
+
+    fn progress(&self, line: &str) {
+        if !self.cfg.quiet {
+            eprintln!("[{:7.1}s] {line}", self.started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Runs `f` over `items` with at most `n` in flight on this thread's executor.
+    async fn parallel<T, R, F, Fut>(&self, items: Vec<T>, n: usize, f: F) -> Vec<R>
+    where
+        T: 'static,
+        R: 'static,
+        F: Fn(T) -> Fut + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
+        let total = items.len();
+        let (tx, rx) = async_channel::unbounded();
+        for (i, item) in items.into_iter().enumerate() {
+            let _ = tx.try_send((i, item));
+        }
+        drop(tx);
+        let f = Rc::new(f);
+        let results = Rc::new(std::cell::RefCell::new(Vec::with_capacity(total)));
+        let workers: Vec<_> = (0..n.max(1))
+            .map(|_| {
+                let (rx, f, results) = (rx.clone(), f.clone(), results.clone());
+                self.ex.spawn(async move {
+                    while let Ok((i, item)) = rx.recv().await {
+                        let r = f(item).await;
+                        results.borrow_mut().push((i, r));
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.await;
+        }
+        let mut results = std::mem::take(&mut *results.borrow_mut());
+        results.sort_by_key(|(i, _)| *i);
+        results.into_iter().map(|(_, r)| r).collect()
+    }
+
+    async fn go(mut self) -> Result<Report, RunError> {
+        let cfg = self.cfg.clone();
+        let (status, _) = self
+            .rest
+            .json("GET", "/healthz", None, None)
+            .await
+            .map_err(ctx(format!("panel {} unreachable", cfg.panel)))?;
+        if status != 200 {
+            return Err(RunError::Setup(format!(
+                "panel {} answered /healthz with HTTP {status}",
+                cfg.panel
+            )));
+        }
+        match &self.panel {
+            Some(p) => self.progress(&format!("panel pid {}", p.pid)),
+            None => self.progress("panel process not found on this host: no RSS/CPU figures"),
+        }
+
+        // 1. Agents: reuse the saved set, register the rest.
+        let (saved, registered, reused) = self.agents().await?;
+        let mut report = Report {
+            panel: cfg.panel.clone(),
+            run_id: self.run_id.clone(),
+            ..Report::default()
+        };
+        let before_agents = self.panel.as_mut().and_then(|p| p.sample()).map(|s| s.0);
+
+        // 2. The crowd.
+        let ready: Arc<Vec<AtomicBool>> =
+            Arc::new((0..cfg.agents).map(|_| AtomicBool::new(false)).collect());
+        let idents: Vec<AgentIdent> = saved
+            .iter()
+            .enumerate()
+            .map(|(index, a)| AgentIdent {
+                index,
+                name: a.name.clone(),
+                id: a.id.clone(),
+                token: a.token.clone(),
+                server_id: (index < cfg.servers).then(|| server_id_for(&a.name)),
+            })
+            .collect();
+        let fleet_stats = Arc::new(FleetStats {
+            errors: self.errors.clone(),
+            ..FleetStats::default()
+        });
+        let control = Arc::new(Control::default());
+        let fleet_cfg = FleetConfig {
+            ws_url: self.rest.wss_url("/ws/agents"),
+            tls: self.tls.clone(),
+            run: self.run_id.clone(),
+            events_per_agent: if cfg.servers > 0 {
+                cfg.events_per_sec / cfg.servers as f64
+            } else {
+                0.0
+            },
+            log_bytes: cfg.log_bytes,
+            connect_rate: cfg.connect_rate,
+            ready: ready.clone(),
+        };
+        let fleet_thread = fleet::spawn(
+            idents.clone(),
+            fleet_cfg,
+            fleet_stats.clone(),
+            control.clone(),
+        )
+        .map_err(|e| RunError::Setup(format!("cannot start the agents thread: {e}")))?;
+        let connect_started = Instant::now();
+        let deadline = connect_deadline(&cfg);
+        let mut last_print = Instant::now();
+        while fleet_stats.connected.get() < cfg.agents as u64
+            && connect_started.elapsed() < deadline
+        {
+            async_io::Timer::after(Duration::from_millis(100)).await;
+            if last_print.elapsed() >= Duration::from_secs(1) {
+                last_print = Instant::now();
+                self.tick("connect", &fleet_stats, &[], None);
+                self.progress(&format!(
+                    "connecting: {}/{} connected, {} failed attempts",
+                    fleet_stats.connected.get(),
+                    cfg.agents,
+                    fleet_stats.connect_failures.get()
+                ));
+            }
+        }
+        let connected = fleet_stats.connected.get();
+        report.agents = AgentsReport {
+            requested: cfg.agents,
+            registered,
+            reused,
+            connected,
+            failed: cfg.agents as u64 - connected.min(cfg.agents as u64),
+            connect_phase_secs: connect_started.elapsed().as_secs_f64(),
+            connect_ms: fleet_stats.connect_latency.summary(),
+            with_server: 0,
+            ..AgentsReport::default()
+        };
+        self.progress(&format!(
+            "{connected}/{} agents connected in {:.1} s",
+            cfg.agents, report.agents.connect_phase_secs
+        ));
+
+        // RSS with the crowd connected and idle (after a moment to settle).
+        async_io::Timer::after(Duration::from_secs(2)).await;
+        let connected_sample = self.panel.as_mut().and_then(|p| p.sample()).map(|s| s.0);
+
+        // 3. Servers for the first `servers` agents (their events name them).
+        let with_server = self.create_servers(&idents[..cfg.servers], &ready).await;
+        report.agents.with_server = with_server.len();
+        self.progress(&format!("{} servers ready", with_server.len()));
+
+        // 4. Subscribers.
+        let (sub_stop_tx, sub_stop) = async_channel::bounded::<()>(1);
+        let sub_stats: Vec<Arc<SubStats>> = (0..cfg.subscribers)
+            .map(|_| Arc::new(SubStats::default()))
+            .collect();
+        let sub_tasks: Vec<_> = sub_stats
+            .iter()
+            .map(|s| {
+                self.ex.spawn(subscriber::run(
+                    self.rest.wss_url("/api/events"),
+                    self.tls.clone(),
+                    cfg.admin_token.clone(),
+                    self.run_id.clone(),
+                    cfg.agents,
+                    s.clone(),
+                    self.errors.clone(),
+                    sub_stop.clone(),
+                ))
+            })
+            .collect();
+        let sub_wait = Instant::now();
+        while !sub_stats.iter().all(|s| s.connected.load(Ordering::SeqCst))
+            && sub_wait.elapsed() < Duration::from_secs(30)
+        {
+            async_io::Timer::after(Duration::from_millis(50)).await;
+        }
+        // Give the panel a moment to register the subscriptions behind the 101.
+        async_io::Timer::after(Duration::from_millis(200)).await;
+
+        // 5. Measured phase.
+        let scrape_before = self.scrape().await;
+        let measured_sample = self.panel.as_mut().and_then(|p| p.sample()).map(|s| s.0);
+        let (cmd_stop_tx, cmd_stop) = async_channel::bounded::<()>(1);
+        let cmd_stats = Arc::new(CmdStats::default());
+        let servers: Rc<Vec<String>> = Rc::new(with_server);
+        let driver = self.ex.spawn(commands::drive(
+            self.ex.clone(),
+            self.rest.clone(),
+            Rc::from(cfg.admin_token.as_str()),
+            servers.clone(),
+            cfg.command_rate,
+            cmd_stats.clone(),
+            self.errors.clone(),
+            cmd_stop,
+        ));
+        control.set_emitting(true);
+        let measure_start = Instant::now();
+        while measure_start.elapsed() < cfg.duration {
+            let left = cfg.duration.saturating_sub(measure_start.elapsed());
+            async_io::Timer::after(left.min(Duration::from_secs(1))).await;
+            self.tick("measure", &fleet_stats, &sub_stats, Some(&cmd_stats));
+            let s = self.timeline.last().cloned().unwrap_or_default();
+            self.progress(&format!(
+                "connected {} | events sent {} delivered {} | commands ok {} failed {} | panel {}",
+                s.connected,
+                s.events_sent,
+                s.events_delivered,
+                cmd_stats.ok.get(),
+                cmd_stats.failed.get(),
+                s.panel_cpu_percent
+                    .map(|c| format!(
+                        "CPU {c:.0}% RSS {:.1} MiB",
+                        s.panel_rss_bytes.unwrap_or(0) as f64 / 1048576.0
+                    ))
+                    .unwrap_or_else(|| "n/a".into())
+            ));
+        }
+        control.set_emitting(false);
+        let measured_secs = measure_start.elapsed().as_secs_f64();
+        let after_measure = self.panel.as_mut().and_then(|p| p.sample()).map(|s| s.0);
+        drop(cmd_stop_tx);
+        driver.await;
+
+        // 6. Drain: wait for the last events and the commands in flight.
+        let drain_start = Instant::now();
+        let mut last_progress = (Instant::now(), 0u64);
+        loop {
+            let sent = fleet_stats.events_sent.get();
+            let delivered: u64 = sub_stats.iter().map(|s| s.delivered.get()).sum();
+            let done_events = sub_stats.iter().all(|s| s.delivered.get() >= sent);
+            let done_cmds = cmd_stats.in_flight.get() == 0;
+            if done_events && done_cmds {
+                break;
+            }
+            if delivered != last_progress.1 {
+                last_progress = (Instant::now(), delivered);
+            }
+            let stalled = last_progress.0.elapsed() > Duration::from_secs(3);
+            if (stalled && done_cmds) || drain_start.elapsed() > Duration::from_secs(45) {
+                break;
+            }
+            async_io::Timer::after(Duration::from_millis(100)).await;
+        }
+        let scrape_after = self.scrape().await;
+
+        // Events and commands.
+        let sent = fleet_stats.events_sent.get();
+        let delivered: Vec<u64> = sub_stats.iter().map(|s| s.delivered.get()).collect();
+        let lost: u64 = delivered.iter().map(|d| sent.saturating_sub(*d)).sum();
+        let delta = |f: fn(&Scrape) -> f64| match (&scrape_before, &scrape_after) {
+            (Some(a), Some(b)) => (f(b) - f(a)).max(0.0) as u64,
+            _ => 0,
+        };
+        let rate_limited = (delta(metrics::agent_rate_limited) * cfg.subscribers as u64).min(lost);
+        let slow = delta(metrics::subscriber_drops).min(lost - rate_limited);
+        report.events = EventsReport {
+            rate: cfg.events_per_sec,
+            log_bytes: cfg.log_bytes,
+            subscribers: cfg.subscribers,
+            sent,
+            delivered: delivered.clone(),
+            lost,
+            duplicates: sub_stats.iter().map(|s| s.duplicates.get()).sum(),
+            send_failed: fleet_stats.events_send_failed.get(),
+            sent_per_sec: sent as f64 / measured_secs,
+            delivered_per_sec: delivered.iter().copied().min().unwrap_or(0) as f64 / measured_secs,
+            lost_per_sec: lost as f64 / measured_secs,
+            loss_by_cause: LossByCause {
+                rate_limited,
+                slow_subscriber: slow,
+                error: lost - rate_limited - slow,
+            },
+        };
+        report.commands = CommandsReport {
+            rate: cfg.command_rate,
+            issued: cmd_stats.issued.get(),
+            ok: cmd_stats.ok.get(),
+            failed: cmd_stats.failed.get(),
+            skipped: cmd_stats.skipped.get(),
+            rtt_ms: cmd_stats.rtt.summary(),
+        };
+        report.measured_secs = measured_secs;
+        if let (Some(p), Some(base), Some(conn)) = (&self.panel, before_agents, connected_sample) {
+            let n = connected.max(1);
+            let cpu_secs = match (measured_sample, after_measure) {
+                (Some(a), Some(b)) => {
+                    b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64 / p.ticks_per_sec as f64
+                }
+                _ => 0.0,
+            };
+            report.panel_process = Some(PanelReport {
+                pid: p.pid,
+                rss_before_agents_bytes: base.rss_bytes,
+                rss_connected_bytes: conn.rss_bytes,
+                rss_per_agent_bytes: conn.rss_bytes / n,
+                rss_per_agent_above_baseline_bytes: conn.rss_bytes.saturating_sub(base.rss_bytes)
+                    / n,
+                rss_peak_bytes: p.peak_rss,
+                cpu_ms_per_1k_events: (sent > 0)
+                    .then(|| cpu_secs * 1000.0 / (sent as f64 / 1000.0)),
+                cpu_percent_measured: cpu_secs / measured_secs * 100.0,
+            });
+        }
+
+        // 7. Reconnect storm.
+        if cfg.storm {
+            report.storm = Some(self.storm(&fleet_stats, &control).await);
+        }
+
+        // 8. Stop everything.
+        control.stop();
+        drop(sub_stop_tx);
+        for t in sub_tasks {
+            t.await;
+        }
+        let joined = smol::unblock(move || fleet_thread.join().is_ok());
+        let joined = futures_lite::future::or(async { Some(joined.await) }, async {
+            async_io::Timer::after(Duration::from_secs(15)).await;
+            None
+        })
+        .await;
+        if joined != Some(true) {
+            self.errors.add("stop.agents_thread_not_finished");
+        }
+        report.agents.connect_attempts_failed = fleet_stats.connect_failures.get();
+        report.agents.disconnects = fleet_stats.disconnects.get();
+        report.agents.pings_answered = fleet_stats.pings.get();
+        report.agents.commands_answered = fleet_stats.commands.get();
+        report.agents.panel_errors = fleet_stats.panel_errors.snapshot();
+        if let (Some(pp), Some(p)) = (report.panel_process.as_mut(), &self.panel) {
+            pp.rss_peak_bytes = pp.rss_peak_bytes.max(p.peak_rss);
+        }
+        report.errors = self.errors.snapshot();
+        report.timeline = std::mem::take(&mut self.timeline);
+        if let Some(path) = &cfg.json {
+            let json = serde_json::to_vec_pretty(&report).expect("the report serializes");
+            std::fs::write(path, json)
+                .map_err(|e| RunError::Setup(format!("cannot write {}: {e}", path.display())))?;
+        }
+        Ok(report)
+    }
+
+    /// One timeline sample.
+    fn tick(
+        &mut self,
+        phase: &'static str,
+        fleet: &FleetStats,
+        subs: &[Arc<SubStats>],
+        cmds: Option<&CmdStats>,
+    ) {
+        let panel = self.panel.as_mut().and_then(|p| p.sample());
+        self.timeline.push(Second {
+            t: self.started.elapsed().as_secs_f64(),
+            phase,
+            connected: fleet.connected.get(),
+            events_sent: fleet.events_sent.get(),
+            events_delivered: subs.iter().map(|s| s.delivered.get()).min().unwrap_or(0),
+            commands_ok: cmds.map_or(0, |c| c.ok.get()),
+            panel_cpu_percent: panel.and_then(|p| p.1),
+            panel_rss_bytes: panel.map(|p| p.0.rss_bytes),
+        });
+    }
+
+    async fn scrape(&self) -> Option<Scrape> {
+        match self
+            .rest
+            .request("GET", "/metrics", Some(&self.cfg.admin_token), None)
+            .await
+        {
+            Ok((200, body)) => Some(Scrape::parse(&String::from_utf8_lossy(&body))),
+            Ok((status, _)) => {
+                self.errors.add(format!("metrics.http_{status}"));
+                None
+            }
+            Err(e) => {
+                self.errors.add(format!("metrics.{}", e.kind()));
+                None
+            }
+        }
+    }
+
+    /// The saved agents (first `agents` of them) plus newly registered ones.
+    async fn agents(&mut self) -> Result<(Vec<SavedAgent>, usize, usize), RunError> {
+        let cfg = &self.cfg;
+        let mut file = match &cfg.agents_file {
+            Some(path) => AgentsFile::load(path).map_err(RunError::Setup)?,
+            None => None,
+        }
+        .unwrap_or(AgentsFile {
+            panel: cfg.panel.clone(),
+            agents: Vec::new(),
+        });
+        if file.panel.trim_end_matches('/') != cfg.panel.trim_end_matches('/') {
+            return Err(RunError::Setup(format!(
+                "the agents file was made for panel {}, not {}",
+                file.panel, cfg.panel
+            )));
+        }
+        let reused = file.agents.len().min(cfg.agents);
+        let missing = cfg.agents - reused;
+        if missing > 0 {
+            self.progress(&format!("registering {missing} agents"));
+            let batch = format!("{:06x}", fastrand::u32(..0x100_0000));
+            let names: Vec<String> = (reused..cfg.agents)
+                .map(|i| format!("{}-{batch}-{i}", cfg.name_prefix))
+                .collect();
+            let (rest, token) = (self.rest.clone(), Rc::<str>::from(cfg.admin_token.as_str()));
+            let results = self
+                .parallel(names, SETUP_CONCURRENCY, move |name| {
+                    let (rest, token) = (rest.clone(), token.clone());
+                    async move {
+                        let r = client::register(&rest, &token, &name).await;
+                        (name, r)
+                    }
+                })
+                .await;
+            for (name, r) in results {
+                let agent = r.map_err(ctx(format!("registering agent {name}")))?;
+                file.agents.push(SavedAgent {
+                    name,
+                    id: agent.id,
+                    token: agent.token,
+                    refresh_token: agent.refresh_token,
+                });
+            }
+            if let Some(path) = &self.cfg.agents_file {
+                file.save(path).map_err(RunError::Setup)?;
+                self.progress(&format!(
+                    "saved {} agents to {}",
+                    file.agents.len(),
+                    path.display()
+                ));
+            }
+        }
+        let mut agents = file.agents;
+        agents.truncate(self.cfg.agents);
+        Ok((agents, missing, reused))
+    }
+
+    /// Creates (or finds, HTTP 409) each agent's server; returns the ids that exist.
+    async fn create_servers(
+        &self,
+        agents: &[AgentIdent],
+        ready: &Arc<Vec<AtomicBool>>,
+    ) -> Vec<String> {
+        let items: Vec<(usize, String, String)> = agents
+            .iter()
+            .filter_map(|a| Some((a.index, a.id.clone(), a.server_id.clone()?)))
+            .collect();
+        let (rest, token, errors) = (
+            self.rest.clone(),
+            Rc::<str>::from(self.cfg.admin_token.as_str()),
+            self.errors.clone(),
+        );
+        let results = self
+            .parallel(
+                items,
+                SETUP_CONCURRENCY,
+                move |(index, agent_id, server_id)| {
+                    let (rest, token, errors) = (rest.clone(), token.clone(), errors.clone());
+                    async move {
+                        let body = egg_request(&agent_id, &server_id);
+                        let ok = match rest
+                            .json("POST", "/api/servers", Some(&token), Some(&body))
+                            .await
+                        {
+                            Ok((200, v)) if v["success"] == true => true,
+                            Ok((409, _)) => true, // created by an earlier run
+                            Ok((status, v)) => {
+                                let code = v["error"]["code"].as_str().unwrap_or("no_code");
+                                errors.add(format!("server_create.http_{status}_{code}"));
+                                false
+                            }
+                            Err(e) => {
+                                errors.add(format!("server_create.{}", e.kind()));
+                                false
+                            }
+                        };
+                        (index, server_id, ok)
+                    }
+                },
+            )
+            .await;
+        results
+            .into_iter()
+            .filter(|(_, _, ok)| *ok)
+            .map(|(index, server_id, _)| {
+                ready[index].store(true, Ordering::SeqCst);
+                server_id
+            })
+            .collect()
+    }
+
+    async fn storm(&mut self, fleet: &Arc<FleetStats>, control: &Control) -> StormReport {
+        let agents = fleet.connected.get();
+        let base_back = fleet.storm_back.get();
+        let base_failed = fleet.connect_failures.get();
+        fleet.connect_latency.take();
+        self.progress(&format!("storm: dropping {agents} agents at once"));
+        if let Some(p) = self.panel.as_mut() {
+            p.peak_rss = 0;
+            p.sample();
+        }
+        let mut peak_cpu = 0.0f64;
+        let mut last_cpu_sample = Instant::now();
+        control.storm();
+        let start = Instant::now();
+        let mut last_print = Instant::now();
+        let mut recovered_at = None;
+        while start.elapsed() < STORM_WAIT {
+            async_io::Timer::after(Duration::from_millis(50)).await;
+            if last_cpu_sample.elapsed() >= Duration::from_millis(500) {
+                last_cpu_sample = Instant::now();
+                if let Some((_, Some(cpu))) = self.panel.as_mut().and_then(|p| p.sample()) {
+                    peak_cpu = peak_cpu.max(cpu);
+                }
+            }
+            let back = fleet.storm_back.get() - base_back;
+            if back >= agents {
+                recovered_at = Some(start.elapsed());
+                break;
+            }
+            if last_print.elapsed() >= Duration::from_secs(1) {
+                last_print = Instant::now();
+                self.tick("storm", fleet, &[], None);
+                self.progress(&format!("storm: {back}/{agents} back"));
+            }
+        }
+        if let Some((_, Some(cpu))) = self.panel.as_mut().and_then(|p| p.sample()) {
+            peak_cpu = peak_cpu.max(cpu);
+        }
+        let back = fleet.storm_back.get() - base_back;
+        let mut samples = fleet.connect_latency.take();
+        StormReport {
+            agents,
+            recovered: back.min(agents),
+            not_recovered: agents.saturating_sub(back),
+            recovery_secs: recovered_at.unwrap_or(start.elapsed()).as_secs_f64(),
+            reconnect_ms: LatencySummary::from_samples(&mut samples),
+            connect_attempts_failed: fleet.connect_failures.get() - base_failed,
+            peak_cpu_percent: peak_cpu,
+            peak_rss_bytes: self.panel.as_ref().map_or(0, |p| p.peak_rss),
+        }
+    }
+}
+
+/// `POST /api/servers` body for a simulated agent's server.
+pub fn egg_request(agent_id: &str, server_id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "agentId": agent_id,
+        "serverId": server_id,
+        "eggConfig": {
+            "name": "loadtest",
+            "image": "ctrl-fakegame:latest",
+            "ports": {},
+            "environment": {},
+            "limits": {"memory": "256m", "cpu": "0.5", "disk": "1g"},
+            "startup": "./fakegame"
+        }
+    })
+}
+
+/// Reads `--agents-file` without running (for tools and tests).
+pub fn load_agents(path: &Path) -> Result<Option<AgentsFile>, String> {
+    AgentsFile::load(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn egg_request_is_a_valid_egg() {
+        let v = egg_request("a1", "lt-x-1-s0");
+        let text = v["eggConfig"].to_string();
+        let egg: proto::EggConfig = serde_json::from_str(&text).unwrap();
+        proto::validate::egg(&egg).unwrap();
+        proto::validate::id(proto::validate::IdKind::Server, "lt-abcdef-123456-s0").unwrap();
+    }
+
+    #[test]
+    fn connect_deadline_grows_with_pacing() {
+        let mut cfg = Config::parse(
+            "--panel https://h --admin-token t --agents 1000 --duration 1"
+                .split_whitespace()
+                .map(String::from),
+            None,
+        )
+        .unwrap();
+        assert_eq!(connect_deadline(&cfg), Duration::from_secs(60));
+        cfg.connect_rate = 100.0;
+        assert_eq!(connect_deadline(&cfg), Duration::from_secs(70));
+    }
+}

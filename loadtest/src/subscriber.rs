@@ -1,0 +1,189 @@
+//! `/api/events` subscribers that check every event the crowd sent arrives exactly once.
+//!
+//! Each event id is `<run>.<agent index>.<seq>` and one agent's events travel one socket in
+//! order, so a subscriber keeps, per agent, the next sequence number it expects: a jump is a
+//! gap (events lost), a step back is a duplicate. Totals against the crowd's sent counter
+//! give the loss, including a lost tail.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_tungstenite::tungstenite::Message as WsMessage;
+use futures_lite::{StreamExt, future};
+
+use crate::client::{self, WsOptions};
+use crate::sim::parse_event_id;
+use crate::stats::{Counter, Errors};
+
+/// What one subscriber saw.
+#[derive(Default)]
+pub struct SubStats {
+    /// Our run's events received (first time).
+    pub delivered: Counter,
+    /// Events missing between two received ones.
+    pub gaps: Counter,
+    /// Events received again or out of order.
+    pub duplicates: Counter,
+    /// Events of other runs or agents.
+    pub foreign: Counter,
+    pub connected: std::sync::atomic::AtomicBool,
+    pub reconnects: Counter,
+}
+
+/// Tracks per-agent sequence numbers.
+pub struct Tracker {
+    run: String,
+    next: Vec<u64>,
+}
+
+impl Tracker {
+    pub fn new(run: &str, agents: usize) -> Tracker {
+        Tracker {
+            run: run.to_owned(),
+            next: vec![0; agents],
+        }
+    }
+
+    /// Accounts one event id.
+    pub fn see(&mut self, id: Option<&str>, stats: &SubStats) {
+        let Some((index, seq)) = id.and_then(|id| parse_event_id(&self.run, id)) else {
+            stats.foreign.inc();
+            return;
+        };
+        let Some(expected) = self.next.get_mut(index) else {
+            stats.foreign.inc();
+            return;
+        };
+        if seq < *expected {
+            stats.duplicates.inc();
+            return;
+        }
+        if seq > *expected {
+            stats.gaps.add(seq - *expected);
+        }
+        *expected = seq + 1;
+        stats.delivered.inc();
+    }
+}
+
+/// Connects to `/api/events` and accounts every frame until `stop` is closed. Reconnects
+/// (counting an error) if the panel drops the socket.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    url: String,
+    tls: Arc<rustls::ClientConfig>,
+    admin_token: String,
+    run_id: String,
+    agents: usize,
+    stats: Arc<SubStats>,
+    errors: Arc<Errors>,
+    stop: async_channel::Receiver<()>,
+) {
+    let mut tracker = Tracker::new(&run_id, agents);
+    let mut decoder = proto::Decoder::default();
+    let bearer = format!("Bearer {admin_token}");
+    let options = WsOptions {
+        config: client::large_config(),
+        timeout: Duration::from_secs(30),
+    };
+    let headers = [("Authorization", bearer.as_str())];
+    let mut first = true;
+    loop {
+        let connect = client::ws_connect_with(&url, tls.clone(), &headers, options);
+        let ws = future::or(async { Some(connect.await) }, async {
+            let _ = stop.recv().await;
+            None
+        })
+        .await;
+        let mut ws = match ws {
+            None => return,
+            Some(Ok(ws)) => ws,
+            Some(Err(e)) => {
+                errors.add(match &e {
+                    client::ClientError::Rejected { status, .. } => {
+                        format!("subscriber.rejected_{status}")
+                    }
+                    other => format!("subscriber.{}", other.kind()),
+                });
+                let wait = future::or(
+                    async {
+                        async_io::Timer::after(Duration::from_millis(500)).await;
+                        false
+                    },
+                    async {
+                        let _ = stop.recv().await;
+                        true
+                    },
+                );
+                if wait.await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if !std::mem::take(&mut first) {
+            stats.reconnects.inc();
+        }
+        stats
+            .connected
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        loop {
+            let next = future::or(async { Some(ws.next().await) }, async {
+                let _ = stop.recv().await;
+                None
+            })
+            .await;
+            match next {
+                None => {
+                    let _ = future::or(async { ws.close(None).await.ok() }, async {
+                        async_io::Timer::after(Duration::from_secs(2)).await;
+                        None
+                    })
+                    .await;
+                    return;
+                }
+                Some(Some(Ok(WsMessage::Text(t)))) => {
+                    let id = decoder.envelope(t.as_bytes()).ok().and_then(|e| e.id);
+                    tracker.see(id.as_deref(), &stats);
+                }
+                Some(Some(Ok(WsMessage::Binary(b)))) => {
+                    let id = decoder.envelope(&b).ok().and_then(|e| e.id);
+                    tracker.see(id.as_deref(), &stats);
+                }
+                Some(Some(Ok(WsMessage::Close(_)))) | Some(None) => {
+                    errors.add("subscriber.closed_by_panel");
+                    break;
+                }
+                Some(Some(Ok(_))) => {}
+                Some(Some(Err(e))) => {
+                    errors.add(format!("subscriber.read_{}", client::ws_error(e).kind()));
+                    break;
+                }
+            }
+        }
+        stats
+            .connected
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaps_duplicates_and_foreign() {
+        let stats = SubStats::default();
+        let mut t = Tracker::new("r1", 2);
+        for id in [
+            "r1.0.0", "r1.0.1", "r1.1.0", "r1.0.4", "r1.0.2", "r1.1.1", "r2.0.0", "r1.5.0",
+        ] {
+            t.see(Some(id), &stats);
+        }
+        t.see(None, &stats);
+        assert_eq!(stats.delivered.get(), 5);
+        assert_eq!(stats.gaps.get(), 2);
+        assert_eq!(stats.duplicates.get(), 1);
+        assert_eq!(stats.foreign.get(), 3);
+    }
+}

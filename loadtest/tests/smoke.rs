@@ -1,0 +1,165 @@
+//! Smoke run against the real panel binary: 200 agents for ~10 s with events, commands, two
+//! subscribers and a reconnect storm. Asserts correctness only — every agent connected,
+//! every event delivered to every subscriber exactly once, every command answered, every
+//! agent back after the storm — never timings.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use loadtest::config::Config;
+
+const ADMIN_TOKEN: &str = "smoke-admin-token-0123456789";
+
+/// The panel binary next to this test's target dir (`cargo build -p panel` first, a no-op
+/// when fresh; `LOADTEST_SKIP_BUILD=1` skips it).
+fn panel_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/smoke-<hash> → target/<profile>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf();
+    if std::env::var_os("LOADTEST_SKIP_BUILD").is_none() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "panel"]);
+        if dir.file_name().is_some_and(|p| p == "release") {
+            cmd.arg("--release");
+        }
+        if let Some(target) = dir.parent() {
+            cmd.env("CARGO_TARGET_DIR", target);
+        }
+        let out = cmd
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+            .stdin(Stdio::null())
+            .output()
+            .expect("running cargo build -p panel");
+        assert!(
+            out.status.success(),
+            "cargo build -p panel failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let path = dir.join("panel");
+    assert!(path.exists(), "{} does not exist", path.display());
+    path
+}
+
+/// The panel process; killed and its data dir removed on drop.
+struct Panel {
+    child: Child,
+    dir: PathBuf,
+    url: String,
+}
+
+impl Drop for Panel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start_panel() -> Panel {
+    let bin = panel_binary();
+    let dir = std::env::temp_dir().join(format!("loadtest-smoke-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = Command::new(bin)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.join("data"))
+        // One host runs every agent: lift the per-IP and operator API limits.
+        .args([
+            "--max-conns-per-ip",
+            "0",
+            "--admin-rate",
+            "100000",
+            "--admin-burst",
+            "100000",
+        ])
+        .env("PANEL_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting the panel");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Keep draining so the panel never blocks on a full pipe.
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                let _ = tx.send(addr.trim().to_owned());
+            }
+        }
+    });
+    let mut panel = Panel {
+        child,
+        dir,
+        url: String::new(),
+    };
+    panel.url = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the panel printed `listening on https://ADDR`");
+    panel
+}
+
+#[test]
+fn two_hundred_agents_events_commands_and_a_storm() {
+    let panel = start_panel();
+    let ca = panel.dir.join("data/tls/panel.crt");
+    let json = panel.dir.join("report.json");
+    let args = format!(
+        "--panel {} --agents 200 --duration 10 --ca-cert {} --events-per-sec 2000 \
+         --log-bytes 200 --subscribers 2 --command-rate 20 --json {} --storm --quiet",
+        panel.url,
+        ca.display(),
+        json.display()
+    );
+    let cfg = Config::parse(
+        args.split_whitespace().map(String::from),
+        Some(ADMIN_TOKEN.into()),
+    )
+    .unwrap();
+    let report = loadtest::run::run(cfg).expect("the run completes");
+    let summary = report.summary();
+
+    let a = &report.agents;
+    assert_eq!((a.connected, a.failed), (200, 0), "{summary}");
+    assert_eq!(a.with_server, 200, "{summary}");
+
+    let e = &report.events;
+    assert!(e.sent > 0, "{summary}");
+    assert_eq!(e.delivered, vec![e.sent, e.sent], "{summary}");
+    assert_eq!(
+        (e.lost, e.duplicates, e.send_failed),
+        (0, 0, 0),
+        "{summary}"
+    );
+
+    let c = &report.commands;
+    assert!(c.issued > 0, "{summary}");
+    assert_eq!((c.ok, c.failed, c.skipped), (c.issued, 0, 0), "{summary}");
+    assert_eq!(c.rtt_ms.count as u64, c.ok, "{summary}");
+    // Every operator command and every server creation reached an agent and was answered.
+    assert!(a.commands_answered >= c.ok + 200, "{summary}");
+
+    let storm = report.storm.as_ref().expect("storm ran");
+    assert_eq!((storm.agents, storm.recovered), (200, 200), "{summary}");
+
+    assert!(report.errors.is_empty(), "{summary}");
+    let panel_proc = report
+        .panel_process
+        .as_ref()
+        .expect("panel found by its port");
+    assert_eq!(panel_proc.pid, panel.child.id(), "{summary}");
+
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(written["agents"]["connected"], 200);
+    assert_eq!(written["events"]["lost"], 0);
+}

@@ -1,0 +1,205 @@
+//! Agent endpoints: registration, token refresh, the agent list, and the `/ws/agents`
+//! upgrade (refused with 401 before any WebSocket frame unless the agent token verifies).
+
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use proto::ErrorCode;
+use proto::rest::{
+    RefreshRequest, RefreshResponse, RefreshedAgent, RegisterRequest, RegisterResponse,
+    RegisteredAgent,
+};
+use proto::time::{format_rfc3339, unix_now};
+use proto::validate::ValidationError;
+
+use super::{Api, auth_error, blocking, storage_error};
+use crate::auth::AuthError;
+use crate::http::{Reply, Request, Response};
+use crate::store::AgentRecord;
+
+/// A random UUID (version 4) for a new agent: valid as a protocol id, unguessable.
+fn new_agent_id() -> String {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .expect("the OS random number generator failed");
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// `POST /api/agents/register` (admin).
+pub(super) async fn register(api: Arc<Api>, req: Request) -> Reply {
+    if let Err(r) = api.admin(&req) {
+        return r.into();
+    }
+    let body: RegisterRequest = match req.json() {
+        Ok(b) => b,
+        Err(r) => return r.into(),
+    };
+    if let Err(e) = body.validate() {
+        let message = match &e.0 {
+            ValidationError::Egg { field, reason } => format!("{field}: {reason}"),
+            other => other.to_string(),
+        };
+        return Response::error(e.code(), message).into();
+    }
+    let id = new_agent_id();
+    let now = unix_now();
+    let (tokens, pair) = api.auth.new_family(&id, now);
+    let rec = AgentRecord {
+        id: id.clone(),
+        name: body.name,
+        hostname: body.hostname,
+        port: body.port,
+        capabilities: body.capabilities,
+        registered_at: now,
+        tokens,
+    };
+    let store = api.store.clone();
+    if let Err(e) = blocking(move || store.put_agent(&rec)).await {
+        return storage_error(e).into();
+    }
+    log::info!("agent {id} registered");
+    let ws = match api.base_url.strip_prefix("https://") {
+        Some(rest) => format!("wss://{rest}/ws/agents"),
+        None => format!("{}/ws/agents", api.base_url),
+    };
+    Response::json(
+        200,
+        &RegisterResponse {
+            success: true,
+            agent: RegisteredAgent {
+                id,
+                token: pair.token,
+                websocket_url: ws,
+                refresh_token: pair.refresh_token,
+            },
+        },
+    )
+    .into()
+}
+
+/// `POST /api/agents/refresh` (no admin token: the refresh token is the credential).
+pub(super) async fn refresh(api: Arc<Api>, req: Request) -> Reply {
+    if let Err(r) = api.limit(&req) {
+        return r.into();
+    }
+    let body: RefreshRequest = match req.json() {
+        Ok(b) => b,
+        Err(r) => return r.into(),
+    };
+    let auth = api.auth.clone();
+    let result = blocking(move || auth.refresh(&body.refresh_token, unix_now())).await;
+    match result {
+        Ok(pair) => Response::json(
+            200,
+            &RefreshResponse {
+                success: true,
+                agent: RefreshedAgent {
+                    id: pair.agent_id,
+                    token: pair.token,
+                    refresh_token: pair.refresh_token,
+                },
+            },
+        )
+        .into(),
+        Err(e) => {
+            if let AuthError::Reused(agent) = &e {
+                log::warn!("refresh token reuse for agent {agent}: token family revoked");
+                api.hub.kick(agent, 1008, "token family revoked");
+            }
+            auth_error(e).into()
+        }
+    }
+}
+
+/// `GET /api/agents` (admin): every agent, its health and its last pong.
+pub(super) async fn list(api: Arc<Api>, req: Request) -> Reply {
+    if let Err(r) = api.admin(&req) {
+        return r.into();
+    }
+    let mut servers: HashMap<String, usize> = HashMap::new();
+    for s in api.store.servers() {
+        *servers.entry(s.agent_id).or_default() += 1;
+    }
+    let agents: Vec<Value> = api
+        .store
+        .agents()
+        .into_iter()
+        .map(|a| {
+            let live = api.hub.live(&a.id);
+            let mut v = json!({
+                "id": a.id,
+                "name": a.name,
+                "hostname": a.hostname,
+                "port": a.port,
+                "status": if live.is_some() { "online" } else { "offline" },
+                "lastSeen": api.hub.last_seen(&a.id).map(format_rfc3339),
+                "registeredAt": format_rfc3339(a.registered_at),
+                "capabilities": a.capabilities,
+                "servers": servers.get(&a.id).copied().unwrap_or(0),
+            });
+            if a.tokens.revoked {
+                v["tokensRevoked"] = json!(true);
+            }
+            if let Some(live) = live {
+                v["connectedAt"] = json!(format_rfc3339(live.connected_at));
+                if let Some(p) = live.pong {
+                    v["agentStatus"] = json!(p.agent_status);
+                    v["activeServers"] = json!(p.active_servers);
+                    v["systemLoad"] = json!(p.system_load);
+                }
+            }
+            v
+        })
+        .collect();
+    Response::json(200, &json!({"success": true, "agents": agents})).into()
+}
+
+/// `GET /ws/agents`: `Authorization: Bearer <agent token>` and `X-Agent-ID` must match.
+pub(super) async fn websocket(api: Arc<Api>, req: Request) -> Reply {
+    let Some(token) = req.bearer() else {
+        return Response::error(ErrorCode::AuthFailed, "missing bearer token").into();
+    };
+    let Some(agent_id) = req.header("x-agent-id").map(str::to_owned) else {
+        return Response::error(ErrorCode::AuthFailed, "missing X-Agent-ID header").into();
+    };
+    let claims = match api.auth.verify_agent(token, &agent_id, unix_now()) {
+        Ok(c) => c,
+        Err(e) => return auth_error(e).into(),
+    };
+    let family = claims.fam.unwrap_or_default();
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(api.max_frame))
+        .max_frame_size(Some(api.max_frame));
+    let hub = api.hub.clone();
+    let shutdown = api.shutdown.clone();
+    Reply::Upgrade {
+        config,
+        run: Box::new(move |ws| Box::pin(hub.serve_agent(ws, agent_id, family, shutdown))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn agent_ids_are_valid_protocol_ids_and_distinct() {
+        let a = super::new_agent_id();
+        let b = super::new_agent_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        proto::validate::id(proto::validate::IdKind::Agent, &a).unwrap();
+    }
+}

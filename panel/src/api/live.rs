@@ -1,0 +1,57 @@
+//! Live events endpoints: `POST /api/events/ticket` and the `GET /api/events` WebSocket.
+
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{Api, auth_error};
+use crate::auth::TICKET_TTL;
+use crate::events::Filter;
+use crate::http::{Reply, Request, Response};
+
+/// Subscribers only send close frames; anything big from them is abuse.
+const SUBSCRIBER_MAX_MESSAGE: usize = 64 * 1024;
+
+/// `POST /api/events/ticket` (admin): a single-use ticket for `GET /api/events?ticket=`.
+pub(super) async fn ticket(api: Arc<Api>, req: Request) -> Reply {
+    if let Err(r) = api.admin(&req) {
+        return r.into();
+    }
+    match api.auth.issue_ticket(Instant::now()) {
+        Ok(t) => Response::json(
+            200,
+            &json!({"success": true, "ticket": t, "expiresIn": TICKET_TTL.as_secs()}),
+        )
+        .into(),
+        Err(e) => auth_error(e).into(),
+    }
+}
+
+/// `GET /api/events[?serverId=S][&agentId=A]`: admin bearer or `?ticket=`.
+pub(super) async fn subscribe(api: Arc<Api>, req: Request) -> Reply {
+    if let Err(r) = api.limit(&req) {
+        return r.into();
+    }
+    let authorised = match (req.bearer(), req.query_param("ticket")) {
+        (Some(b), _) => api.auth.check_admin(Some(b)),
+        (None, Some(t)) => api.auth.redeem_ticket(&t, Instant::now()),
+        (None, None) => api.auth.check_admin(None),
+    };
+    if let Err(e) = authorised {
+        return auth_error(e).into();
+    }
+    let filter = Filter {
+        server_id: req.query_param("serverId").filter(|s| !s.is_empty()),
+        agent_id: req.query_param("agentId").filter(|s| !s.is_empty()),
+    };
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(SUBSCRIBER_MAX_MESSAGE))
+        .max_frame_size(Some(SUBSCRIBER_MAX_MESSAGE));
+    let events = api.events.clone();
+    let shutdown = api.shutdown.clone();
+    Reply::Upgrade {
+        config,
+        run: Box::new(move |ws| Box::pin(events.serve(ws, filter, shutdown))),
+    }
+}

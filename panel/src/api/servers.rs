@@ -1,0 +1,519 @@
+//! Server endpoints: create (validate, place, record durably, `create_server`), list, status,
+//! power, console, files, delete.
+//!
+//! The server record is written before `create_server` is sent, so the agent's answer (which
+//! names the server) passes the hub's ownership check. If the agent refuses or is offline the
+//! record is removed again; on a timeout it is kept (the agent may have acted) and the
+//! operator can `DELETE` it.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use proto::ErrorCode;
+use proto::egg::EggConfig;
+use proto::message::{
+    Action, CreateServer, DeleteServer, KillServer, PathPayload, SendCommand, StopServer,
+};
+use proto::quantity::Bytes;
+use proto::time::{format_rfc3339, unix_now};
+use proto::validate::{self, IdKind};
+
+use super::{Api, agent_answer, blocking, hub_error, storage_error};
+use crate::http::{Reply, Request, Response};
+use crate::hub::HubError;
+use crate::store::{DesiredState, ServerRecord};
+
+/// An agent that could take a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub agent_id: String,
+    /// `capabilities.maxMemory` in bytes.
+    pub capacity: u64,
+    /// Memory limits of the servers already placed on it.
+    pub committed: u64,
+}
+
+/// The candidate with the most free memory that still fits `need` bytes (ties: lowest id).
+pub fn place(candidates: &[Candidate], need: u64) -> Option<&str> {
+    candidates
+        .iter()
+        .filter_map(|c| {
+            let free = c.capacity.saturating_sub(c.committed);
+            (free >= need).then_some((free, c))
+        })
+        .max_by(|(fa, a), (fb, b)| fa.cmp(fb).then_with(|| b.agent_id.cmp(&a.agent_id)))
+        .map(|(_, c)| c.agent_id.as_str())
+}
+
+fn new_server_id() -> String {
+    let r: String = proto::jwt::random_id()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(12)
+        .collect();
+    format!("srv-{}", r.to_ascii_lowercase())
+}
+
+fn bad(code: ErrorCode, message: impl Into<String>) -> Reply {
+    Response::error(code, message).into()
+}
+
+/// The server named in the path, or a ready 404.
+#[allow(clippy::result_large_err)]
+fn known_server(api: &Api, req: &Request) -> Result<ServerRecord, Response> {
+    let id = req.param("id").unwrap_or_default();
+    api.store.server(id).ok_or_else(|| {
+        Response::error(
+            ErrorCode::NotFound,
+            format!("no server `{id}` on this panel"),
+        )
+    })
+}
+
+/// `POST /api/servers` (admin).
+pub(super) async fn create(api: Arc<Api>, req: Request) -> Reply {
+    if let Err(r) = api.admin(&req) {
+        return r.into();
+    }
+    let body: Value = match req.json() {
+        Ok(v) => v,
+        Err(r) => return r.into(),
+    };
+    let Some(obj) = body.as_object() else {
+        return bad(ErrorCode::InvalidMessage, "body must be a JSON object");
+    };
+    let str_field = |k: &str| -> Result<Option<String>, Reply> {
+        match obj.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(bad(
+                ErrorCode::InvalidMessage,
+                format!("{k} must be a string"),
+            )),
+        }
+    };
+    let agent_id = match str_field("agentId") {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let server_id = match str_field("serverId") {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(egg_value) = obj.get("eggConfig") else {
+        return bad(ErrorCode::ConfigInvalid, "eggConfig is required");
+    };
+    // Typed decode of the egg from its own text, so that shape errors are CONFIG_INVALID.
+    let egg_text = egg_value.to_string();
+    let egg: EggConfig<'_> = match serde_json::from_str(&egg_text) {
+        Ok(e) => e,
+        Err(e) => return bad(ErrorCode::ConfigInvalid, format!("eggConfig: {e}")),
+    };
+    let valid = match validate::egg(&egg) {
+        Ok(v) => v,
+        Err(e) => return bad(e.code(), e.to_string()),
+    };
+    if let Some(a) = &agent_id {
+        if let Err(e) = validate::id(IdKind::Agent, a) {
+            return bad(e.code(), e.to_string());
+        }
+        if api.store.agent(a).is_none() {
+            return bad(ErrorCode::NotFound, format!("no agent `{a}`"));
+        }
+        if !api.hub.is_online(a) {
+            return bad(
+                ErrorCode::AgentOffline,
+                format!("agent {a} is not connected"),
+            );
+        }
+    }
+    let server_id = server_id.unwrap_or_else(new_server_id);
+    if let Err(e) = validate::id(IdKind::Server, &server_id) {
+        return bad(e.code(), e.to_string());
+    }
+    let need = valid.limits.memory.0;
+
+    // Place and record in one critical section (on a blocking thread: it commits).
+    let placed = {
+        let api = api.clone();
+        let server_id = server_id.clone();
+        let stored_egg = egg_value.clone();
+        blocking(move || -> Result<ServerRecord, Reply> {
+            let _p = api.placement.lock();
+            if api.store.server(&server_id).is_some() {
+                return Err(bad(
+                    ErrorCode::Conflict,
+                    format!("server `{server_id}` already exists"),
+                ));
+            }
+            let agent = match agent_id {
+                Some(a) => a,
+                None => {
+                    let committed = api.store.memory_committed();
+                    let candidates: Vec<Candidate> = api
+                        .store
+                        .agents()
+                        .into_iter()
+                        .filter(|a| api.hub.is_online(&a.id) && !a.tokens.revoked)
+                        .map(|a| Candidate {
+                            capacity: Bytes::parse(&a.capabilities.max_memory)
+                                .map(|b| b.0)
+                                .unwrap_or(0),
+                            committed: committed.get(&a.id).copied().unwrap_or(0),
+                            agent_id: a.id,
+                        })
+                        .collect();
+                    if candidates.is_empty() {
+                        return Err(bad(ErrorCode::AgentOffline, "no agent is online"));
+                    }
+                    match place(&candidates, need) {
+                        Some(a) => a.to_owned(),
+                        None => {
+                            return Err(bad(
+                                ErrorCode::InsufficientResources,
+                                format!("no online agent has {} of memory free", Bytes(need)),
+                            ));
+                        }
+                    }
+                }
+            };
+            let rec = ServerRecord {
+                server_id,
+                agent_id: agent,
+                egg_config: stored_egg,
+                desired_state: DesiredState::Created,
+                memory_bytes: need,
+                created_at: unix_now(),
+            };
+            match api.store.insert_server(&rec) {
+                Ok(true) => Ok(rec),
+                Ok(false) => Err(bad(
+                    ErrorCode::Conflict,
+                    format!("server `{}` already exists", rec.server_id),
+                )),
+                Err(e) => Err(storage_error(e).into()),
+            }
+        })
+        .await
+    };
+    let rec = match placed {
+        Ok(r) => r,
+        Err(reply) => return reply,
+    };
+
+    let action = Action::CreateServer(CreateServer {
+        server_id: Cow::Owned(rec.server_id.clone()),
+        egg_config: egg.into_owned(),
+    });
+    let result = api.hub.command(&rec.agent_id, None, action).await;
+    let forget =
+        matches!(&result, Ok(r) if !r.success) || matches!(result, Err(HubError::Offline(_)));
+    if forget {
+        let store = api.store.clone();
+        let id = rec.server_id.clone();
+        if let Err(e) = blocking(move || store.remove_server(&id)).await {
+            return storage_error(e).into();
+        }
+    }
+    match result {
+        Ok(r) if r.success => Response::json(
+            200,
+            &json!({
+                "success": true,
+                "server": server_json(&api, &rec),
+                "data": r.data,
+            }),
+        )
+        .into(),
+        Ok(r) => agent_answer(&r).into(),
+        Err(e) => hub_error(e).into(),
+    }
+}
+
+fn server_json(api: &Api, s: &ServerRecord) -> Value {
+    json!({
+        "serverId": s.server_id,
+        "agentId": s.agent_id,
+        "desiredState": s.desired_state,
+        "agentOnline": api.hub.is_online(&s.agent_id),
+        "createdAt": format_rfc3339(s.created_at),
+        "eggConfig": s.egg_config,
+    })
+}
+
+/// `GET /api/servers` (admin).
+pub(super) async fn list(api: Arc<Api>, req: Request) -> Reply {
+    if let Err(r) = api.admin(&req) {
+        return r.into();
+    }
+    let servers: Vec<Value> = api
+        .store
+        .servers()
+        .iter()
+        .map(|s| server_json(&api, s))
+        .collect();
+    Response::json(200, &json!({"success": true, "servers": servers})).into()
+}
+
+/// Sends `action` about the server in the path and answers with the agent's reply; on
+/// success, records `desired` (durably) first.
+async fn relay(
+    api: &Api,
+    req: &Request,
+    action: Action<'static>,
+    desired: Option<DesiredState>,
+) -> Reply {
+    let rec = match known_server(api, req) {
+        Ok(r) => r,
+        Err(r) => return r.into(),
+    };
+    match api
+        .hub
+        .command(&rec.agent_id, Some(&rec.server_id), action)
+        .await
+    {
+        Ok(r) => {
+            if let (true, Some(state)) = (r.success, desired) {
+                let store = api.store.clone();
+                let id = rec.server_id.clone();
+                if let Err(e) = blocking(move || store.set_desired_state(&id, state)).await {
+                    return storage_error(e).into();
+                }
+            }
+            agent_answer(&r).into()
+        }
+        Err(e) => hub_error(e).into(),
+    }
+}
+
+/// `GET /api/servers/{id}` (admin): `get_status`.
+pub(super) async fn status(api: Arc<Api>, req: Request) -> Reply {
+    if let Err(r) = api.admin(&req) {
+        return r.into();
+    }
+    relay(&api, &req, Action::GetStatus, None).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PowerBody {
+    action: String,
+    #[serde(default)]
+    signal: Option<String>,
+    #[serde(default)]
+    timeout: Option<u64>,
+}
+
+/// Longest stop timeout accepted (seconds).
+const MAX_STOP_TIMEOUT: u64 = 3600;
+
+/// `POST /api/servers/{id}/power` (admin).
+pub(super) async fn power(api: Arc<Api>, req: Request) -> Reply {
+    if let Err(r) = api.admin(&req) {
+        return r.into();
+    }
+    if let Err(r) = known_server(&api, &req) {
+        return r.into();
+    }
+    let body: PowerBody = match req.json() {
+        Ok(b) => b,
+        Err(r) => return r.into(),
+    };
+    let signal = match body.signal.as_deref().map(validate::signal) {
+        None => None,
+        Some(Ok((name, _))) => Some(Cow::Borrowed(name)),
+        Some(Err(e)) => return bad(e.code(), e.to_string()),
+    };
+    if body.timeout.is_some_and(|t| t > MAX_STOP_TIMEOUT) {
+        return bad(
+            ErrorCode::InvalidMessage,
+            format!("timeout must be at most {MAX_STOP_TIMEOUT} seconds"),
+        );
+    }
+    let stop = (signal.is_some() || body.timeout.is_some()).then(|| StopServer {
+        signal: signal.clone(),
+        timeout: body.timeout,
+    });
+    let (action, desired) = match body.action.as_str() {
+        "start" => (Action::StartServer, DesiredState::Running),
+        "stop" => (Action::StopServer(stop), DesiredState::Stopped),
+        "restart" => (Action::RestartServer(stop), DesiredState::Running),
+        "kill" => (
+            Action::KillServer(signal.map(|s| KillServer { signal: Some(s) })),
+            DesiredState::Stopped,
+        ),
+        other => {
+            return bad(
+                ErrorCode::UnknownAction,
+                format!("action `{other}` is not one of start, stop, restart, kill"),
+            );
+        }
+    };
+    relay(&api, &req, action, Some(desired)).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsoleBody {
+    command: String,
+}
+
+/// `POST /api/servers/{id}/command` (admin): one console line.
+pub(super) async fn console(api: Arc<Api>, req: Request) -> Reply {
+    if let Err(r) = api.admin(&req) {
+        return r.into();
+    }
+    if let Err(r) = known_server(&api, &req) {
+        return r.into();
+    }
+    let body: ConsoleBody = match req.json() {
+        Ok(b) => b,
+        Err(r) => return r.into(),
+    };
+    if let Err(e) = validate::console_line(&body.command) {
+        return bad(e.code(), e.to_string());
+    }
+    let action = Action::SendCommand(SendCommand {
+        command: Cow::Owned(body.command),
+    });
+    relay(&api, &req, action, None).await
+}
+
+/// The `path` query parameter, validated (`INVALID_PATH`); `default` when absent.
+#[allow(clippy::result_large_err)]
+fn path_param(req: &Request, default: Option<&str>) -> Result<String, Reply> {
+    let path = match (req.query_param("path"), default) {
+        (Some(p), _) => p,
+        (None, Some(d)) => d.to_owned(),
+        (None, None) => {
+            return Err(bad(
+                ErrorCode::InvalidPath,
+                "the `path` query parameter is required",
+            ));
+        }
+    };
+    validate::server_path(&path).map_err(|e| bad(e.code(), e.to_string()))?;
+    Ok(path)
+}
+
+/// `GET /api/servers/{id}/files?path=P` (admin).
+pub(super) async fn list_files(api: Arc<Api>, req: Request) -> Reply {
+    if let Err(r) = api.admin(&req) {
+        return r.into();
+    }
+    if let Err(r) = known_server(&api, &req) {
+        return r.into();
+    }
+    let path = match path_param(&req, Some("/server")) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let action = Action::ListFiles(PathPayload {
+        path: Cow::Owned(path),
+    });
+    relay(&api, &req, action, None).await
+}
+
+/// `GET /api/servers/{id}/files/content?path=P` (admin).
+pub(super) async fn get_file(api: Arc<Api>, req: Request) -> Reply {
+    if let Err(r) = api.admin(&req) {
+        return r.into();
+    }
+    if let Err(r) = known_server(&api, &req) {
+        return r.into();
+    }
+    let path = match path_param(&req, None) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let action = Action::GetFile(PathPayload {
+        path: Cow::Owned(path),
+    });
+    relay(&api, &req, action, None).await
+}
+
+/// `DELETE /api/servers/{id}[?purge=true][&force=true]` (admin): `delete_server`, then the
+/// record goes. `force=true` forgets the server even if its agent is gone or refuses.
+pub(super) async fn delete(api: Arc<Api>, req: Request) -> Reply {
+    if let Err(r) = api.admin(&req) {
+        return r.into();
+    }
+    let rec = match known_server(&api, &req) {
+        Ok(r) => r,
+        Err(r) => return r.into(),
+    };
+    let flag = |k: &str| {
+        req.query_param(k)
+            .is_some_and(|v| v.is_empty() || v == "true" || v == "1")
+    };
+    let (purge, force) = (flag("purge"), flag("force"));
+    let action = Action::DeleteServer(Some(DeleteServer { purge }));
+    let result = api
+        .hub
+        .command(&rec.agent_id, Some(&rec.server_id), action)
+        .await;
+    let ok = matches!(&result, Ok(r) if r.success);
+    if ok || force {
+        let store = api.store.clone();
+        let id = rec.server_id.clone();
+        if let Err(e) = blocking(move || store.remove_server(&id)).await {
+            return storage_error(e).into();
+        }
+        return Response::json(200, &json!({"success": true})).into();
+    }
+    match result {
+        Ok(r) => agent_answer(&r).into(),
+        Err(e) => hub_error(e).into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn c(id: &str, cap_gb: u64, used_gb: u64) -> Candidate {
+        Candidate {
+            agent_id: id.into(),
+            capacity: cap_gb << 30,
+            committed: used_gb << 30,
+        }
+    }
+
+    #[test]
+    fn most_free_memory_that_fits_wins() {
+        let cands = [c("big", 8, 0), c("small", 6, 0)];
+        assert_eq!(place(&cands, 4 << 30), Some("big"));
+        let cands = [c("big", 8, 4), c("small", 6, 0)];
+        assert_eq!(place(&cands, 4 << 30), Some("small"));
+        // Exactly fits.
+        assert_eq!(place(&[c("a", 4, 0)], 4 << 30), Some("a"));
+    }
+
+    #[test]
+    fn nothing_fits_is_none() {
+        let cands = [c("a", 8, 4), c("b", 6, 3)];
+        assert_eq!(place(&cands, 16 << 30), None);
+        assert_eq!(place(&[], 1), None);
+        // Over-committed agents (capacity shrank) do not underflow.
+        assert_eq!(place(&[c("a", 2, 3)], 1), None);
+    }
+
+    #[test]
+    fn ties_break_on_the_lowest_id() {
+        let cands = [c("b", 8, 0), c("a", 8, 0), c("c", 8, 0)];
+        assert_eq!(place(&cands, 1), Some("a"));
+    }
+
+    #[test]
+    fn generated_server_ids_are_valid() {
+        let mut seen = HashMap::new();
+        for _ in 0..100 {
+            let id = new_server_id();
+            validate::id(IdKind::Server, &id).unwrap();
+            assert!(seen.insert(id, ()).is_none());
+        }
+    }
+}

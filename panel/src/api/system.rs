@@ -1,0 +1,72 @@
+//! `GET /healthz` (no auth) and `GET /metrics` (admin bearer, Prometheus text).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::{Api, auth_error};
+use crate::http::{Reply, Request, Response};
+use crate::metrics::{write_counter, write_gauge};
+
+/// `GET /healthz`: liveness, no auth, no rate limit.
+pub(super) async fn healthz(_api: Arc<Api>, _req: Request) -> Reply {
+    Response::json(200, &serde_json::json!({"success": true})).into()
+}
+
+/// `GET /metrics` (admin bearer). Not subject to the API rate limit: monitoring must keep
+/// working while a client is being throttled.
+pub(super) async fn metrics(api: Arc<Api>, req: Request) -> Reply {
+    if let Err(e) = api.auth.check_admin(req.bearer()) {
+        return auth_error(e).into();
+    }
+    let mut out = String::with_capacity(8 * 1024);
+    api.metrics.render(&mut out);
+    let s = &api.http_stats;
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    write_gauge(
+        &mut out,
+        "panel_http_connections_open",
+        "Open client connections, including WebSockets.",
+        &[],
+        get(&s.connections_open),
+    );
+    for (name, help, c) in [
+        (
+            "panel_http_connections_total",
+            "Connections accepted.",
+            &s.connections_total,
+        ),
+        (
+            "panel_http_connections_rejected_total",
+            "Connections refused by the global or per-IP cap.",
+            &s.connections_rejected,
+        ),
+        (
+            "panel_http_tls_failures_total",
+            "Failed or timed-out TLS handshakes.",
+            &s.tls_failures,
+        ),
+        (
+            "panel_http_requests_total",
+            "HTTP requests received and dispatched.",
+            &s.requests_total,
+        ),
+        (
+            "panel_http_requests_rejected_total",
+            "HTTP requests refused by the parser (400/413/431/...).",
+            &s.requests_rejected,
+        ),
+        (
+            "panel_http_request_timeouts_total",
+            "Requests cut off for arriving too slowly (408).",
+            &s.request_timeouts,
+        ),
+        (
+            "panel_http_upgrades_total",
+            "Successful WebSocket upgrades.",
+            &s.upgrades_total,
+        ),
+    ] {
+        write_counter(&mut out, name, help, &[], get(c));
+    }
+    Response::text(200, "text/plain; version=0.0.4; charset=utf-8", out).into()
+}

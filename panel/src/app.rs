@@ -1,0 +1,240 @@
+//! Wiring: storage, keys, TLS, hub, events, API and the HTTP server, and the shutdown order.
+//!
+//! [`Panel::bind`] does everything that can fail at start-up (data dir, database, admin token,
+//! signing key, certificate, listening socket) and reports what an operator needs to know
+//! ([`Started`]); [`Panel::run`] serves until the [`Shutdown`] fires, then stops accepting,
+//! closes agent and subscriber sockets with a close frame, and ends with a storage barrier.
+
+use async_io::Async;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::{self, Api};
+use crate::auth::{AdminTokenOrigin, Auth, AuthError};
+use crate::config::Config;
+use crate::events::Events;
+use crate::http::{self, ServerConfig, ServerStats};
+use crate::hub::{Hub, HubSettings};
+use crate::panel_metrics::PanelMetrics;
+use crate::shutdown::Shutdown;
+use crate::store::{Store, StoreError};
+use crate::tls::{self, TlsError};
+
+/// How long shutdown waits for sockets to finish their close handshake.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Why the panel could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// What start-up learned, for the operator (and for `panel up` and tests).
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// The bound address (useful with `--listen 127.0.0.1:0`).
+    pub addr: SocketAddr,
+    /// `https://…` agents and operators use.
+    pub base_url: String,
+    pub admin_token: AdminTokenOrigin,
+    pub cert_path: PathBuf,
+    pub fingerprint_sha256: String,
+    pub data_dir: PathBuf,
+}
+
+impl Started {
+    /// The start-up banner. Everything tests or scripts parse comes before the
+    /// `listening on` line, which is printed last.
+    pub fn banner(&self) -> String {
+        let mut out = String::new();
+        match &self.admin_token {
+            AdminTokenOrigin::Generated(t) => {
+                out.push_str(&format!("admin token: {t}\n"));
+                out.push_str(
+                    "  (shown only now; only its hash is stored — keep it, or set PANEL_ADMIN_TOKEN)\n",
+                );
+            }
+            AdminTokenOrigin::Environment => {
+                out.push_str("admin token from PANEL_ADMIN_TOKEN\n");
+            }
+            AdminTokenOrigin::Stored => {
+                out.push_str(
+                    "admin token unchanged (printed on first start; only its hash is stored)\n",
+                );
+            }
+        }
+        out.push_str(&format!(
+            "tls fingerprint (sha256): {}\n",
+            self.fingerprint_sha256
+        ));
+        out.push_str(&format!("tls certificate: {}\n", self.cert_path.display()));
+        out.push_str(&format!("data dir: {}\n", self.data_dir.display()));
+        out.push_str(&format!("listening on https://{}\n", self.addr));
+        out
+    }
+}
+
+/// A bound, not yet serving panel.
+pub struct Panel {
+    started: Started,
+    listener: Async<TcpListener>,
+    tls: Arc<rustls::ServerConfig>,
+    server_config: ServerConfig,
+    api: Arc<Api>,
+    shutdown: Shutdown,
+}
+
+impl Panel {
+    /// Opens everything and binds the listener. `PANEL_ADMIN_TOKEN` is read here.
+    pub async fn bind(config: &Config, shutdown: Shutdown) -> Result<Panel, AppError> {
+        let dir = config.data_dir.clone();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|source| AppError::DataDir {
+                path: dir.clone(),
+                source,
+            })?;
+        let (store, auth, origin, tls) = {
+            let dir = dir.clone();
+            let extra: Vec<String> = config.public_host().into_iter().collect();
+            let cert = config.tls_cert.clone();
+            let key = config.tls_key.clone();
+            let env_token = std::env::var("PANEL_ADMIN_TOKEN").ok();
+            smol::unblock(move || -> Result<_, AppError> {
+                let store = Arc::new(Store::open(&dir)?);
+                let (auth, origin) = Auth::init(&dir, store.clone(), env_token)?;
+                let tls = tls::setup(&dir, cert.as_deref(), key.as_deref(), &extra)?;
+                Ok((store, Arc::new(auth), origin, tls))
+            })
+            .await?
+        };
+        let listener =
+            Async::<TcpListener>::bind(config.listen).map_err(|source| AppError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener
+            .get_ref()
+            .local_addr()
+            .map_err(|source| AppError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let base_url = config.base_url(addr);
+
+        let metrics = Arc::new(PanelMetrics::default());
+        let events = Events::new(config.event_queue, metrics.clone());
+        let hub = Hub::new(
+            HubSettings {
+                heartbeat: config.heartbeat,
+                command_timeout: config.command_timeout,
+                max_frame: config.max_frame_bytes,
+                agent_rate: config.agent_rate,
+                agent_burst: config.agent_burst,
+                queue: config.agent_queue,
+            },
+            store.clone(),
+            auth.clone(),
+            events.clone(),
+            metrics.clone(),
+        );
+        let api = Api::new(
+            store,
+            auth,
+            hub,
+            events,
+            metrics,
+            Arc::new(ServerStats::new()),
+            shutdown.clone(),
+            base_url.clone(),
+            config.max_frame_bytes,
+            config.admin_rate,
+            config.admin_burst,
+        );
+        let server_config = ServerConfig {
+            max_conns_per_ip: config.max_conns_per_ip,
+            ..ServerConfig::default()
+        };
+        Ok(Panel {
+            started: Started {
+                addr,
+                base_url,
+                admin_token: origin,
+                cert_path: tls.cert_path.clone(),
+                fingerprint_sha256: tls.fingerprint_sha256.clone(),
+                data_dir: dir,
+            },
+            listener,
+            tls: tls.config,
+            server_config,
+            api,
+            shutdown,
+        })
+    }
+
+    pub fn started(&self) -> &Started {
+        &self.started
+    }
+
+    /// Serves until the shutdown fires; then closes every socket cleanly and syncs storage.
+    pub async fn run(self) -> Result<(), AppError> {
+        let router = Arc::new(api::router(&self.api));
+        let served = http::serve(
+            self.listener,
+            self.tls,
+            router,
+            self.server_config,
+            self.api.http_stats.clone(),
+            self.shutdown.clone(),
+        )
+        .await;
+        // Agent and subscriber tasks watch the same shutdown and send their close frames;
+        // wait for them (bounded) before the final storage barrier.
+        self.shutdown.trigger();
+        future_zip(
+            self.api.hub.close_all(CLOSE_GRACE),
+            self.api.events.drain(CLOSE_GRACE),
+        )
+        .await;
+        let store = self.api.store.clone();
+        smol::unblock(move || store.sync()).await?;
+        served.map_err(AppError::Serve)
+    }
+}
+
+async fn future_zip(a: impl Future<Output = ()>, b: impl Future<Output = ()>) {
+    futures_lite::future::zip(a, b).await;
+}
+
+/// `panel`: bind, print the banner, serve until SIGTERM/SIGINT (via `shutdown`).
+pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AppError> {
+    let panel = Panel::bind(&config, shutdown).await?;
+    print!("{}", panel.started().banner());
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    panel.run().await?;
+    println!("panel stopped");
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! Live events: fan-out of every agent event frame to `GET /api/events` subscribers.
+//!
+//! The hub routes an event with an envelope-only decode and hands over the frame exactly as
+//! received (a tungstenite message whose payload is reference-counted `Bytes`), so forwarding
+//! is a clone of a pointer per subscriber — never a re-serialisation. Each subscriber has a
+//! bounded queue; when it is full the oldest frame is dropped and counted
+//! (`async_channel::Sender::force_send`), so a slow subscriber loses history instead of
+//! slowing an agent down. An optional `?serverId=` (and `?agentId=`) filter applies.
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::Message as WsMessage;
+use async_tungstenite::tungstenite::protocol::CloseFrame;
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use futures_lite::{AsyncRead, AsyncWrite, StreamExt, future};
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::panel_metrics::PanelMetrics;
+use crate::shutdown::Shutdown;
+use crate::tracker::Tracker;
+
+/// Which events a subscriber wants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub server_id: Option<String>,
+    pub agent_id: Option<String>,
+}
+
+impl Filter {
+    fn matches(&self, agent_id: &str, server_id: Option<&str>) -> bool {
+        self.agent_id.as_deref().is_none_or(|a| a == agent_id)
+            && self
+                .server_id
+                .as_deref()
+                .is_none_or(|s| server_id == Some(s))
+    }
+}
+
+struct Sub {
+    filter: Filter,
+    tx: async_channel::Sender<WsMessage>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// The subscriber registry.
+pub struct Events {
+    subs: RwLock<HashMap<u64, Sub>>,
+    next: AtomicU64,
+    queue: usize,
+    metrics: Arc<PanelMetrics>,
+    tracker: Tracker,
+}
+
+/// A registered subscriber; unregisters itself when dropped.
+pub struct Subscription {
+    id: u64,
+    events: Arc<Events>,
+    pub rx: async_channel::Receiver<WsMessage>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Subscription {
+    /// Frames this subscriber lost to a full queue.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if self.events.subs.write().remove(&self.id).is_some() {
+            self.events.metrics.event_subscribers.dec();
+        }
+    }
+}
+
+impl Events {
+    pub fn new(queue: usize, metrics: Arc<PanelMetrics>) -> Arc<Events> {
+        Arc::new(Events {
+            subs: RwLock::new(HashMap::new()),
+            next: AtomicU64::new(1),
+            queue: queue.max(1),
+            metrics,
+            tracker: Tracker::new(),
+        })
+    }
+
+    pub fn subscribe(self: &Arc<Self>, filter: Filter) -> Subscription {
+        let (tx, rx) = async_channel::bounded(self.queue);
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let dropped = Arc::new(AtomicU64::new(0));
+        self.subs.write().insert(
+            id,
+            Sub {
+                filter,
+                tx,
+                dropped: dropped.clone(),
+            },
+        );
+        self.metrics.event_subscribers.inc();
+        Subscription {
+            id,
+            events: self.clone(),
+            rx,
+            dropped,
+        }
+    }
+
+    /// Shutdown: waits (at most `grace`) for every subscriber socket to finish its close.
+    pub async fn drain(&self, grace: Duration) {
+        future::or(self.tracker.idle(), async {
+            async_io::Timer::after(grace).await;
+        })
+        .await;
+    }
+
+    pub fn subscribers(&self) -> usize {
+        self.subs.read().len()
+    }
+
+    /// Queues `frame` (the original bytes) to every matching subscriber without waiting.
+    pub fn publish(&self, agent_id: &str, server_id: Option<&str>, frame: &WsMessage) {
+        let subs = self.subs.read();
+        for sub in subs.values() {
+            if !sub.filter.matches(agent_id, server_id) {
+                continue;
+            }
+            match sub.tx.force_send(frame.clone()) {
+                Ok(None) => self.metrics.events_forwarded.inc(),
+                Ok(Some(_oldest)) => {
+                    self.metrics.events_forwarded.inc();
+                    self.metrics.events_dropped.inc();
+                    sub.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                // The subscriber is going away; its Subscription will unregister it.
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Runs one subscriber socket until the peer leaves or the panel shuts down (then with a
+    /// close frame). Frames from the subscriber other than close are ignored.
+    pub async fn serve<S>(
+        self: Arc<Self>,
+        ws: WebSocketStream<S>,
+        filter: Filter,
+        shutdown: Shutdown,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Some(_token) = self.tracker.token() else {
+            return; // shutting down
+        };
+        let sub = self.subscribe(filter);
+        let (mut tx, mut rx) = ws.split();
+        enum End {
+            Peer,
+            Shutdown,
+        }
+        let reader = async {
+            while let Some(msg) = rx.next().await {
+                match msg {
+                    Ok(WsMessage::Close(_)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            End::Peer
+        };
+        let writer = async {
+            loop {
+                let next = future::or(async { Some(sub.rx.recv().await) }, async {
+                    shutdown.wait().await;
+                    None
+                })
+                .await;
+                match next {
+                    Some(Ok(frame)) => {
+                        let sent = future::or(async { Some(tx.send(frame).await) }, async {
+                            shutdown.wait().await;
+                            None
+                        })
+                        .await;
+                        match sent {
+                            Some(Ok(())) => {}
+                            Some(Err(_)) => return End::Peer,
+                            None => return End::Shutdown,
+                        }
+                    }
+                    Some(Err(_)) => return End::Peer,
+                    None => return End::Shutdown,
+                }
+            }
+        };
+        if let End::Shutdown = future::or(writer, reader).await {
+            let close = CloseFrame {
+                code: CloseCode::Away,
+                reason: "panel shutting down".into(),
+            };
+            let _ = future::or(async { tx.close(Some(close)).await.ok() }, async {
+                async_io::Timer::after(Duration::from_secs(2)).await;
+                None
+            })
+            .await;
+        }
+        drop(sub);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(s: &str) -> WsMessage {
+        WsMessage::Text(s.to_owned().into())
+    }
+
+    #[test]
+    fn slow_subscriber_loses_the_oldest_frames() {
+        let metrics = Arc::new(PanelMetrics::default());
+        let ev = Events::new(2, metrics.clone());
+        let sub = ev.subscribe(Filter::default());
+        for i in 0..5 {
+            ev.publish("a1", Some("s1"), &frame(&format!("{i}")));
+        }
+        assert_eq!(sub.dropped(), 3);
+        assert_eq!(metrics.events_dropped.get(), 3);
+        assert_eq!(sub.rx.try_recv().unwrap(), frame("3"));
+        assert_eq!(sub.rx.try_recv().unwrap(), frame("4"));
+        assert!(sub.rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn filters_by_server_and_agent() {
+        let metrics = Arc::new(PanelMetrics::default());
+        let ev = Events::new(8, metrics.clone());
+        let all = ev.subscribe(Filter::default());
+        let s1 = ev.subscribe(Filter {
+            server_id: Some("s1".into()),
+            agent_id: None,
+        });
+        let a2 = ev.subscribe(Filter {
+            server_id: None,
+            agent_id: Some("a2".into()),
+        });
+        ev.publish("a1", Some("s1"), &frame("x"));
+        ev.publish("a1", Some("s2"), &frame("y"));
+        ev.publish("a2", None, &frame("z"));
+        assert_eq!(all.rx.len(), 3);
+        assert_eq!(s1.rx.len(), 1);
+        assert_eq!(s1.rx.try_recv().unwrap(), frame("x"));
+        assert_eq!(a2.rx.len(), 1);
+        assert_eq!(metrics.event_subscribers.get(), 3);
+        drop(all);
+        assert_eq!(ev.subscribers(), 2);
+        assert_eq!(metrics.event_subscribers.get(), 2);
+    }
+
+    #[test]
+    fn forwarded_frames_share_the_original_bytes() {
+        let metrics = Arc::new(PanelMetrics::default());
+        let ev = Events::new(8, metrics);
+        let sub = ev.subscribe(Filter::default());
+        let original = frame(r#"{"type":"event","event":"server_log"}"#);
+        ev.publish("a1", None, &original);
+        let (WsMessage::Text(got), WsMessage::Text(orig)) = (sub.rx.try_recv().unwrap(), original)
+        else {
+            panic!("text frames expected");
+        };
+        // Same buffer, not a copy: Utf8Bytes clones share their allocation.
+        assert_eq!(got.as_str().as_ptr(), orig.as_str().as_ptr());
+    }
+}

@@ -1,0 +1,26 @@
+//! A small, hand-written HTTP/1.1 server over rustls, with WebSocket upgrade.
+//!
+//! The panel serves a handful of JSON endpoints and a few thousand long-lived WebSockets;
+//! a web framework would cost more (memory per idle socket, dependency weight, tokio) than
+//! the ~1.5k lines here. Pieces, one per file:
+//!
+//! - [`request`]: the parsed [`Request`] and its helpers (headers, params, query, JSON body);
+//! - [`response`]: [`Response`] constructors, always JSON errors
+//!   `{"success":false,"error":{"code","message"}}`;
+//! - [`router`]: pattern routes with `{param}` segments, 404/405 answers, [`Reply`];
+//! - [`parse`]: the wire format — request head, `Content-Length` and chunked bodies, limits;
+//! - [`server`]: accept loop, TLS, keep-alive, timeouts, connection caps, shutdown;
+//! - [`ws`]: the WebSocket handshake and the [`Upgraded`] stream handed to the app.
+
+pub mod parse;
+pub mod request;
+pub mod response;
+pub mod router;
+pub mod server;
+pub mod ws;
+
+pub use request::{Method, Request};
+pub use response::Response;
+pub use router::{Handler, Reply, Router, UpgradeFn, handler};
+pub use server::{SHUTDOWN_GRACE, ServerConfig, ServerStats, WS_READ_BUFFER_MAX, serve};
+pub use ws::{Upgraded, WsStream};

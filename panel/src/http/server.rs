@@ -1,0 +1,566 @@
+//! The accept loop and per-connection HTTP handling.
+//!
+//! One task per connection. The expensive, short-lived part — TLS handshake, reading and
+//! answering requests — runs in a boxed future so that the task that remains for an
+//! upgraded WebSocket is a few pointers wide (memory per idle socket matters: the panel
+//! holds one per agent and per event subscriber). Every wait is bounded: the handshake by
+//! `tls_handshake_timeout`, a request (head + body) by `request_timeout` (then 408 and
+//! close), an idle keep-alive connection by `keepalive_idle`, and each response write by
+//! `request_timeout`. Connection caps are enforced at accept time: above `max_conns` the
+//! socket is closed at once; above `max_conns_per_ip` the client gets 429 `RATE_LIMITED`
+//! (after TLS, so it can read why) and the connection is closed.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_io::{Async, Timer};
+use async_tungstenite::tungstenite::protocol::Role;
+use futures_lite::future::{self, Boxed};
+use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _, FutureExt as _};
+use parking_lot::Mutex;
+
+use super::parse::{Conn, Limits, ReadError, encode_response};
+use super::request::{Method, Request};
+use super::response::Response;
+use super::router::{Reply, Router};
+use super::ws::{TlsConn, Upgraded, check_handshake};
+use crate::shutdown::Shutdown;
+
+/// How long [`serve`] waits, after shutdown, for in-flight HTTP requests to finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a closing connection keeps draining unread input (so the peer sees our last
+/// response instead of a reset), and the most it drains.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Cap on tungstenite's `read_buffer_size` for upgraded sockets. Tungstenite allocates that
+/// buffer eagerly for every socket and its default (128 KiB) would dominate the memory of
+/// an idle WebSocket; larger frames still work (the buffer grows for them).
+pub const WS_READ_BUFFER_MAX: usize = 4096;
+
+/// Limits and timeouts of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Request line + headers; more is 431 `HEADERS_TOO_LARGE`.
+    pub max_header_bytes: usize,
+    /// Request body; more is 413 `PAYLOAD_TOO_LARGE`.
+    pub max_body_bytes: usize,
+    /// TLS handshake must complete within this.
+    pub tls_handshake_timeout: Duration,
+    /// Head + body must arrive within this once a request has started (else 408 + close);
+    /// also bounds writing each response.
+    pub request_timeout: Duration,
+    /// An idle keep-alive connection is closed after this.
+    pub keepalive_idle: Duration,
+    /// Open connections per client IP; 0 = unlimited. Excess → 429 `RATE_LIMITED` + close.
+    pub max_conns_per_ip: usize,
+    /// Open connections in total (0 = unlimited); excess connections are closed at once.
+    pub max_conns: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 1024 * 1024,
+            tls_handshake_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(15),
+            keepalive_idle: Duration::from_secs(60),
+            max_conns_per_ip: 0,
+            max_conns: 50_000,
+        }
+    }
+}
+
+/// Server counters (monotonic unless noted), for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Currently open connections (gauge), including upgraded WebSockets.
+    pub connections_open: AtomicU64,
+    /// Connections accepted.
+    pub connections_total: AtomicU64,
+    /// Connections refused by the global or per-IP cap.
+    pub connections_rejected: AtomicU64,
+    /// Failed or timed-out TLS handshakes (includes plaintext HTTP on the TLS port).
+    pub tls_failures: AtomicU64,
+    /// Requests fully received and dispatched.
+    pub requests_total: AtomicU64,
+    /// Requests refused by the parser (400/413/431/501/505/417).
+    pub requests_rejected: AtomicU64,
+    /// Requests that timed out while being received (408).
+    pub request_timeouts: AtomicU64,
+    /// Successful WebSocket upgrades.
+    pub upgrades_total: AtomicU64,
+}
+
+impl ServerStats {
+    /// All zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+struct Shared {
+    router: Arc<Router>,
+    cfg: ServerConfig,
+    stats: Arc<ServerStats>,
+    shutdown: Shutdown,
+    acceptor: futures_rustls::TlsAcceptor,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// Counts a connection for its lifetime (global gauge and per-IP map).
+struct ConnGuard {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.shared
+            .stats
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
+        let mut map = self.shared.per_ip.lock();
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Runs `fut` with a deadline; `None` if it passed.
+async fn deadline<T>(at: Instant, fut: impl Future<Output = T>) -> Option<T> {
+    future::or(async { Some(fut.await) }, async {
+        Timer::at(at).await;
+        None
+    })
+    .await
+}
+
+fn transient_accept_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    ) || matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EPROTO)
+    )
+}
+
+/// Accepts until `shutdown` fires, then stops accepting, lets in-flight HTTP requests
+/// finish (at most [`SHUTDOWN_GRACE`]) and returns. Upgraded WebSocket tasks are the app's
+/// responsibility (the app watches the same [`Shutdown`] and closes them).
+///
+/// Connection tasks run on smol's global executor.
+pub async fn serve(
+    listener: Async<TcpListener>,
+    tls: Arc<rustls::ServerConfig>,
+    router: Arc<Router>,
+    cfg: ServerConfig,
+    stats: Arc<ServerStats>,
+    shutdown: Shutdown,
+) -> io::Result<()> {
+    let shared = Arc::new(Shared {
+        router,
+        cfg,
+        stats,
+        shutdown: shutdown.clone(),
+        acceptor: futures_rustls::TlsAcceptor::from(tls),
+        per_ip: Mutex::new(HashMap::new()),
+    });
+    // Every HTTP-phase task holds a clone; when all are gone, `recv` fails: nothing in flight.
+    let (inflight_tx, inflight_rx) = async_channel::bounded::<()>(1);
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            shutdown.wait().await;
+            None
+        })
+        .await;
+        let (tcp, peer) = match accepted {
+            None => break,
+            Some(Ok(x)) => x,
+            Some(Err(e)) if transient_accept_error(&e) => {
+                log::warn!("accept failed (retrying): {e}");
+                if e.raw_os_error()
+                    .is_some_and(|c| c == libc::EMFILE || c == libc::ENFILE)
+                {
+                    Timer::after(Duration::from_millis(100)).await;
+                }
+                continue;
+            }
+            Some(Err(e)) => return Err(e),
+        };
+        let stats = &shared.stats;
+        bump(&stats.connections_total);
+        let open = stats.connections_open.load(Ordering::Relaxed);
+        if shared.cfg.max_conns > 0 && open >= shared.cfg.max_conns as u64 {
+            bump(&stats.connections_rejected);
+            log::warn!(
+                "connection cap {} reached; closing {peer}",
+                shared.cfg.max_conns
+            );
+            drop(tcp);
+            continue;
+        }
+        let _ = tcp.get_ref().set_nodelay(true);
+        let ip = peer.ip().to_canonical();
+        let over_ip_cap = {
+            let mut map = shared.per_ip.lock();
+            let n = map.entry(ip).or_insert(0);
+            *n += 1;
+            shared.cfg.max_conns_per_ip > 0 && *n > shared.cfg.max_conns_per_ip
+        };
+        if over_ip_cap {
+            bump(&stats.connections_rejected);
+        }
+        stats.connections_open.fetch_add(1, Ordering::Relaxed);
+        let guard = ConnGuard {
+            shared: shared.clone(),
+            ip,
+        };
+        smol::spawn(connection(
+            guard,
+            tcp,
+            peer,
+            over_ip_cap,
+            inflight_tx.clone(),
+        ))
+        .detach();
+    }
+    drop(listener);
+    drop(inflight_tx);
+    future::or(
+        async {
+            let _ = inflight_rx.recv().await;
+        },
+        async {
+            Timer::after(SHUTDOWN_GRACE).await;
+            log::warn!("shutdown grace period over; abandoning in-flight requests");
+        },
+    )
+    .await;
+    Ok(())
+}
+
+/// The long-lived task of one connection: small by construction (see the module docs).
+async fn connection(
+    guard: ConnGuard,
+    tcp: Async<TcpStream>,
+    peer: SocketAddr,
+    over_ip_cap: bool,
+    inflight: async_channel::Sender<()>,
+) {
+    let upgraded = Box::pin(http_phase(guard.shared.clone(), tcp, peer, over_ip_cap)).await;
+    drop(inflight);
+    if let Some(run) = upgraded
+        && AssertUnwindSafe(run).catch_unwind().await.is_err()
+    {
+        log::error!("WebSocket task for {peer} panicked");
+    }
+    drop(guard);
+}
+
+/// TLS handshake and HTTP requests until the connection closes or is upgraded; for an
+/// upgrade, returns the app's WebSocket future.
+async fn http_phase(
+    shared: Arc<Shared>,
+    tcp: Async<TcpStream>,
+    peer: SocketAddr,
+    over_ip_cap: bool,
+) -> Option<Boxed<()>> {
+    let cfg = &shared.cfg;
+    let stats = &shared.stats;
+    let handshake = future::or(
+        async {
+            deadline(
+                Instant::now() + cfg.tls_handshake_timeout,
+                shared.acceptor.accept(tcp),
+            )
+            .await
+            .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))
+        },
+        async {
+            shared.shutdown.wait().await;
+            Err(io::Error::other("shutting down"))
+        },
+    );
+    let tls: TlsConn = match handshake.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) | Err(e) => {
+            if !shared.shutdown.is_triggered() {
+                bump(&stats.tls_failures);
+            }
+            log::debug!("TLS handshake with {peer} failed: {e}");
+            return None;
+        }
+    };
+    let mut conn = Conn::new(tls);
+    let limits = Limits {
+        max_header_bytes: cfg.max_header_bytes,
+        max_body_bytes: cfg.max_body_bytes,
+    };
+    let mut first = true;
+    loop {
+        // Wait for the first byte of the next request.
+        if conn.buf.is_empty() {
+            conn.shrink_idle();
+            let idle = if first {
+                cfg.request_timeout
+            } else {
+                cfg.keepalive_idle
+            };
+            let got = future::or(
+                async { deadline(Instant::now() + idle, conn.fill()).await },
+                async {
+                    shared.shutdown.wait().await;
+                    None
+                },
+            )
+            .await;
+            match got {
+                Some(Ok(n)) if n > 0 => {}
+                Some(_) => return None, // EOF or error: the client went away.
+                None => {
+                    // Idle or shutting down: close quietly (close_notify), nothing pending.
+                    let _ = deadline(Instant::now() + LINGER, conn.io.close()).await;
+                    return None;
+                }
+            }
+        }
+        first = false;
+
+        let request_deadline = Instant::now() + cfg.request_timeout;
+        let parsed = match deadline(request_deadline, conn.read_request(&limits, peer)).await {
+            Some(Ok(p)) => p,
+            Some(Err(ReadError::Http(e))) => {
+                bump(&stats.requests_rejected);
+                log::debug!("refusing request from {peer}: {e:?}");
+                close_with(&mut conn, &e.to_response(), false, cfg).await;
+                return None;
+            }
+            Some(Err(ReadError::Eof | ReadError::Io(_))) => return None,
+            None => {
+                bump(&stats.request_timeouts);
+                let resp = Response::error_with_status(
+                    408,
+                    "TIMEOUT",
+                    format!(
+                        "request not received within {} s",
+                        cfg.request_timeout.as_secs_f64()
+                    ),
+                );
+                close_with(&mut conn, &resp, false, cfg).await;
+                return None;
+            }
+        };
+        bump(&stats.requests_total);
+        let head_only = parsed.request.method == Method::Head;
+        if over_ip_cap {
+            let resp = Response::error(
+                proto::ErrorCode::RateLimited,
+                format!(
+                    "too many connections from {} (limit {})",
+                    peer.ip(),
+                    cfg.max_conns_per_ip
+                ),
+            );
+            close_with(&mut conn, &resp, head_only, cfg).await;
+            return None;
+        }
+        let req = &parsed.request;
+        let ws_accept = if req.header("upgrade").is_some() {
+            check_handshake(req.method == Method::Get, parsed.http11, |n| req.header(n))
+        } else {
+            Err("not a WebSocket handshake (no Upgrade header)")
+        };
+        let keep_alive = parsed.keep_alive;
+        // HTTP/1.0 clients only keep a connection open when told so.
+        let keep_alive_header = (!parsed.http11).then_some("keep-alive");
+
+        let (reply, panicked) = dispatch_catching(&shared.router, parsed.request).await;
+        match reply {
+            Reply::Http(resp) => {
+                let close = panicked || !keep_alive || shared.shutdown.is_triggered();
+                if close {
+                    close_with(&mut conn, &resp, head_only, cfg).await;
+                    return None;
+                }
+                let bytes = encode_response(&resp, head_only, keep_alive_header);
+                if !write_all(&mut conn, &bytes, cfg).await {
+                    return None;
+                }
+            }
+            Reply::Upgrade { mut config, run } => {
+                let accept = match ws_accept {
+                    Ok(a) => a,
+                    Err(why) => {
+                        bump(&stats.requests_rejected);
+                        let resp = Response::error(proto::ErrorCode::InvalidMessage, why)
+                            .with_header("sec-websocket-version", "13");
+                        close_with(&mut conn, &resp, false, cfg).await;
+                        return None;
+                    }
+                };
+                let head = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {accept}\r\n\r\n"
+                );
+                if !write_all(&mut conn, head.as_bytes(), cfg).await {
+                    return None;
+                }
+                bump(&stats.upgrades_total);
+                // Keep only the bytes already received past the head, in an exact-size buffer.
+                let pre = if conn.buf.is_empty() {
+                    Vec::new()
+                } else {
+                    conn.buf.as_slice().to_vec()
+                };
+                config.read_buffer_size = config.read_buffer_size.min(WS_READ_BUFFER_MAX);
+                let ws = async_tungstenite::WebSocketStream::from_raw_socket(
+                    Upgraded::new(conn.io, pre),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                return Some(run(ws));
+            }
+        }
+    }
+}
+
+/// Runs the router; a panicking handler becomes a 500 `INTERNAL_ERROR` (and `true`, so
+/// the connection is closed) instead of a reset connection.
+async fn dispatch_catching(router: &Router, req: Request) -> (Reply, bool) {
+    let method = req.method.clone();
+    let path = req.path.clone();
+    let fut = std::panic::catch_unwind(AssertUnwindSafe(|| router.dispatch(req)));
+    let outcome = match fut {
+        Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
+        Err(p) => Err(p),
+    };
+    match outcome {
+        Ok(reply) => (reply, false),
+        Err(_) => {
+            log::error!("handler for {method} {path} panicked");
+            let resp = Response::error(
+                proto::ErrorCode::InternalError,
+                "internal error while handling the request",
+            );
+            (Reply::Http(resp), true)
+        }
+    }
+}
+
+/// Writes and flushes within the request timeout; `false` if the connection is unusable.
+async fn write_all(conn: &mut Conn<TlsConn>, bytes: &[u8], cfg: &ServerConfig) -> bool {
+    let io = &mut conn.io;
+    let res = deadline(Instant::now() + cfg.request_timeout, async {
+        io.write_all(bytes).await?;
+        io.flush().await
+    })
+    .await;
+    matches!(res, Some(Ok(())))
+}
+
+/// Sends a final response with `connection: close`, then closes gracefully: TLS
+/// close_notify, write-side shutdown, and a bounded drain of unread input so the client
+/// reads the response instead of a connection reset.
+async fn close_with(
+    conn: &mut Conn<TlsConn>,
+    resp: &Response,
+    head_only: bool,
+    cfg: &ServerConfig,
+) {
+    let bytes = encode_response(resp, head_only, Some("close"));
+    if !write_all(conn, &bytes, cfg).await {
+        return;
+    }
+    let io = &mut conn.io;
+    let _ = deadline(Instant::now() + LINGER, async {
+        io.close().await?;
+        let mut scratch = [0u8; 1024];
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            match io.read(&mut scratch).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        io::Result::Ok(())
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lived_connection_task_is_small() {
+        // The future that stays alive for the whole life of a WebSocket must not embed the
+        // TLS state or the HTTP buffers: those live in the boxed HTTP phase.
+        let shared = Arc::new(Shared {
+            router: Arc::new(Router::new()),
+            cfg: ServerConfig::default(),
+            stats: Arc::new(ServerStats::new()),
+            shutdown: Shutdown::new(),
+            acceptor: futures_rustls::TlsAcceptor::from(test_tls_config()),
+            per_ip: Mutex::new(HashMap::new()),
+        });
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let tcp = Async::new(tcp).unwrap();
+        let (tx, _rx) = async_channel::bounded(1);
+        let fut = connection(
+            ConnGuard {
+                shared: shared.clone(),
+                ip: "127.0.0.1".parse().unwrap(),
+            },
+            tcp,
+            "127.0.0.1:1".parse().unwrap(),
+            false,
+            tx,
+        );
+        let size = std::mem::size_of_val(&fut);
+        assert!(size <= 256, "connection future is {size} bytes");
+        shared
+            .stats
+            .connections_open
+            .fetch_add(1, Ordering::Relaxed);
+        drop(fut);
+    }
+
+    fn test_tls_config() -> Arc<rustls::ServerConfig> {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let key = rustls_pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+        crate::tls::server_config(vec![ck.cert.der().clone()], key).unwrap()
+    }
+
+    #[test]
+    fn accept_error_classification() {
+        assert!(transient_accept_error(&io::Error::from_raw_os_error(
+            libc::EMFILE
+        )));
+        assert!(transient_accept_error(&io::Error::from(
+            io::ErrorKind::ConnectionAborted
+        )));
+        assert!(!transient_accept_error(&io::Error::from_raw_os_error(
+            libc::EBADF
+        )));
+    }
+}

@@ -1,0 +1,223 @@
+//! The server routes of the operator API: placement when no agent is named, console, files
+//! and delete — each checked at both ends (what the fake agent receives, what the operator
+//! gets back).
+
+mod common;
+
+use common::agent::{Conn, standard_response};
+use common::{Harness, Panel, assert_error, create_server_answered, eventually, run};
+use futures_lite::future::zip;
+use serde_json::{Value, json};
+
+/// Registers an agent with `maxMemory` = `mem`, connects it and waits until it is online.
+async fn agent_with_memory(p: &Panel, name: &str, mem: &str) -> (String, Conn) {
+    let body = json!({
+        "name": name, "hostname": "127.0.0.1", "port": 8080,
+        "capabilities": {"maxMemory": mem, "maxCpuCores": 8, "dockerVersion": "24.0.0",
+                         "supportedArchitectures": ["amd64"]}
+    });
+    let (st, v) = p.admin("POST", "/api/agents/register", Some(body)).await;
+    assert_eq!(st, 200, "{v}");
+    let a: proto::rest::RegisteredAgent = serde_json::from_value(v["agent"].clone()).unwrap();
+    let c = Conn::connect(p, &a).await;
+    p.wait_agent_status(&a.id, "online").await;
+    (a.id, c)
+}
+
+fn egg_with_memory(mem: &str) -> Value {
+    let mut e = common::egg();
+    e["limits"]["memory"] = json!(mem);
+    e
+}
+
+#[test]
+fn placement_picks_the_online_agent_with_most_free_memory() {
+    let h = Harness::start("placement");
+    let p = &h.panel;
+    run(async {
+        let (big, big_c) = agent_with_memory(p, "big", "8GB").await;
+        let (small, small_c) = agent_with_memory(p, "small", "6GB").await;
+        let seen_big = big_c.auto_respond(standard_response);
+        let seen_small = small_c.auto_respond(standard_response);
+
+        let (st, v) = p
+            .admin(
+                "POST",
+                "/api/servers",
+                Some(json!({"serverId": "s1", "eggConfig": egg_with_memory("4g")})),
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(
+            v["server"]["agentId"],
+            big.as_str(),
+            "8 GB free beats 6: {v}"
+        );
+        assert_eq!(seen_big.seen.lock().len(), 1);
+        assert_eq!(seen_small.seen.lock().len(), 0);
+
+        // Now big has 4 GB left and small 6: the next goes to small.
+        let (st, v) = p
+            .admin(
+                "POST",
+                "/api/servers",
+                Some(json!({"serverId": "s2", "eggConfig": egg_with_memory("4g")})),
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["server"]["agentId"], small.as_str(), "{v}");
+
+        // Nothing fits 16 GB.
+        let (st, v) = p
+            .admin(
+                "POST",
+                "/api/servers",
+                Some(json!({"serverId": "s3", "eggConfig": egg_with_memory("16g")})),
+            )
+            .await;
+        assert_error(st, &v, 409, "INSUFFICIENT_RESOURCES");
+
+        // A server id is unique.
+        let (st, v) = p
+            .admin(
+                "POST",
+                "/api/servers",
+                Some(json!({"serverId": "s1", "eggConfig": egg_with_memory("1g")})),
+            )
+            .await;
+        assert_eq!(st, 409, "duplicate server id: {v}");
+
+        // An offline agent is never picked.
+        drop(big_c);
+        p.wait_agent_status(&big, "offline").await;
+        let (st, v) = p
+            .admin(
+                "POST",
+                "/api/servers",
+                Some(json!({"eggConfig": egg_with_memory("1g")})),
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["server"]["agentId"], small.as_str(), "{v}");
+        assert!(
+            v["server"]["serverId"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty()),
+            "a server id is generated when none is given: {v}"
+        );
+    });
+}
+
+#[test]
+fn console_files_and_delete_reach_the_agent() {
+    let h = Harness::start("server-routes");
+    let p = &h.panel;
+    run(async {
+        let (a, conn) = common::online_agent(p, "node-1").await;
+        create_server_answered(p, &conn, &a.id, "srv-1").await;
+
+        // Console line.
+        let op = p.admin(
+            "POST",
+            "/api/servers/srv-1/command",
+            Some(json!({"command": "say hello"})),
+        );
+        let ag = async {
+            let c = conn.next_command().await;
+            assert_eq!(c["action"], "send_command", "{c}");
+            assert_eq!(c["serverId"], "srv-1", "{c}");
+            assert_eq!(c["payload"]["command"], "say hello", "{c}");
+            conn.respond_ok(c["id"].as_str().unwrap(), json!({"serverId": "srv-1"}))
+                .await;
+        };
+        let ((st, v), ()) = zip(op, ag).await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["success"], true);
+
+        // Listing.
+        let listing = json!({"serverId": "srv-1", "path": "/server", "entries": [
+            {"name": "server.properties", "type": "file", "size": 12, "modified": 0, "mode": 420}
+        ]});
+        let op = p.admin("GET", "/api/servers/srv-1/files?path=/server", None);
+        let ag = async {
+            let c = conn.next_command().await;
+            assert_eq!(c["action"], "list_files", "{c}");
+            assert_eq!(c["payload"]["path"], "/server", "{c}");
+            conn.respond_ok(c["id"].as_str().unwrap(), listing.clone())
+                .await;
+        };
+        let ((st, v), ()) = zip(op, ag).await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["data"], listing);
+
+        // Content, with a percent-encoded path.
+        let op = p.admin(
+            "GET",
+            "/api/servers/srv-1/files/content?path=%2Fserver%2Fserver.properties",
+            None,
+        );
+        let ag = async {
+            let c = conn.next_command().await;
+            assert_eq!(c["action"], "get_file", "{c}");
+            assert_eq!(c["payload"]["path"], "/server/server.properties", "{c}");
+            conn.respond_ok(
+                c["id"].as_str().unwrap(),
+                json!({"serverId": "srv-1", "path": "/server/server.properties",
+                       "content": "motd=hi\n", "encoding": "utf8", "size": 8}),
+            )
+            .await;
+        };
+        let ((st, v), ()) = zip(op, ag).await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["data"]["content"], "motd=hi\n", "{v}");
+
+        // A path outside /server is refused by the panel; nothing is sent.
+        for bad in ["/etc/passwd", "/server/../etc/passwd"] {
+            let (st, v) = p
+                .admin(
+                    "GET",
+                    &format!("/api/servers/srv-1/files?path={}", bad.replace('/', "%2F")),
+                    None,
+                )
+                .await;
+            assert_error(st, &v, 400, "INVALID_PATH");
+        }
+        assert!(conn.commands.is_empty());
+
+        // Delete keeps files by default; `?purge=true` asks to delete them.
+        create_server_answered(p, &conn, &a.id, "srv-2").await;
+        for (server, path, purge) in [
+            ("srv-1", "/api/servers/srv-1", false),
+            ("srv-2", "/api/servers/srv-2?purge=true", true),
+        ] {
+            let op = p.admin("DELETE", path, None);
+            let ag = async {
+                let c = conn.next_command().await;
+                assert_eq!(c["action"], "delete_server", "{c}");
+                assert_eq!(c["serverId"], server, "{c}");
+                let got = c["payload"]["purge"].as_bool().unwrap_or(false);
+                assert_eq!(got, purge, "{c}");
+                conn.respond_ok(
+                    c["id"].as_str().unwrap(),
+                    json!({"serverId": server, "status": "deleted"}),
+                )
+                .await;
+            };
+            let ((st, v), ()) = zip(op, ag).await;
+            assert_eq!(st, 200, "{v}");
+            assert_eq!(v["success"], true);
+        }
+        let servers = eventually("deleted servers unlisted", || async {
+            let (_, v) = p.admin("GET", "/api/servers", None).await;
+            let list = v["servers"].as_array().cloned().unwrap_or_default();
+            (!list
+                .iter()
+                .any(|s| s["serverId"] == "srv-1" || s["serverId"] == "srv-2"))
+            .then_some(list)
+        })
+        .await;
+        assert!(servers.is_empty(), "{servers:?}");
+        let (st, _) = p.admin("GET", "/api/servers/srv-1", None).await;
+        assert_eq!(st, 404);
+    });
+}

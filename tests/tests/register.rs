@@ -1,0 +1,73 @@
+//! Scenario 1: `agent register` → the agent is listed (offline until it runs), then online
+//! with the capabilities it detected on this host.
+
+use e2e::stack::Stack;
+use std::process::Command;
+
+#[test]
+fn registered_agent_goes_online_with_detected_capabilities() {
+    let Some(mut s) = Stack::start("register") else {
+        return;
+    };
+    let i = s.register("a");
+    let listed = s.panel.api.agent_named(&s.agents[i].name).expect("listed");
+    assert_eq!(
+        listed["status"], "offline",
+        "registered, not running: {listed}"
+    );
+
+    s.agents[i].run();
+    let agent = s.agents[i].wait_status(&s.panel, "online");
+    assert_eq!(agent["id"], s.agents[i].id.as_str());
+    assert!(agent["lastSeen"].is_string(), "lastSeen: {agent}");
+
+    let caps = &agent["capabilities"];
+    let docker_version = String::from_utf8(
+        Command::new("docker")
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .output()
+            .expect("docker version")
+            .stdout,
+    )
+    .expect("utf-8");
+    assert_eq!(
+        caps["dockerVersion"].as_str(),
+        Some(docker_version.trim()),
+        "capabilities: {agent}"
+    );
+    // SAFETY: sysconf has no memory effects.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) } as u64;
+    let cores = caps["maxCpuCores"].as_u64().unwrap_or(0);
+    assert!(
+        (1..=online).contains(&cores),
+        "maxCpuCores {cores} of {online} online: {agent}"
+    );
+    let mem = caps["maxMemory"]
+        .as_str()
+        .and_then(|q| proto::quantity::Bytes::parse(q).ok())
+        .unwrap_or_else(|| panic!("maxMemory is not a quantity: {agent}"));
+    assert!(mem.0 > 64 << 20, "maxMemory {mem:?}: {agent}");
+    let archs: Vec<&str> = caps["supportedArchitectures"]
+        .as_array()
+        .unwrap_or_else(|| panic!("supportedArchitectures: {agent}"))
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(archs.contains(&"amd64"), "architectures {archs:?}");
+
+    // Wrong admin token: refused, and nothing registered.
+    let out = Command::new(e2e::binary("agent"))
+        .arg("register")
+        .args(["--panel", &s.panel.url(), "--admin-token", "wrong-token"])
+        .args(["--name", "e2e-intruder", "--ca-cert"])
+        .arg(s.panel.ca_cert())
+        .arg("--config")
+        .arg(s.dir.path().join("intruder.json"))
+        .output()
+        .expect("agent register");
+    assert!(
+        !out.status.success(),
+        "register with a wrong token succeeded"
+    );
+    assert!(s.panel.api.agent_named("e2e-intruder").is_none());
+}
