@@ -226,10 +226,10 @@ impl Throttle {
         if self.dropped_since_announce == 0 {
             return None;
         }
-        if let Some(last) = self.last_announce {
-            if now.saturating_duration_since(last) < ANNOUNCE_EVERY {
-                return None;
-            }
+        if let Some(last) = self.last_announce
+            && now.saturating_duration_since(last) < ANNOUNCE_EVERY
+        {
+            return None;
         }
         self.last_announce = Some(now);
         Some(std::mem::take(&mut self.dropped_since_announce))

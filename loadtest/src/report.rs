@@ -18,6 +18,8 @@ pub struct Report {
     pub commands: CommandsReport,
     pub events: EventsReport,
     pub panel_process: Option<PanelReport>,
+    /// loadtest's own footprint: it shares the machine with the panel.
+    pub loadtest_process: Option<SelfReport>,
     pub storm: Option<StormReport>,
     /// Every error, by kind (`connect.rejected_401`, `command.http_504_TIMEOUT`, ...).
     pub errors: BTreeMap<String, u64>,
@@ -108,6 +110,15 @@ pub struct PanelReport {
     /// and heartbeats handled meanwhile).
     pub cpu_ms_per_1k_events: Option<f64>,
     /// Average panel CPU during the measured phase, percent of one core.
+    pub cpu_percent_measured: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SelfReport {
+    /// With every agent connected.
+    pub rss_connected_bytes: u64,
+    /// Average CPU during the measured phase, percent of one core (all threads).
     pub cpu_percent_measured: f64,
 }
 
@@ -213,6 +224,15 @@ impl Report {
                 p.cpu_ms_per_1k_events
                     .map(|m| format!(", {m:.2} ms CPU per 1k events"))
                     .unwrap_or_default()
+            );
+        }
+        if let Some(me) = &self.loadtest_process {
+            let _ = writeln!(
+                s,
+                "loadtest itself: RSS {:.1} MiB with the crowd connected, CPU {:.0}% during the \
+                 measured phase",
+                mib(me.rss_connected_bytes),
+                me.cpu_percent_measured
             );
         }
         if let Some(st) = &self.storm {

@@ -288,6 +288,8 @@ impl Run {
         // RSS with the crowd connected and idle (after a moment to settle).
         async_io::Timer::after(Duration::from_secs(2)).await;
         let connected_sample = self.panel.as_mut().and_then(|p| p.sample()).map(|s| s.0);
+        let me = std::process::id();
+        let self_connected = procfs::sample(me).ok();
 
         // 3. Servers for the first `servers` agents (their events name them).
         let with_server = self.create_servers(&idents[..cfg.servers], &ready).await;
@@ -326,6 +328,7 @@ impl Run {
         // 5. Measured phase.
         let scrape_before = self.scrape().await;
         let measured_sample = self.panel.as_mut().and_then(|p| p.sample()).map(|s| s.0);
+        let self_measured = procfs::sample(me).ok();
         let (cmd_stop_tx, cmd_stop) = async_channel::bounded::<()>(1);
         let cmd_stats = Arc::new(CmdStats::default());
         let servers: Rc<Vec<String>> = Rc::new(with_server);
@@ -364,6 +367,7 @@ impl Run {
         control.set_emitting(false);
         let measured_secs = measure_start.elapsed().as_secs_f64();
         let after_measure = self.panel.as_mut().and_then(|p| p.sample()).map(|s| s.0);
+        let self_after = procfs::sample(me).ok();
         drop(cmd_stop_tx);
         driver.await;
 
@@ -426,6 +430,14 @@ impl Run {
             rtt_ms: cmd_stats.rtt.summary(),
         };
         report.measured_secs = measured_secs;
+        if let (Some(conn), Some(a), Some(b)) = (self_connected, self_measured, self_after) {
+            let cpu =
+                b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64 / procfs::ticks_per_sec() as f64;
+            report.loadtest_process = Some(crate::report::SelfReport {
+                rss_connected_bytes: conn.rss_bytes,
+                cpu_percent_measured: cpu / measured_secs * 100.0,
+            });
+        }
         if let (Some(p), Some(base), Some(conn)) = (&self.panel, before_agents, connected_sample) {
             let n = connected.max(1);
             let cpu_secs = match (measured_sample, after_measure) {

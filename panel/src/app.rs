@@ -94,6 +94,21 @@ impl Started {
     }
 }
 
+/// Raises the soft open-files limit to the hard one: every agent is a socket, and the usual
+/// soft limit of 1024 would cap the panel at about a thousand agents.
+fn raise_nofile_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                log::warn!("cannot raise the open-files limit from {soft} to {hard}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => log::warn!("cannot read the open-files limit: {e}"),
+    }
+}
+
 /// A bound, not yet serving panel.
 pub struct Panel {
     started: Started,
@@ -107,6 +122,7 @@ pub struct Panel {
 impl Panel {
     /// Opens everything and binds the listener. `PANEL_ADMIN_TOKEN` is read here.
     pub async fn bind(config: &Config, shutdown: Shutdown) -> Result<Panel, AppError> {
+        raise_nofile_limit();
         let dir = config.data_dir.clone();
         std::fs::DirBuilder::new()
             .recursive(true)

@@ -147,6 +147,11 @@ fn load_or_create_key(data_dir: &Path) -> Result<Key, AuthError> {
             let (_, secret) = Key::generate("tmp");
             f.write_all(&secret).map_err(io_err)?;
             f.sync_all().map_err(io_err)?;
+            // Make the new directory entry durable too: tokens signed with this key are
+            // handed out right after start-up.
+            std::fs::File::open(data_dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err)?;
             secret.to_vec()
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {

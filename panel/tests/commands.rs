@@ -404,3 +404,78 @@ fn a_second_connection_replaces_the_first() {
         assert_eq!(st, 200, "{v}");
     });
 }
+
+#[test]
+fn another_agent_cannot_answer_for_the_target() {
+    let h = Harness::start("hijack");
+    let p = &h.panel;
+    run(async {
+        let (a, conn_a) = online_agent(p, "node-a").await;
+        let (_b, conn_b) = online_agent(p, "node-b").await;
+        create_server_answered(p, &conn_a, &a.id, "srv-1").await;
+        let operator = p.admin(
+            "POST",
+            "/api/servers/srv-1/power",
+            Some(json!({"action": "start"})),
+        );
+        let agents = async {
+            let cmd = conn_a.next_command().await;
+            let id = cmd["id"].as_str().unwrap().to_owned();
+            // b learned the id somehow and answers first, with an error.
+            conn_b
+                .respond_err(&id, "DOCKER_ERROR", "hijacked answer")
+                .await;
+            conn_b
+                .send_json(&common::agent::ok_response(&id, json!({"hijacked": true})))
+                .await;
+            // Make sure b's frames were processed before a answers.
+            eventually("b's frames counted", || async {
+                let m = p.metrics().await;
+                common::metric(
+                    &m,
+                    "panel_agent_frames_rejected_total{reason=\"foreign_server\"}",
+                )
+                .filter(|n| *n >= 2.0)
+                .or_else(|| {
+                    common::metric(
+                        &m,
+                        "panel_agent_frames_rejected_total{reason=\"unmatched_response\"}",
+                    )
+                    .filter(|n| *n >= 2.0)
+                })
+            })
+            .await;
+            conn_a
+                .respond_ok(&id, json!({"serverId": "srv-1", "status": "starting"}))
+                .await;
+        };
+        let ((st, v), ()) = zip(operator, agents).await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(
+            v["data"],
+            json!({"serverId": "srv-1", "status": "starting"})
+        );
+    });
+}
+
+#[test]
+fn agent_disconnecting_with_a_pending_command_fails_it_as_offline() {
+    // Default 30 s command timeout: the answer must come from the disconnect, not the timer.
+    let h = Harness::start("pending-disconnect");
+    let p = &h.panel;
+    run(async {
+        let (a, conn) = online_agent(p, "node-1").await;
+        create_server_answered(p, &conn, &a.id, "srv-1").await;
+        let operator = p.admin(
+            "POST",
+            "/api/servers/srv-1/power",
+            Some(json!({"action": "start"})),
+        );
+        let agent = async {
+            let _cmd = conn.next_command().await;
+            conn.close().await;
+        };
+        let ((st, v), ()) = zip(operator, agent).await;
+        assert_error(st, &v, 503, "AGENT_OFFLINE");
+    });
+}

@@ -543,7 +543,13 @@ fn plaintext_http_on_the_tls_port_gets_no_http_answer() {
         "got an HTTP answer: {:?}",
         String::from_utf8_lossy(&got)
     );
+    // The socket is dropped (client sees EOF) just before the counter is bumped.
     use std::sync::atomic::Ordering::Relaxed;
+    smol::block_on(guard("tls_failures counter", async {
+        while srv.stats.tls_failures.load(Relaxed) == 0 {
+            Timer::after(Duration::from_millis(5)).await;
+        }
+    }));
     assert_eq!(srv.stats.tls_failures.load(Relaxed), 1);
     assert_eq!(srv.stats.requests_total.load(Relaxed), 0);
 }
@@ -747,4 +753,26 @@ fn panicking_handler_is_a_500_not_a_dead_server() {
 fn upgraded_stream_is_send_and_unpin() {
     fn assert_io<T: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send>() {}
     assert_io::<panel::http::Upgraded>();
+}
+
+#[test]
+fn silent_client_is_dropped_after_the_handshake_timeout() {
+    let srv = start(ServerConfig {
+        tls_handshake_timeout: Duration::from_millis(200),
+        ..ServerConfig::default()
+    });
+    let got = smol::block_on(guard("handshake timeout", async {
+        let mut tcp = Async::<TcpStream>::connect(srv.addr).await.unwrap();
+        let mut tmp = [0u8; 64];
+        tcp.read(&mut tmp).await
+    }));
+    assert!(matches!(got, Ok(0) | Err(_)), "{got:?}");
+    // The socket is dropped (client sees EOF) just before the counter is bumped.
+    use std::sync::atomic::Ordering::Relaxed;
+    smol::block_on(guard("tls_failures counter", async {
+        while srv.stats.tls_failures.load(Relaxed) == 0 {
+            Timer::after(Duration::from_millis(5)).await;
+        }
+    }));
+    assert_eq!(srv.stats.tls_failures.load(Relaxed), 1);
 }

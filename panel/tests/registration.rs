@@ -88,11 +88,7 @@ fn register_without_or_with_a_wrong_admin_token_is_401() {
         ];
         for (what, headers) in cases {
             let hdrs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            let (st, _, resp) = p
-                .rest
-                .raw("POST", "/api/agents/register", &hdrs, Some(&b))
-                .await
-                .unwrap();
+            let (st, _, resp) = p.raw("POST", "/api/agents/register", &hdrs, Some(&b)).await;
             let v: Value = serde_json::from_slice(&resp)
                 .unwrap_or_else(|e| panic!("{what}: non-JSON body: {e}"));
             assert_error(st, &v, 401, "AUTH_FAILED");
@@ -225,9 +221,10 @@ fn refresh_rotates_and_reuse_revokes_the_family() {
         assert_error(st, &v, 401, "AUTH_FAILED");
         // …and revokes the whole family: the live socket is closed, the current tokens die.
         let closed = live.wait_closed().await;
-        assert!(
-            closed.code.is_some(),
-            "close frame on revocation: {closed:?}"
+        assert_eq!(
+            closed.code,
+            Some(1008),
+            "policy close on revocation: {closed:?}"
         );
         assert_eq!(rejected(Conn::connect_with(p, &t2, &a.id).await), 401);
         let (st, v) = refresh(p, &r2).await;
@@ -281,5 +278,49 @@ fn websocket_url_follows_public_url() {
     run(async {
         let a = h2.panel.register("node-u").await;
         assert_eq!(a.websocket_url, h2.panel.ws_url());
+    });
+}
+
+#[test]
+fn concurrent_refreshes_with_one_token_never_both_succeed() {
+    let h = Harness::start("refresh-race");
+    let p = &h.panel;
+    run(async {
+        let a = p.register("node-race").await;
+        let results =
+            futures_util::future::join_all((0..4).map(|_| refresh(p, &a.refresh_token))).await;
+        let ok = results.iter().filter(|(st, _)| *st == 200).count();
+        assert!(ok <= 1, "one refresh token rotated {ok} times: {results:?}");
+        for (st, v) in &results {
+            assert!(*st == 200 || *st == 401, "{st} {v}");
+        }
+        if ok == 1 {
+            // The losers were reuses: the family is revoked, the winner's tokens too.
+            let (_, v) = results.iter().find(|(st, _)| *st == 200).unwrap();
+            let t = v["agent"]["token"].as_str().unwrap();
+            assert_eq!(rejected(Conn::connect_with(p, t, &a.id).await), 401);
+        }
+    });
+}
+
+#[test]
+fn concurrent_registrations_get_distinct_ids_and_all_are_listed() {
+    let h = Harness::start("reg-many");
+    let p = &h.panel;
+    run(async {
+        let agents = futures_util::future::join_all(
+            (0..20).map(|i| async move { p.register(&format!("node-{i}")).await }),
+        )
+        .await;
+        let ids: std::collections::HashSet<_> = agents.iter().map(|a| a.id.clone()).collect();
+        assert_eq!(ids.len(), 20);
+        let (_, v) = p.admin("GET", "/api/agents", None).await;
+        let listed: std::collections::HashSet<_> = v["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(listed, ids);
     });
 }

@@ -221,3 +221,106 @@ fn console_files_and_delete_reach_the_agent() {
         assert_eq!(st, 404);
     });
 }
+
+async fn listed(p: &Panel, server: &str) -> Option<Value> {
+    let (st, v) = p.admin("GET", "/api/servers", None).await;
+    assert_eq!(st, 200, "{v}");
+    v["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["serverId"] == server)
+        .cloned()
+}
+
+#[test]
+fn create_refused_by_the_agent_is_502_and_forgotten() {
+    let h = Harness::start("create-refused");
+    let p = &h.panel;
+    run(async {
+        let (a, conn) = common::online_agent(p, "node-1").await;
+        let op = p.create_server(&a.id, "srv-1");
+        let ag = async {
+            let c = conn.next_command().await;
+            conn.respond_err(
+                c["id"].as_str().unwrap(),
+                "PORT_CONFLICT",
+                "port 25565 is already in use",
+            )
+            .await;
+        };
+        let ((st, v), ()) = zip(op, ag).await;
+        assert_error(st, &v, 502, "PORT_CONFLICT");
+        assert_eq!(v["error"]["message"], "port 25565 is already in use");
+        assert!(listed(p, "srv-1").await.is_none(), "refused server kept");
+        // The id is free again.
+        let (st, v) = create_server_answered(p, &conn, &a.id, "srv-1").await;
+        assert_eq!(st, 200, "{v}");
+        assert!(listed(p, "srv-1").await.is_some());
+    });
+}
+
+#[test]
+fn desired_state_follows_successful_power_commands_and_survives_restart() {
+    let mut h = Harness::start("desired");
+    run(async {
+        let p = &h.panel;
+        let (a, conn) = common::online_agent(p, "node-1").await;
+        create_server_answered(p, &conn, &a.id, "srv-1").await;
+        assert_eq!(listed(p, "srv-1").await.unwrap()["desiredState"], "created");
+        let _auto = conn.auto_respond(standard_response);
+        let (st, _) = p
+            .admin(
+                "POST",
+                "/api/servers/srv-1/power",
+                Some(json!({"action": "start"})),
+            )
+            .await;
+        assert_eq!(st, 200);
+        assert_eq!(listed(p, "srv-1").await.unwrap()["desiredState"], "running");
+        drop(_auto);
+        // A refused stop does not change what the operator asked for last.
+        let op = p.admin(
+            "POST",
+            "/api/servers/srv-1/power",
+            Some(json!({"action": "stop"})),
+        );
+        let ag = async {
+            let c = conn.next_command().await;
+            conn.respond_err(c["id"].as_str().unwrap(), "DOCKER_ERROR", "nope")
+                .await;
+        };
+        let ((st, _), ()) = zip(op, ag).await;
+        assert_eq!(st, 502);
+        assert_eq!(listed(p, "srv-1").await.unwrap()["desiredState"], "running");
+    });
+    h.panel.kill9();
+    h.restart();
+    run(async {
+        let s = listed(&h.panel, "srv-1").await.expect("server kept");
+        assert_eq!(s["desiredState"], "running", "{s}");
+        assert_eq!(s["agentOnline"], false, "{s}");
+        assert_eq!(s["eggConfig"], common::egg(), "egg stored as sent: {s}");
+    });
+}
+
+#[test]
+fn delete_of_an_offline_agents_server_needs_force() {
+    let h = Harness::start("delete-force");
+    let p = &h.panel;
+    run(async {
+        let (a, conn) = common::online_agent(p, "node-1").await;
+        create_server_answered(p, &conn, &a.id, "srv-1").await;
+        conn.close().await;
+        conn.wait_closed().await;
+        p.wait_agent_status(&a.id, "offline").await;
+        let (st, v) = p.admin("DELETE", "/api/servers/srv-1", None).await;
+        assert_error(st, &v, 503, "AGENT_OFFLINE");
+        assert!(listed(p, "srv-1").await.is_some());
+        let (st, v) = p
+            .admin("DELETE", "/api/servers/srv-1?force=true", None)
+            .await;
+        assert_eq!(st, 200, "{v}");
+        assert!(listed(p, "srv-1").await.is_none());
+    });
+}

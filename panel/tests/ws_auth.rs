@@ -235,18 +235,16 @@ fn plain_http_on_the_ws_path_does_not_upgrade() {
         // Valid credentials but no Upgrade headers: an HTTP error, not a 101.
         let auth = bearer(&a.token);
         let (st, _, _) = p
-            .rest
             .raw(
                 "GET",
                 "/ws/agents",
                 &[("Authorization", &auth), ("X-Agent-ID", &a.id)],
                 None,
             )
-            .await
-            .unwrap();
+            .await;
         assert!((400..500).contains(&st), "status {st}");
         // Without credentials: 401.
-        let (st, _, _) = p.rest.raw("GET", "/ws/agents", &[], None).await.unwrap();
+        let (st, _, _) = p.raw("GET", "/ws/agents", &[], None).await;
         assert_eq!(st, 401);
     });
 }

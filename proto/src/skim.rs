@@ -233,7 +233,7 @@ impl<'a> Parser<'a> {
     }
 
     /// A string value that routing needs; `None` when it carries escapes.
-    #[inline]
+    #[inline(always)]
     fn take_string(&mut self, field: &str) -> Result<Option<&'a str>, Fail> {
         if self.peek() != Some(b'"') {
             return Err(not_a_string(field));
@@ -243,6 +243,7 @@ impl<'a> Parser<'a> {
         Ok((!s.escaped).then(|| s.as_str()))
     }
 
+    #[inline(always)]
     fn routed_string(
         &mut self,
         env: &mut Fields<'a>,

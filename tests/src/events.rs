@@ -57,10 +57,18 @@ impl Events {
                         Some(None) => return end("stream ended".into()),
                         Some(Some(Err(e))) => return end(format!("error: {e}")),
                         Some(Some(Ok(WsMessage::Text(t)))) => {
-                            let v = serde_json::from_str(t.as_str()).unwrap_or_else(|e| {
-                                panic!("/api/events sent a frame that is not JSON ({e}): {t}")
-                            });
-                            f.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+                            // Every frame must be one of the spec's event messages.
+                            match proto::codec::decode(t.as_bytes()) {
+                                Ok(proto::Message::Event(_)) => {}
+                                Ok(other) => {
+                                    return end(format!("non-event frame {other:?}: {t}"));
+                                }
+                                Err(e) => return end(format!("undecodable frame ({e}): {t}")),
+                            }
+                            match serde_json::from_str(t.as_str()) {
+                                Ok(v) => f.lock().unwrap_or_else(|e| e.into_inner()).push(v),
+                                Err(e) => return end(format!("frame is not JSON ({e}): {t}")),
+                            }
                         }
                         Some(Some(Ok(WsMessage::Close(fr)))) => {
                             return end(format!("closed by the panel: {fr:?}"));

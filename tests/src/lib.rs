@@ -92,9 +92,13 @@ pub fn ensure_fakegame_image() {
     }
 }
 
-/// Path of a workspace binary built with the same profile as the running test. The first
-/// call in a process runs `cargo build -p panel -p agent` (a no-op when they are fresh), so a
-/// plain `cargo test -p e2e` never runs stale binaries; set `E2E_SKIP_BUILD=1` to skip it.
+/// Path of a workspace binary built with the same profile as the running test.
+///
+/// The first call in a process makes sure `panel` and `agent` are not stale: when both
+/// binaries are newer than every source and manifest they are built from (the normal case
+/// right after `cargo test --workspace`, which builds them), they are used as they are;
+/// otherwise (e.g. a plain `cargo test -p e2e` after an edit) `cargo build -p panel -p agent`
+/// runs first. Set `E2E_SKIP_BUILD=1` to never build.
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     // target/<profile>/deps/e2e-<hash> → target/<profile>/<name>
@@ -105,7 +109,7 @@ pub fn binary(name: &str) -> PathBuf {
         .expect("test binary lives in target/<profile>/deps")
         .to_path_buf();
     let built = BUILT.get_or_init(|| {
-        if std::env::var_os("E2E_SKIP_BUILD").is_some() {
+        if std::env::var_os("E2E_SKIP_BUILD").is_some() || binaries_fresh(&dir) {
             return Ok(());
         }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_owned());
@@ -138,6 +142,44 @@ pub fn binary(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(path.exists(), "{} does not exist", path.display());
     path
+}
+
+/// Whether `panel` and `agent` in `dir` are both newer than every file they are built from
+/// (`proto/`, `panel/`, `agent/` sources and manifests, the workspace manifest and lock).
+fn binaries_fresh(dir: &Path) -> bool {
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let Some(oldest_bin) = ["panel", "agent"]
+        .iter()
+        .map(|b| mtime(&dir.join(b)))
+        .collect::<Option<Vec<_>>>()
+        .and_then(|v| v.into_iter().min())
+    else {
+        return false;
+    };
+    fn newest(path: &Path, acc: &mut Option<std::time::SystemTime>) {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return;
+        };
+        if meta.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(path) {
+                for e in rd.flatten() {
+                    newest(&e.path(), acc);
+                }
+            }
+        } else if let Ok(m) = meta.modified() {
+            *acc = Some(acc.map_or(m, |a| a.max(m)));
+        }
+    }
+    let root = repo_root();
+    let mut newest_src = None;
+    for p in ["Cargo.toml", "Cargo.lock"] {
+        newest(&root.join(p), &mut newest_src);
+    }
+    for krate in ["proto", "panel", "agent"] {
+        newest(&root.join(krate).join("Cargo.toml"), &mut newest_src);
+        newest(&root.join(krate).join("src"), &mut newest_src);
+    }
+    newest_src.is_some_and(|src| src < oldest_bin)
 }
 
 /// A free TCP port on 127.0.0.1 (racy by nature; good enough for tests).

@@ -15,7 +15,7 @@ const MAX_SKIM: usize = 64 << 20;
 #[derive(Debug)]
 pub enum Incoming {
     /// A command to execute.
-    Command(Command<'static>),
+    Command(Box<Command<'static>>),
     /// A heartbeat: answer with a pong echoing this id.
     Ping(String),
     /// An answer to send at once (the frame was a command we could not decode).
@@ -28,7 +28,7 @@ pub enum Incoming {
 /// Classifies a frame. `decoder` is the connection's reusable decoder.
 pub fn classify(decoder: &mut Decoder, frame: &[u8]) -> Incoming {
     match decoder.message(frame) {
-        Ok(Message::Command(cmd)) => Incoming::Command(cmd.into_owned()),
+        Ok(Message::Command(cmd)) => Incoming::Command(Box::new(cmd.into_owned())),
         Ok(Message::Ping(p)) => Incoming::Ping(p.id.into_owned()),
         Ok(other) => Incoming::Ignore(format!(
             "unexpected {} frame from the panel",

@@ -216,7 +216,7 @@ impl<D: Dispatch> Link<D> {
                     let dispatch = self.dispatch.clone();
                     let control = control.clone();
                     smol::spawn(async move {
-                        let resp = dispatch.handle(cmd).await;
+                        let resp = dispatch.handle(*cmd).await;
                         let _ = control.send(encode(&Message::Response(resp))).await;
                         drop(permit);
                     })

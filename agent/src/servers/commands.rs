@@ -809,7 +809,7 @@ fn check_disk(dir: &std::path::Path, want: u64) -> Result<(), ServerError> {
     let Ok(st) = nix::sys::statvfs::statvfs(dir) else {
         return Ok(());
     };
-    let free = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
+    let free = st.blocks_available().saturating_mul(st.fragment_size());
     if want > free {
         return Err(ServerError::Insufficient {
             what: "disk",

@@ -204,20 +204,23 @@ impl Inner {
                 }
             }
             "die" => self.on_die(docker, &server, &event).await,
-            "destroy" => {
-                // Removed behind the agent's back (a delete command unlists it first).
-                if self.servers.lock().remove(sid).is_some() {
-                    server.cancel_tasks();
-                    server.set_state(
-                        ServerState::Deleted,
-                        Change {
-                            reason: Some("the container was removed outside the agent".into()),
-                            ..Change::default()
-                        },
-                    );
-                }
-            }
+            "destroy" => self.on_destroy(sid, &server),
             _ => {}
+        }
+    }
+
+    /// The container was removed behind the agent's back (a delete command unlists the
+    /// server before removing it, so this finds nothing then).
+    fn on_destroy(&self, sid: &str, server: &Server) {
+        if self.servers.lock().remove(sid).is_some() {
+            server.cancel_tasks();
+            server.set_state(
+                ServerState::Deleted,
+                Change {
+                    reason: Some("the container was removed outside the agent".into()),
+                    ..Change::default()
+                },
+            );
         }
     }
 

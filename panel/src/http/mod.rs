@@ -22,5 +22,7 @@ pub mod ws;
 pub use request::{Method, Request};
 pub use response::Response;
 pub use router::{Handler, Reply, Router, UpgradeFn, handler};
-pub use server::{SHUTDOWN_GRACE, ServerConfig, ServerStats, WS_READ_BUFFER_MAX, serve};
+pub use server::{
+    LISTEN_BACKLOG, SHUTDOWN_GRACE, ServerConfig, ServerStats, WS_READ_BUFFER_MAX, bind, serve,
+};
 pub use ws::{Upgraded, WsStream};

@@ -141,6 +141,29 @@ impl Drop for ConnGuard {
     }
 }
 
+/// Listen backlog of [`bind`] (the kernel caps it at `net.core.somaxconn`).
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// Binds a listening socket for [`serve`] with `SO_REUSEADDR` and a deep accept backlog.
+///
+/// `std`'s `TcpListener::bind` uses a backlog of 128: when thousands of agents reconnect at
+/// once (panel restart), the excess SYNs are dropped and those agents wait a full TCP
+/// retransmission timeout before retrying.
+pub fn bind(addr: SocketAddr) -> io::Result<Async<TcpListener>> {
+    use nix::sys::socket::{self as sock, AddressFamily, SockFlag, SockType, SockaddrStorage};
+    use std::os::fd::AsRawFd as _;
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = sock::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    sock::setsockopt(&fd, sock::sockopt::ReuseAddr, &true)?;
+    sock::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    sock::listen(&fd, sock::Backlog::new(LISTEN_BACKLOG)?)?;
+    Async::new(TcpListener::from(fd))
+}
+
 /// Runs `fut` with a deadline; `None` if it passed.
 async fn deadline<T>(at: Instant, fut: impl Future<Output = T>) -> Option<T> {
     future::or(async { Some(fut.await) }, async {
@@ -186,6 +209,7 @@ pub async fn serve(
     });
     // Every HTTP-phase task holds a clone; when all are gone, `recv` fails: nothing in flight.
     let (inflight_tx, inflight_rx) = async_channel::bounded::<()>(1);
+    let mut at_cap = false;
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             shutdown.wait().await;
@@ -211,12 +235,20 @@ pub async fn serve(
         let open = stats.connections_open.load(Ordering::Relaxed);
         if shared.cfg.max_conns > 0 && open >= shared.cfg.max_conns as u64 {
             bump(&stats.connections_rejected);
-            log::warn!(
-                "connection cap {} reached; closing {peer}",
-                shared.cfg.max_conns
-            );
+            // Log the edge, not every refused connection (a flood would drown the log).
+            if !at_cap {
+                log::warn!(
+                    "connection cap of {} reached; refusing new connections (first: {peer})",
+                    shared.cfg.max_conns
+                );
+                at_cap = true;
+            }
             drop(tcp);
             continue;
+        }
+        if at_cap {
+            log::info!("below the connection cap again; accepting");
+            at_cap = false;
         }
         let _ = tcp.get_ref().set_nodelay(true);
         let ip = peer.ip().to_canonical();
@@ -537,6 +569,7 @@ mod tests {
             tx,
         );
         let size = std::mem::size_of_val(&fut);
+        eprintln!("connection future: {size} bytes");
         assert!(size <= 256, "connection future is {size} bytes");
         shared
             .stats
@@ -549,6 +582,24 @@ mod tests {
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         let key = rustls_pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
         crate::tls::server_config(vec![ck.cert.der().clone()], key).unwrap()
+    }
+
+    #[test]
+    fn bind_listens_with_a_deep_backlog() {
+        let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = l.get_ref().local_addr().unwrap();
+        assert_eq!(addr.ip(), std::net::Ipv4Addr::LOCALHOST);
+        // Accepts connections.
+        let _c = std::net::TcpStream::connect(addr).unwrap();
+        let (_s, peer) = smol::block_on(l.accept()).unwrap();
+        assert_eq!(peer.ip(), addr.ip());
+        // The port is taken: a second bind fails with AddrInUse.
+        let e = bind(addr).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        let v6 = bind("[::1]:0".parse().unwrap());
+        if let Ok(v6) = v6 {
+            assert!(v6.get_ref().local_addr().unwrap().is_ipv6());
+        }
     }
 
     #[test]

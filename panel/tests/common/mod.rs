@@ -208,7 +208,7 @@ impl Panel {
             (None, None) => String::new(), // a restart: the token was printed the first time only
         };
         let cert = data_dir.join("tls").join("panel.crt");
-        let tls = net::tls_config(&cert).expect("panel certificate readable");
+        let tls = net::tls_config(Some(&cert)).expect("panel certificate readable");
         let rest = Rest::new(&format!("https://{addr}"), tls.clone()).expect("rest client");
         Panel {
             child: Some(child),
@@ -277,6 +277,19 @@ impl Panel {
             Some(c) => c.try_wait().ok().flatten().is_none(),
             None => false,
         }
+    }
+
+    /// One request with exactly these headers, on a fresh connection.
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        net::raw(&self.base_url(), &self.tls, method, path, headers, body)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
     /// Admin-authenticated JSON request.
