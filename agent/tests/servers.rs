@@ -893,3 +893,21 @@ fn a_port_taken_after_create_fails_the_start_and_writes_respect_the_disk_limit()
         Some(json!({"path": "/server/a.bin", "content": "small"})),
     );
 }
+
+#[test]
+fn an_oom_kill_is_a_crash_with_oom_killed_set() {
+    let Some(mut h) = harness("oom", |_| {}) else {
+        return;
+    };
+    let mut e = egg(
+        e2e::free_port(),
+        "fakegame --port {{SERVER_PORT}} --mem-mb 256",
+    );
+    e["limits"]["memory"] = json!("32m");
+    h.create("oom-1", e);
+    h.ok("oom-1", "start_server", None);
+    let s = h.wait_status("oom-1", ServerState::Crashed);
+    assert_eq!(s.oom_killed, Some(true));
+    assert_eq!(s.exit_code, Some(137));
+    assert!(s.reason.unwrap().contains("OOM"));
+}

@@ -365,7 +365,8 @@ impl Run {
             ));
         }
         control.set_emitting(false);
-        let measured_secs = measure_start.elapsed().as_secs_f64();
+        // Never zero: rates are divided by it (`--duration 0` only registers and connects).
+        let measured_secs = measure_start.elapsed().as_secs_f64().max(1e-3);
         let after_measure = self.panel.as_mut().and_then(|p| p.sample()).map(|s| s.0);
         let self_after = procfs::sample(me).ok();
         drop(cmd_stop_tx);

@@ -147,7 +147,7 @@ impl Panel {
             .await?
         };
         let listener =
-            Async::<TcpListener>::bind(config.listen).map_err(|source| AppError::Listen {
+            crate::http::bind(config.listen).map_err(|source| AppError::Listen {
                 addr: config.listen,
                 source,
             })?;

@@ -104,7 +104,10 @@ pub fn setup(
             let c = dir.join(CERT_FILE);
             let k = dir.join(KEY_FILE);
             let generated = match (c.exists(), k.exists()) {
-                (true, true) => false,
+                (true, true) => {
+                    warn_if_key_readable(&k);
+                    false
+                }
                 (false, false) => {
                     generate(&dir, &c, &k, extra_hosts)?;
                     true
@@ -156,6 +159,20 @@ pub fn subject_alt_names(extra_hosts: &[String]) -> Vec<String> {
         }
     }
     names
+}
+
+/// The generated key must stay private; say so if someone loosened its mode.
+fn warn_if_key_readable(key: &Path) {
+    if let Ok(meta) = fs::metadata(key)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        log::warn!(
+            "{} is readable by other users (mode {:o}); run: chmod 600 {}",
+            key.display(),
+            meta.permissions().mode() & 0o777,
+            key.display()
+        );
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> TlsError + '_ {

@@ -37,6 +37,14 @@ fn connected_agent_is_online_with_its_pong_data() {
         assert_eq!(load["disk"], 40.1, "{entry}");
         assert!(entry["lastSeen"].is_string(), "lastSeen: {entry}");
         assert_eq!(entry["name"], "node-1");
+        // An agent that keeps answering stays online well past 3 heartbeat periods.
+        eventually("5 pings answered", || async {
+            (conn.pings.load(std::sync::atomic::Ordering::SeqCst) >= 5).then_some(())
+        })
+        .await;
+        assert!(conn.closed.is_empty(), "answering agent was disconnected");
+        let entry = p.agent_entry(&a.id).await.unwrap();
+        assert_eq!(entry["status"], "online", "{entry}");
     });
 }
 

@@ -160,7 +160,12 @@ fn events_fan_out_with_server_filter_and_original_bytes() {
         assert_eq!(only1.next_real().await, marker);
 
         // Another agent cannot inject events for a server it does not own.
-        let (_b, other) = online_agent(p, "node-other").await;
+        let (b, other) = online_agent(p, "node-other").await;
+        let only_b = Sub::spawn(
+            subscribe(p, &format!("agentId={}", b.id))
+                .await
+                .expect("agent-filtered"),
+        );
         other.send_text(event_text("srv-1", 666, 0)).await;
         other.send_text(event_text("srv-2", 667, 0)).await;
         let marker2 = event_text("srv-1", 1000, 0);
@@ -181,6 +186,24 @@ fn events_fan_out_with_server_filter_and_original_bytes() {
             "foreign events not forwarded"
         );
         assert_eq!(only1.next_real().await, marker2);
+
+        // `?agentId=` sees only that agent's (owned) events.
+        create_server_answered(p, &other, &b.id, "srv-b").await;
+        eventually("agent-filtered subscriber registered", || async {
+            let m = p.metrics().await;
+            common::metric(&m, "panel_event_subscribers").filter(|n| *n >= 4.0)
+        })
+        .await;
+        conn.send_text(event_text("srv-1", 2000, 0)).await;
+        let from_b = event_text("srv-b", 2001, 0);
+        other.send_text(from_b.clone()).await;
+        assert_eq!(only_b.next_real().await, from_b);
+        // all1 gets both (no order between two agents' connections).
+        let mut got = vec![all1.next_real().await, all1.next_real().await];
+        got.sort();
+        let mut want = vec![event_text("srv-1", 2000, 0), from_b];
+        want.sort();
+        assert_eq!(got, want);
     });
 }
 

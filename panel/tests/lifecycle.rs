@@ -380,3 +380,40 @@ fn bad_flags_exit_2_naming_the_flag_and_help_exits_0() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("--command-timeout-secs"));
 }
+
+#[test]
+fn sigterm_with_a_command_in_flight_still_exits_0() {
+    // A command timeout far beyond the harness deadline: shutdown must not wait for it.
+    let mut h = Harness::with(
+        "sigterm-pending",
+        PanelOpts::default().arg("--command-timeout-secs", 3600),
+    );
+    let p = &h.panel;
+    let rest = common::Rest::new(&p.base_url(), p.tls.clone()).unwrap();
+    let token = p.admin_token.clone();
+    let conn = run(async {
+        let (a, conn) = online_agent(p, "node-a").await;
+        create_server_answered(p, &conn, &a.id, "srv-1").await;
+        conn
+    });
+    // The operator's request runs on another thread and is never answered by the agent.
+    let pending = std::thread::spawn(move || {
+        smol::block_on(rest.json(
+            "POST",
+            "/api/servers/srv-1/power",
+            Some(&token),
+            Some(&json!({"action": "start"})),
+        ))
+    });
+    run(async {
+        let cmd = conn.next_command().await;
+        assert_eq!(cmd["action"], "start_server");
+    });
+    let status = h.panel.sigterm_and_wait();
+    assert!(status.success(), "{status:?}");
+    // The operator got an answer or a closed connection — not a hang.
+    match pending.join().expect("operator thread") {
+        Ok((st, v)) => assert!(st == 503 || st == 504, "{st} {v}"),
+        Err(e) => eprintln!("operator connection closed by shutdown: {e}"),
+    }
+}

@@ -56,6 +56,7 @@ fn register_returns_the_spec_response_and_lists_the_agent() {
         assert_eq!(entry["name"], "node-01", "{entry}");
         assert_eq!(entry["hostname"], "192.168.1.100", "{entry}");
         assert_eq!(entry["status"], "offline", "never connected: {entry}");
+        assert_eq!(entry["capabilities"], body()["capabilities"], "{entry}");
 
         // And the token it got is accepted on the WebSocket.
         let conn = Conn::connect_with(p, token, id).await;

@@ -259,3 +259,58 @@ fn flooding_operator_gets_429_then_recovers() {
         .await;
     });
 }
+
+#[test]
+fn frame_of_exactly_the_limit_is_accepted_one_byte_more_is_not() {
+    const LIMIT: usize = 65_536;
+    let h = Harness::with(
+        "frame-limit",
+        PanelOpts::default().arg("--max-frame-bytes", LIMIT),
+    );
+    let p = &h.panel;
+    run(async {
+        let (a, conn) = online_agent(p, "node-limit").await;
+        create_server_answered(p, &conn, &a.id, "srv-1").await;
+        let auth = format!("Bearer {}", p.admin_token);
+        let mut sub = common::net::ws_connect(
+            &p.events_url(""),
+            p.tls.clone(),
+            &[("Authorization", &auth)],
+        )
+        .await
+        .expect("subscriber");
+        let frame_of = |len: usize| {
+            let base = serde_json::to_string(&json!({
+                "type": "event", "timestamp": "2025-01-23T10:05:30Z", "event": "server_log",
+                "data": {"serverId": "srv-1", "logLevel": "INFO", "message": ""}
+            }))
+            .unwrap();
+            let pad = len - base.len();
+            let f = base.replace(
+                r#""message":"""#,
+                &format!(r#""message":"{}""#, "z".repeat(pad)),
+            );
+            assert_eq!(f.len(), len);
+            f
+        };
+        // Wait until the subscriber is registered.
+        eventually("subscriber registered", || async {
+            let m = p.metrics().await;
+            common::metric(&m, "panel_event_subscribers").filter(|n| *n >= 1.0)
+        })
+        .await;
+        let exact = frame_of(LIMIT);
+        conn.send_text(exact.clone()).await;
+        use futures_util::StreamExt;
+        let got = common::within(common::DEADLINE, "the limit-sized event", sub.next())
+            .await
+            .expect("subscriber open")
+            .expect("frame");
+        assert_eq!(got.into_text().unwrap().as_str(), exact);
+        assert!(conn.closed.is_empty(), "limit-sized frame closed the agent");
+
+        conn.send_text(frame_of(LIMIT + 1)).await;
+        let closed = conn.wait_closed().await;
+        assert_eq!(closed.code, Some(1009), "{closed:?}");
+    });
+}

@@ -182,6 +182,7 @@ pub(super) async fn websocket(api: Arc<Api>, req: Request) -> Reply {
     };
     let family = claims.fam.unwrap_or_default();
     let config = WebSocketConfig::default()
+        .read_buffer_size(crate::http::WS_READ_BUFFER_MAX)
         .max_message_size(Some(api.max_frame))
         .max_frame_size(Some(api.max_frame));
     let hub = api.hub.clone();

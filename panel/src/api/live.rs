@@ -46,6 +46,7 @@ pub(super) async fn subscribe(api: Arc<Api>, req: Request) -> Reply {
         agent_id: req.query_param("agentId").filter(|s| !s.is_empty()),
     };
     let config = WebSocketConfig::default()
+        .read_buffer_size(crate::http::WS_READ_BUFFER_MAX)
         .max_message_size(Some(SUBSCRIBER_MAX_MESSAGE))
         .max_frame_size(Some(SUBSCRIBER_MAX_MESSAGE));
     let events = api.events.clone();

@@ -210,6 +210,7 @@ pub async fn serve(
     // Every HTTP-phase task holds a clone; when all are gone, `recv` fails: nothing in flight.
     let (inflight_tx, inflight_rx) = async_channel::bounded::<()>(1);
     let mut at_cap = false;
+    let mut accepted_since_yield = 0u32;
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             shutdown.wait().await;
@@ -230,6 +231,13 @@ pub async fn serve(
             }
             Some(Err(e)) => return Err(e),
         };
+        // Under a connection storm `accept` is always ready; stay cooperative with other
+        // tasks that share this executor.
+        accepted_since_yield += 1;
+        if accepted_since_yield == 64 {
+            accepted_since_yield = 0;
+            future::yield_now().await;
+        }
         let stats = &shared.stats;
         bump(&stats.connections_total);
         let open = stats.connections_open.load(Ordering::Relaxed);
