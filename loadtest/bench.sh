@@ -5,6 +5,9 @@
 #
 #   loadtest/bench.sh [OUT_DIR]        (default /tmp/loadtest-bench)
 #
+# Environment: CARGO_TARGET_DIR (where the release binaries are), SKIP_BUILD=1 (use them as
+# they are), PORT (default 8443), PANEL_ADMIN_TOKEN.
+#
 # Needs a hard open-files limit of at least ~10,200 for each of panel and loadtest (both raise
 # their soft limit to the hard one themselves): check `ulimit -Hn`.
 set -euo pipefail
@@ -13,7 +16,9 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=${1:-/tmp/loadtest-bench}
 PORT=${PORT:-8443}
 mkdir -p "$OUT"
-(cd "$ROOT" && cargo build --release -p panel -p loadtest)
+if [ -z "${SKIP_BUILD:-}" ]; then
+    (cd "$ROOT" && cargo build --release -p panel -p loadtest)
+fi
 PANEL="$TARGET/release/panel"
 LT="$TARGET/release/loadtest"
 DATA="$OUT/data"
@@ -21,8 +26,10 @@ export PANEL_ADMIN_TOKEN=${PANEL_ADMIN_TOKEN:-bench-admin-token-0123456789}
 PANEL_PID=
 
 start_panel() {
+    # Truncate here, not in the background job: the wait below must not read the last log.
+    : >"$OUT/panel.log"
     "$PANEL" --listen "127.0.0.1:$PORT" --data-dir "$DATA" --max-conns-per-ip 0 \
-        --admin-rate 1000000 --admin-burst 1000000 "$@" >"$OUT/panel.log" 2>&1 &
+        --admin-rate 1000000 --admin-burst 1000000 "$@" >>"$OUT/panel.log" 2>&1 &
     PANEL_PID=$!
     for _ in $(seq 100); do
         grep -q "listening on" "$OUT/panel.log" && return 0
@@ -59,6 +66,14 @@ for rate in 25000 50000 100000; do
     start_panel
     lt --agents 1000 --duration 20 --events-per-sec "$rate" --subscribers 1 \
         --json "$OUT/events-$rate.json"
+    stop_panel
+done
+
+# Same with a deeper subscriber queue (default 1,024 frames), and above the target.
+for rate in 100000 150000; do
+    start_panel --event-queue 65536
+    lt --agents 1000 --duration 20 --events-per-sec "$rate" --subscribers 1 \
+        --json "$OUT/events-$rate-queue64k.json"
     stop_panel
 done
 

@@ -392,7 +392,8 @@ fn full_lifecycle_with_files_console_status_and_purge() {
     // delete with purge: container and files gone.
     let deleted = h.ok(sid, "delete_server", Some(json!({"purge": true})));
     assert_eq!(deleted["status"], "deleted");
-    h.wait_status(sid, ServerState::Deleted);
+    let s = h.wait_status(sid, ServerState::Deleted);
+    assert_eq!(s.reason.as_deref(), Some("deleted by operator"));
     assert!(!h.volume(sid).exists());
     assert!(docker_inspect(&format!("ctrl-{sid}")).is_null());
     assert_eq!(h.err(Some(sid), "get_status", None).0, "SERVER_NOT_FOUND");
@@ -910,4 +911,17 @@ fn an_oom_kill_is_a_crash_with_oom_killed_set() {
     assert_eq!(s.oom_killed, Some(true));
     assert_eq!(s.exit_code, Some(137));
     assert!(s.reason.unwrap().contains("OOM"));
+}
+
+#[test]
+fn a_vanished_volume_fails_the_start_without_revealing_host_paths() {
+    let Some(h) = harness("vanish", |_| {}) else {
+        return;
+    };
+    h.create("vanish-1", egg(e2e::free_port(), STARTUP));
+    std::fs::remove_dir_all(h.volume("vanish-1")).unwrap();
+    let (code, msg) = h.err(Some("vanish-1"), "start_server", None);
+    assert_eq!(code, "DOCKER_ERROR");
+    assert!(msg.contains("DATA/volumes/vanish-1"), "{msg}");
+    assert!(!msg.contains(h.data.path().to_str().unwrap()), "{msg}");
 }

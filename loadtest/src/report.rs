@@ -134,6 +134,9 @@ pub struct StormReport {
     pub connect_attempts_failed: u64,
     pub peak_cpu_percent: f64,
     pub peak_rss_bytes: u64,
+    /// loadtest's own average CPU during the recovery (its one agents thread does every
+    /// client TLS handshake, so near 100% means loadtest, not the panel, set the pace).
+    pub loadtest_cpu_percent: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -239,14 +242,15 @@ impl Report {
             let _ = writeln!(
                 s,
                 "storm: {}/{} agents back in {:.2} s ({} not recovered); reconnect {}; \
-                 peak panel CPU {:.0}%, peak RSS {:.1} MiB",
+                 peak panel CPU {:.0}%, peak RSS {:.1} MiB; loadtest CPU {:.0}%",
                 st.recovered,
                 st.agents,
                 st.recovery_secs,
                 st.not_recovered,
                 lat(&st.reconnect_ms),
                 st.peak_cpu_percent,
-                mib(st.peak_rss_bytes)
+                mib(st.peak_rss_bytes),
+                st.loadtest_cpu_percent
             );
         }
         if !self.errors.is_empty() {

@@ -662,6 +662,7 @@ impl Run {
         }
         let mut peak_cpu = 0.0f64;
         let mut last_cpu_sample = Instant::now();
+        let me_before = procfs::sample(std::process::id()).ok();
         control.storm();
         let start = Instant::now();
         let mut last_print = Instant::now();
@@ -689,6 +690,16 @@ impl Run {
             peak_cpu = peak_cpu.max(cpu);
         }
         let back = fleet.storm_back.get() - base_back;
+        let elapsed = start.elapsed().as_secs_f64().max(1e-3);
+        let loadtest_cpu_percent = match (me_before, procfs::sample(std::process::id()).ok()) {
+            (Some(a), Some(b)) => {
+                b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64
+                    / procfs::ticks_per_sec() as f64
+                    / elapsed
+                    * 100.0
+            }
+            _ => 0.0,
+        };
         let mut samples = fleet.connect_latency.take();
         StormReport {
             agents,
@@ -699,6 +710,7 @@ impl Run {
             connect_attempts_failed: fleet.connect_failures.get() - base_failed,
             peak_cpu_percent: peak_cpu,
             peak_rss_bytes: self.panel.as_ref().map_or(0, |p| p.peak_rss),
+            loadtest_cpu_percent,
         }
     }
 }

@@ -60,6 +60,15 @@ impl Drop for Panel {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            // The panel's log explains a failed run; it is quiet otherwise.
+            let log = std::fs::read_to_string(self.dir.join("panel.stderr")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("--- panel stderr (last 60 lines) ---");
+            for line in &lines[lines.len().saturating_sub(60)..] {
+                eprintln!("{line}");
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -84,7 +93,7 @@ fn start_panel() -> Panel {
         .env("PANEL_ADMIN_TOKEN", ADMIN_TOKEN)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(std::fs::File::create(dir.join("panel.stderr")).unwrap())
         .spawn()
         .expect("starting the panel");
     let stdout = child.stdout.take().unwrap();

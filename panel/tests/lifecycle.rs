@@ -188,6 +188,16 @@ fn generated_admin_token_is_printed_once_and_kept() {
             entry.display()
         );
     }
+    // The JWT signing key is never printed (hex or base64 of it).
+    let key = std::fs::read(h.panel.data_dir.join("jwt.key")).expect("jwt.key");
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let out = h.panel.log.lock().join("\n");
+    for spelling in [hex.clone(), hex.to_uppercase(), common::b64(&key), {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(&key)
+    }] {
+        assert!(!out.contains(&spelling[..16]), "signing key printed");
+    }
     // The signing key and TLS key are private.
     use std::os::unix::fs::PermissionsExt;
     for f in ["jwt.key", "tls/panel.key"] {
@@ -416,4 +426,14 @@ fn sigterm_with_a_command_in_flight_still_exits_0() {
         Ok((st, v)) => assert!(st == 503 || st == 504, "{st} {v}"),
         Err(e) => eprintln!("operator connection closed by shutdown: {e}"),
     }
+}
+
+#[test]
+fn sigint_is_a_graceful_shutdown_too() {
+    let mut h = Harness::start("sigint");
+    let conn = run(async { online_agent(&h.panel, "node-a").await.1 });
+    let status = h.panel.signal_and_wait(nix::sys::signal::Signal::SIGINT);
+    assert!(status.success(), "{status:?}");
+    let closed = run(conn.wait_closed());
+    assert_eq!(closed.code, Some(1001), "{closed:?}");
 }

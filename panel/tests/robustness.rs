@@ -87,11 +87,18 @@ fn garbage_frames_do_not_hurt_the_panel_or_other_agents() {
         assert_eq!(e["status"], "online", "{e}");
         assert!(good.closed.is_empty(), "good agent was disconnected");
 
-        // The misbehaving agent can still connect and work afterwards.
+        // Garbage is answered, not punished: the same connection still works…
+        assert!(
+            bad.closed.is_empty(),
+            "garbage closed the agent's socket: {outcome}"
+        );
+        let (st, v) = create_server_answered(p, &bad, &a.id, "srv-bad").await;
+        assert_eq!(st, 200, "{v}");
+        // …and the agent can also reconnect.
         drop(bad);
         let again = Conn::connect(p, &a).await;
         p.wait_agent_status(&a.id, "online").await;
-        let (st, v) = create_server_answered(p, &again, &a.id, "srv-bad").await;
+        let (st, v) = create_server_answered(p, &again, &a.id, "srv-bad-2").await;
         assert_eq!(st, 200, "{v}");
     });
 }

@@ -40,8 +40,10 @@ pub const LEEWAY_SECS: u64 = 30;
 /// The longest token accepted, in bytes. Checked before anything is decoded.
 pub const MAX_TOKEN_LEN: usize = 4096;
 
-/// The longest decoded header or claims segment (a segment of a maximal token).
-const MAX_SEGMENT_BYTES: usize = MAX_TOKEN_LEN / 4 * 3;
+/// Segments that decode to at most this many bytes (every real token's) are decoded into a
+/// stack buffer; longer ones (up to [`MAX_TOKEN_LEN`]) into a `Vec`. Keeping the buffer
+/// small matters: zeroing a buffer for a maximal segment cost more than the whole parse.
+const STACK_SEGMENT_BYTES: usize = 384;
 
 /// Length of an HMAC-SHA256 tag.
 const TAG_LEN: usize = 32;
@@ -323,9 +325,10 @@ impl Keyring {
     /// scope. Checks, in order: length, shape, header, key, signature, claims, scope, time.
     pub fn verify(&self, token: &str, expected: Scope, now: u64) -> Result<Claims, JwtError> {
         let parts = split(token)?;
-        let mut buf = [0u8; MAX_SEGMENT_BYTES];
-        let kid = parse_header(decode_segment(parts.header, &mut buf)?)?;
-        let key = self.find(&kid).ok_or(JwtError::UnknownKey)?;
+        let key = with_decoded(parts.header, |header| {
+            let kid = parse_header(header)?;
+            self.find(&kid).ok_or(JwtError::UnknownKey)
+        })?;
 
         let mut tag = [0u8; TAG_LEN];
         if parts.signature.len() != TAG_B64_LEN {
@@ -338,7 +341,7 @@ impl Keyring {
         hmac::verify(&key.key, parts.signed.as_bytes(), &tag)
             .map_err(|_| JwtError::BadSignature)?;
 
-        let claims = parse_claims(decode_segment(parts.payload, &mut buf)?)?;
+        let claims = with_decoded(parts.payload, parse_claims)?;
         if claims.scope != expected {
             return Err(JwtError::WrongScope);
         }
@@ -356,9 +359,8 @@ impl Keyring {
 /// For the agent, to learn when its own token expires; never use it to authorise anything.
 pub fn peek_unverified(token: &str) -> Result<Claims, JwtError> {
     let parts = split(token)?;
-    let mut buf = [0u8; MAX_SEGMENT_BYTES];
-    parse_header(decode_segment(parts.header, &mut buf)?)?;
-    parse_claims(decode_segment(parts.payload, &mut buf)?)
+    with_decoded(parts.header, |header| parse_header(header).map(drop))?;
+    with_decoded(parts.payload, parse_claims)
 }
 
 /// A random 128-bit id in unpadded base64url (22 characters), for `jti`, `fam` and other ids.
@@ -394,10 +396,10 @@ fn split(token: &str) -> Result<Parts<'_>, JwtError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(JwtError::TooLong);
     }
-    let bytes = token.as_bytes();
-    let first = memchr_dot(bytes, 0).ok_or(JwtError::Malformed)?;
-    let second = memchr_dot(bytes, first + 1).ok_or(JwtError::Malformed)?;
-    if memchr_dot(bytes, second + 1).is_some() {
+    // `str::find` with a char uses a word-at-a-time memchr.
+    let first = token.find('.').ok_or(JwtError::Malformed)?;
+    let second = first + 1 + token[first + 1..].find('.').ok_or(JwtError::Malformed)?;
+    if token[second + 1..].contains('.') {
         return Err(JwtError::Malformed);
     }
     let parts = Parts {
@@ -412,23 +414,27 @@ fn split(token: &str) -> Result<Parts<'_>, JwtError> {
     Ok(parts)
 }
 
-fn memchr_dot(bytes: &[u8], from: usize) -> Option<usize> {
-    bytes[from..]
-        .iter()
-        .position(|&b| b == b'.')
-        .map(|i| i + from)
-}
-
-/// Decodes one unpadded, canonical base64url segment into `buf`.
-fn decode_segment<'b>(segment: &str, buf: &'b mut [u8]) -> Result<&'b [u8], JwtError> {
-    match URL_SAFE_NO_PAD.decode_slice(segment.as_bytes(), buf) {
-        Ok(n) => Ok(&buf[..n]),
-        Err(_) => Err(JwtError::Malformed),
+/// Decodes one unpadded, canonical base64url segment and hands the bytes to `f`.
+fn with_decoded<R>(
+    segment: &str,
+    f: impl FnOnce(&[u8]) -> Result<R, JwtError>,
+) -> Result<R, JwtError> {
+    if segment.len() <= STACK_SEGMENT_BYTES / 3 * 4 {
+        let mut buf = [0u8; STACK_SEGMENT_BYTES];
+        match URL_SAFE_NO_PAD.decode_slice(segment.as_bytes(), &mut buf) {
+            Ok(n) => f(&buf[..n]),
+            Err(_) => Err(JwtError::Malformed),
+        }
+    } else {
+        match URL_SAFE_NO_PAD.decode(segment.as_bytes()) {
+            Ok(bytes) => f(&bytes),
+            Err(_) => Err(JwtError::Malformed),
+        }
     }
 }
 
 /// Parses the header; returns the `kid`.
-fn parse_header(bytes: &[u8]) -> Result<String, JwtError> {
+fn parse_header(bytes: &[u8]) -> Result<Cow<'_, str>, JwtError> {
     let text = std::str::from_utf8(bytes).map_err(|_| JwtError::BadHeader)?;
     let mut p = Json::new(text);
     let mut alg: Option<Cow<'_, str>> = None;
@@ -456,7 +462,7 @@ fn parse_header(bytes: &[u8]) -> Result<String, JwtError> {
     if typ.as_deref() != Some("JWT") {
         return Err(JwtError::BadHeader);
     }
-    kid.map(Cow::into_owned).ok_or(JwtError::BadHeader)
+    kid.ok_or(JwtError::BadHeader)
 }
 
 /// Parses and checks the claim set.
@@ -598,6 +604,7 @@ impl<'a> Json<'a> {
         }
         self.pos += 1;
         let start = self.pos;
+        self.skip_plain();
         loop {
             match *bytes.get(self.pos)? {
                 b'"' => {
@@ -660,6 +667,29 @@ impl<'a> Json<'a> {
                 }
                 _ => return None,
             }
+        }
+    }
+
+    /// Skips bytes that are not `"`, `\\` or control characters, eight at a time.
+    fn skip_plain(&mut self) {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        let bytes = self.text.as_bytes();
+        while let Some(chunk) = bytes.get(self.pos..self.pos + 8) {
+            let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+            let quote = w ^ (ONES * u64::from(b'"'));
+            let slash = w ^ (ONES * u64::from(b'\\'));
+            // "Has a zero byte" / "has a byte below 0x20": the lowest flagged byte is exact
+            // (later ones may be false positives, and are not used).
+            let special = ((quote.wrapping_sub(ONES) & !quote)
+                | (slash.wrapping_sub(ONES) & !slash)
+                | (w.wrapping_sub(ONES * 0x20) & !w))
+                & HIGH;
+            if special != 0 {
+                self.pos += (special.trailing_zeros() / 8) as usize;
+                return;
+            }
+            self.pos += 8;
         }
     }
 

@@ -293,7 +293,9 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// Validates and skips any JSON value.
+    /// Validates and skips any JSON value. Inlined, so that scalars (most values) cost no
+    /// call; containers recurse through the out-of-line `object` and `array`.
+    #[inline(always)]
     fn value(&mut self, depth: u32) -> Result<(), Fail> {
         match self.peek() {
             Some(b'"') => {
@@ -311,6 +313,7 @@ impl<'a> Parser<'a> {
         }
     }
 
+    #[inline(never)]
     fn object(&mut self, depth: u32) -> Result<(), Fail> {
         if depth > MAX_DEPTH {
             return Err(invalid("nesting too deep"));
@@ -337,6 +340,7 @@ impl<'a> Parser<'a> {
         }
     }
 
+    #[inline(never)]
     fn array(&mut self, depth: u32) -> Result<(), Fail> {
         if depth > MAX_DEPTH {
             return Err(invalid("nesting too deep"));
@@ -410,27 +414,45 @@ impl<'a> Parser<'a> {
     /// quote. Escapes are validated (including surrogate pairs) but not decoded; non-ASCII
     /// content is checked to be UTF-8.
     ///
-    /// The common case — a plain ASCII string that ends within 16 bytes, which is nearly
-    /// every key and id — is one SSE2 block, inlined at each call site.
+    /// The common case — a plain ASCII string shorter than 64 bytes, which is nearly every
+    /// key, id, name and timestamp — is a few SSE2 blocks, inlined at each call site.
     #[inline(always)]
     fn string(&mut self) -> Result<RawStr<'a>, Fail> {
         #[cfg(target_arch = "x86_64")]
         {
             let start = self.i;
-            if start + 16 <= self.b.len() {
-                // SAFETY: as in `skip_plain_sse2`: 16 in-bounds bytes, SSE2 baseline.
-                let (quote, special, high) = unsafe { Self::classify16(self.b, start) };
+            let mut at = start;
+            // Up to four blocks: ids, names and timestamps are all shorter than 64 bytes.
+            let len = self.b.len();
+            while at < start + 64 && at < len && len >= 16 {
+                // SAFETY: as in `skip_plain_sse2`: 16 in-bounds bytes, SSE2 baseline. Near the
+                // end of the frame the last 16 bytes are loaded instead and the bytes before
+                // `at` shifted out (their bits would otherwise be mistaken for ours).
+                let (quote, special, high) = unsafe {
+                    if at + 16 <= len {
+                        Self::classify16(self.b, at)
+                    } else {
+                        let shift = at - (len - 16);
+                        let (q, s, h) = Self::classify16(self.b, len - 16);
+                        (q >> shift, s >> shift, h >> shift)
+                    }
+                };
+                if special == 0 && high == 0 {
+                    at += 16;
+                    continue;
+                }
                 // The first byte needing attention is the closing quote, and nothing before
                 // it is non-ASCII.
                 let first = special & special.wrapping_neg();
                 if first & quote != 0 && high & (first - 1) == 0 {
-                    let n = first.trailing_zeros() as usize;
-                    self.i = start + n + 1;
+                    let end = at + first.trailing_zeros() as usize;
+                    self.i = end + 1;
                     return Ok(RawStr {
-                        raw: &self.b[start..start + n],
+                        raw: &self.b[start..end],
                         escaped: false,
                     });
                 }
+                break;
             }
         }
         self.string_slow()

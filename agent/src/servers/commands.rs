@@ -17,6 +17,7 @@ use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Poll interval while waiting for a container to exit.
@@ -67,12 +68,21 @@ impl Inner {
                     e,
                     e.code()
                 );
-                Response::err(id, now, e.code(), e.to_string())
+                Response::err(id, now, e.code(), self.scrub(&e.to_string()))
             }
         };
         resp.agent_id = Some(Cow::Owned(self.agent_id.to_string()));
         resp.server_id = target.map(Cow::Owned);
         resp
+    }
+
+    /// Docker's messages can quote the host path of a volume (a bind-mount error): the
+    /// wire gets `DATA/volumes/...` instead.
+    fn scrub(&self, message: &str) -> String {
+        match self.volumes_dir().to_str() {
+            Some(dir) if !dir.is_empty() => message.replace(dir, "DATA/volumes"),
+            _ => message.to_owned(),
+        }
     }
 
     async fn run(&self, cmd: Command<'static>) -> Outcome {
@@ -550,13 +560,17 @@ impl Inner {
             Err(e) if e.is_container_not_found() => {}
             Err(e) => return Err(e.into()),
         }
+        server.deleting.store(true, Ordering::Release);
         match docker
             .container_remove(&server.container_id, true, true)
             .await
         {
             Ok(()) => {}
             Err(e) if e.is_container_not_found() => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                server.deleting.store(false, Ordering::Release);
+                return Err(e.into());
+            }
         }
         self.servers.lock().remove(sid);
         server.cancel_tasks();
@@ -701,6 +715,8 @@ fn reconcile(
 ) -> ServerState {
     match (ours, running) {
         (ServerState::Running | ServerState::Starting, false) => exited_state(docker),
+        // The exit of a stop is not yet settled by its event: it is a stop all the same.
+        (ServerState::Stopping, false) => ServerState::Stopped,
         (ServerState::Stopped | ServerState::Crashed | ServerState::Created, true) => {
             ServerState::Running
         }
@@ -847,4 +863,69 @@ fn prepare_volume_dir(sid: &str, path: &std::path::Path, meta: &Meta) -> Result<
         )));
     }
     Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::ContainerState;
+
+    fn exited(code: i64, oom: bool) -> ContainerState {
+        ContainerState {
+            status: "exited".into(),
+            exit_code: code,
+            oom_killed: oom,
+            ..ContainerState::default()
+        }
+    }
+
+    #[test]
+    fn docker_states_map_to_server_states() {
+        assert_eq!(exited_state(&exited(0, false)), ServerState::Stopped);
+        assert_eq!(exited_state(&exited(3, false)), ServerState::Crashed);
+        assert_eq!(exited_state(&exited(0, true)), ServerState::Crashed);
+        let created = ContainerState {
+            status: "created".into(),
+            ..ContainerState::default()
+        };
+        assert_eq!(exited_state(&created), ServerState::Created);
+    }
+
+    #[test]
+    fn reconcile_trusts_docker_about_runs_that_ended_or_began() {
+        let gone = exited(3, false);
+        assert_eq!(
+            reconcile(ServerState::Running, false, &gone),
+            ServerState::Crashed
+        );
+        assert_eq!(
+            reconcile(ServerState::Stopping, false, &gone),
+            ServerState::Stopped
+        );
+        assert_eq!(
+            reconcile(ServerState::Stopped, true, &gone),
+            ServerState::Running
+        );
+        assert_eq!(
+            reconcile(ServerState::Restarting, false, &gone),
+            ServerState::Restarting
+        );
+        assert_eq!(
+            reconcile(ServerState::Stopping, true, &gone),
+            ServerState::Stopping
+        );
+    }
+
+    #[test]
+    fn a_held_port_is_a_port_conflict() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let e = check_port_free(IpAddr::from([127, 0, 0, 1]), port, false).unwrap_err();
+        assert_eq!(e.code(), proto::ErrorCode::PortConflict);
+        drop(l);
+        check_port_free(IpAddr::from([127, 0, 0, 1]), port, false).unwrap();
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        assert!(check_port_free(IpAddr::from([127, 0, 0, 1]), port, true).is_err());
+    }
 }

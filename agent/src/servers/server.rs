@@ -55,6 +55,8 @@ pub struct Server {
     outbox: Arc<Outbox>,
     state: Mutex<ServerState>,
     busy: AtomicBool,
+    /// A delete command is removing the container: its `destroy` event is expected.
+    pub deleting: AtomicBool,
     expected: Mutex<Option<Expected>>,
     /// The console of the current run (stdin writer + liveness), replaced on each start.
     pub console: Arc<ConsoleSlot>,
@@ -103,6 +105,7 @@ impl Server {
             outbox,
             state: Mutex::new(state),
             busy: AtomicBool::new(false),
+            deleting: AtomicBool::new(false),
             expected: Mutex::new(None),
             console: Arc::new(ConsoleSlot::default()),
             stats: Arc::new(StatsSlot::default()),

@@ -212,6 +212,9 @@ impl Inner {
     /// The container was removed behind the agent's back (a delete command unlists the
     /// server before removing it, so this finds nothing then).
     fn on_destroy(&self, sid: &str, server: &Server) {
+        if server.deleting.load(Ordering::Acquire) {
+            return;
+        }
         if self.servers.lock().remove(sid).is_some() {
             server.cancel_tasks();
             server.set_state(

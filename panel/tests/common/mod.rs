@@ -100,6 +100,8 @@ pub struct PanelOpts {
     pub args: Vec<String>,
     /// `Some(t)` → `PANEL_ADMIN_TOKEN=t`; `None` → let the panel generate (and print) one.
     pub admin_token: Option<String>,
+    /// CA the clients trust; default: the generated `DATA/tls/panel.crt`.
+    pub ca_pem: Option<PathBuf>,
 }
 
 impl Default for PanelOpts {
@@ -107,6 +109,7 @@ impl Default for PanelOpts {
         PanelOpts {
             args: Vec::new(),
             admin_token: Some(random_token()),
+            ca_pem: None,
         }
     }
 }
@@ -207,7 +210,10 @@ impl Panel {
             (None, Some(t)) => t,
             (None, None) => String::new(), // a restart: the token was printed the first time only
         };
-        let cert = data_dir.join("tls").join("panel.crt");
+        let cert = opts
+            .ca_pem
+            .clone()
+            .unwrap_or_else(|| data_dir.join("tls").join("panel.crt"));
         let tls = net::tls_config(Some(&cert)).expect("panel certificate readable");
         let rest = Rest::new(&format!("https://{addr}"), tls.clone()).expect("rest client");
         Panel {
@@ -252,7 +258,12 @@ impl Panel {
 
     /// Sends SIGTERM and waits (up to `DEADLINE`) for the exit status.
     pub fn sigterm_and_wait(&mut self) -> ExitStatus {
-        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        self.signal_and_wait(nix::sys::signal::Signal::SIGTERM)
+    }
+
+    /// Sends `sig` and waits (up to `DEADLINE`) for the exit status.
+    pub fn signal_and_wait(&mut self, sig: nix::sys::signal::Signal) -> ExitStatus {
+        nix::sys::signal::kill(self.pid(), sig).expect("send signal");
         let mut c = self.child.take().expect("running");
         let start = Instant::now();
         loop {
@@ -263,7 +274,7 @@ impl Panel {
                 let _ = c.kill();
                 let _ = c.wait();
                 panic!(
-                    "panel did not exit within {DEADLINE:?} of SIGTERM; output:\n{}",
+                    "panel did not exit within {DEADLINE:?} of {sig}; output:\n{}",
                     self.log.lock().join("\n")
                 );
             }
