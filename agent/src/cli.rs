@@ -10,6 +10,7 @@
 
 use crate::config::RunOptions;
 use crate::register::{DEFAULT_REPORTED_PORT, RegisterArgs};
+use std::io::Write;
 use std::path::PathBuf;
 
 pub const USAGE: &str = "\
@@ -146,12 +147,14 @@ pub fn main(args: Vec<String>) -> i32 {
     };
     match cli {
         Cli::Help => {
-            println!("{USAGE}");
+            // A closed stdout (`agent --help | head`) is not worth a panic.
+            let _ = writeln!(std::io::stdout(), "{USAGE}");
             0
         }
         Cli::Register(args) => match smol::block_on(crate::register::register(&args)) {
             Ok(cfg) => {
-                println!(
+                let _ = writeln!(
+                    std::io::stdout(),
                     "registered as agent {} ({}); identity written to {}",
                     cfg.id,
                     cfg.name,

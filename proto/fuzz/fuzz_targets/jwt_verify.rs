@@ -21,7 +21,10 @@ fuzz_target!(|data: &[u8]| {
     let scope = Scope::ALL[usize::from(data.first().copied().unwrap_or(0)) % Scope::ALL.len()];
 
     let raw = String::from_utf8_lossy(data);
-    assert!(ring.verify(&raw, scope, NOW).is_err(), "an unsigned token verified");
+    assert!(
+        ring.verify(&raw, scope, NOW).is_err(),
+        "an unsigned token verified"
+    );
     let _ = peek_unverified(&raw);
 
     // `header \xff payload`, correctly signed.
