@@ -522,10 +522,10 @@ fn domain(d: &str) -> Result<(), String> {
         Some((h, p)) => (h, Some(p)),
         None => (d, None),
     };
-    if let Some(p) = port {
-        if port_number(p).is_none() {
-            return Err(format!("registry port in `{d}` is invalid"));
-        }
+    if let Some(p) = port
+        && port_number(p).is_none()
+    {
+        return Err(format!("registry port in `{d}` is invalid"));
     }
     let ok = !host.is_empty()
         && host.split('.').all(|label| {
