@@ -90,6 +90,9 @@ fn start_panel() -> Panel {
             "--admin-burst",
             "100000",
         ])
+        // Heartbeats every second: the run sees pings, and a wrong pong would get agents
+        // dropped after three of them.
+        .args(["--heartbeat-secs", "1"])
         .env("PANEL_ADMIN_TOKEN", ADMIN_TOKEN)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -140,6 +143,9 @@ fn two_hundred_agents_events_commands_and_a_storm() {
     let a = &report.agents;
     assert_eq!((a.connected, a.failed), (200, 0), "{summary}");
     assert_eq!(a.with_server, 200, "{summary}");
+    assert!(a.pings_answered >= 200, "{summary}");
+    assert_eq!(a.disconnects, 0, "{summary}");
+    assert!(a.panel_errors.is_empty(), "{summary}");
 
     let e = &report.events;
     assert!(e.sent > 0, "{summary}");
