@@ -425,3 +425,57 @@ async fn session(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storm_wakes_current_receivers_only() {
+        let control = Control::default();
+        let before = control.receiver();
+        assert!(before.try_recv().is_err() && !before.is_closed());
+        control.storm();
+        assert!(
+            before.is_closed(),
+            "a storm wakes every agent of the previous generation"
+        );
+        let after = control.receiver();
+        assert!(
+            !after.is_closed(),
+            "agents that reconnect get a fresh generation"
+        );
+        assert!(!control.stopping());
+        control.stop();
+        assert!(after.is_closed() && control.stopping());
+    }
+
+    #[test]
+    fn pacer_spaces_connects() {
+        smol::block_on(async {
+            let unpaced = Pacer::new(0.0);
+            let start = Instant::now();
+            for _ in 0..1000 {
+                unpaced.wait().await;
+            }
+            let paced = Pacer::new(100.0);
+            for _ in 0..3 {
+                paced.wait().await;
+            }
+            // Three slots at 100/s: the third starts 20 ms after the first (a lower bound,
+            // not a timing assertion on the host's speed).
+            assert!(start.elapsed() >= Duration::from_millis(20));
+        });
+    }
+
+    #[test]
+    fn connect_error_kinds() {
+        let e = client::ClientError::Rejected {
+            status: 401,
+            body: String::new(),
+        };
+        assert_eq!(connect_error_kind(&e), "connect.rejected_401");
+        let e = client::ClientError::Timeout(Duration::from_secs(1));
+        assert_eq!(connect_error_kind(&e), "connect.timeout");
+    }
+}

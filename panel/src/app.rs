@@ -146,11 +146,10 @@ impl Panel {
             })
             .await?
         };
-        let listener =
-            crate::http::bind(config.listen).map_err(|source| AppError::Listen {
-                addr: config.listen,
-                source,
-            })?;
+        let listener = crate::http::bind(config.listen).map_err(|source| AppError::Listen {
+            addr: config.listen,
+            source,
+        })?;
         let addr = listener
             .get_ref()
             .local_addr()

@@ -3,9 +3,11 @@
 //! The hub routes an event with an envelope-only decode and hands over the frame exactly as
 //! received (a tungstenite message whose payload is reference-counted `Bytes`), so forwarding
 //! is a clone of a pointer per subscriber — never a re-serialisation. Each subscriber has a
-//! bounded queue; when it is full the oldest frame is dropped and counted
-//! (`async_channel::Sender::force_send`), so a slow subscriber loses history instead of
-//! slowing an agent down. An optional `?serverId=` (and `?agentId=`) filter applies.
+//! bounded [`Outbox`] (allocated only as frames queue up); when it is full the oldest frame is
+//! dropped and counted, so a slow subscriber loses history instead of slowing an agent down.
+//! The subscriber's writer sends whatever is queued with one flush per batch
+//! ([`outbox::write_batch`]), not one TLS record and syscall per event. An optional
+//! `?serverId=` (and `?agentId=`) filter applies.
 
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::Message as WsMessage;
@@ -18,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::outbox::{self, Outbox};
 use crate::panel_metrics::PanelMetrics;
 use crate::shutdown::Shutdown;
 use crate::tracker::Tracker;
@@ -41,7 +44,7 @@ impl Filter {
 
 struct Sub {
     filter: Filter,
-    tx: async_channel::Sender<WsMessage>,
+    queue: Arc<Outbox<WsMessage>>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -58,7 +61,7 @@ pub struct Events {
 pub struct Subscription {
     id: u64,
     events: Arc<Events>,
-    pub rx: async_channel::Receiver<WsMessage>,
+    pub queue: Arc<Outbox<WsMessage>>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -71,6 +74,7 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        self.queue.close();
         if self.events.subs.write().remove(&self.id).is_some() {
             self.events.metrics.event_subscribers.dec();
         }
@@ -89,14 +93,14 @@ impl Events {
     }
 
     pub fn subscribe(self: &Arc<Self>, filter: Filter) -> Subscription {
-        let (tx, rx) = async_channel::bounded(self.queue);
+        let queue = Arc::new(Outbox::new(self.queue));
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let dropped = Arc::new(AtomicU64::new(0));
         self.subs.write().insert(
             id,
             Sub {
                 filter,
-                tx,
+                queue: queue.clone(),
                 dropped: dropped.clone(),
             },
         );
@@ -104,7 +108,7 @@ impl Events {
         Subscription {
             id,
             events: self.clone(),
-            rx,
+            queue,
             dropped,
         }
     }
@@ -128,7 +132,7 @@ impl Events {
             if !sub.filter.matches(agent_id, server_id) {
                 continue;
             }
-            match sub.tx.force_send(frame.clone()) {
+            match sub.queue.force_push(frame.clone()) {
                 Ok(None) => self.metrics.events_forwarded.inc(),
                 Ok(Some(_oldest)) => {
                     self.metrics.events_forwarded.inc();
@@ -171,24 +175,26 @@ impl Events {
         };
         let writer = async {
             loop {
-                let next = future::or(async { Some(sub.rx.recv().await) }, async {
+                let next = future::or(async { Some(sub.queue.pop().await) }, async {
                     shutdown.wait().await;
                     None
                 })
                 .await;
-                match next {
-                    Some(Ok(frame)) => {
-                        let sent = future::or(async { Some(tx.send(frame).await) }, async {
-                            shutdown.wait().await;
-                            None
-                        })
-                        .await;
-                        match sent {
-                            Some(Ok(())) => {}
-                            Some(Err(_)) => return End::Peer,
-                            None => return End::Shutdown,
-                        }
-                    }
+                let frame = match next {
+                    Some(Some(frame)) => frame,
+                    Some(None) => return End::Peer,
+                    None => return End::Shutdown,
+                };
+                let sent = future::or(
+                    async { Some(outbox::write_batch(&mut tx, &sub.queue, frame).await) },
+                    async {
+                        shutdown.wait().await;
+                        None
+                    },
+                )
+                .await;
+                match sent {
+                    Some(Ok(_)) => {}
                     Some(Err(_)) => return End::Peer,
                     None => return End::Shutdown,
                 }
@@ -227,9 +233,9 @@ mod tests {
         }
         assert_eq!(sub.dropped(), 3);
         assert_eq!(metrics.events_dropped.get(), 3);
-        assert_eq!(sub.rx.try_recv().unwrap(), frame("3"));
-        assert_eq!(sub.rx.try_recv().unwrap(), frame("4"));
-        assert!(sub.rx.try_recv().is_err());
+        assert_eq!(sub.queue.try_pop().unwrap(), frame("3"));
+        assert_eq!(sub.queue.try_pop().unwrap(), frame("4"));
+        assert!(sub.queue.try_pop().is_none());
     }
 
     #[test]
@@ -248,10 +254,10 @@ mod tests {
         ev.publish("a1", Some("s1"), &frame("x"));
         ev.publish("a1", Some("s2"), &frame("y"));
         ev.publish("a2", None, &frame("z"));
-        assert_eq!(all.rx.len(), 3);
-        assert_eq!(s1.rx.len(), 1);
-        assert_eq!(s1.rx.try_recv().unwrap(), frame("x"));
-        assert_eq!(a2.rx.len(), 1);
+        assert_eq!(all.queue.len(), 3);
+        assert_eq!(s1.queue.len(), 1);
+        assert_eq!(s1.queue.try_pop().unwrap(), frame("x"));
+        assert_eq!(a2.queue.len(), 1);
         assert_eq!(metrics.event_subscribers.get(), 3);
         drop(all);
         assert_eq!(ev.subscribers(), 2);
@@ -265,7 +271,8 @@ mod tests {
         let sub = ev.subscribe(Filter::default());
         let original = frame(r#"{"type":"event","event":"server_log"}"#);
         ev.publish("a1", None, &original);
-        let (WsMessage::Text(got), WsMessage::Text(orig)) = (sub.rx.try_recv().unwrap(), original)
+        let (WsMessage::Text(got), WsMessage::Text(orig)) =
+            (sub.queue.try_pop().unwrap(), original)
         else {
             panic!("text frames expected");
         };

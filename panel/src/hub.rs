@@ -1,8 +1,11 @@
 //! Connected agents and command routing.
 //!
 //! One live WebSocket per agent (a new connection replaces the old one). Each connection has
-//! a reader (the task that called [`Hub::serve_agent`]), a writer fed by a bounded queue, and
-//! a heartbeat. Commands get a fresh id and a one-shot waiter keyed by that id; the reader
+//! a reader (the task that called [`Hub::serve_agent`]), a writer fed by a bounded
+//! [`Outbox`] (empty, hence nearly free, while the agent is idle; the writer sends what is
+//! queued with one flush per batch), and a heartbeat. Commands wait for room in a full queue
+//! (bounded by the command timeout); pings and error replies are dropped when it is full (a
+//! lost ping counts as missed). Commands get a fresh id and a one-shot waiter keyed by that id; the reader
 //! finds the waiter when the response arrives. A waiter ends in exactly one way: the response,
 //! the command timeout (`TIMEOUT`), or the connection going away (`AGENT_OFFLINE`, at once).
 //!
@@ -36,6 +39,7 @@ use proto::{Decoder, ErrorCode, Message};
 
 use crate::auth::Auth;
 use crate::events::Events;
+use crate::outbox::{self, Outbox};
 use crate::panel_metrics::{Outcome, PanelMetrics};
 use crate::ratelimit::TokenBucket;
 use crate::shutdown::Shutdown;
@@ -115,7 +119,7 @@ struct Conn {
     id: u64,
     agent_id: String,
     family: String,
-    tx: async_channel::Sender<WsMessage>,
+    queue: Outbox<WsMessage>,
     kill: Shutdown,
     close_frame: Mutex<Option<CloseFrame>>,
     missed: AtomicU32,
@@ -146,7 +150,7 @@ impl Conn {
     /// Queues a frame if there is room; used for frames that may be lost (error replies,
     /// pings — a ping lost to a full queue simply counts as missed).
     fn try_queue(&self, frame: WsMessage) {
-        let _ = self.tx.try_send(frame);
+        let _ = self.queue.try_push(frame);
     }
 }
 
@@ -195,14 +199,6 @@ fn text(frame: Vec<u8>) -> WsMessage {
             .expect("encoded JSON is UTF-8")
             .into(),
     )
-}
-
-fn payload_len(m: &WsMessage) -> usize {
-    match m {
-        WsMessage::Text(t) => t.len(),
-        WsMessage::Binary(b) => b.len(),
-        _ => 0,
-    }
 }
 
 impl Hub {
@@ -348,7 +344,7 @@ impl Hub {
             return Err(HubError::Offline(agent_id.to_owned()));
         }
         let exchange = async {
-            if conn.tx.send(frame).await.is_err() {
+            if conn.queue.push(frame).await.is_err() {
                 return Err(HubError::Offline(agent_id.to_owned()));
             }
             drop(conn);
@@ -384,13 +380,12 @@ impl Hub {
         let Some(_token) = self.tracker.token() else {
             return; // shutting down
         };
-        let (tx, rx) = async_channel::bounded(self.settings.queue.max(1));
         let now = unix_now();
         let conn = Arc::new(Conn {
             id: self.next_conn.fetch_add(1, Ordering::Relaxed),
             agent_id: agent_id.clone(),
             family,
-            tx,
+            queue: Outbox::new(self.settings.queue),
             kill: Shutdown::new(),
             close_frame: Mutex::new(None),
             missed: AtomicU32::new(0),
@@ -422,7 +417,7 @@ impl Hub {
             self.detach(&conn);
             conn.kill.trigger();
         };
-        future::zip(work, self.write_loop(&conn, sink, rx)).await;
+        future::zip(work, self.write_loop(&conn, sink)).await;
         log::info!("agent {agent_id} disconnected");
     }
 
@@ -437,7 +432,7 @@ impl Hub {
         self.update_online();
         // Closing the queue first makes any command still trying to enqueue fail at once;
         // a waiter inserted after the sweep below therefore can only fail its send.
-        conn.tx.close();
+        conn.queue.close();
         self.seen.lock().insert(
             conn.agent_id.clone(),
             conn.last_seen.load(Ordering::Relaxed),
@@ -446,31 +441,29 @@ impl Hub {
         self.waiters.lock().retain(|_, w| w.conn_id != conn.id);
     }
 
-    async fn write_loop<S>(
-        &self,
-        conn: &Conn,
-        mut sink: async_tungstenite::WebSocketSender<S>,
-        rx: async_channel::Receiver<WsMessage>,
-    ) where
+    async fn write_loop<S>(&self, conn: &Conn, mut sink: async_tungstenite::WebSocketSender<S>)
+    where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         loop {
-            let next = future::or(async { Some(rx.recv().await) }, async {
+            let next = future::or(conn.queue.pop(), async {
                 conn.kill.wait().await;
                 None
             })
             .await;
-            let Some(Ok(frame)) = next else { break };
-            let len = payload_len(&frame) as u64;
-            let sent = future::or(async { Some(sink.send(frame).await) }, async {
-                conn.kill.wait().await;
-                None
-            })
+            let Some(frame) = next else { break };
+            let sent = future::or(
+                async { Some(outbox::write_batch(&mut sink, &conn.queue, frame).await) },
+                async {
+                    conn.kill.wait().await;
+                    None
+                },
+            )
             .await;
             match sent {
-                Some(Ok(())) => {
-                    self.metrics.frames_out.inc();
-                    self.metrics.bytes_out.add(len);
+                Some(Ok(batch)) => {
+                    self.metrics.frames_out.add(batch.frames);
+                    self.metrics.bytes_out.add(batch.bytes);
                 }
                 Some(Err(_)) => {
                     conn.kill.trigger();
@@ -957,11 +950,11 @@ mod tests {
             let own = r#"{"type":"event","timestamp":"2025-01-23T10:05:00Z","event":"server_log","data":{"serverId":"s1","logLevel":"INFO","message":"y"}}"#;
             a1.send(WsMessage::Text(foreign.into())).await.unwrap();
             a1.send(WsMessage::Text(own.into())).await.unwrap();
-            let got = sub.rx.recv().await.unwrap();
+            let got = sub.queue.pop().await.unwrap();
             // The one forwarded frame is the agent's own event, byte for byte.
             assert_eq!(got, WsMessage::Text(own.into()));
             assert!(f.metrics.frames_foreign.get() >= 2);
-            assert!(sub.rx.is_empty());
+            assert!(sub.queue.is_empty());
         });
     }
 
@@ -1022,7 +1015,7 @@ mod tests {
             assert_eq!(reply["error"]["code"], "RATE_LIMITED", "{reply}");
             assert_eq!(f.metrics.rate_limited_agent.get(), 1);
             // The first two went through, the third did not.
-            assert_eq!(sub.rx.len(), 2);
+            assert_eq!(sub.queue.len(), 2);
         });
     }
 

@@ -10,6 +10,7 @@ pub mod http;
 pub mod hub;
 pub mod logger;
 pub mod metrics;
+pub mod outbox;
 pub mod panel_metrics;
 pub mod ratelimit;
 pub mod shutdown;

@@ -137,9 +137,10 @@ fn sigterm_closes_agents_cleanly_exits_0_and_keeps_data() {
         "agent got no close frame: {closed:?}"
     );
     assert_eq!(closed.code, Some(1001), "going away: {closed:?}");
-    assert!(
-        sub_closed.code.is_some(),
-        "events subscriber got no close frame: {sub_closed:?}"
+    assert_eq!(
+        sub_closed.code,
+        Some(1001),
+        "events subscriber close frame: {sub_closed:?}"
     );
     h.restart();
     run(async {

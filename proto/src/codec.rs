@@ -86,6 +86,7 @@ impl Decoder {
                 max: self.max_frame,
             });
         }
+        reject_nul(frame)?;
         self.scratch.clear();
         self.scratch.extend_from_slice(frame);
         Ok(())
@@ -135,11 +136,23 @@ impl Decoder {
                 max: self.max_frame,
             });
         }
+        reject_nul(buf)?;
         Ok(simd_json::serde::from_slice_with_buffers(
             buf,
             &mut self.buffers,
         )?)
     }
+}
+
+/// A NUL byte is never valid JSON (not whitespace, and not allowed raw inside a string), but
+/// simd-json 0.17 silently accepts one after a scalar and drops what follows it (`[1\0 2]`
+/// decodes as `[1]`; found by the `decode` fuzz target). Refuse such frames before simd-json
+/// sees them; `memchr` over the frame costs next to nothing.
+fn reject_nul(frame: &[u8]) -> Result<(), DecodeError> {
+    if frame.contains(&0) {
+        return Err(DecodeError::Invalid("NUL byte in frame".into()));
+    }
+    Ok(())
 }
 
 /// One-shot convenience: decode an owned message from bytes.
@@ -281,5 +294,28 @@ impl<'de> Deserialize<'de> for DataServerId<'de> {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_after_a_scalar_is_refused_on_every_path() {
+        let frame = b"{\"id\":\"h\",\"type\":\"pong\",\"timestamp\":\"t\",\"data\":{\"agentStatus\":\"healthy\",\"activeServers\":3\0\07,\"systemLoad\":{\"cpu\":1,\"memory\":1,\"disk\":1}}}";
+        let mut dec = Decoder::default();
+        assert!(dec.message(frame).is_err());
+        assert!(dec.envelope(frame).is_err());
+        assert!(dec.envelope_with_simd_json(frame).is_err());
+        let mut copy = frame.to_vec();
+        assert!(dec.message_in_place(&mut copy).is_err());
+        // Without the NUL bytes the frame is fine (so the test exercises the NUL check).
+        let clean: Vec<u8> = frame.iter().copied().filter(|&b| b != 0).collect();
+        assert!(
+            dec.message(&clean).is_ok(),
+            "{}",
+            String::from_utf8_lossy(&clean)
+        );
     }
 }
