@@ -23,7 +23,17 @@ use std::time::Duration;
 use crate::outbox::{self, Outbox};
 use crate::panel_metrics::PanelMetrics;
 use crate::shutdown::Shutdown;
-use crate::tracker::Tracker;
+use crate::tracker::{Token, Tracker};
+
+/// How long a subscriber's close handshake may take at shutdown.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+fn going_away() -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::Away,
+        reason: "panel shutting down".into(),
+    }
+}
 
 /// Which events a subscriber wants.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -145,8 +155,14 @@ impl Events {
         }
     }
 
-    /// Runs one subscriber socket until the peer leaves or the panel shuts down (then with a
-    /// close frame). Frames from the subscriber other than close are ignored.
+    /// Reserves a place for a subscriber socket before its upgrade is answered, so that
+    /// shutdown waits for it (and closes it with 1001) even if its task has not run yet.
+    /// `None` once shutdown has begun.
+    pub fn admit(&self) -> Option<Token> {
+        self.tracker.token()
+    }
+
+    /// [`admit`](Self::admit), then [`serve_admitted`](Self::serve_admitted).
     pub async fn serve<S>(
         self: Arc<Self>,
         ws: WebSocketStream<S>,
@@ -155,8 +171,30 @@ impl Events {
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Some(_token) = self.tracker.token() else {
-            return; // shutting down
+        let admitted = self.admit();
+        self.serve_admitted(admitted, ws, filter, shutdown).await
+    }
+
+    /// Runs one subscriber socket until the peer leaves or the panel shuts down (then with a
+    /// close frame). Frames from the subscriber other than close are ignored. `admitted` is
+    /// what [`admit`](Self::admit) returned before the upgrade.
+    pub async fn serve_admitted<S>(
+        self: Arc<Self>,
+        admitted: Option<Token>,
+        mut ws: WebSocketStream<S>,
+        filter: Filter,
+        shutdown: Shutdown,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Some(_token) = admitted else {
+            // Shutdown began before this socket was admitted: say so and leave.
+            let _ = future::or(async { ws.close(Some(going_away())).await.ok() }, async {
+                async_io::Timer::after(CLOSE_GRACE).await;
+                None
+            })
+            .await;
+            return;
         };
         let sub = self.subscribe(filter);
         let (mut tx, mut rx) = ws.split();
@@ -201,12 +239,8 @@ impl Events {
             }
         };
         if let End::Shutdown = future::or(writer, reader).await {
-            let close = CloseFrame {
-                code: CloseCode::Away,
-                reason: "panel shutting down".into(),
-            };
-            let _ = future::or(async { tx.close(Some(close)).await.ok() }, async {
-                async_io::Timer::after(Duration::from_secs(2)).await;
+            let _ = future::or(async { tx.close(Some(going_away())).await.ok() }, async {
+                async_io::Timer::after(CLOSE_GRACE).await;
                 None
             })
             .await;
@@ -278,5 +312,73 @@ mod tests {
         };
         // Same buffer, not a copy: Utf8Bytes clones share their allocation.
         assert_eq!(got.as_str().as_ptr(), orig.as_str().as_ptr());
+    }
+
+    /// A loopback WebSocket pair: (panel side, subscriber side).
+    async fn ws_pair() -> (
+        WebSocketStream<async_io::Async<std::net::TcpStream>>,
+        WebSocketStream<async_io::Async<std::net::TcpStream>>,
+    ) {
+        use async_tungstenite::tungstenite::protocol::Role;
+        let listener = async_io::Async::<std::net::TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
+        let addr = listener.get_ref().local_addr().unwrap();
+        let client = async_io::Async::<std::net::TcpStream>::connect(addr)
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (
+            WebSocketStream::from_raw_socket(server, Role::Server, None).await,
+            WebSocketStream::from_raw_socket(client, Role::Client, None).await,
+        )
+    }
+
+    async fn close_code(
+        ws: &mut WebSocketStream<async_io::Async<std::net::TcpStream>>,
+    ) -> Option<CloseCode> {
+        while let Some(msg) = ws.next().await {
+            if let Ok(WsMessage::Close(c)) = msg {
+                return c.map(|c| c.code);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn shutdown_waits_for_an_admitted_socket_whose_task_has_not_started() {
+        let ev = Events::new(8, Arc::new(PanelMetrics::default()));
+        let shutdown = Shutdown::new();
+        smol::block_on(async {
+            // The upgrade handler admits the socket; then shutdown begins before its task runs.
+            let admitted = ev.admit();
+            assert!(admitted.is_some());
+            shutdown.trigger();
+            let mut idle = Box::pin(ev.tracker.idle());
+            assert!(
+                future::poll_once(&mut idle).await.is_none(),
+                "drain must wait"
+            );
+            assert!(ev.admit().is_none(), "no admission once shutdown began");
+            // The task finally runs: it closes with 1001, and only then is the drain done.
+            let (server, mut client) = ws_pair().await;
+            let task = smol::spawn(ev.clone().serve_admitted(
+                admitted,
+                server,
+                Filter::default(),
+                shutdown.clone(),
+            ));
+            assert_eq!(close_code(&mut client).await, Some(CloseCode::Away));
+            task.await;
+            idle.await;
+            // A socket that was not admitted (shutdown already running) is closed the same way.
+            let (server, mut client) = ws_pair().await;
+            let task = smol::spawn(ev.clone().serve_admitted(
+                None,
+                server,
+                Filter::default(),
+                shutdown.clone(),
+            ));
+            assert_eq!(close_code(&mut client).await, Some(CloseCode::Away));
+            task.await;
+        });
     }
 }

@@ -28,6 +28,7 @@ use async_tungstenite::tungstenite::{
 use futures_lite::{AsyncRead, AsyncWrite, StreamExt, future};
 use parking_lot::{Mutex, RwLock};
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -44,7 +45,7 @@ use crate::panel_metrics::{Outcome, PanelMetrics};
 use crate::ratelimit::TokenBucket;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
-use crate::tracker::Tracker;
+use crate::tracker::{Token, Tracker};
 
 /// Pings without a pong after which an agent is offline.
 pub const MAX_MISSED_PONGS: u32 = 3;
@@ -190,6 +191,24 @@ impl Drop for WaiterGuard<'_> {
     fn drop(&mut self) {
         self.hub.waiters.lock().remove(self.id);
     }
+}
+
+thread_local! {
+    /// The decoder of this executor thread. Decoding is synchronous (`on_frame` never waits),
+    /// so one decoder per thread serves every connection: its buffers (about 2.5 KiB, and as
+    /// large as the biggest frame seen) are not paid again per idle agent.
+    static DECODER: RefCell<Option<Decoder>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's decoder for frames of at most `max_frame` bytes.
+fn with_decoder<R>(max_frame: usize, f: impl FnOnce(&mut Decoder) -> R) -> R {
+    DECODER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|d| d.max_frame() != max_frame) {
+            *slot = Some(Decoder::new(max_frame));
+        }
+        f(slot.as_mut().expect("set above"))
+    })
 }
 
 fn text(frame: Vec<u8>) -> WsMessage {
@@ -366,8 +385,14 @@ impl Hub {
         .await
     }
 
-    /// Runs one authenticated agent connection until it closes. `family` is the token family
-    /// the agent authenticated with (checked again at every heartbeat).
+    /// Reserves a place for an agent socket before its upgrade is answered, so that shutdown
+    /// waits for it (and closes it with 1001) even if its task has not run yet. `None` once
+    /// shutdown has begun.
+    pub fn admit(&self) -> Option<Token> {
+        self.tracker.token()
+    }
+
+    /// [`admit`](Self::admit), then [`serve_agent_admitted`](Self::serve_agent_admitted).
     pub async fn serve_agent<S>(
         self: Arc<Self>,
         ws: WebSocketStream<S>,
@@ -377,8 +402,40 @@ impl Hub {
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Some(_token) = self.tracker.token() else {
-            return; // shutting down
+        let admitted = self.admit();
+        self.serve_agent_admitted(admitted, ws, agent_id, family, shutdown)
+            .await
+    }
+
+    /// Runs one authenticated agent connection until it closes. `family` is the token family
+    /// the agent authenticated with (checked again at every heartbeat); `admitted` is what
+    /// [`admit`](Self::admit) returned before the upgrade.
+    pub async fn serve_agent_admitted<S>(
+        self: Arc<Self>,
+        admitted: Option<Token>,
+        mut ws: WebSocketStream<S>,
+        agent_id: String,
+        family: String,
+        shutdown: Shutdown,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Some(_token) = admitted else {
+            // Shutdown began before this socket was admitted: say so and leave.
+            let away = CloseFrame {
+                code: CloseCode::Away,
+                reason: "panel shutting down".into(),
+            };
+            future::or(
+                async {
+                    let _ = ws.close(Some(away)).await;
+                },
+                async {
+                    Timer::after(CLOSE_GRACE).await;
+                },
+            )
+            .await;
+            return;
         };
         let now = unix_now();
         let conn = Arc::new(Conn {
@@ -515,7 +572,6 @@ impl Hub {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut decoder = Decoder::new(self.settings.max_frame);
         let mut bucket = TokenBucket::new(self.settings.agent_rate, self.settings.agent_burst);
         loop {
             let next = future::or(async { Some(stream.next().await) }, async {
@@ -544,7 +600,9 @@ impl Hub {
             };
             match msg {
                 WsMessage::Text(_) | WsMessage::Binary(_) => {
-                    self.on_frame(conn, &mut decoder, &mut bucket, &msg)
+                    with_decoder(self.settings.max_frame, |decoder| {
+                        self.on_frame(conn, decoder, &mut bucket, &msg)
+                    })
                 }
                 WsMessage::Ping(_) | WsMessage::Pong(_) => conn.touch(),
                 WsMessage::Close(_) => return,
@@ -1136,6 +1194,42 @@ mod tests {
             let close = next_close(&mut agent).await.expect("close frame");
             assert_eq!(close.code, CloseCode::Away);
             f.hub.close_all(Duration::from_secs(5)).await;
+            assert_eq!(f.hub.online_count(), 0);
+        });
+    }
+
+    #[test]
+    fn shutdown_waits_for_an_admitted_agent_whose_task_has_not_started() {
+        let f = fixture(
+            "hub-admit",
+            Duration::from_secs(3600),
+            Duration::from_secs(30),
+        );
+        smol::block_on(async {
+            // The upgrade handler admits the socket; then shutdown begins before its task runs.
+            let admitted = f.hub.admit();
+            assert!(admitted.is_some());
+            f.shutdown.trigger();
+            let mut idle = Box::pin(f.hub.tracker.idle());
+            assert!(future::poll_once(&mut idle).await.is_none(), "must wait");
+            assert!(f.hub.admit().is_none(), "no admission once shutdown began");
+            let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
+            let addr = listener.get_ref().local_addr().unwrap();
+            let client = Async::<TcpStream>::connect(addr).await.unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            let server_ws = WebSocketStream::from_raw_socket(server, Role::Server, None).await;
+            let mut agent = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+            let task = smol::spawn(f.hub.clone().serve_agent_admitted(
+                admitted,
+                server_ws,
+                "a1".to_owned(),
+                "fam1".to_owned(),
+                f.shutdown.clone(),
+            ));
+            let close = next_close(&mut agent).await.expect("close frame");
+            assert_eq!(close.code, CloseCode::Away);
+            task.await;
+            idle.await;
             assert_eq!(f.hub.online_count(), 0);
         });
     }

@@ -171,6 +171,34 @@ fn console_files_and_delete_reach_the_agent() {
         assert_eq!(st, 200, "{v}");
         assert_eq!(v["data"]["content"], "motd=hi\n", "{v}");
 
+        // write_file, with base64 content passed through untouched.
+        let op = p.admin(
+            "PUT",
+            "/api/servers/srv-1/files/content?path=/server/conf/motd.txt",
+            Some(json!({"content": "aGk=", "encoding": "base64"})),
+        );
+        let ag = async {
+            let c = conn.next_command().await;
+            assert_eq!(c["action"], "write_file", "{c}");
+            assert_eq!(c["payload"]["path"], "/server/conf/motd.txt", "{c}");
+            assert_eq!(c["payload"]["content"], "aGk=", "{c}");
+            assert_eq!(c["payload"]["encoding"], "base64", "{c}");
+            conn.respond_ok(c["id"].as_str().unwrap(), json!({"serverId": "srv-1"}))
+                .await;
+        };
+        let ((st, v), ()) = zip(op, ag).await;
+        assert_eq!(st, 200, "{v}");
+        // A body without `content` is refused by the panel.
+        let (st, v) = p
+            .admin(
+                "PUT",
+                "/api/servers/srv-1/files/content?path=/server/a.txt",
+                Some(json!({"text": "x"})),
+            )
+            .await;
+        assert_eq!(st, 400, "{v}");
+        assert_eq!(v["error"]["code"], "INVALID_MESSAGE", "{v}");
+
         // A path outside /server is refused by the panel; nothing is sent.
         for bad in ["/etc/passwd", "/server/../etc/passwd"] {
             let (st, v) = p

@@ -186,10 +186,14 @@ pub(super) async fn websocket(api: Arc<Api>, req: Request) -> Reply {
         .max_message_size(Some(api.max_frame))
         .max_frame_size(Some(api.max_frame));
     let hub = api.hub.clone();
+    // Before the 101: a shutdown racing the upgrade then still waits for (and closes) it.
+    let admitted = hub.admit();
     let shutdown = api.shutdown.clone();
     Reply::Upgrade {
         config,
-        run: Box::new(move |ws| Box::pin(hub.serve_agent(ws, agent_id, family, shutdown))),
+        run: Box::new(move |ws| {
+            Box::pin(hub.serve_agent_admitted(admitted, ws, agent_id, family, shutdown))
+        }),
     }
 }
 

@@ -50,9 +50,11 @@ pub(super) async fn subscribe(api: Arc<Api>, req: Request) -> Reply {
         .max_message_size(Some(SUBSCRIBER_MAX_MESSAGE))
         .max_frame_size(Some(SUBSCRIBER_MAX_MESSAGE));
     let events = api.events.clone();
+    // Before the 101: a shutdown racing the upgrade then still waits for (and closes) it.
+    let admitted = events.admit();
     let shutdown = api.shutdown.clone();
     Reply::Upgrade {
         config,
-        run: Box::new(move |ws| Box::pin(events.serve(ws, filter, shutdown))),
+        run: Box::new(move |ws| Box::pin(events.serve_admitted(admitted, ws, filter, shutdown))),
     }
 }

@@ -234,6 +234,13 @@ pub fn router(api: &Arc<Api>) -> Router {
     add(
         &mut r,
         api,
+        Method::Put,
+        "/api/servers/{id}/files/content",
+        servers::write_file,
+    );
+    add(
+        &mut r,
+        api,
         Method::Post,
         "/api/events/ticket",
         live::ticket,

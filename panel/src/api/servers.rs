@@ -14,7 +14,8 @@ use std::sync::Arc;
 use proto::ErrorCode;
 use proto::egg::EggConfig;
 use proto::message::{
-    Action, CreateServer, DeleteServer, KillServer, PathPayload, SendCommand, StopServer,
+    Action, ContentEncoding, CreateServer, DeleteServer, KillServer, PathPayload, SendCommand,
+    StopServer, WriteFile,
 };
 use proto::quantity::Bytes;
 use proto::time::{format_rfc3339, unix_now};
@@ -430,6 +431,40 @@ pub(super) async fn get_file(api: Arc<Api>, req: Request) -> Reply {
     };
     let action = Action::GetFile(PathPayload {
         path: Cow::Owned(path),
+    });
+    relay(&api, &req, action, None).await
+}
+
+/// Body of `PUT /api/servers/{id}/files/content?path=P`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WriteBody {
+    content: String,
+    #[serde(default)]
+    encoding: ContentEncoding,
+}
+
+/// `PUT /api/servers/{id}/files/content?path=P` (admin), body
+/// `{"content": "...", "encoding"?: "utf8"|"base64"}`: sends `write_file`.
+pub(super) async fn write_file(api: Arc<Api>, req: Request) -> Reply {
+    if let Err(r) = api.admin(&req) {
+        return r.into();
+    }
+    if let Err(r) = known_server(&api, &req) {
+        return r.into();
+    }
+    let path = match path_param(&req, None) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let body: WriteBody = match req.json() {
+        Ok(b) => b,
+        Err(r) => return r.into(),
+    };
+    let action = Action::WriteFile(WriteFile {
+        path: Cow::Owned(path),
+        content: Cow::Owned(body.content),
+        encoding: body.encoding,
     });
     relay(&api, &req, action, None).await
 }
