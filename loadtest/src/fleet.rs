@@ -64,6 +64,9 @@ pub struct FleetStats {
     pub storm_back: Counter,
     pub events_sent: Counter,
     pub events_send_failed: Counter,
+    /// Agents in the middle of sending a batch of events: `events_sent` is final only when
+    /// this is zero (a batch is counted after its flush, which may already have delivered it).
+    pub sending: Counter,
     pub pings: Counter,
     pub commands: Counter,
     /// Error responses the panel sent agents, e.g. `RATE_LIMITED`.
@@ -379,6 +382,7 @@ async fn session(
                 };
                 let ts = proto::time::now_rfc3339();
                 let mut result = Ok(());
+                stats.sending.inc();
                 for _ in 0..due {
                     let frame = generator.next_frame(&ts);
                     result = ws.feed(WsMessage::text(frame)).await;
@@ -389,6 +393,7 @@ async fn session(
                 if result.is_ok() {
                     result = ws.flush().await;
                 }
+                stats.sending.dec();
                 match result {
                     Ok(()) => stats.events_sent.add(due),
                     Err(e) => {

@@ -3,6 +3,10 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    if std::env::args().skip(1).any(|a| a == "-h" || a == "--help") {
+        print!("{}", loadtest::config::USAGE);
+        return ExitCode::SUCCESS;
+    }
     let config = match loadtest::config::Config::parse(
         std::env::args().skip(1),
         std::env::var("PANEL_ADMIN_TOKEN").ok(),

@@ -376,6 +376,10 @@ impl Run {
         let drain_start = Instant::now();
         let mut last_progress = (Instant::now(), 0u64);
         loop {
+            if fleet_stats.sending.get() > 0 && drain_start.elapsed() < Duration::from_secs(10) {
+                async_io::Timer::after(Duration::from_millis(10)).await;
+                continue;
+            }
             let sent = fleet_stats.events_sent.get();
             let delivered: u64 = sub_stats.iter().map(|s| s.delivered.get()).sum();
             let done_events = sub_stats.iter().all(|s| s.delivered.get() >= sent);

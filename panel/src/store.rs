@@ -328,6 +328,24 @@ impl Store {
     }
 
     /// Sum of the memory limits of the servers placed on each agent.
+    /// Per agent, the CPU limits (millicores) of the servers placed on it, read from the
+    /// stored eggs (which were validated when they were stored).
+    pub fn cpu_committed(&self) -> HashMap<String, u64> {
+        let mut out: HashMap<String, u64> = HashMap::new();
+        for s in self.servers.read().values() {
+            let cpu = &s.egg_config["limits"]["cpu"];
+            let text = match cpu {
+                serde_json::Value::String(t) => t.clone(),
+                serde_json::Value::Number(n) => n.to_string(),
+                _ => continue,
+            };
+            if let Ok(m) = proto::quantity::MilliCpu::parse(&text) {
+                *out.entry(s.agent_id.clone()).or_default() += u64::from(m.0);
+            }
+        }
+        out
+    }
+
     pub fn memory_committed(&self) -> HashMap<String, u64> {
         let mut out: HashMap<String, u64> = HashMap::new();
         for s in self.servers.read().values() {

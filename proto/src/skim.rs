@@ -362,7 +362,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn literal(&mut self, word: &[u8]) -> Result<(), Fail> {
         if self.b[self.i..].starts_with(word) {
             self.i += word.len();
@@ -373,6 +373,7 @@ impl<'a> Parser<'a> {
     }
 
     /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
+    #[inline(always)]
     fn number(&mut self) -> Result<(), Fail> {
         let start = self.i;
         if self.peek() == Some(b'-') {
@@ -414,17 +415,16 @@ impl<'a> Parser<'a> {
     /// quote. Escapes are validated (including surrogate pairs) but not decoded; non-ASCII
     /// content is checked to be UTF-8.
     ///
-    /// The common case — a plain ASCII string shorter than 64 bytes, which is nearly every
-    /// key, id, name and timestamp — is a few SSE2 blocks, inlined at each call site.
+    /// The common case — a plain ASCII string shorter than 32 bytes, which is nearly every
+    /// key, id, name and timestamp — is one or two SSE2 blocks, inlined at each call site.
     #[inline(always)]
     fn string(&mut self) -> Result<RawStr<'a>, Fail> {
         #[cfg(target_arch = "x86_64")]
         {
             let start = self.i;
-            let mut at = start;
-            // Up to four blocks: ids, names and timestamps are all shorter than 64 bytes.
+            let at = start;
             let len = self.b.len();
-            while at < start + 64 && at < len && len >= 16 {
+            if at < len && len >= 16 {
                 // SAFETY: as in `skip_plain_sse2`: 16 in-bounds bytes, SSE2 baseline. Near the
                 // end of the frame the last 16 bytes are loaded instead and the bytes before
                 // `at` shifted out (their bits would otherwise be mistaken for ours).
@@ -437,23 +437,39 @@ impl<'a> Parser<'a> {
                         (q >> shift, s >> shift, h >> shift)
                     }
                 };
-                if special == 0 && high == 0 {
-                    at += 16;
-                    continue;
+                if special == 0 && high == 0 && at + 32 <= len {
+                    // A second block covers timestamps and longer ids.
+                    let next = at + 16;
+                    // SAFETY: 16 in-bounds bytes (checked just above).
+                    let (q2, s2, h2) = unsafe { Self::classify16(self.b, next) };
+                    return self.finish_fast(start, next, q2, s2, h2);
                 }
-                // The first byte needing attention is the closing quote, and nothing before
-                // it is non-ASCII.
-                let first = special & special.wrapping_neg();
-                if first & quote != 0 && high & (first - 1) == 0 {
-                    let end = at + first.trailing_zeros() as usize;
-                    self.i = end + 1;
-                    return Ok(RawStr {
-                        raw: &self.b[start..end],
-                        escaped: false,
-                    });
-                }
-                break;
+                return self.finish_fast(start, at, quote, special, high);
             }
+        }
+        self.string_slow()
+    }
+
+    /// The fast path's verdict on one block at `at`: the string ends in it if the first byte
+    /// needing attention is the closing quote and nothing before it is non-ASCII; otherwise
+    /// the slow path starts over from `start`.
+    #[inline(always)]
+    fn finish_fast(
+        &mut self,
+        start: usize,
+        at: usize,
+        quote: u32,
+        special: u32,
+        high: u32,
+    ) -> Result<RawStr<'a>, Fail> {
+        let first = special & special.wrapping_neg();
+        if first & quote != 0 && high & (first - 1) == 0 {
+            let end = at + first.trailing_zeros() as usize;
+            self.i = end + 1;
+            return Ok(RawStr {
+                raw: &self.b[start..end],
+                escaped: false,
+            });
         }
         self.string_slow()
     }

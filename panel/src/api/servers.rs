@@ -34,15 +34,29 @@ pub struct Candidate {
     pub capacity: u64,
     /// Memory limits of the servers already placed on it.
     pub committed: u64,
+    /// `capabilities.maxCpuCores` in millicores.
+    pub cpu_capacity: u64,
+    /// CPU limits (millicores) of the servers already placed on it.
+    pub cpu_committed: u64,
 }
 
-/// The candidate with the most free memory that still fits `need` bytes (ties: lowest id).
-pub fn place(candidates: &[Candidate], need: u64) -> Option<&str> {
+/// What a new server needs: its memory limit (bytes) and CPU limit (millicores).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Need {
+    pub memory: u64,
+    pub cpu: u64,
+}
+
+/// The candidate with the most free memory among those where both the memory and the CPU
+/// limit still fit (ties: lowest id). The agent refuses CPU overcommit too, so placing by
+/// memory alone would pick agents that then answer `INSUFFICIENT_RESOURCES`.
+pub fn place(candidates: &[Candidate], need: Need) -> Option<&str> {
     candidates
         .iter()
         .filter_map(|c| {
             let free = c.capacity.saturating_sub(c.committed);
-            (free >= need).then_some((free, c))
+            let cpu_free = c.cpu_capacity.saturating_sub(c.cpu_committed);
+            (free >= need.memory && cpu_free >= need.cpu).then_some((free, c))
         })
         .max_by(|(fa, a), (fb, b)| fa.cmp(fb).then_with(|| b.agent_id.cmp(&a.agent_id)))
         .map(|(_, c)| c.agent_id.as_str())
@@ -134,7 +148,10 @@ pub(super) async fn create(api: Arc<Api>, req: Request) -> Reply {
     if let Err(e) = validate::id(IdKind::Server, &server_id) {
         return bad(e.code(), e.to_string());
     }
-    let need = valid.limits.memory.0;
+    let need = Need {
+        memory: valid.limits.memory.0,
+        cpu: u64::from(valid.limits.cpu.0),
+    };
 
     // Place and record in one critical section (on a blocking thread: it commits).
     let placed = {
@@ -153,6 +170,7 @@ pub(super) async fn create(api: Arc<Api>, req: Request) -> Reply {
                 Some(a) => a,
                 None => {
                     let committed = api.store.memory_committed();
+                    let cpu_committed = api.store.cpu_committed();
                     let candidates: Vec<Candidate> = api
                         .store
                         .agents()
@@ -163,6 +181,8 @@ pub(super) async fn create(api: Arc<Api>, req: Request) -> Reply {
                                 .map(|b| b.0)
                                 .unwrap_or(0),
                             committed: committed.get(&a.id).copied().unwrap_or(0),
+                            cpu_capacity: u64::from(a.capabilities.max_cpu_cores) * 1000,
+                            cpu_committed: cpu_committed.get(&a.id).copied().unwrap_or(0),
                             agent_id: a.id,
                         })
                         .collect();
@@ -174,7 +194,11 @@ pub(super) async fn create(api: Arc<Api>, req: Request) -> Reply {
                         None => {
                             return Err(bad(
                                 ErrorCode::InsufficientResources,
-                                format!("no online agent has {} of memory free", Bytes(need)),
+                                format!(
+                                    "no online agent has {} of memory and {} CPU cores free",
+                                    Bytes(need.memory),
+                                    need.cpu as f64 / 1000.0
+                                ),
                             ));
                         }
                     }
@@ -185,7 +209,7 @@ pub(super) async fn create(api: Arc<Api>, req: Request) -> Reply {
                 agent_id: agent,
                 egg_config: stored_egg,
                 desired_state: DesiredState::Created,
-                memory_bytes: need,
+                memory_bytes: need.memory,
                 created_at: unix_now(),
             };
             match api.store.insert_server(&rec) {
@@ -514,32 +538,54 @@ mod tests {
             agent_id: id.into(),
             capacity: cap_gb << 30,
             committed: used_gb << 30,
+            cpu_capacity: 4000,
+            cpu_committed: 0,
         }
+    }
+
+    fn mem(bytes: u64) -> Need {
+        Need {
+            memory: bytes,
+            cpu: 500,
+        }
+    }
+
+    #[test]
+    fn cpu_must_fit_too() {
+        let mut busy = c("big", 8, 0);
+        busy.cpu_committed = 3800;
+        let cands = [busy, c("small", 6, 0)];
+        assert_eq!(place(&cands, mem(1 << 30)), Some("small"));
+        let need = Need {
+            memory: 1 << 30,
+            cpu: 4001,
+        };
+        assert_eq!(place(&cands, need), None);
     }
 
     #[test]
     fn most_free_memory_that_fits_wins() {
         let cands = [c("big", 8, 0), c("small", 6, 0)];
-        assert_eq!(place(&cands, 4 << 30), Some("big"));
+        assert_eq!(place(&cands, mem(4 << 30)), Some("big"));
         let cands = [c("big", 8, 4), c("small", 6, 0)];
-        assert_eq!(place(&cands, 4 << 30), Some("small"));
+        assert_eq!(place(&cands, mem(4 << 30)), Some("small"));
         // Exactly fits.
-        assert_eq!(place(&[c("a", 4, 0)], 4 << 30), Some("a"));
+        assert_eq!(place(&[c("a", 4, 0)], mem(4 << 30)), Some("a"));
     }
 
     #[test]
     fn nothing_fits_is_none() {
         let cands = [c("a", 8, 4), c("b", 6, 3)];
-        assert_eq!(place(&cands, 16 << 30), None);
-        assert_eq!(place(&[], 1), None);
+        assert_eq!(place(&cands, mem(16 << 30)), None);
+        assert_eq!(place(&[], mem(1)), None);
         // Over-committed agents (capacity shrank) do not underflow.
-        assert_eq!(place(&[c("a", 2, 3)], 1), None);
+        assert_eq!(place(&[c("a", 2, 3)], mem(1)), None);
     }
 
     #[test]
     fn ties_break_on_the_lowest_id() {
         let cands = [c("b", 8, 0), c("a", 8, 0), c("c", 8, 0)];
-        assert_eq!(place(&cands, 1), Some("a"));
+        assert_eq!(place(&cands, mem(1)), Some("a"));
     }
 
     #[test]
