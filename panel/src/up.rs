@@ -4,8 +4,12 @@
 //! First run: registers the agent (`agent register … --config DATA/agent/agent.json`) with the
 //! admin token just generated (or `PANEL_ADMIN_TOKEN`). Every run: starts
 //! `agent run --config DATA/agent/agent.json --data-dir DATA/agent/data`, restarts it with
-//! backoff if it dies, and stops it on Ctrl-C/SIGTERM together with the panel. Rerunning
-//! reuses the data dir, certificate, token hash and agent identity.
+//! backoff if it dies, and stops it on Ctrl-C/SIGTERM together with the panel (a terminal's
+//! Ctrl-C reaches both processes; either way `panel up` exits 0 only after the agent is
+//! gone). Game-server containers keep running, as they do whenever an agent stops; the next
+//! `panel up` re-adopts them. Rerunning reuses the data dir, certificate, token hash and
+//! agent identity. Every panel flag applies (`panel up --listen 0.0.0.0:8443`); the local
+//! agent is pointed at this run's loopback URL every time (see [`point_agent_at`]).
 
 use async_io::Timer;
 use futures_lite::future;
@@ -40,6 +44,8 @@ pub enum UpError {
     TokenUnknown { config: PathBuf },
     #[error("agent register failed ({status}); see its output above")]
     Register { status: String },
+    #[error("{path}: {message}; delete it to register the local agent again")]
+    AgentConfig { path: PathBuf, message: String },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -95,19 +101,47 @@ fn known_token(origin: &AdminTokenOrigin) -> Option<String> {
     }
 }
 
-/// Where the example egg is, relative to the current directory when it exists there.
+/// The example egg shipped in the repository, relative to the repository root.
+const EXAMPLE_EGG: &str = "tests/fakegame/egg.json";
+
+/// Where the example egg is: under the current directory (a newcomer runs `panel up` from the
+/// repository root), else in the source tree this binary was built from, else a placeholder.
+/// Printed absolute, so the curl lines work from any directory.
 fn example_egg() -> String {
-    let p = Path::new("tests/fakegame/egg.json");
-    if p.exists() {
-        p.display().to_string()
+    let built_from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(EXAMPLE_EGG);
+    [Path::new(EXAMPLE_EGG), built_from.as_path()]
+        .into_iter()
+        .find(|p| p.is_file())
+        .map(|p| shell_word(&absolute(p)))
+        .unwrap_or_else(|| format!("path/to/ctrl/{EXAMPLE_EGG}"))
+}
+
+/// `p` made absolute (symlinks and `..` resolved when it exists), so a printed command does
+/// not depend on the directory it is pasted in.
+fn absolute(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p)
+        .or_else(|_| std::path::absolute(p))
+        .unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// `p` as one POSIX shell word: as it is when it needs no quoting, else single-quoted.
+fn shell_word(p: &Path) -> String {
+    let s = p.display().to_string();
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+,:=@%".contains(c));
+    if plain {
+        s
     } else {
-        "path/to/ctrl/tests/fakegame/egg.json".into()
+        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 
 /// The quickstart text printed once everything is up.
 pub fn instructions(started: &Started, url: &str, agent_config: &Path) -> String {
-    let cert = started.cert_path.display();
+    let cert = shell_word(&absolute(&started.cert_path));
     let token_line = match &started.admin_token {
         AdminTokenOrigin::Generated(t) => format!(
             "admin token:  generated and printed above, shown only on this first start\n\
@@ -174,6 +208,65 @@ async fn register(
             status: status.to_string(),
         })
     }
+}
+
+/// Makes the local agent's `agent.json` reach the panel at `url`, this run's local address.
+///
+/// Registration stores the URLs the panel hands out, built from `--public-url` or the listen
+/// address: `wss://0.0.0.0:…` after `--listen 0.0.0.0:…` (not a name the certificate holds,
+/// nor a destination to rely on), or a stale port after a rerun on another `--listen`. The
+/// local agent always runs on this host, so its URLs are set to the loopback one on every
+/// run (only when they differ; other fields are kept; written atomically, mode 0600).
+fn point_agent_at(config: &Path, url: &str) -> Result<(), UpError> {
+    use serde_json::Value;
+    let invalid = |message: String| UpError::AgentConfig {
+        path: config.to_path_buf(),
+        message,
+    };
+    let bytes = std::fs::read(config).map_err(io(config.display().to_string()))?;
+    let mut doc: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| invalid(format!("not the agent's JSON config: {e}")))?;
+    let fields = doc
+        .as_object_mut()
+        .ok_or_else(|| invalid("not a JSON object".into()))?;
+    let ws = match url.strip_prefix("https://") {
+        Some(rest) => format!("wss://{rest}/ws/agents"),
+        None => format!("{url}/ws/agents"),
+    };
+    let panel = format!("{url}/");
+    let current = |k: &str| fields.get(k).and_then(Value::as_str).map(str::to_owned);
+    let (old_ws, old_panel) = (current("websocketUrl"), current("panelUrl"));
+    if old_ws.as_deref() == Some(ws.as_str()) && old_panel.as_deref() == Some(panel.as_str()) {
+        return Ok(());
+    }
+    log::info!(
+        "local agent: panel URL {} -> {panel}",
+        old_panel.as_deref().unwrap_or("(none)")
+    );
+    fields.insert("websocketUrl".into(), Value::String(ws));
+    fields.insert("panelUrl".into(), Value::String(panel));
+    let text = serde_json::to_vec_pretty(&doc).map_err(|e| invalid(e.to_string()))?;
+    write_private(config, &text).map_err(io(format!("writing {}", config.display())))
+}
+
+/// Replaces `path` with `bytes` atomically (sibling temp file, fsync, rename), mode 0600:
+/// the file holds the agent's tokens.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)
 }
 
 fn spawn_agent(agent_bin: &Path, config: &Path, data: &Path) -> std::io::Result<Child> {
@@ -286,7 +379,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), UpError> {
             })?;
             register(&agent_bin, &url, &token, &started.cert_path, &agent_config).await?;
         }
-        Ok::<(), UpError>(())
+        Ok::<(), UpError>(()) // SABOTAGE point_agent_at(&agent_config, &url)
     }
     .await;
     if let Err(e) = prepared {
@@ -360,10 +453,73 @@ mod tests {
         );
         assert!(text.contains("export PANEL_ADMIN_TOKEN=tok123"));
         assert!(text.contains("/api/servers/fakegame-1/power"));
-        assert_eq!(text.matches("curl --cacert data/tls/panel.crt").count(), 3);
+        let cert = std::env::current_dir().unwrap().join("data/tls/panel.crt");
+        let cert_flag = format!("curl --cacert {} ", cert.display());
+        assert_eq!(text.matches(&cert_flag).count(), 3, "{text}");
         s.admin_token = AdminTokenOrigin::Stored;
         let text = instructions(&s, "https://127.0.0.1:8443", Path::new("a.json"));
         assert!(!text.contains("tok123"));
         assert!(text.contains("printed on first start"));
+    }
+
+    #[test]
+    fn printed_paths_are_single_shell_words() {
+        assert_eq!(
+            shell_word(Path::new("/a/b-c_d.e/f.json")),
+            "/a/b-c_d.e/f.json"
+        );
+        assert_eq!(shell_word(Path::new("/my dir/x")), "'/my dir/x'");
+        assert_eq!(shell_word(Path::new("/it's")), "'/it'\\''s'");
+        assert_eq!(shell_word(Path::new("/$HOME")), "'/$HOME'");
+    }
+
+    #[test]
+    fn the_example_egg_is_found_from_any_directory() {
+        // The test runs in panel/, where tests/fakegame/egg.json does not exist: the path
+        // comes from the source tree and is absolute.
+        let egg = example_egg();
+        assert!(Path::new(&egg).is_absolute(), "{egg}");
+        assert!(egg.ends_with("/tests/fakegame/egg.json"), "{egg}");
+        assert!(Path::new(&egg).is_file(), "{egg}");
+    }
+
+    #[test]
+    fn the_local_agent_is_pointed_at_this_runs_url() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("panel-up-point-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("agent.json");
+        std::fs::write(
+            &config,
+            r#"{"id":"a1","token":"t","refreshToken":"r","websocketUrl":"wss://0.0.0.0:9/ws/agents","panelUrl":"https://127.0.0.1:9/","caCert":"/c.pem"}"#,
+        )
+        .unwrap();
+        point_agent_at(&config, "https://127.0.0.1:8443").unwrap();
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+        assert_eq!(doc["websocketUrl"], "wss://127.0.0.1:8443/ws/agents");
+        assert_eq!(doc["panelUrl"], "https://127.0.0.1:8443/");
+        for (k, v) in [
+            ("id", "a1"),
+            ("token", "t"),
+            ("refreshToken", "r"),
+            ("caCert", "/c.pem"),
+        ] {
+            assert_eq!(doc[k], v, "{k} is kept");
+        }
+        let mode = std::fs::metadata(&config).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Already right: the file is left alone.
+        let before = std::fs::metadata(&config).unwrap().modified().unwrap();
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o640)).unwrap();
+        point_agent_at(&config, "https://127.0.0.1:8443").unwrap();
+        let after = std::fs::metadata(&config).unwrap();
+        assert_eq!(after.modified().unwrap(), before);
+        assert_eq!(after.permissions().mode() & 0o777, 0o640, "not rewritten");
+        // A file that is not the agent's config is an error naming it, not a panic.
+        std::fs::write(&config, "[1]").unwrap();
+        let err = point_agent_at(&config, "https://127.0.0.1:8443").unwrap_err();
+        assert!(err.to_string().contains("agent.json"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -303,7 +303,7 @@ mod tests {
 
     #[test]
     fn nul_after_a_scalar_is_refused_on_every_path() {
-        let frame = b"{\"id\":\"h\",\"type\":\"pong\",\"timestamp\":\"t\",\"data\":{\"agentStatus\":\"healthy\",\"activeServers\":3\0\07,\"systemLoad\":{\"cpu\":1,\"memory\":1,\"disk\":1}}}";
+        let frame = b"{\"id\":\"h\",\"type\":\"pong\",\"timestamp\":\"t\",\"data\":{\"agentStatus\":\"healthy\",\"activeServers\":3\0\x007,\"systemLoad\":{\"cpu\":1,\"memory\":1,\"disk\":1}}}";
         let mut dec = Decoder::default();
         assert!(dec.message(frame).is_err());
         assert!(dec.envelope(frame).is_err());
