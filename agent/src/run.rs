@@ -71,7 +71,15 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     smol::block_on(async move {
         let servers = Arc::new(Servers::start(scfg, outbox.clone())?);
         match servers.check_docker().await {
-            Ok(()) => log::info!("Docker is reachable at {}", opts.docker_socket.display()),
+            Ok(()) => {
+                log::info!("Docker is reachable at {}", opts.docker_socket.display());
+                // Adopt this agent's existing containers before connecting, so the first
+                // command after a restart already knows them (the watcher adopts too;
+                // adoption is idempotent).
+                if let Err(e) = servers.adopt().await {
+                    log::warn!("adopting existing servers failed: {e}");
+                }
+            }
             Err(e) => {
                 eprintln!(
                     "agent run: error: {e}\n  servers cannot be managed until Docker is reachable; \

@@ -158,6 +158,12 @@ impl Panel {
                 source,
             })?;
         let base_url = config.base_url(addr);
+        if config.needs_public_url(addr) {
+            log::warn!(
+                "listening on {addr} without --public-url: agents are told to connect to \
+                 {base_url}; agents on other hosts need --public-url https://HOST:PORT"
+            );
+        }
 
         let metrics = Arc::new(PanelMetrics::default());
         let events = Events::new(config.event_queue, metrics.clone());

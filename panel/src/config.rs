@@ -112,12 +112,30 @@ usage: panel [up] [--listen ADDR] [--data-dir DIR] [--public-url URL]
 environment: PANEL_ADMIN_TOKEN sets the admin token (else one is generated once).";
 
 impl Config {
-    /// The URL agents and operators use: `--public-url`, else `https://<listen>`.
+    /// The URL agents and operators use: `--public-url`, else `https://<listen>`. A wildcard
+    /// listen address (`0.0.0.0`, `::`) is not a place anyone can connect to, and the
+    /// self-signed certificate does not cover it, so it becomes the loopback address of the
+    /// same family; agents on other hosts need `--public-url` (see [`Config::needs_public_url`]).
     pub fn base_url(&self, bound: SocketAddr) -> String {
         match &self.public_url {
             Some(u) => u.trim_end_matches('/').to_owned(),
-            None => format!("https://{bound}"),
+            None => {
+                let mut shown = bound;
+                if bound.ip().is_unspecified() {
+                    shown.set_ip(match bound {
+                        SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                        SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                    });
+                }
+                format!("https://{shown}")
+            }
         }
+    }
+
+    /// True when the panel listens on every interface but was not told the URL remote
+    /// agents should use: registration then hands out a loopback `websocketUrl`.
+    pub fn needs_public_url(&self, bound: SocketAddr) -> bool {
+        self.public_url.is_none() && bound.ip().is_unspecified()
     }
 
     /// The host of `--public-url`, for the self-signed certificate.
@@ -331,6 +349,24 @@ mod tests {
             let err = parse(args.clone()).unwrap_err().to_string();
             assert!(err.contains(needle), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn wildcard_listen_gives_a_loopback_base_url() {
+        let c = Config::default();
+        let v4: SocketAddr = "0.0.0.0:8443".parse().unwrap();
+        assert_eq!(c.base_url(v4), "https://127.0.0.1:8443");
+        assert!(c.needs_public_url(v4));
+        let v6: SocketAddr = "[::]:8443".parse().unwrap();
+        assert_eq!(c.base_url(v6), "https://[::1]:8443");
+        let lo: SocketAddr = "127.0.0.1:8443".parse().unwrap();
+        assert!(!c.needs_public_url(lo));
+        let c = Config {
+            public_url: Some("https://panel.example:8443".into()),
+            ..Config::default()
+        };
+        assert_eq!(c.base_url(v4), "https://panel.example:8443");
+        assert!(!c.needs_public_url(v4));
     }
 
     #[test]
