@@ -12,7 +12,6 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 image="${FAKEGAME_IMAGE:-ctrl-fakegame:latest}"
 target_dir="${FAKEGAME_TARGET_DIR:-${CARGO_TARGET_DIR:-$root/target}/fakegame-static}"
-triple="x86_64-unknown-linux-gnu"
 cargo="${CARGO:-cargo}"
 
 die() { echo "build-image.sh: error: $*" >&2; exit 1; }
@@ -20,9 +19,12 @@ die() { echo "build-image.sh: error: $*" >&2; exit 1; }
 command -v "$cargo" >/dev/null 2>&1 || die "cargo not found (install Rust with rustup, or set CARGO)"
 command -v docker >/dev/null 2>&1 || die "the docker CLI is not installed"
 docker info >/dev/null 2>&1 || die "the Docker Engine is not reachable (is dockerd running, may this user use /var/run/docker.sock?)"
-case "$(uname -m)" in
-  x86_64) ;;
-  *) die "only x86_64 hosts are supported (found $(uname -m))" ;;
+# The host's own glibc target (x86_64 or aarch64, e.g. a Raspberry Pi 4/5): static glibc
+# needs no extra toolchain there.
+triple="$(rustc -vV 2>/dev/null | sed -n 's/^host: //p')"
+case "$triple" in
+  x86_64-unknown-linux-gnu | aarch64-unknown-linux-gnu) ;;
+  *) die "unsupported host target '${triple:-unknown}' (x86_64 or aarch64 Linux with glibc is needed)" ;;
 esac
 
 mkdir -p "$target_dir"
