@@ -169,6 +169,11 @@ pub struct Hub {
     waiters: Mutex<HashMap<String, Waiter>>,
     /// When each agent that is no longer connected was last heard from.
     seen: Mutex<HashMap<String, u64>>,
+    /// Last-seen times of ended connections not yet committed to the store.
+    unsaved: Mutex<HashMap<String, u64>>,
+    /// One store write of last-seen times at a time; the writer takes everything pending,
+    /// so connections that end together share a commit.
+    saving: smol::lock::Mutex<()>,
     next_conn: AtomicU64,
     next_id: AtomicU64,
     /// Random per process, so command ids never repeat across restarts.
@@ -233,6 +238,8 @@ impl Hub {
             conns: RwLock::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
+            unsaved: Mutex::new(HashMap::new()),
+            saving: smol::lock::Mutex::new(()),
             next_conn: AtomicU64::new(1),
             next_id: AtomicU64::new(1),
             prefix,
@@ -263,13 +270,31 @@ impl Hub {
         })
     }
 
-    /// When the agent was last heard from (now-ish while connected); `None` if never since
-    /// this panel started.
+    /// When the agent was last heard from: the live value while connected, else the end of
+    /// its last connection (kept across panel restarts by the store); `None` if never.
     pub fn last_seen(&self, agent_id: &str) -> Option<u64> {
         if let Some(c) = self.conns.read().get(agent_id) {
             return Some(c.last_seen.load(Ordering::Relaxed));
         }
-        self.seen.lock().get(agent_id).copied()
+        if let Some(t) = self.seen.lock().get(agent_id).copied() {
+            return Some(t);
+        }
+        self.store.last_seen(agent_id)
+    }
+
+    /// Commits the last-seen times of ended connections. Called once per ended connection
+    /// (never per pong), off the executor; whoever gets the turn writes everything pending.
+    async fn save_last_seen(&self) {
+        let _turn = self.saving.lock().await;
+        let batch: Vec<(String, u64)> = self.unsaved.lock().drain().collect();
+        if batch.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        let n = batch.len();
+        if let Err(e) = smol::unblock(move || store.record_last_seen(&batch)).await {
+            log::warn!("cannot record when {n} agent(s) were last seen: {e}");
+        }
     }
 
     pub fn online_count(&self) -> usize {
@@ -476,6 +501,8 @@ impl Hub {
         };
         future::zip(work, self.write_loop(&conn, sink)).await;
         log::info!("agent {agent_id} disconnected");
+        // Still holding the admission token: shutdown waits for this write.
+        self.save_last_seen().await;
     }
 
     /// Forgets a connection: offline at once, its pending commands fail with AGENT_OFFLINE.
@@ -490,10 +517,13 @@ impl Hub {
         // Closing the queue first makes any command still trying to enqueue fail at once;
         // a waiter inserted after the sweep below therefore can only fail its send.
         conn.queue.close();
-        self.seen.lock().insert(
-            conn.agent_id.clone(),
-            conn.last_seen.load(Ordering::Relaxed),
-        );
+        let last_seen = conn.last_seen.load(Ordering::Relaxed);
+        self.seen.lock().insert(conn.agent_id.clone(), last_seen);
+        {
+            let mut unsaved = self.unsaved.lock();
+            let slot = unsaved.entry(conn.agent_id.clone()).or_insert(last_seen);
+            *slot = (*slot).max(last_seen);
+        }
         // Dropping the senders wakes every waiter of this connection with "closed".
         self.waiters.lock().retain(|_, w| w.conn_id != conn.id);
     }

@@ -1,5 +1,6 @@
 //! Durable state in redb (`DATA/panel.redb`): agents with their capabilities and token
-//! family, servers (id, agent, egg config, desired state) and the admin token hash.
+//! family, servers (id, agent, egg config, desired state), the admin token hash, and when
+//! each agent was last seen (written when a connection ends, never per heartbeat).
 //!
 //! Every write is its own transaction committed with `Durability::Immediate` and returns only
 //! after the commit, so an API handler that awaits a write before answering never
@@ -18,6 +19,8 @@ use proto::rest::Capabilities;
 const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
 const SERVERS: TableDefinition<&str, &[u8]> = TableDefinition::new("servers");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Agent id → Unix seconds it was last heard from, as of its last disconnect.
+const LAST_SEEN: TableDefinition<&str, u64> = TableDefinition::new("last_seen");
 const ADMIN_TOKEN_HASH: &str = "admin_token_sha256";
 
 /// A storage failure. Never shown to API clients beyond "storage error".
@@ -120,6 +123,7 @@ pub struct Store {
     write: Mutex<()>,
     agents: RwLock<HashMap<String, AgentRecord>>,
     servers: RwLock<HashMap<String, ServerRecord>>,
+    last_seen: RwLock<HashMap<String, u64>>,
 }
 
 impl Store {
@@ -133,15 +137,27 @@ impl Store {
             txn.open_table(AGENTS)?;
             txn.open_table(SERVERS)?;
             txn.open_table(META)?;
+            txn.open_table(LAST_SEEN)?;
         }
         txn.commit()?;
         let agents = load(&db, AGENTS)?;
         let servers = load(&db, SERVERS)?;
+        let last_seen = {
+            let txn = db.begin_read()?;
+            let t = txn.open_table(LAST_SEEN)?;
+            let mut out = HashMap::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                out.insert(k.value().to_owned(), v.value());
+            }
+            out
+        };
         Ok(Store {
             db,
             write: Mutex::new(()),
             agents: RwLock::new(agents),
             servers: RwLock::new(servers),
+            last_seen: RwLock::new(last_seen),
         })
     }
 
@@ -257,6 +273,42 @@ impl Store {
         self.put(AGENTS, &rec.id, Some(&rec))?;
         self.agents.write().insert(rec.id.clone(), rec);
         Ok(outcome)
+    }
+
+    /// When `agent_id` was last heard from, as of its last recorded disconnect.
+    pub fn last_seen(&self, agent_id: &str) -> Option<u64> {
+        self.last_seen.read().get(agent_id).copied()
+    }
+
+    /// Records last-seen times (agent id, Unix seconds) in one commit, so that many agents
+    /// dropping at once (a panel shutdown, a network cut) cost one fsync, not one each. A
+    /// time older than the stored one is ignored; nothing is committed if nothing changes.
+    pub fn record_last_seen(&self, seen: &[(String, u64)]) -> Result<(), StoreError> {
+        let _w = self.write.lock();
+        let newer: Vec<&(String, u64)> = {
+            let known = self.last_seen.read();
+            seen.iter()
+                .filter(|(id, t)| known.get(id).is_none_or(|old| old < t))
+                .collect()
+        };
+        if newer.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        {
+            let mut t = txn.open_table(LAST_SEEN)?;
+            for (id, at) in &newer {
+                t.insert(id.as_str(), *at)?;
+            }
+        }
+        txn.commit()?;
+        let mut known = self.last_seen.write();
+        for (id, at) in newer {
+            let slot = known.entry(id.clone()).or_insert(*at);
+            *slot = (*slot).max(*at);
+        }
+        Ok(())
     }
 
     // --- servers -------------------------------------------------------------------------
@@ -453,6 +505,27 @@ pub(crate) mod tests {
         assert_eq!(s.servers().len(), 1);
         assert!(s.owns("a1", "srv-1"));
         assert!(!s.owns("a2", "srv-1"));
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn last_seen_is_durable_batched_and_never_goes_back() {
+        let dir = temp_dir("store-seen");
+        {
+            let s = Store::open(&dir).unwrap();
+            assert_eq!(s.last_seen("a1"), None);
+            s.record_last_seen(&[("a1".into(), 100), ("a2".into(), 50)])
+                .unwrap();
+            // An older time (a replaced connection finishing late) does not win.
+            s.record_last_seen(&[("a1".into(), 90), ("a2".into(), 60)])
+                .unwrap();
+            assert_eq!(s.last_seen("a1"), Some(100));
+            assert_eq!(s.last_seen("a2"), Some(60));
+        }
+        let s = Store::open(&dir).unwrap();
+        assert_eq!(s.last_seen("a1"), Some(100));
+        assert_eq!(s.last_seen("a2"), Some(60));
+        assert_eq!(s.last_seen("a3"), None);
         std::fs::remove_dir_all(dir).ok();
     }
 
