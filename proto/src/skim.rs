@@ -5,7 +5,7 @@
 //! than the routing itself (see BENCHMARKS.md). The skimmer instead walks the top-level object
 //! once: it picks out `type`, `id`, `agentId`, `serverId`, `action`/`event`, `success` and
 //! `data.serverId` as slices of the original frame, and validates everything else as JSON
-//! (strings with a word-at-a-time scan) so that only well-formed frames are ever forwarded.
+//! (strings with SSE2/AVX2 scans) so that only well-formed frames are ever forwarded.
 //!
 //! A routed key or value that contains a backslash escape is returned as
 //! [`Skimmed::NeedsDecoder`]: unescaping needs a buffer, so the caller falls back to the full
@@ -42,12 +42,10 @@ fn skim(frame: &[u8]) -> Result<Skimmed<'_>, Fail> {
     if p.peek() == Some(b'}') {
         p.i += 1;
     } else {
+        p.expect(b'"')?;
         loop {
-            p.expect(b'"')?;
             let key = p.string()?;
-            p.ws();
-            p.expect(b':')?;
-            p.ws();
+            p.colon()?;
             if key.escaped {
                 // Could be one of ours once unescaped: let the decoder decide.
                 env.fallback = true;
@@ -55,11 +53,8 @@ fn skim(frame: &[u8]) -> Result<Skimmed<'_>, Fail> {
             } else {
                 p.member(key.raw, &mut env)?;
             }
-            p.ws();
-            match p.next()? {
-                b',' => p.ws(),
-                b'}' => break,
-                _ => return Err(invalid("expected `,` or `}` after an object member")),
+            if !p.next_member("expected `,` or `}` after an object member")? {
+                break;
             }
         }
     }
@@ -186,6 +181,41 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// The `:` between a key and its value, with any whitespace around it. Compact frames
+    /// (what agents send) have none, so that case is a single compare.
+    #[inline(always)]
+    fn colon(&mut self) -> Result<(), Fail> {
+        if self.peek() == Some(b':') {
+            self.i += 1;
+        } else {
+            self.ws();
+            self.expect(b':')?;
+        }
+        self.ws();
+        Ok(())
+    }
+
+    /// After a member's value: `true` if `,` and the next key's opening `"` follow (both
+    /// consumed), `false` after the closing `}`; anything else is the error `msg`. The compact
+    /// `,"` is checked as one two-byte compare.
+    #[inline(always)]
+    fn next_member(&mut self, msg: &str) -> Result<bool, Fail> {
+        if self.b.get(self.i..self.i + 2) == Some(b",\"") {
+            self.i += 2;
+            return Ok(true);
+        }
+        self.ws();
+        match self.next()? {
+            b',' => {
+                self.ws();
+                self.expect(b'"')?;
+                Ok(true)
+            }
+            b'}' => Ok(false),
+            _ => Err(invalid(msg)),
+        }
+    }
+
     /// One top-level member: routed keys are captured, everything else is validated.
     fn member(&mut self, key: &'a [u8], env: &mut Fields<'a>) -> Result<(), Fail> {
         let (slot, name) = match key {
@@ -264,12 +294,10 @@ impl<'a> Parser<'a> {
             self.i += 1;
             return Ok(());
         }
+        self.expect(b'"')?;
         loop {
-            self.expect(b'"')?;
             let key = self.string()?;
-            self.ws();
-            self.expect(b':')?;
-            self.ws();
+            self.colon()?;
             if key.escaped {
                 env.fallback = true;
                 self.value(1)?;
@@ -284,11 +312,8 @@ impl<'a> Parser<'a> {
             } else {
                 self.value(1)?;
             }
-            self.ws();
-            match self.next()? {
-                b',' => self.ws(),
-                b'}' => return Ok(()),
-                _ => return Err(invalid("expected `,` or `}` in `data`")),
+            if !self.next_member("expected `,` or `}` in `data`")? {
+                return Ok(());
             }
         }
     }
@@ -324,18 +349,13 @@ impl<'a> Parser<'a> {
             self.i += 1;
             return Ok(());
         }
+        self.expect(b'"')?;
         loop {
-            self.expect(b'"')?;
             self.string()?;
-            self.ws();
-            self.expect(b':')?;
-            self.ws();
+            self.colon()?;
             self.value(depth)?;
-            self.ws();
-            match self.next()? {
-                b',' => self.ws(),
-                b'}' => return Ok(()),
-                _ => return Err(invalid("expected `,` or `}` in an object")),
+            if !self.next_member("expected `,` or `}` in an object")? {
+                return Ok(());
             }
         }
     }
@@ -424,47 +444,45 @@ impl<'a> Parser<'a> {
             let start = self.i;
             let at = start;
             let len = self.b.len();
-            if at < len && len >= 16 {
-                // SAFETY: as in `skip_plain_sse2`: 16 in-bounds bytes, SSE2 baseline. Near the
-                // end of the frame the last 16 bytes are loaded instead and the bytes before
-                // `at` shifted out (their bits would otherwise be mistaken for ours).
-                let (quote, special, high) = unsafe {
-                    if at + 16 <= len {
-                        Self::classify16(self.b, at)
-                    } else {
-                        let shift = at - (len - 16);
-                        let (q, s, h) = Self::classify16(self.b, len - 16);
-                        (q >> shift, s >> shift, h >> shift)
-                    }
-                };
-                if special == 0 && high == 0 && at + 32 <= len {
+            if at + 16 <= len {
+                // SAFETY: 16 in-bounds bytes (just checked); SSE2 is the x86_64 baseline.
+                let (quote, stop) = unsafe { Self::stops16(self.b, at) };
+                if stop == 0 && at + 32 <= len {
                     // A second block covers timestamps and longer ids.
                     let next = at + 16;
                     // SAFETY: 16 in-bounds bytes (checked just above).
-                    let (q2, s2, h2) = unsafe { Self::classify16(self.b, next) };
-                    return self.finish_fast(start, next, q2, s2, h2);
+                    let (q2, s2) = unsafe { Self::stops16(self.b, next) };
+                    return self.finish_fast(start, next, q2, s2);
                 }
-                return self.finish_fast(start, at, quote, special, high);
+                return self.finish_fast(start, at, quote, stop);
+            }
+            if at < len && len >= 16 {
+                // Near the end of the frame the last 16 bytes are loaded instead and the bytes
+                // before `at` shifted out (their bits would otherwise be mistaken for ours).
+                let shift = at - (len - 16);
+                // SAFETY: the last 16 bytes of a frame of at least 16 bytes.
+                let (q, s) = unsafe { Self::stops16(self.b, len - 16) };
+                return self.finish_fast(start, at, q >> shift, s >> shift);
             }
         }
         self.string_slow()
     }
 
-    /// The fast path's verdict on one block at `at`: the string ends in it if the first byte
-    /// needing attention is the closing quote and nothing before it is non-ASCII; otherwise
-    /// the slow path starts over from `start`.
+    /// The fast path's verdict on one block at `at`: the string ends in it if the first stop
+    /// byte (see [`Self::stops16`]) is the closing quote; otherwise (escape, control
+    /// character, non-ASCII, or no stop in the block) the slow path starts over from `start`.
     #[inline(always)]
     fn finish_fast(
         &mut self,
         start: usize,
         at: usize,
         quote: u32,
-        special: u32,
-        high: u32,
+        stop: u32,
     ) -> Result<RawStr<'a>, Fail> {
-        let first = special & special.wrapping_neg();
-        if first & quote != 0 && high & (first - 1) == 0 {
-            let end = at + first.trailing_zeros() as usize;
+        // `n` is 32 when there is no stop byte; bit 32 of the widened `quote` is 0.
+        let n = stop.trailing_zeros();
+        if (u64::from(quote) >> n) & 1 != 0 {
+            let end = at + n as usize;
             self.i = end + 1;
             return Ok(RawStr {
                 raw: &self.b[start..end],
@@ -472,6 +490,31 @@ impl<'a> Parser<'a> {
             });
         }
         self.string_slow()
+    }
+
+    /// Bit masks (bit k = byte `at + k`) of `"` and of every byte that ends the plain-ASCII
+    /// fast path: `"`, `\`, control characters and non-ASCII bytes. One signed compare finds
+    /// both of the last two (bytes >= 0x80 are negative as `i8`, so `< 0x20`).
+    ///
+    /// # Safety
+    /// `at + 16 <= b.len()`.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn stops16(b: &[u8], at: usize) -> (u32, u32) {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller guarantees 16 bytes at `at`; SSE2 is part of the x86_64 baseline
+        // and `loadu` has no alignment requirement.
+        unsafe {
+            let v = _mm_loadu_si128(b.as_ptr().add(at) as *const __m128i);
+            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+            let slash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+            let low_or_high = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20));
+            let stop = _mm_or_si128(_mm_or_si128(quote, slash), low_or_high);
+            (
+                _mm_movemask_epi8(quote) as u32,
+                _mm_movemask_epi8(stop) as u32,
+            )
+        }
     }
 
     /// Bit masks (bit k = byte `at + k`) of `"`, of any byte needing attention in a string
@@ -538,12 +581,23 @@ impl<'a> Parser<'a> {
         #[cfg(target_arch = "x86_64")]
         {
             let mut high = false;
-            // Long strings (log lines, file contents) go 64 bytes per step with AVX2.
+            // Long strings (log lines, file contents) go 64 bytes per step with AVX2: first
+            // the cheaper plain-ASCII scan, then, from the first non-ASCII byte on (if any),
+            // the scan that also tracks non-ASCII bytes for the UTF-8 check.
             if self.i + 64 <= self.b.len() && std::is_x86_feature_detected!("avx2") {
                 // SAFETY: AVX2 is available (checked just above).
-                let (i, h) = unsafe { skip_plain_avx2(self.b, self.i) };
+                let (i, hit) = unsafe { skip_ascii_avx2(self.b, self.i) };
                 self.i = i;
-                high = h;
+                if hit && self.b[i] < 0x80 {
+                    // Stopped at `"`, `\` or a control character; everything skipped was ASCII.
+                    return false;
+                }
+                if self.i + 64 <= self.b.len() {
+                    // SAFETY: as above.
+                    let (i, h) = unsafe { skip_plain_avx2(self.b, self.i) };
+                    self.i = i;
+                    high = h;
+                }
             }
             // Most strings (keys, ids, names) end within the first 16 bytes.
             if self.i + 16 <= self.b.len() {
@@ -648,6 +702,56 @@ impl<'a> Parser<'a> {
         self.i += 4;
         Ok(v)
     }
+}
+
+/// The plain-ASCII part of [`Parser::skip_plain`], 64 bytes per step: returns the position
+/// of the first `"`, `\`, control character or non-ASCII byte at or after `i` and `true`, or
+/// the position where fewer than 64 bytes remain and `false`.
+///
+/// Per 32-byte vector this is four instructions: `"` and `\` differ in their low nibble, so
+/// one nibble-indexed shuffle maps each byte to the one special byte it could be (or to 0),
+/// and a signed `< 0x20` finds control characters and non-ASCII bytes at once.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn skip_ascii_avx2(b: &[u8], mut i: usize) -> (usize, bool) {
+    use std::arch::x86_64::*;
+    // Index = low nibble of the byte (bytes >= 0x80 map to 0); `"` is 0x22, `\` is 0x5C. A
+    // byte whose nibble has no special byte maps to 0, which only 0x00 itself (a control
+    // character, flagged anyway) equals.
+    #[rustfmt::skip]
+    let table = _mm256_setr_epi8(
+        0, 0, b'"' as i8, 0, 0, 0, 0, 0, 0, 0, 0, 0, b'\\' as i8, 0, 0, 0,
+        0, 0, b'"' as i8, 0, 0, 0, 0, 0, 0, 0, 0, 0, b'\\' as i8, 0, 0, 0,
+    );
+    let space = _mm256_set1_epi8(0x20);
+    macro_rules! stops {
+        ($v:expr) => {
+            _mm256_or_si256(
+                _mm256_cmpeq_epi8(_mm256_shuffle_epi8(table, $v), $v),
+                _mm256_cmpgt_epi8(space, $v),
+            )
+        };
+    }
+    while i + 64 <= b.len() {
+        // SAFETY: 64 bytes at `i` are in bounds (loop condition); `loadu` has no alignment
+        // requirement.
+        let (lo, hi) = unsafe {
+            let p = b.as_ptr().add(i) as *const __m256i;
+            (_mm256_loadu_si256(p), _mm256_loadu_si256(p.add(1)))
+        };
+        let (s_lo, s_hi) = (stops!(lo), stops!(hi));
+        let any = _mm256_or_si256(s_lo, s_hi);
+        if _mm256_testz_si256(any, any) == 0 {
+            let mask = u64::from(_mm256_movemask_epi8(s_lo) as u32)
+                | (u64::from(_mm256_movemask_epi8(s_hi) as u32) << 32);
+            return (i + mask.trailing_zeros() as usize, true);
+        }
+        i += 64;
+    }
+    (i, false)
 }
 
 /// [`Parser::skip_plain`] 64 bytes per step: returns the position of the first `"`, `\` or
