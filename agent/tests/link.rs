@@ -12,45 +12,25 @@ use agent::link::Link;
 use agent::link::creds::Credentials;
 use agent::link::outbox::Outbox;
 use agent::servers::{Servers, ServersConfig};
-use async_tungstenite::WebSocketStream;
-use async_tungstenite::tungstenite::Message as WsMessage;
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use e2e::TempDir;
-use futures_lite::StreamExt;
 use futures_rustls::TlsAcceptor;
 use proto::{Event, EventKind, ServerLog, ServerState, StatusChanged};
 use serde_json::{Value, json};
-use smol::net::{TcpListener, TcpStream};
+use smol::net::TcpListener;
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-type Ws = WebSocketStream<futures_rustls::server::TlsStream<TcpStream>>;
+mod common;
+
+use common::{Ws, next_json, send, tls};
 
 const AGENT_ID: &str = "agent-link-test";
 
 struct FakePanel {
     listener: TcpListener,
     acceptor: TlsAcceptor,
-}
-
-/// A self-signed certificate for 127.0.0.1, its PEM written to `dir/ca.pem`.
-fn tls(dir: &std::path::Path) -> Arc<rustls::ServerConfig> {
-    let params =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .unwrap();
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    std::fs::write(dir.join("ca.pem"), cert.pem()).unwrap();
-    let der_key = rustls_pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.der().clone()], der_key.into())
-        .unwrap();
-    Arc::new(config)
 }
 
 impl FakePanel {
@@ -81,31 +61,6 @@ impl FakePanel {
     }
 }
 
-/// The next JSON frame, skipping WebSocket control frames; fails after 10 s.
-async fn next_json(ws: &mut Ws) -> Value {
-    let frame = futures_lite::future::or(
-        async {
-            loop {
-                match ws.next().await {
-                    Some(Ok(WsMessage::Text(t))) => return Some(t.to_string()),
-                    Some(Ok(WsMessage::Binary(b))) => {
-                        return Some(String::from_utf8(b.to_vec()).unwrap());
-                    }
-                    Some(Ok(_)) => continue,
-                    _ => return None,
-                }
-            }
-        },
-        async {
-            smol::Timer::after(Duration::from_secs(10)).await;
-            None
-        },
-    )
-    .await
-    .expect("a frame from the agent");
-    serde_json::from_str(&frame).unwrap()
-}
-
 /// Reads frames until the response to `id`.
 async fn response_to(ws: &mut Ws, id: &str) -> Value {
     loop {
@@ -114,12 +69,6 @@ async fn response_to(ws: &mut Ws, id: &str) -> Value {
             return v;
         }
     }
-}
-
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(WsMessage::Text(v.to_string().into()))
-        .await
-        .unwrap();
 }
 
 fn command(id: &str, server: Option<&str>, action: &str, payload: Option<Value>) -> Value {
