@@ -87,6 +87,13 @@ fn known_server(api: &Api, req: &Request) -> Result<ServerRecord, Response> {
     })
 }
 
+/// The admin check, then the server named in the path: what every per-server route
+/// starts with (in this order, so a bad token never learns which ids exist).
+fn admin_server(api: &Api, req: &Request) -> Result<ServerRecord, Reply> {
+    api.admin(req).map_err(Reply::from)?;
+    known_server(api, req).map_err(Reply::from)
+}
+
 /// `POST /api/servers` (admin).
 pub(super) async fn create(api: Arc<Api>, req: Request) -> Reply {
     if let Err(r) = api.admin(&req) {
@@ -286,14 +293,10 @@ pub(super) async fn list(api: Arc<Api>, req: Request) -> Reply {
 /// success, records `desired` (durably) first.
 async fn relay(
     api: &Api,
-    req: &Request,
+    rec: &ServerRecord,
     action: Action<'static>,
     desired: Option<DesiredState>,
 ) -> Reply {
-    let rec = match known_server(api, req) {
-        Ok(r) => r,
-        Err(r) => return r.into(),
-    };
     match api
         .hub
         .command(&rec.agent_id, Some(&rec.server_id), action)
@@ -315,10 +318,11 @@ async fn relay(
 
 /// `GET /api/servers/{id}` (admin): `get_status`.
 pub(super) async fn status(api: Arc<Api>, req: Request) -> Reply {
-    if let Err(r) = api.admin(&req) {
-        return r.into();
-    }
-    relay(&api, &req, Action::GetStatus, None).await
+    let rec = match admin_server(&api, &req) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    relay(&api, &rec, Action::GetStatus, None).await
 }
 
 #[derive(Deserialize)]
@@ -336,12 +340,10 @@ const MAX_STOP_TIMEOUT: u64 = 3600;
 
 /// `POST /api/servers/{id}/power` (admin).
 pub(super) async fn power(api: Arc<Api>, req: Request) -> Reply {
-    if let Err(r) = api.admin(&req) {
-        return r.into();
-    }
-    if let Err(r) = known_server(&api, &req) {
-        return r.into();
-    }
+    let rec = match admin_server(&api, &req) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
     let body: PowerBody = match req.json() {
         Ok(b) => b,
         Err(r) => return r.into(),
@@ -376,7 +378,7 @@ pub(super) async fn power(api: Arc<Api>, req: Request) -> Reply {
             );
         }
     };
-    relay(&api, &req, action, Some(desired)).await
+    relay(&api, &rec, action, Some(desired)).await
 }
 
 #[derive(Deserialize)]
@@ -387,12 +389,10 @@ struct ConsoleBody {
 
 /// `POST /api/servers/{id}/command` (admin): one console line.
 pub(super) async fn console(api: Arc<Api>, req: Request) -> Reply {
-    if let Err(r) = api.admin(&req) {
-        return r.into();
-    }
-    if let Err(r) = known_server(&api, &req) {
-        return r.into();
-    }
+    let rec = match admin_server(&api, &req) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
     let body: ConsoleBody = match req.json() {
         Ok(b) => b,
         Err(r) => return r.into(),
@@ -403,7 +403,7 @@ pub(super) async fn console(api: Arc<Api>, req: Request) -> Reply {
     let action = Action::SendCommand(SendCommand {
         command: Cow::Owned(body.command),
     });
-    relay(&api, &req, action, None).await
+    relay(&api, &rec, action, None).await
 }
 
 /// The `path` query parameter, validated (`INVALID_PATH`); `default` when absent.
@@ -425,12 +425,10 @@ fn path_param(req: &Request, default: Option<&str>) -> Result<String, Reply> {
 
 /// `GET /api/servers/{id}/files?path=P` (admin).
 pub(super) async fn list_files(api: Arc<Api>, req: Request) -> Reply {
-    if let Err(r) = api.admin(&req) {
-        return r.into();
-    }
-    if let Err(r) = known_server(&api, &req) {
-        return r.into();
-    }
+    let rec = match admin_server(&api, &req) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
     let path = match path_param(&req, Some("/server")) {
         Ok(p) => p,
         Err(r) => return r,
@@ -438,17 +436,15 @@ pub(super) async fn list_files(api: Arc<Api>, req: Request) -> Reply {
     let action = Action::ListFiles(PathPayload {
         path: Cow::Owned(path),
     });
-    relay(&api, &req, action, None).await
+    relay(&api, &rec, action, None).await
 }
 
 /// `GET /api/servers/{id}/files/content?path=P` (admin).
 pub(super) async fn get_file(api: Arc<Api>, req: Request) -> Reply {
-    if let Err(r) = api.admin(&req) {
-        return r.into();
-    }
-    if let Err(r) = known_server(&api, &req) {
-        return r.into();
-    }
+    let rec = match admin_server(&api, &req) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
     let path = match path_param(&req, None) {
         Ok(p) => p,
         Err(r) => return r,
@@ -456,7 +452,7 @@ pub(super) async fn get_file(api: Arc<Api>, req: Request) -> Reply {
     let action = Action::GetFile(PathPayload {
         path: Cow::Owned(path),
     });
-    relay(&api, &req, action, None).await
+    relay(&api, &rec, action, None).await
 }
 
 /// Body of `PUT /api/servers/{id}/files/content?path=P`.
@@ -471,12 +467,10 @@ struct WriteBody {
 /// `PUT /api/servers/{id}/files/content?path=P` (admin), body
 /// `{"content": "...", "encoding"?: "utf8"|"base64"}`: sends `write_file`.
 pub(super) async fn write_file(api: Arc<Api>, req: Request) -> Reply {
-    if let Err(r) = api.admin(&req) {
-        return r.into();
-    }
-    if let Err(r) = known_server(&api, &req) {
-        return r.into();
-    }
+    let rec = match admin_server(&api, &req) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
     let path = match path_param(&req, None) {
         Ok(p) => p,
         Err(r) => return r,
@@ -490,18 +484,15 @@ pub(super) async fn write_file(api: Arc<Api>, req: Request) -> Reply {
         content: Cow::Owned(body.content),
         encoding: body.encoding,
     });
-    relay(&api, &req, action, None).await
+    relay(&api, &rec, action, None).await
 }
 
 /// `DELETE /api/servers/{id}[?purge=true][&force=true]` (admin): `delete_server`, then the
 /// record goes. `force=true` forgets the server even if its agent is gone or refuses.
 pub(super) async fn delete(api: Arc<Api>, req: Request) -> Reply {
-    if let Err(r) = api.admin(&req) {
-        return r.into();
-    }
-    let rec = match known_server(&api, &req) {
+    let rec = match admin_server(&api, &req) {
         Ok(r) => r,
-        Err(r) => return r.into(),
+        Err(r) => return r,
     };
     let flag = |k: &str| {
         req.query_param(k)
