@@ -680,95 +680,106 @@ impl Hub {
             );
             return;
         }
-        let (kind, id, server_id) = match decoder.envelope(bytes) {
-            Ok(env) => {
-                if env.agent_id.as_deref().is_some_and(|a| a != conn.agent_id) {
-                    self.metrics.frames_foreign.inc();
-                    return;
-                }
-                (
-                    env.kind,
-                    env.id.map(Cow::into_owned),
-                    env.server_id.map(Cow::into_owned),
-                )
-            }
+        // Events (the hot path) and refused kinds are handled on the borrowed envelope;
+        // only responses and pongs, which decode the frame again, take their id out.
+        let env = match decoder.envelope(bytes) {
+            Ok(env) => env,
             Err(e) => {
                 self.metrics.frames_invalid.inc();
                 self.reply_error(conn, None, e.code(), e.to_string());
                 return;
             }
         };
-        if matches!(kind, MessageType::Event | MessageType::Response)
-            && server_id
+        if env.agent_id.as_deref().is_some_and(|a| a != conn.agent_id) {
+            self.metrics.frames_foreign.inc();
+            return;
+        }
+        if matches!(env.kind, MessageType::Event | MessageType::Response)
+            && env
+                .server_id
                 .as_deref()
                 .is_some_and(|s| !self.store.owns(&conn.agent_id, s))
         {
             self.metrics.frames_foreign.inc();
             return;
         }
-        match kind {
+        match env.kind {
             MessageType::Event => {
                 self.events
-                    .publish(&conn.agent_id, server_id.as_deref(), msg);
+                    .publish(&conn.agent_id, env.server_id.as_deref(), msg);
             }
             MessageType::Response => {
-                let Some(id) = id else {
-                    self.metrics.frames_invalid.inc();
-                    self.reply_error(
-                        conn,
-                        None,
-                        ErrorCode::InvalidMessage,
-                        "response without id".into(),
-                    );
-                    return;
-                };
-                let waiter = {
-                    let mut waiters = self.waiters.lock();
-                    match waiters.get(&id) {
-                        Some(w) if w.agent_id == conn.agent_id => waiters.remove(&id),
-                        Some(_) => {
-                            self.metrics.frames_foreign.inc();
-                            return;
-                        }
-                        None => None,
-                    }
-                };
-                let Some(waiter) = waiter else {
-                    self.metrics.responses_unmatched.inc();
-                    return;
-                };
-                let reply = match decoder.message(bytes) {
-                    Ok(Message::Response(r)) => Ok(r.into_owned()),
-                    Ok(_) => unreachable!("the envelope said response"),
-                    Err(e) => {
-                        self.metrics.frames_invalid.inc();
-                        Err(HubError::BadResponse {
-                            agent: conn.agent_id.clone(),
-                            reason: e.to_string(),
-                        })
-                    }
-                };
-                let _ = waiter.tx.try_send(reply);
+                let id = env.id.map(Cow::into_owned);
+                self.on_response(conn, decoder, bytes, id);
             }
-            MessageType::Pong => match decoder.message(bytes) {
-                Ok(Message::Pong(p)) => {
-                    *conn.pong.lock() = Some(p.data.into_owned());
-                    conn.missed.store(0, Ordering::Relaxed);
-                }
-                Ok(_) => unreachable!("the envelope said pong"),
-                Err(e) => {
-                    self.metrics.frames_invalid.inc();
-                    self.reply_error(conn, id.as_deref(), e.code(), e.to_string());
-                }
-            },
-            MessageType::Command | MessageType::Ping => {
+            MessageType::Pong => {
+                let id = env.id.map(Cow::into_owned);
+                self.on_pong(conn, decoder, bytes, id);
+            }
+            kind @ (MessageType::Command | MessageType::Ping) => {
                 self.metrics.frames_invalid.inc();
                 self.reply_error(
                     conn,
-                    id.as_deref(),
+                    env.id.as_deref(),
                     ErrorCode::InvalidMessage,
                     format!("agents may not send `{}` messages", kind.as_str()),
                 );
+            }
+        }
+    }
+
+    /// A response: wakes the command waiting for its id (if it is this agent's).
+    fn on_response(&self, conn: &Conn, decoder: &mut Decoder, bytes: &[u8], id: Option<String>) {
+        let Some(id) = id else {
+            self.metrics.frames_invalid.inc();
+            self.reply_error(
+                conn,
+                None,
+                ErrorCode::InvalidMessage,
+                "response without id".into(),
+            );
+            return;
+        };
+        let waiter = {
+            let mut waiters = self.waiters.lock();
+            match waiters.get(&id) {
+                Some(w) if w.agent_id == conn.agent_id => waiters.remove(&id),
+                Some(_) => {
+                    self.metrics.frames_foreign.inc();
+                    return;
+                }
+                None => None,
+            }
+        };
+        let Some(waiter) = waiter else {
+            self.metrics.responses_unmatched.inc();
+            return;
+        };
+        let reply = match decoder.message(bytes) {
+            Ok(Message::Response(r)) => Ok(r.into_owned()),
+            Ok(_) => unreachable!("the envelope said response"),
+            Err(e) => {
+                self.metrics.frames_invalid.inc();
+                Err(HubError::BadResponse {
+                    agent: conn.agent_id.clone(),
+                    reason: e.to_string(),
+                })
+            }
+        };
+        let _ = waiter.tx.try_send(reply);
+    }
+
+    /// A pong: keeps its data and resets the missed-heartbeat count.
+    fn on_pong(&self, conn: &Conn, decoder: &mut Decoder, bytes: &[u8], id: Option<String>) {
+        match decoder.message(bytes) {
+            Ok(Message::Pong(p)) => {
+                *conn.pong.lock() = Some(p.data.into_owned());
+                conn.missed.store(0, Ordering::Relaxed);
+            }
+            Ok(_) => unreachable!("the envelope said pong"),
+            Err(e) => {
+                self.metrics.frames_invalid.inc();
+                self.reply_error(conn, id.as_deref(), e.code(), e.to_string());
             }
         }
     }
