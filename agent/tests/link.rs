@@ -98,48 +98,80 @@ fn log_event(message: &str) -> Event<'static> {
     }
 }
 
+/// A fake panel and, connected to it, the real link and servers layer of an agent whose
+/// Docker socket does not exist.
+struct AgentUnderTest {
+    panel: FakePanel,
+    config_path: std::path::PathBuf,
+    outbox: Arc<Outbox>,
+    /// Send `()` to stop the link.
+    stop: async_channel::Sender<()>,
+    running: smol::Task<()>,
+}
+
+async fn start_agent(
+    dir: &std::path::Path,
+    server_tls: Arc<rustls::ServerConfig>,
+    name: &str,
+    token: &str,
+) -> AgentUnderTest {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let panel = FakePanel {
+        listener,
+        acceptor: TlsAcceptor::from(server_tls),
+    };
+    let config_path = dir.join("agent.json");
+    let config = AgentConfig {
+        id: AGENT_ID.into(),
+        name: name.into(),
+        token: token.into(),
+        refresh_token: "refresh-1".into(),
+        websocket_url: format!("wss://127.0.0.1:{port}/ws/agents"),
+        panel_url: format!("https://127.0.0.1:{port}"),
+        ca_cert: Some(dir.join("ca.pem")),
+    };
+    config.save(&config_path).unwrap();
+    let client_tls = agent::net::client_config(config.ca_cert.as_deref()).unwrap();
+    let creds = Arc::new(Credentials::new(config, config_path.clone(), client_tls));
+    let outbox = Arc::new(Outbox::default());
+    let servers = Arc::new(
+        Servers::start(
+            ServersConfig::new(
+                AGENT_ID,
+                "/nonexistent/docker.sock".into(),
+                dir.join("data"),
+            ),
+            outbox.clone(),
+        )
+        .unwrap(),
+    );
+    let link = Link::new(servers, outbox.clone(), creds).unwrap();
+    let (stop, stop_rx) = async_channel::bounded::<()>(1);
+    let running = smol::spawn(link.run(async move {
+        let _ = stop_rx.recv().await;
+    }));
+    AgentUnderTest {
+        panel,
+        config_path,
+        outbox,
+        stop,
+        running,
+    }
+}
+
 #[test]
 fn the_link_serves_commands_pings_and_events_across_a_reconnect() {
     let dir = TempDir::new("link");
     let server_tls = tls(dir.path());
     smol::block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let panel = FakePanel {
-            listener,
-            acceptor: TlsAcceptor::from(server_tls),
-        };
-
-        let config_path = dir.path().join("agent.json");
-        let config = AgentConfig {
-            id: AGENT_ID.into(),
-            name: "link".into(),
-            token: "tok-1".into(),
-            refresh_token: "refresh-1".into(),
-            websocket_url: format!("wss://127.0.0.1:{port}/ws/agents"),
-            panel_url: format!("https://127.0.0.1:{port}"),
-            ca_cert: Some(dir.path().join("ca.pem")),
-        };
-        config.save(&config_path).unwrap();
-        let client_tls = agent::net::client_config(config.ca_cert.as_deref()).unwrap();
-        let creds = Arc::new(Credentials::new(config, config_path, client_tls));
-        let outbox = Arc::new(Outbox::default());
-        let servers = Arc::new(
-            Servers::start(
-                ServersConfig::new(
-                    AGENT_ID,
-                    "/nonexistent/docker.sock".into(),
-                    dir.path().join("data"),
-                ),
-                outbox.clone(),
-            )
-            .unwrap(),
-        );
-        let link = Link::new(servers, outbox.clone(), creds).unwrap();
-        let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
-        let running = smol::spawn(link.run(async move {
-            let _ = stop_rx.recv().await;
-        }));
+        let AgentUnderTest {
+            panel,
+            outbox,
+            stop: stop_tx,
+            running,
+            ..
+        } = start_agent(dir.path(), server_tls, "link", "tok-1").await;
 
         // The upgrade carries the agent's credentials.
         let (mut ws, auth, id) = panel.accept().await;
@@ -315,42 +347,13 @@ fn a_refused_token_is_refreshed_persisted_and_used() {
     let dir = TempDir::new("refresh");
     let server_tls = tls(dir.path());
     smol::block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let panel = FakePanel {
-            listener,
-            acceptor: TlsAcceptor::from(server_tls),
-        };
-        let config_path = dir.path().join("agent.json");
-        let config = AgentConfig {
-            id: AGENT_ID.into(),
-            name: "refresh".into(),
-            token: "expired".into(),
-            refresh_token: "refresh-1".into(),
-            websocket_url: format!("wss://127.0.0.1:{port}/ws/agents"),
-            panel_url: format!("https://127.0.0.1:{port}"),
-            ca_cert: Some(dir.path().join("ca.pem")),
-        };
-        config.save(&config_path).unwrap();
-        let client_tls = agent::net::client_config(config.ca_cert.as_deref()).unwrap();
-        let creds = Arc::new(Credentials::new(config, config_path.clone(), client_tls));
-        let outbox = Arc::new(Outbox::default());
-        let servers = Arc::new(
-            Servers::start(
-                ServersConfig::new(
-                    AGENT_ID,
-                    "/nonexistent/docker.sock".into(),
-                    dir.path().join("data"),
-                ),
-                outbox.clone(),
-            )
-            .unwrap(),
-        );
-        let link = Link::new(servers, outbox, creds).unwrap();
-        let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
-        let running = smol::spawn(link.run(async move {
-            let _ = stop_rx.recv().await;
-        }));
+        let AgentUnderTest {
+            panel,
+            config_path,
+            stop: stop_tx,
+            running,
+            ..
+        } = start_agent(dir.path(), server_tls, "refresh", "expired").await;
 
         panel.refuse().await;
         let sent = panel
