@@ -137,7 +137,7 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
 /// The whole program: parse, run, map the outcome to an exit code (0 ok, 1 failure,
 /// 2 usage).
 pub fn main(args: Vec<String>) -> i32 {
-    crate::logger::init();
+    ctrl_io::logger::init("AGENT_LOG", "agent");
     let cli = match parse(&args) {
         Ok(cli) => cli,
         Err(e) => {

@@ -9,7 +9,6 @@ use crate::config::{AgentConfig, ConfigError, RunOptions};
 use crate::link::Link;
 use crate::link::creds::Credentials;
 use crate::link::outbox::Outbox;
-use crate::net::{self, NetError};
 use crate::servers::{ServerError, Servers, ServersConfig};
 use nix::sys::signal::{SigSet, Signal};
 use std::sync::Arc;
@@ -19,7 +18,7 @@ pub enum RunError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Net(#[from] NetError),
+    Client(#[from] ctrl_io::ClientError),
     #[error(transparent)]
     Servers(#[from] ServerError),
     #[error("cannot set up signal handling: {0}")]
@@ -54,7 +53,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     // Before any other thread exists, so they all inherit the blocked mask.
     let signals = shutdown_signals()?;
     let config = AgentConfig::load(&opts.config_path)?;
-    let tls = net::client_config(config.ca_cert.as_deref())?;
+    let tls = ctrl_io::tls_config(config.ca_cert.as_deref())?;
     let creds = Arc::new(Credentials::new(
         config.clone(),
         opts.config_path.clone(),

@@ -8,7 +8,6 @@ pub mod config;
 pub mod events;
 pub mod http;
 pub mod hub;
-pub mod logger;
 pub mod metrics;
 pub mod outbox;
 pub mod panel_metrics;

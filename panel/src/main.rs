@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         // SAFETY: nothing else runs yet (no threads spawned), so no concurrent env access.
         unsafe { std::env::set_var("SMOL_THREADS", n.to_string()) };
     }
-    panel::logger::init();
+    ctrl_io::logger::init("PANEL_LOG", "panel");
     let shutdown = Shutdown::new();
     if let Err(e) = shutdown.on_signals() {
         eprintln!("panel: cannot install signal handlers: {e}");

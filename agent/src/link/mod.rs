@@ -18,14 +18,11 @@ pub mod creds;
 pub mod frame;
 pub mod outbox;
 
-use crate::net::{self, NetError, TlsStream, Url};
-use async_tungstenite::WebSocketStream;
-use async_tungstenite::tungstenite::client::IntoClientRequest;
-use async_tungstenite::tungstenite::http::HeaderValue;
+use async_tungstenite::tungstenite::Message as WsMessage;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
-use async_tungstenite::tungstenite::{self, Message as WsMessage};
 use backoff::Backoff;
 use creds::Credentials;
+use ctrl_io::{ClientError, TlsConn, Ws, WsOptions};
 use frame::Incoming;
 use futures_lite::StreamExt;
 use outbox::Outbox;
@@ -33,7 +30,6 @@ use proto::codec::Decoder;
 use proto::{Command, Message, Pong, PongData, Response};
 use std::borrow::Cow;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,11 +58,9 @@ pub trait Dispatch: Send + Sync + 'static {
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error(transparent)]
-    Net(#[from] NetError),
+    Client(#[from] ClientError),
     #[error("the panel refused the agent's token (HTTP 401)")]
     Unauthorized,
-    #[error("WebSocket upgrade failed: {0}")]
-    Upgrade(String),
 }
 
 /// The link: owns reconnection, the session tasks and nothing else.
@@ -75,7 +69,8 @@ pub struct Link<D: Dispatch> {
     outbox: Arc<Outbox>,
     creds: Arc<Credentials>,
     agent_id: String,
-    url: Url,
+    /// The panel's `wss://` URL, checked at start.
+    url: String,
 }
 
 impl<D: Dispatch> Link<D> {
@@ -83,15 +78,15 @@ impl<D: Dispatch> Link<D> {
         dispatch: Arc<D>,
         outbox: Arc<Outbox>,
         creds: Arc<Credentials>,
-    ) -> Result<Self, NetError> {
+    ) -> Result<Self, ClientError> {
         let cfg = creds.snapshot();
-        let url = Url::parse(&cfg.websocket_url)?;
+        ctrl_io::Url::parse_as(&cfg.websocket_url, ctrl_io::Scheme::Wss)?;
         Ok(Link {
             dispatch,
             outbox,
             creds,
             agent_id: cfg.id,
-            url,
+            url: cfg.websocket_url,
         })
     }
 
@@ -134,50 +129,28 @@ impl<D: Dispatch> Link<D> {
     }
 
     /// TLS, then the WebSocket upgrade with the agent's headers, within a deadline.
-    pub async fn connect(&self) -> Result<WebSocketStream<TlsStream>, ConnectError> {
-        let tls = net::connect_tls(&self.url, self.creds.tls(), CONNECT_TIMEOUT).await?;
-        let mut request = self
-            .url
-            .to_string()
-            .into_client_request()
-            .map_err(|e| ConnectError::Upgrade(e.to_string()))?;
-        let headers = request.headers_mut();
-        let bearer = HeaderValue::from_str(&format!("Bearer {}", self.creds.token()))
-            .map_err(|_| ConnectError::Upgrade("the token is not a valid header value".into()))?;
-        headers.insert("Authorization", bearer);
-        let id = HeaderValue::from_str(&self.agent_id).map_err(|_| {
-            ConnectError::Upgrade("the agent id is not a valid header value".into())
-        })?;
-        headers.insert("X-Agent-ID", id);
-        let config = ws_config();
+    pub async fn connect(&self) -> Result<Ws, ConnectError> {
+        let options = WsOptions {
+            config: ws_config(),
+            timeout: CONNECT_TIMEOUT,
+        };
+        let token = self.creds.token();
         // Boxed: the handshake future is large and only lives during connect.
-        let handshake: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(
-            async_tungstenite::client_async_with_config(request, tls, Some(config)),
-        );
-        let upgrade = async {
-            handshake.await.map_err(|e| match e {
-                tungstenite::Error::Http(resp) if resp.status().as_u16() == 401 => {
-                    ConnectError::Unauthorized
-                }
-                tungstenite::Error::Http(resp) => {
-                    ConnectError::Upgrade(format!("the panel answered HTTP {}", resp.status()))
-                }
-                other => ConnectError::Upgrade(other.to_string()),
-            })
-        };
-        let timeout = async {
-            smol::Timer::after(CONNECT_TIMEOUT).await;
-            Err(ConnectError::Net(NetError::Timeout {
-                what: "the WebSocket upgrade".into(),
-                secs: CONNECT_TIMEOUT.as_secs(),
-            }))
-        };
-        let (ws, _response) = futures_lite::future::or(upgrade, timeout).await?;
-        Ok(ws)
+        let connect = Box::pin(ctrl_io::connect_agent_with(
+            &self.url,
+            self.creds.tls().clone(),
+            &self.agent_id,
+            &token,
+            options,
+        ));
+        connect.await.map_err(|e| match e {
+            ClientError::Rejected { status: 401, .. } => ConnectError::Unauthorized,
+            other => ConnectError::Client(other),
+        })
     }
 
     /// Serves one connection until it fails; returns why it ended.
-    pub async fn session(&self, ws: WebSocketStream<TlsStream>) -> String {
+    pub async fn session(&self, ws: Ws) -> String {
         let (sender, receiver) = ws.split();
         let (control_tx, control_rx) = async_channel::bounded::<Vec<u8>>(CONTROL_QUEUE);
         self.outbox.requeue_in_flight();
@@ -188,7 +161,7 @@ impl<D: Dispatch> Link<D> {
 
     async fn reader(
         &self,
-        mut receiver: async_tungstenite::WebSocketReceiver<TlsStream>,
+        mut receiver: async_tungstenite::WebSocketReceiver<TlsConn>,
         control: async_channel::Sender<Vec<u8>>,
     ) -> String {
         let permits = Arc::new(smol::lock::Semaphore::new(MAX_IN_FLIGHT));
@@ -271,7 +244,7 @@ enum Outgoing {
 
 /// The single writer: responses and pongs first, then events in production order.
 async fn writer(
-    mut sender: async_tungstenite::WebSocketSender<TlsStream>,
+    mut sender: async_tungstenite::WebSocketSender<TlsConn>,
     control: async_channel::Receiver<Vec<u8>>,
     outbox: Arc<Outbox>,
 ) -> String {

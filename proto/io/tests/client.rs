@@ -1,4 +1,4 @@
-//! The client library against a tiny in-test TLS server: keep-alive reuse, chunked and
+//! The client stack against a tiny in-test TLS server: keep-alive reuse, chunked and
 //! close-delimited bodies, a stale pooled connection, timeouts, certificate checks, and the
 //! WebSocket upgrade (accepted, and refused with status and body).
 
@@ -10,9 +10,9 @@ use std::time::Duration;
 use async_io::Async;
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use ctrl_io::{self as client, ClientError, Rest};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use futures_rustls::TlsAcceptor;
-use loadtest::client::{self, ClientError, Rest};
 
 struct Server {
     addr: std::net::SocketAddr,
@@ -131,6 +131,17 @@ fn http_server() -> Server {
                                 b"HTTP/1.1 500 Oops\r\nContent-Length: 5\r\n\r\noops!".to_vec()
                             }
                             "GET /bad HTTP/1.1" => b"garbage\r\n\r\n".to_vec(),
+                            "POST /bad-register/api/agents/register HTTP/1.1" => {
+                                let b = r#"{"success":true,"agent":{"id":"a1","token":"t","refreshToken":"r","websocketUrl":"ws://h/ws/agents"}}"#;
+                                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{b}", b.len())
+                                    .into_bytes()
+                            }
+                            "POST /bad-register/api/agents/refresh HTTP/1.1" => {
+                                let b = r#"{"success":true,"agent":{"id":"a1","token":"","refreshToken":"r"}}"#;
+                                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{b}", b.len())
+                                    .into_bytes()
+                            }
+                            "GET /overflow HTTP/1.1" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\nFFFFFFFFFFFFFFFF\r\nbbbb\r\n0\r\n\r\n".to_vec(),
                             "GET /hang HTTP/1.1" => {
                                 smol::Timer::after(Duration::from_secs(3600)).await;
                                 return;
@@ -380,4 +391,30 @@ fn refused_upgrade_keeps_status_and_body() {
     ))
     .unwrap_err();
     assert!(matches!(err, ClientError::Url(_)), "{err}");
+}
+
+#[test]
+fn chunk_sizes_that_overflow_the_body_limit_check_are_refused() {
+    let server = http_server();
+    let rest = rest_for(&server).with_timeout(Duration::from_secs(20));
+    let err = smol::block_on(rest.request("GET", "/overflow", None, None)).unwrap_err();
+    assert!(matches!(err, ClientError::Http(_)), "{err}");
+}
+
+#[test]
+fn registration_answers_that_break_the_protocol_are_refused() {
+    let server = http_server();
+    let tls = client::tls_config_from_pem(server.ca_pem.as_bytes()).unwrap();
+    let base = format!("https://127.0.0.1:{}/bad-register/", server.addr.port());
+    let rest = Rest::new(&base, tls).unwrap();
+    let err = smol::block_on(client::register(&rest, "admin", "n1")).unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Json(m) if m.contains("websocketUrl")),
+        "{err}"
+    );
+    let err = smol::block_on(client::refresh(&rest, "r")).unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Json(m) if m.contains("empty token")),
+        "{err}"
+    );
 }

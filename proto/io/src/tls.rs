@@ -1,5 +1,6 @@
-//! rustls client configuration (ring provider): trust a given CA — normally the panel's
-//! self-signed certificate — or, without one, the system's CA bundle.
+//! The rustls client configuration (ring provider, TLS 1.2/1.3, ALPN `http/1.1`): trust
+//! exactly the CA certificates given — normally the panel's self-signed certificate — or,
+//! without one, the system's CA bundle.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use rustls::RootCertStore;
 use rustls_pki_types::CertificateDer;
 
-use super::ClientError;
+use crate::ClientError;
 
 /// Places where Linux distributions keep the system CA bundle; `SSL_CERT_FILE` wins.
 const SYSTEM_BUNDLES: &[&str] = &[
@@ -18,7 +19,8 @@ const SYSTEM_BUNDLES: &[&str] = &[
 ];
 
 /// A client config trusting the CA(s) in the PEM file `ca_pem`, or the system bundle when
-/// `None`. ALPN offers `http/1.1` (the panel speaks nothing else).
+/// `None`. A given file must hold at least one certificate and every one must be usable; the
+/// system bundle is read leniently (certificates webpki cannot use are skipped).
 pub fn tls_config(ca_pem: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, ClientError> {
     match ca_pem {
         Some(path) => {
@@ -35,8 +37,15 @@ pub fn tls_config(ca_pem: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Cl
                 .map(Path::new)
                 .chain(SYSTEM_BUNDLES.iter().map(Path::new));
             for path in candidates {
-                if let Ok(pem) = std::fs::read(path) {
-                    return tls_config_from_pem(&pem);
+                let Ok(pem) = std::fs::read(path) else {
+                    continue;
+                };
+                let mut roots = RootCertStore::empty();
+                let mut reader = pem.as_slice();
+                let certs = rustls_pemfile::certs(&mut reader).filter_map(Result::ok);
+                let (added, _unusable) = roots.add_parsable_certificates(certs);
+                if added > 0 {
+                    return config_with(roots);
                 }
             }
             Err(ClientError::Tls(
@@ -48,12 +57,11 @@ pub fn tls_config(ca_pem: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Cl
     }
 }
 
-/// A client config trusting every certificate in `pem`.
+/// A client config trusting every certificate in `pem` (at least one, all usable).
 pub fn tls_config_from_pem(pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, ClientError> {
     let mut roots = RootCertStore::empty();
-    let mut reader = pem;
     let mut found = 0usize;
-    for cert in rustls_pemfile::certs(&mut reader) {
+    for cert in rustls_pemfile::certs(&mut &pem[..]) {
         let cert: CertificateDer<'static> =
             cert.map_err(|e| ClientError::Tls(format!("bad PEM: {e}")))?;
         roots
@@ -64,6 +72,10 @@ pub fn tls_config_from_pem(pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, Clie
     if found == 0 {
         return Err(ClientError::Tls("no certificate in PEM".into()));
     }
+    config_with(roots)
+}
+
+fn config_with(roots: RootCertStore) -> Result<Arc<rustls::ClientConfig>, ClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -90,9 +102,15 @@ mod tests {
     }
 
     #[test]
-    fn missing_ca_file_names_the_path() {
+    fn ca_file_errors_name_the_path() {
         let err = tls_config(Some(Path::new("/nonexistent/ca.pem"))).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+        let path = std::env::temp_dir().join(format!("ctrl-io-empty-ca-{}", std::process::id()));
+        std::fs::write(&path, b"not a pem").unwrap();
+        let err = tls_config(Some(&path)).unwrap_err();
+        assert!(err.to_string().contains("no certificate"), "{err}");
+        assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
+        std::fs::remove_file(path).unwrap();
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! WebSocket over TLS (`wss://`) with async-tungstenite on our own TLS stream, so the
-//! buffers can be sized for thousands of mostly idle agent sockets in one process.
+//! buffers can be sized per use: thousands of mostly idle agent sockets in one process
+//! (loadtest), one busy event subscriber, or the agent's one link.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,10 +10,8 @@ use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::ClientError;
-use super::conn::{TlsConn, connect_tls};
-use super::error::classify_io;
-use super::url::Target;
+use crate::error::classify_io;
+use crate::{ClientError, Scheme, TlsConn, Url, connect_tls, with_deadline};
 
 /// A connected client WebSocket.
 pub type Ws = async_tungstenite::WebSocketStream<TlsConn>;
@@ -75,7 +74,7 @@ pub async fn ws_connect_with(
     headers: &[(&str, &str)],
     options: WsOptions,
 ) -> Result<Ws, ClientError> {
-    let target = Target::parse(url, &["wss"])?;
+    let target = Url::parse_as(url, Scheme::Wss)?;
     let mut request = url
         .into_client_request()
         .map_err(|e| ClientError::Url(format!("{url:?}: {e}")))?;
@@ -93,11 +92,35 @@ pub async fn ws_connect_with(
             .map(|(ws, _response)| ws)
             .map_err(ws_error)
     };
-    let deadline = options.timeout;
-    futures_lite::future::or(connect, async move {
-        async_io::Timer::after(deadline).await;
-        Err(ClientError::Timeout(deadline))
-    })
+    with_deadline(options.timeout, connect).await
+}
+
+/// Connects an agent's WebSocket (`Authorization: Bearer <token>`, `X-Agent-ID: <id>`) to
+/// `url` — normally the registration's `websocketUrl` or `rest.wss_url("/ws/agents")`.
+pub async fn connect_agent(
+    url: &str,
+    tls: Arc<rustls::ClientConfig>,
+    agent_id: &str,
+    token: &str,
+) -> Result<Ws, ClientError> {
+    connect_agent_with(url, tls, agent_id, token, WsOptions::default()).await
+}
+
+/// [`connect_agent`] with explicit options.
+pub async fn connect_agent_with(
+    url: &str,
+    tls: Arc<rustls::ClientConfig>,
+    agent_id: &str,
+    token: &str,
+    options: WsOptions,
+) -> Result<Ws, ClientError> {
+    let bearer = format!("Bearer {token}");
+    ws_connect_with(
+        url,
+        tls,
+        &[("Authorization", &bearer), ("X-Agent-ID", agent_id)],
+        options,
+    )
     .await
 }
 
