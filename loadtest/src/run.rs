@@ -119,6 +119,7 @@ impl Run {
         let tls = ctrl_io::tls_config(cfg.ca_cert.as_deref()).map_err(ctx("TLS setup"))?;
         let rest = Rest::new(&cfg.panel, tls.clone())
             .map_err(ctx("--panel"))?
+            .with_user_agent("ctrl-loadtest")
             .with_timeout(Duration::from_secs(40));
         let port = Url::parse_as(&cfg.panel, Scheme::Https)
             .map_err(ctx("--panel"))?

@@ -53,14 +53,17 @@ pub async fn connect_tls(
     })))
 }
 
-/// Runs `fut`, failing with [`ClientError::Timeout`] after `deadline`.
-pub async fn with_deadline<T>(
+/// `fut`, failing with [`ClientError::Timeout`] after `deadline`.
+///
+/// A plain function returning the combined future, not an `async fn`: an `async fn` keeps its
+/// arguments in its state for its whole life, so `fut` would be stored twice (argument and
+/// inside the race) — for a WebSocket connect that is kilobytes per simulated agent.
+pub fn with_deadline<T>(
     deadline: Duration,
     fut: impl Future<Output = Result<T, ClientError>>,
-) -> Result<T, ClientError> {
+) -> impl Future<Output = Result<T, ClientError>> {
     futures_lite::future::or(fut, async move {
         async_io::Timer::after(deadline).await;
         Err(ClientError::Timeout(deadline))
     })
-    .await
 }

@@ -23,7 +23,7 @@ const MAX_IDLE: usize = 64;
 /// Default deadline for one request (connect + send + whole answer).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default `User-Agent`.
-const DEFAULT_USER_AGENT: &str = "ctrl-loadtest";
+const DEFAULT_USER_AGENT: &str = concat!("ctrl-io/", env!("CARGO_PKG_VERSION"));
 
 /// HTTPS/1.1 keep-alive client to one panel.
 pub struct Rest {
@@ -80,7 +80,7 @@ impl Rest {
         self
     }
 
-    /// Replaces the `User-Agent` header (default `ctrl-loadtest`).
+    /// Replaces the `User-Agent` header (default `ctrl-io/VERSION`).
     pub fn with_user_agent(mut self, user_agent: &'static str) -> Rest {
         self.user_agent = user_agent;
         self
@@ -274,7 +274,7 @@ mod tests {
 
     #[test]
     fn encodes_requests_under_the_base_path() {
-        let rest = rest("https://localhost:8443/base/");
+        let rest = rest("https://localhost:8443/base/").with_user_agent("ctrl-loadtest");
         let msg = rest.encode("POST", "/api/x", Some("tok"), Some(b"{}"));
         assert_eq!(
             String::from_utf8(msg).unwrap(),
