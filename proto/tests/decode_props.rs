@@ -70,6 +70,9 @@ fn egg() -> impl Strategy<Value = EggConfig<'static>> {
                     port,
                 }),
                 user: None,
+                install: None,
+                config_files: Vec::new(),
+                done: Vec::new(),
             },
         )
 }
