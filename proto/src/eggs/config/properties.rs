@@ -127,33 +127,52 @@ fn unescape(s: &str) -> String {
             Some('n') => out.push('\n'),
             Some('r') => out.push('\r'),
             Some('f') => out.push('\x0c'),
-            Some('u') => {
-                let hex: String = chars.clone().take(4).collect();
-                match u32::from_str_radix(&hex, 16)
-                    .ok()
-                    .filter(|_| hex.len() == 4)
-                {
-                    Some(v) => {
-                        out.push(char::from_u32(v).unwrap_or('\u{fffd}'));
-                        for _ in 0..4 {
-                            chars.next();
+            Some('u') => match hex4(&mut chars) {
+                Some(hi @ 0xd800..=0xdbff) => {
+                    let mut look = chars.clone();
+                    let lo = (look.next() == Some('\\') && look.next() == Some('u'))
+                        .then(|| hex4(&mut look))
+                        .flatten()
+                        .filter(|lo| (0xdc00..=0xdfff).contains(lo));
+                    match lo {
+                        Some(lo) => {
+                            chars = look;
+                            let c = 0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00);
+                            out.push(char::from_u32(c).unwrap_or('\u{fffd}'));
                         }
+                        None => out.push('\u{fffd}'),
                     }
-                    None => out.push('u'),
                 }
-            }
+                Some(v) => out.push(char::from_u32(v).unwrap_or('\u{fffd}')),
+                None => out.push('u'),
+            },
             // A line continuation: skip the break and the next line's indentation.
             Some('\n') | Some('\r') => {
-                let rest: String = chars.collect();
-                let rest = rest.trim_start_matches(['\n', ' ', '\t', '\x0c']);
-                out.push_str(&unescape(rest));
-                return out;
+                while chars
+                    .clone()
+                    .next()
+                    .is_some_and(|c| matches!(c, '\n' | ' ' | '\t' | '\x0c'))
+                {
+                    chars.next();
+                }
             }
             Some(other) => out.push(other),
             None => {}
         }
     }
     out
+}
+
+/// Four hex digits after `\u`; consumes them only when they are there.
+fn hex4(chars: &mut std::str::Chars<'_>) -> Option<u32> {
+    let hex: String = chars.clone().take(4).collect();
+    let v = u32::from_str_radix(&hex, 16)
+        .ok()
+        .filter(|_| hex.len() == 4)?;
+    for _ in 0..4 {
+        chars.next();
+    }
+    Some(v)
 }
 
 fn escape_value(s: &str) -> String {
