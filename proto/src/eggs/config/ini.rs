@@ -108,13 +108,13 @@ fn apply_one(text: &str, section: Option<&str>, key: &str, edit: &Prepared<'_>) 
     match (seen_section, last_in_section) {
         (true, Some(i)) => {
             let l = &lines[i];
-            let at = l.start + l.body.len();
+            let at = l.start + l.body.len() + l.end.len();
             let insert = if l.end.is_empty() {
                 format!("{nl}{entry}")
             } else {
-                format!("{}{entry}", l.end)
+                format!("{entry}{}", l.end)
             };
-            super::tree::splice(text, vec![(at..at + l.end.len(), insert)])
+            super::tree::splice(text, vec![(at..at, insert)])
         }
         (true, None) => insert_after_header(text, &lines, section, &entry, nl),
         (false, _) => {

@@ -6,6 +6,9 @@
 //! the first document of a stream is edited.
 
 use std::ops::Range;
+use std::sync::LazyLock;
+
+use regex::Regex;
 
 use saphyr_parser::{Event, Parser, ScalarStyle};
 
@@ -70,8 +73,15 @@ fn set(
     let rendered = render(&edit.value, &new, Some(*kind), *style);
     if *style != Style::Block {
         if span.is_empty() {
-            // `key:` with nothing after it.
-            splices.push((span.clone(), format!(" {rendered}")));
+            // `key:` with nothing after it: saphyr puts the empty scalar before the colon.
+            let after = &text[span.start..];
+            let gap = after.len() - after.trim_start_matches([' ', '\t']).len();
+            let at = if after[gap..].starts_with(':') {
+                span.start + gap + 1
+            } else {
+                span.start
+            };
+            splices.push((at..at, format!(" {rendered}")));
         } else {
             splices.push((span.clone(), rendered));
         }
@@ -142,20 +152,33 @@ fn single(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// Conservative: letters first, then a safe set, and not a word some YAML reader resolves
-/// to a bool or null.
+/// Conservative: a safe character set, no indicator first, and nothing a YAML 1.1 or 1.2
+/// reader (SnakeYAML, Go, saphyr) resolves to a bool, null, number or timestamp.
 fn plain_safe(s: &str) -> bool {
-    const WORDS: &[&str] = &[
-        "y", "n", "yes", "no", "on", "off", "true", "false", "null", "nan", "inf",
-    ];
-    let first_ok = s.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
+    static TYPED: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(
+            r"(?ix)^(
+                y|n|yes|no|on|off|true|false|null|~
+              | [-+]?(\.[0-9_]+|[0-9][0-9_]*(\.[0-9_]*)?)(e[-+]?[0-9]+)?
+              | [-+]?[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?
+              | [-+]?0[xob][0-9a-f_]+
+              | [-+]?\.(inf|nan)
+              | [0-9]{4}-[0-9]{1,2}-[0-9]{1,2}.*
+            )$",
+        )
+        .expect("static regex")
+    });
+    let first_ok = s
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '/');
     first_ok
         && !s.ends_with([' ', ':'])
         && !s.contains(": ")
         && !s.contains(" #")
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || " ._/@:+=-".contains(c))
-        && !WORDS.contains(&s.to_ascii_lowercase().as_str())
+        && !TYPED.is_match(s)
 }
 
 fn key_text(k: &str) -> String {
@@ -224,11 +247,12 @@ fn insert(text: &str, map: &Node, keys: &[String], v: &str) -> (Range<usize>, St
 /// Parses the first document into a span tree (`None` for an empty stream/document).
 fn parse(text: &str) -> Result<Option<Node>, String> {
     let mut parser = Parser::new_from_str(text);
+    let offsets = Offsets::new(text);
     let mut stack: Vec<Frame> = Vec::new();
     let mut root = None;
     while let Some(ev) = parser.next_event() {
         let (ev, span) = ev.map_err(|e| format!("{} at line {}", e.info(), e.marker().line()))?;
-        let r = clamp(text, span.start.index()..span.end.index());
+        let mut r = offsets.range(text, span.start.index()..span.end.index());
         let node = match ev {
             Event::DocumentEnd if stack.is_empty() && root.is_some() => break,
             Event::StreamEnd => break,
@@ -250,7 +274,12 @@ fn parse(text: &str) -> Result<Option<Node>, String> {
                 let f = stack.pop().ok_or("unbalanced document")?;
                 f.finish(r)
             }
-            Event::Scalar(value, style, _, _) => scalar(r, &value, style),
+            Event::Scalar(value, style, _, _) => {
+                if matches!(style, ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted) {
+                    r.end = quoted_end(text, r.start, style).unwrap_or(r.end);
+                }
+                scalar(r, &value, style)
+            }
             Event::Alias(_) => Node::Opaque { span: r },
             _ => continue,
         };
@@ -262,14 +291,45 @@ fn parse(text: &str) -> Result<Option<Node>, String> {
     Ok(root.filter(|n| !matches!(n, Node::Scalar { value, .. } if value.is_empty())))
 }
 
-fn clamp(text: &str, r: Range<usize>) -> Range<usize> {
-    // saphyr reports character indices; convert to byte offsets.
-    let to_byte = |ci: usize| text.char_indices().nth(ci).map_or(text.len(), |(b, _)| b);
-    if text.is_ascii() {
-        r.start.min(text.len())..r.end.min(text.len())
-    } else {
-        to_byte(r.start)..to_byte(r.end)
+/// saphyr reports character indices; this maps them to byte offsets (built only for
+/// non-ASCII text, once per parse).
+struct Offsets(Option<Vec<u32>>);
+
+impl Offsets {
+    fn new(text: &str) -> Offsets {
+        if text.is_ascii() {
+            return Offsets(None);
+        }
+        let mut v: Vec<u32> = text.char_indices().map(|(b, _)| b as u32).collect();
+        v.push(text.len() as u32);
+        Offsets(Some(v))
     }
+
+    fn range(&self, text: &str, r: Range<usize>) -> Range<usize> {
+        let at = |ci: usize| match &self.0 {
+            None => ci.min(text.len()),
+            Some(v) => v.get(ci).map_or(text.len(), |b| *b as usize),
+        };
+        at(r.start)..at(r.end).max(at(r.start))
+    }
+}
+
+/// saphyr's span of a quoted scalar runs on over trailing blanks and a comment; this is
+/// where the closing quote really is.
+fn quoted_end(text: &str, start: usize, style: ScalarStyle) -> Option<usize> {
+    let b = text.as_bytes();
+    b.get(start)?;
+    let mut i = start + 1;
+    while i < b.len() {
+        match (style, b[i]) {
+            (ScalarStyle::DoubleQuoted, b'\\') => i += 2,
+            (ScalarStyle::DoubleQuoted, b'"') => return Some(i + 1),
+            (ScalarStyle::SingleQuoted, b'\'') if b.get(i + 1) == Some(&b'\'') => i += 2,
+            (ScalarStyle::SingleQuoted, b'\'') => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
 }
 
 struct Frame {
