@@ -14,11 +14,15 @@ pub(super) fn apply(text: &str, edits: &[Prepared<'_>], report: &mut Report) -> 
             continue;
         }
         let (section, key) = split_path(edit.key);
-        if key.is_empty() {
-            edit.skip(report, "empty key");
+        let key = key.trim();
+        let section = section.map(|s| s.trim().to_owned());
+        let key_ok =
+            !key.is_empty() && !key.contains(['=', ':']) && !key.starts_with(['[', ';', '#']);
+        if !key_ok || section.as_deref().is_some_and(|s| s.contains(']')) {
+            edit.skip(report, "not a key an INI file can hold");
             continue;
         }
-        out = apply_one(&out, section.as_deref(), &key, edit);
+        out = apply_one(&out, section.as_deref(), key, edit);
     }
     out
 }
@@ -93,8 +97,9 @@ fn apply_one(text: &str, section: Option<&str>, key: &str, edit: &Prepared<'_>) 
         found = true;
         let raw = line.body[v_start..].trim_end();
         let from = line.start + v_start;
+        // INI readers trim values, so surrounding blanks could not be read back anyway.
         if let Some(new) = edit.new_text(Some(raw)) {
-            splices.push((from..from + raw.len(), new));
+            splices.push((from..from + raw.len(), new.trim().to_owned()));
         }
     }
     if found {
@@ -104,7 +109,7 @@ fn apply_one(text: &str, section: Option<&str>, key: &str, edit: &Prepared<'_>) 
         return text.to_owned();
     };
     let nl = newline_of(text);
-    let entry = format!("{key}{spacing}{new}");
+    let entry = format!("{key}{spacing}{}", new.trim());
     match (seen_section, last_in_section) {
         (true, Some(i)) => {
             let l = &lines[i];

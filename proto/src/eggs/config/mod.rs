@@ -169,8 +169,10 @@ pub(crate) fn multiline(s: &str) -> bool {
 /// Splits text into lines keeping each line's terminator.
 pub(crate) fn lines_with_ends(text: &str) -> impl Iterator<Item = (&str, &str)> {
     text.split_inclusive('\n').map(|l| {
-        let body = l.strip_suffix('\n').unwrap_or(l);
-        let body = body.strip_suffix('\r').unwrap_or(body);
+        let body = match l.strip_suffix('\n') {
+            Some(b) => b.strip_suffix('\r').unwrap_or(b),
+            None => l,
+        };
         (body, &l[body.len()..])
     })
 }

@@ -38,8 +38,15 @@ fn apply_one(text: &str, edit: &Prepared<'_>, report: &mut Report) -> String {
     match edit.new_text(None) {
         Some(new) if !edit.key.is_empty() => {
             let mut out = text.to_owned();
+            let nl = newline_of(text);
+            let body = text.strip_suffix('\n').unwrap_or(text);
+            let body = body.strip_suffix('\r').unwrap_or(body);
+            if continues(body.rsplit('\n').next().unwrap_or("")) {
+                // End a dangling continuation with an empty line first.
+                push_line(&mut out, "", nl);
+            }
             let line = format!("{}={}", escape_key(edit.key), escape_value(&new));
-            push_line(&mut out, &line, newline_of(text));
+            push_line(&mut out, &line, nl);
             out
         }
         Some(_) => {
@@ -178,20 +185,10 @@ fn hex4(chars: &mut std::str::Chars<'_>) -> Option<u32> {
 fn escape_value(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for (i, c) in s.chars().enumerate() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\x0c' => out.push_str("\\f"),
-            ' ' if i == 0 => out.push_str("\\ "),
-            c if c.is_ascii() && !c.is_ascii_control() => out.push(c),
-            c => {
-                let mut buf = [0u16; 2];
-                for unit in c.encode_utf16(&mut buf) {
-                    out.push_str(&format!("\\u{unit:04x}"));
-                }
-            }
+        if c == ' ' && i == 0 {
+            out.push_str("\\ ");
+        } else {
+            escape_char(c, &mut out);
         }
     }
     out
@@ -199,13 +196,32 @@ fn escape_value(s: &str) -> String {
 
 fn escape_key(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for c in escape_value(s).chars() {
+    for c in s.chars() {
         if matches!(c, '=' | ':' | ' ' | '#' | '!') {
             out.push('\\');
+            out.push(c);
+        } else {
+            escape_char(c, &mut out);
         }
-        out.push(c);
     }
     out
+}
+
+fn escape_char(c: char, out: &mut String) {
+    match c {
+        '\\' => out.push_str("\\\\"),
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        '\x0c' => out.push_str("\\f"),
+        c if c.is_ascii() && !c.is_ascii_control() => out.push(c),
+        c => {
+            let mut buf = [0u16; 2];
+            for unit in c.encode_utf16(&mut buf) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

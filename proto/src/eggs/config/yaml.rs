@@ -288,7 +288,8 @@ fn parse(text: &str) -> Result<Option<Node>, String> {
             None => root = Some(node),
         }
     }
-    Ok(root.filter(|n| !matches!(n, Node::Scalar { value, .. } if value.is_empty())))
+    // An empty document (only comments, or nothing) has an implicit empty scalar root.
+    Ok(root.filter(|n| !matches!(n, Node::Scalar { span, .. } if span.is_empty())))
 }
 
 /// saphyr reports character indices; this maps them to byte offsets (built only for
