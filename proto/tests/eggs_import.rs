@@ -421,7 +421,7 @@ fn egg_of(text: &str) -> proto::EggConfig<'static> {
     let msg = proto::decode(text.as_bytes()).unwrap();
     match msg {
         proto::Message::Command(c) => match c.action {
-            proto::Action::CreateServer(cs) => cs.egg_config,
+            proto::Action::CreateServer(cs) => *cs.egg_config,
             other => panic!("{other:?}"),
         },
         other => panic!("{other:?}"),

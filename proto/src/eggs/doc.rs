@@ -55,7 +55,7 @@ impl Doc {
     /// expanding them is how "billion laughs" inputs blow up).
     pub fn from_yaml(text: &str) -> Result<Doc, String> {
         let mut parser = Parser::new_from_str(text);
-        let mut stack: Vec<(Vec<(String, Doc)>, Vec<Doc>, bool, Option<String>)> = Vec::new();
+        let mut stack: Vec<Open> = Vec::new();
         let mut root: Option<Doc> = None;
         while let Some(ev) = parser.next_event() {
             let (ev, _) = ev.map_err(|e| format!("{} at line {}", e.info(), e.marker().line()))?;
@@ -104,6 +104,10 @@ impl Doc {
         Ok(root.unwrap_or(Doc::Null))
     }
 }
+
+/// An open collection while reading YAML: entries, items, whether it is a mapping, and
+/// the key waiting for its value.
+type Open = (Vec<(String, Doc)>, Vec<Doc>, bool, Option<String>);
 
 fn depth(d: &Doc) -> usize {
     match d {

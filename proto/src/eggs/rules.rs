@@ -145,8 +145,7 @@ pub fn compile_regex(pattern: &str) -> Result<Regex, String> {
 
 fn first_line(s: &str) -> String {
     s.lines()
-        .filter(|l| !l.trim().is_empty())
-        .last()
+        .rfind(|l| !l.trim().is_empty())
         .unwrap_or(s)
         .trim()
         .chars()
@@ -402,7 +401,7 @@ fn number(p: &str) -> Result<f64, Unsupported> {
 
 fn count(p: &str) -> Result<usize, Unsupported> {
     let x = number(p)?;
-    if x < 0.0 || x > 1e6 || x.fract() != 0.0 {
+    if !(0.0..=1e6).contains(&x) || x.fract() != 0.0 {
         return Err(Unsupported::Malformed("needs a count".into()));
     }
     Ok(x as usize)

@@ -333,13 +333,16 @@ fn quoted_end(text: &str, start: usize, style: ScalarStyle) -> Option<usize> {
     None
 }
 
+/// A mapping key and its span.
+type Key = (String, Range<usize>);
+
 struct Frame {
     map: bool,
     flow: bool,
     start: usize,
     end: usize,
-    items: Vec<(Option<(String, Range<usize>)>, Node)>,
-    key: Option<(String, Range<usize>)>,
+    items: Vec<(Option<Key>, Node)>,
+    key: Option<Key>,
 }
 
 impl Frame {
