@@ -38,10 +38,14 @@ pub struct FieldError {
 }
 
 pub fn fail<T>(field: impl Into<String>, reason: impl Into<String>) -> Result<T, FieldError> {
-    Err(FieldError {
+    Err(err(field, reason))
+}
+
+pub fn err(field: impl Into<String>, reason: impl Into<String>) -> FieldError {
+    FieldError {
         field: field.into(),
         reason: reason.into(),
-    })
+    }
 }
 
 /// A single-line text of at most `max` bytes (no control characters but tab).

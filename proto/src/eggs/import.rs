@@ -100,7 +100,7 @@ pub fn import(bytes: &[u8]) -> Result<Imported, ImportError> {
 
 fn import_doc(doc: &Doc) -> Result<Imported, ImportError> {
     if !matches!(doc, Doc::Map(_)) {
-        return Err(fail::<()>("egg", "must be an object").unwrap_err().into());
+        return Err(check::err("egg", "must be an object").into());
     }
     let Some(meta) = doc.get("meta") else {
         return own_egg(doc);
@@ -169,7 +169,7 @@ fn finish(
 /// Checks every part of a stored egg; returns the rule warnings.
 pub fn check_egg(egg: &StoredEgg) -> Result<Vec<String>, ImportError> {
     if egg.name.trim().is_empty() {
-        return Err(fail::<()>("name", "must not be empty").unwrap_err().into());
+        return Err(check::err("name", "must not be empty").into());
     }
     check::line("name", &egg.name, check::MAX_NAME)?;
     check::text("description", &egg.description, check::MAX_DESCRIPTION)?;
@@ -198,7 +198,7 @@ pub fn check_egg(egg: &StoredEgg) -> Result<Vec<String>, ImportError> {
         check::install("install", install)?;
     }
     if egg.features.len() > check::MAX_FEATURES {
-        return Err(fail::<()>("features", "too many").unwrap_err().into());
+        return Err(check::err("features", "too many").into());
     }
     for f in &egg.features {
         check::line("features", f, check::MAX_LABEL)?;
@@ -275,27 +275,24 @@ fn variables(vars: &[Variable]) -> Result<Vec<String>, ImportError> {
     for (i, v) in vars.iter().enumerate() {
         let field = format!("variables[{i}]");
         if !validate::env_name(&v.env) {
-            return Err(fail::<()>(
+            return Err(check::err(
                 format!("{field}.env"),
                 format!("`{}` must match [A-Za-z_][A-Za-z0-9_]*", clip(&v.env)),
             )
-            .unwrap_err()
             .into());
         }
         if validate::RESERVED_ENV.contains(&v.env.as_str()) {
-            return Err(fail::<()>(
+            return Err(check::err(
                 format!("{field}.env"),
                 format!("`{}` is set by the agent and cannot be a variable", v.env),
             )
-            .unwrap_err()
             .into());
         }
         if vars[..i].iter().any(|o| o.env == v.env) {
-            return Err(fail::<()>(
+            return Err(check::err(
                 format!("{field}.env"),
                 format!("`{}` is defined twice", v.env),
             )
-            .unwrap_err()
             .into());
         }
         check::line(&format!("{field}.name"), &v.name, check::MAX_NAME)?;
@@ -310,9 +307,7 @@ fn variables(vars: &[Variable]) -> Result<Vec<String>, ImportError> {
             check::MAX_VAR_DEFAULT,
         )?;
         if v.rules.iter().map(String::len).sum::<usize>() > check::MAX_RULES_LEN {
-            return Err(fail::<()>(format!("{field}.rules"), "too long")
-                .unwrap_err()
-                .into());
+            return Err(check::err(format!("{field}.rules"), "too long").into());
         }
         let (_, w) = RuleSet::parse(&v.rules).map_err(|source| ImportError::Rule {
             variable: v.env.clone(),

@@ -121,7 +121,7 @@ mod tests {
 
     #[test]
     fn unknown_stay_and_are_reported_never_from_process_env() {
-        // SAFETY-free check: PATH and HOME exist in every test process environment.
+        // PATH and HOME are set in every test process: they must not leak in.
         let mut u = Vec::new();
         let s = "{{env.PATH}} {{env.HOME}} {{config.docker.interface}} {{server.uuid}} {{env.PATH}} {{ bad key }} {{";
         let out = expand(s, &ctx(), &mut u);

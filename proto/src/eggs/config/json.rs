@@ -22,7 +22,7 @@ pub(super) fn apply(
         let mut splices = Vec::new();
         for found in tree::resolve(&root, &path) {
             match found {
-                Found::Node(node) => set(&out, node, edit, report, &mut splices),
+                Found::Node(node) => set(node, edit, report, &mut splices),
                 Found::Missing { map, keys } => {
                     if let Some(new) = edit.new_text(None) {
                         splices.push(insert(&out, map, &keys, &render_new(&edit.value, &new)));
@@ -37,7 +37,6 @@ pub(super) fn apply(
 }
 
 fn set(
-    text: &str,
     node: &Node,
     edit: &Prepared<'_>,
     report: &mut Report,
@@ -53,7 +52,6 @@ fn set(
     let current = (*kind != Kind::Null).then_some(value.as_str());
     if let Some(new) = edit.new_text(current) {
         splices.push((span.clone(), render(&edit.value, &new, Some(*kind))));
-        let _ = text;
     }
 }
 
