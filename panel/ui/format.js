@@ -33,7 +33,7 @@ export function bytes(n) {
 /** 12.345 → "12 %", 0.42 → "0.4 %". */
 export function percent(v) {
   if (!Number.isFinite(v)) return '—';
-  return `${v >= 10 ? Math.round(v) : v.toFixed(1)} %`;
+  return `${v >= 10 || v === 0 ? Math.round(v) : v.toFixed(1)} %`;
 }
 
 /** Seconds → "3h 5m", "42s", "2d 4h". */
