@@ -109,11 +109,16 @@ export class ConsoleView {
     this.el = document.createElement('div');
     this.el.className = 'console';
     this.el.append(this.log, this.jump);
+    // Only a scroll *up* by the user stops following; reflows and trimming do not.
+    this.lastTop = 0;
     this.onScroll = () => {
-      const atEnd = this.log.scrollTop + this.log.clientHeight >= this.log.scrollHeight - 8;
-      this.follow = atEnd;
-      this.jump.hidden = atEnd;
+      const top = this.log.scrollTop;
+      if (top + this.log.clientHeight >= this.log.scrollHeight - 8) this.setFollow(true);
+      else if (top < this.lastTop - 2) this.setFollow(false);
+      this.lastTop = top;
     };
+    this.resize = new ResizeObserver(() => this.follow && this.toEnd());
+    this.resize.observe(this.log);
     this.log.addEventListener('scroll', this.onScroll, { passive: true });
   }
 
@@ -138,7 +143,17 @@ export class ConsoleView {
       this.log.firstChild.remove();
       this.count -= 1;
     }
-    if (this.follow) this.log.scrollTop = this.log.scrollHeight;
+    if (this.follow) this.toEnd();
+  }
+
+  setFollow(on) {
+    this.follow = on;
+    this.jump.hidden = on;
+  }
+
+  toEnd() {
+    this.log.scrollTop = this.log.scrollHeight;
+    this.lastTop = this.log.scrollTop;
   }
 
   /** Empties the scrollback (before a replay). */
@@ -150,9 +165,8 @@ export class ConsoleView {
   }
 
   scrollToEnd() {
-    this.follow = true;
-    this.jump.hidden = true;
-    this.log.scrollTop = this.log.scrollHeight;
+    this.setFollow(true);
+    this.toEnd();
   }
 
   destroy() {
@@ -160,6 +174,7 @@ export class ConsoleView {
     this.frame = 0;
     this.pending = [];
     this.log.removeEventListener('scroll', this.onScroll);
+    this.resize.disconnect();
   }
 }
 

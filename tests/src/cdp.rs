@@ -82,6 +82,8 @@ impl std::fmt::Display for Problem {
 #[derive(Default)]
 struct State {
     replies: HashMap<u64, Value>,
+    /// JavaScript dialogs per page session: (type, message).
+    dialogs: HashMap<String, Vec<(String, String)>>,
     /// Problems per page session.
     problems: HashMap<String, Vec<Problem>>,
     events: VecDeque<Value>,
@@ -100,13 +102,15 @@ impl Conn {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn id(&self) -> u64 {
+        let mut n = self.next_id.lock().unwrap_or_else(|e| e.into_inner());
+        *n += 1;
+        *n
+    }
+
     /// One command; `Err` carries the protocol's error or why no answer came.
     fn call(&self, session: Option<&str>, method: &str, params: Value) -> Result<Value, String> {
-        let id = {
-            let mut n = self.next_id.lock().unwrap_or_else(|e| e.into_inner());
-            *n += 1;
-            *n
-        };
+        let id = self.id();
         let mut msg = json!({"id": id, "method": method, "params": params});
         if let Some(s) = session {
             msg["sessionId"] = json!(s);
@@ -142,6 +146,9 @@ impl Conn {
         let Ok(msg) = serde_json::from_str::<Value>(text) else {
             return;
         };
+        if msg["method"] == "Page.javascriptDialogOpening" {
+            self.answer_dialog(&msg);
+        }
         let mut st = self.lock();
         if let Some(id) = msg.get("id").and_then(Value::as_u64) {
             st.replies.insert(id, msg);
@@ -156,6 +163,38 @@ impl Conn {
         }
         drop(st);
         self.changed.notify_all();
+    }
+
+    /// A JavaScript dialog blocks the page (and a pending `Page.navigate`) until answered,
+    /// so it is answered here, on the I/O thread: `beforeunload` ("leave the page?") is
+    /// accepted, anything else dismissed and reported as a problem (the UI never uses
+    /// `alert`/`confirm`/`prompt`). Tests read them with [`Page::dialogs`].
+    fn answer_dialog(&self, msg: &Value) {
+        let Some(session) = msg["sessionId"].as_str() else {
+            return;
+        };
+        let kind = msg["params"]["type"].as_str().unwrap_or("").to_owned();
+        let text = msg["params"]["message"].as_str().unwrap_or("").to_owned();
+        let accept = kind == "beforeunload";
+        let answer = json!({"id": self.id(), "sessionId": session,
+            "method": "Page.handleJavaScriptDialog", "params": {"accept": accept}});
+        let _ = self.out.try_send(answer.to_string());
+        let mut st = self.lock();
+        if !accept {
+            st.problems
+                .entry(session.to_owned())
+                .or_default()
+                .push(Problem {
+                    kind: "dialog".into(),
+                    level: kind.clone(),
+                    text: text.clone(),
+                    url: String::new(),
+                });
+        }
+        st.dialogs
+            .entry(session.to_owned())
+            .or_default()
+            .push((kind, text));
     }
 
     fn close(&self, why: String) {
@@ -585,6 +624,17 @@ impl Page {
         self.conn
             .lock()
             .problems
+            .get(&self.session)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The JavaScript dialogs this page opened so far: (type, message). `beforeunload`
+    /// ones were accepted.
+    pub fn dialogs(&self) -> Vec<(String, String)> {
+        self.conn
+            .lock()
+            .dialogs
             .get(&self.session)
             .cloned()
             .unwrap_or_default()

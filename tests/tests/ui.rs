@@ -404,3 +404,42 @@ fn all_ui_assets_together_fit_150_kib_in_the_browser() {
     );
     page.assert_clean("budget", session_probe);
 }
+
+/// A chatty server: 100,000 coloured lines through a 2,000-line console. The DOM keeps
+/// 2,000 lines; the JS heap after a collection is printed (BENCHMARKS.md), not asserted.
+#[test]
+fn a_console_flood_keeps_the_dom_bounded() {
+    let Some(w) = world("ui_flood") else { return };
+    let page = login_page(&w, "/login");
+    page.eval(
+        "(async () => {
+          const m = await import('/assets/console.js');
+          window.view = new m.ConsoleView({ maxLines: 2000 });
+          document.getElementById('main').replaceChildren(window.view.el);
+        })()",
+    );
+    let nodes = |p: &Page| p.metrics().get("Nodes").copied().unwrap_or(0.0);
+    let heap_before = page.heap_after_gc();
+    let nodes_before = nodes(&page);
+    for round in 0..50 {
+        page.eval(&format!(
+            "for (let i = 0; i < 2000; i++) view.push('\\x1b[1;3' + (i % 8) + 'm[' + {round} + ':' + i + ']\\x1b[0m player joined the game'); view.flush()"
+        ));
+    }
+    let heap_after = page.heap_after_gc();
+    let nodes_after = nodes(&page);
+    assert_eq!(page.eval("view.log.childElementCount"), json!(2000));
+    assert_eq!(
+        page.eval("view.log.lastElementChild.textContent"),
+        json!("[49:1999] player joined the game")
+    );
+    eprintln!(
+        "console flood (100,000 lines, 2,000 kept): JS heap {heap_before} -> {heap_after} bytes, DOM nodes {nodes_before} -> {nodes_after}"
+    );
+    // Each kept line is a div, a span and two text nodes.
+    assert!(
+        nodes_after - nodes_before <= 2000.0 * 4.0 + 50.0,
+        "DOM nodes grew from {nodes_before} to {nodes_after}"
+    );
+    page.assert_clean("flood", session_probe);
+}

@@ -11,7 +11,6 @@ import { loadServer, serverHead } from './server.js';
 import { serverName } from './dashboard.js';
 
 const ROOT = '/server';
-const KIND_MARK = { dir: '📁', file: '📄', symlink: '🔗', other: '•' };
 
 function filesUrl(id, params) {
   return `/servers/${api.seg(id)}/files${api.query(params)}`;
@@ -109,15 +108,15 @@ function browser(root, server, path, isAlive) {
     const p = joinPath(path, e.name);
     const isDir = e.type === 'dir';
     const nameLink = isDir
-      ? h('a', { href: filesUrl(id, { path: p }) }, e.name)
+      ? h('a', { href: filesUrl(id, { path: p }) }, `${e.name}/`)
       : h('a', { href: filesUrl(id, { edit: p }) }, e.name);
     const actions = h('div', { class: 'row-actions' },
       !isDir && can(server, 'files.read') ? h('a', { class: 'btn btn-small', href: `${apiBase(id)}/download${api.query({ path: p })}`, download: e.name, 'aria-label': `Download ${e.name}` }, 'Download') : null,
       writable ? h('button', { type: 'button', class: 'btn btn-small', 'aria-label': `Rename ${e.name}`, onclick: () => rename(e) }, 'Rename') : null,
       writable ? h('button', { type: 'button', class: 'btn btn-small btn-danger-outline', 'aria-label': `Delete ${e.name}`, onclick: () => remove(e) }, 'Delete…') : null);
     return h('tr', {},
-      h('td', { 'data-label': 'Name', class: 'mono name-cell' }, h('span', { 'aria-hidden': 'true' }, `${KIND_MARK[e.type] || '•'} `), nameLink,
-        h('span', { class: 'visually-hidden' }, isDir ? ' (folder)' : '')),
+      h('td', { 'data-label': 'Name', class: 'mono name-cell' }, nameLink,
+        e.type === 'symlink' ? h('span', { class: 'muted' }, ' (link)') : null),
       h('td', { 'data-label': 'Size', class: 'num' }, isDir ? '—' : bytes(e.size)),
       h('td', { 'data-label': 'Modified' }, dateTime(e.modified)),
       h('td', { 'data-label': 'Actions' }, actions));
@@ -216,7 +215,7 @@ function editor(root, server, path, cleanups) {
   const msg = notice();
   const dirtyMark = h('span', { class: 'dirty', role: 'status' });
   const gutter = h('pre', { class: 'gutter', 'aria-hidden': 'true' });
-  const area = h('textarea', { class: 'editor-text mono', spellcheck: 'false', wrap: 'off', autocapitalize: 'off', 'aria-label': `Contents of ${path}`, readonly: !writable });
+  const area = h('textarea', { class: 'editor-text', spellcheck: 'false', wrap: 'off', autocapitalize: 'off', 'aria-label': `Contents of ${path}`, readonly: !writable });
   const save = writable ? h('button', { type: 'button', class: 'btn btn-primary', disabled: true }, 'Save') : null;
   const back = h('a', { href: filesUrl(id, { path: parentPath(path) }), class: 'btn' }, '← Back to folder');
   const slot = h('div', { class: 'editor' }, placeholder('loading', `Opening ${path}…`));
@@ -299,7 +298,9 @@ function editor(root, server, path, cleanups) {
       area.value = saved;
       renumber();
       fill(slot, gutter, area);
-      area.focus();
+      area.setSelectionRange(0, 0);
+      area.focus({ preventScroll: true });
+      area.scrollTop = 0;
     } catch (e) {
       fill(slot, e.code === 'PAYLOAD_TOO_LARGE'
         ? placeholder('empty', 'This file is too large to edit in the browser.',

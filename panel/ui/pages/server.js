@@ -76,7 +76,14 @@ export function mount(root, { id }) {
     const uptimeEl = h('span', { class: 'muted' });
     const powerErr = notice();
     const node = h('span', { class: 'muted' }, server.agentId ? ['node ', h('span', { class: 'mono' }, server.agentId)] : '');
-    if (session.user?.admin && server.agentId) fill(node, 'node ', h('a', { href: `/nodes/${api.seg(server.agentId)}` }, server.agentId));
+    if (session.user?.admin && server.agentId) {
+      const link = h('a', { href: `/nodes/${api.seg(server.agentId)}` }, server.agentId);
+      fill(node, 'node ', link);
+      api.get(`/api/agents/${api.seg(server.agentId)}`).then((b) => {
+        const name = (b.agent ?? b.data ?? b).name;
+        if (name) link.textContent = name;
+      }, () => {});
+    }
 
     const buttons = {};
     const powerBar = can(server, 'power')
@@ -161,7 +168,11 @@ export function mount(root, { id }) {
     const limit = memoryLimit(server);
     const mem = new LineChart({ label: 'Memory', format: bytes, max: Number.isFinite(limit) ? limit : null });
     later(() => { cpu.destroy(); mem.destroy(); });
-    const historyNote = h('p', { class: 'hint' });
+    const historyNote = h('p', { class: 'hint', hidden: true });
+    const noteHistory = (text) => {
+      historyNote.textContent = text;
+      historyNote.hidden = !text;
+    };
     const players = h('div', { class: 'players', 'aria-live': 'polite' });
     const paintPlayers = (p) => {
       if (!p || !Number.isFinite(p.online)) {
@@ -197,9 +208,9 @@ export function mount(root, { id }) {
         if (!alive) return;
         cpu.set(series(st.points, (p) => p.cpu));
         mem.set(series(st.points, (p) => toBytes(p.memory)));
-        historyNote.textContent = '';
+        noteHistory('');
       } catch (e) {
-        if (alive) historyNote.textContent = `History unavailable: ${e.message}`;
+        if (alive) noteHistory(`History unavailable: ${e.message}`);
       }
       consoleBox?.replay();
     }
