@@ -443,3 +443,40 @@ fn a_console_flood_keeps_the_dom_bounded() {
     );
     page.assert_clean("flood", session_probe);
 }
+
+/// The live socket without a session: the panel refuses the upgrade, the tab says
+/// "reconnecting…" and keeps retrying with backoff; stopping it (logout) hides the banner.
+#[test]
+fn a_refused_live_socket_shows_the_reconnecting_banner() {
+    let Some(w) = world("ui_events") else { return };
+    let page = login_page(&w, "/login");
+    page.eval(
+        "(async () => {
+          const { events } = await import('/assets/events.js');
+          window.liveEvents = events;
+          events.start(document.getElementById('conn-banner'));
+        })()",
+    );
+    page.wait_for(
+        "!document.getElementById('conn-banner').hidden",
+        "the banner",
+    );
+    let text = page.eval("document.getElementById('conn-banner').textContent");
+    assert!(
+        text.as_str().unwrap_or_default().contains("reconnecting…"),
+        "{text}"
+    );
+    assert_eq!(
+        page.eval("document.getElementById('conn-banner').getAttribute('role')"),
+        json!("status")
+    );
+    page.screenshot("banner-reconnecting");
+    page.eval("window.liveEvents.stop()");
+    assert_eq!(
+        page.eval("document.getElementById('conn-banner').hidden"),
+        json!(true)
+    );
+    page.assert_clean("live socket", |p| {
+        session_probe(p) || (p.kind == "log.network" && p.text.contains("/api/events"))
+    });
+}

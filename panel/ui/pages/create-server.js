@@ -84,13 +84,12 @@ export function mount(root, { query }) {
       if (!alive || eggSelect.value !== id) return;
       const images = imagesOf(egg);
       const image = h('select', { name: 'image' }, images.map((i) => h('option', { value: i.label }, i.label === i.ref ? i.ref : `${i.label} (${i.ref})`)));
+      const startups = Array.isArray(egg.startups) ? egg.startups : [];
+      const startup = h('select', { name: 'startup' }, startups.map((st) => h('option', { value: st.name }, st.name)));
       const port = h('input', { type: 'number', name: 'port', min: 1, max: 65535, value: String(firstPort(egg)) });
       const lim = egg.limits ?? egg.eggConfig?.limits ?? {};
-      const limits = {
-        memory: h('input', { type: 'text', name: 'memory', value: lim.memory ?? '1g' }),
-        cpu: h('input', { type: 'text', name: 'cpu', value: lim.cpu ?? '1' }),
-        disk: h('input', { type: 'text', name: 'disk', value: lim.disk ?? '5g' }),
-      };
+      const limit = (name, value) => h('input', { type: 'text', name, value: value ?? '', placeholder: 'panel default' });
+      const limits = { memory: limit('memory', lim.memory), cpu: limit('cpu', lim.cpu), disk: limit('disk', lim.disk) };
       const vars = variablesOf(egg).filter((v) => v.viewable).map((v) => {
         const opts = choices(v.rules);
         const required = /(^|\|)required(\||$)/.test(v.rules);
@@ -102,14 +101,15 @@ export function mount(root, { query }) {
         const wrap = field(`${v.name}${required ? ' (required)' : ''}`, control, hint || null);
         return { v, control, wrap };
       });
-      fields.port = field('Game port', port, 'The default allocation: {{SERVER_PORT}} in the startup line.');
+      fields.port = field('Game port', port, 'Becomes SERVER_PORT, the default allocation.');
       fields.memory = field('Memory limit', limits.memory, 'For example 2g or 1536m.');
       fields.cpu = field('CPU cores', limits.cpu);
       fields.disk = field('Disk limit', limits.disk);
-      current = { egg, vars, image, port, limits };
+      current = { egg, vars, image, port, limits, startup: startups.length > 1 ? startup : null };
       fill(eggPart,
         egg.description ? h('p', { class: 'hint' }, String(egg.description).slice(0, 500)) : null,
         images.length > 1 ? field('Image', image) : null,
+        startups.length > 1 ? field('Startup', startup, startups.map((st) => `${st.name}: ${st.command}`).join(' · ').slice(0, 300)) : null,
         h('fieldset', {}, h('legend', {}, 'Variables'), vars.length ? vars.map((x) => x.wrap) : h('p', { class: 'muted' }, 'This egg has no variables.')),
         h('fieldset', { class: 'limits' }, h('legend', {}, 'Port and limits'), fields.port, fields.memory, fields.cpu, fields.disk));
     }
@@ -129,13 +129,20 @@ export function mount(root, { query }) {
         return;
       }
       const port = Number(current.port.value);
+      const limits = Object.fromEntries(Object.entries(current.limits).map(([k, c]) => [k, c.value.trim()]));
+      const filled = Object.values(limits).filter(Boolean).length;
+      if (filled && filled < 3) {
+        fields[Object.keys(limits).find((k) => !limits[k])].setError('Give all three limits, or none for the panel\'s defaults.');
+        return;
+      }
       const body = {
         eggId: current.egg.id ?? eggSelect.value,
         environment: Object.fromEntries(current.vars.filter((x) => x.v.editable).map((x) => [x.v.env, x.control.value])),
         ports: { [String(port)]: port },
-        limits: { memory: current.limits.memory.value.trim(), cpu: current.limits.cpu.value.trim(), disk: current.limits.disk.value.trim() },
       };
+      if (filled) body.limits = limits;
       if (imagesOf(current.egg).length > 1) body.image = current.image.value;
+      if (current.startup) body.startup = current.startup.value;
       if (serverId.value.trim()) body.serverId = serverId.value.trim();
       if (node.value) body.agentId = node.value;
       if (owner.value) body.ownerId = owner.value;

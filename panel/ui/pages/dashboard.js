@@ -163,7 +163,7 @@ export function mount(root) {
   const count = h('span', { class: 'muted', role: 'status' });
   const list = h('div', { class: 'list-slot' }, placeholder('loading', 'Loading servers…'));
   const nodes = admin ? h('section', { class: 'nodes-summary', 'aria-labelledby': 'nodes-h' }, h('h2', { id: 'nodes-h' }, 'Nodes'), h('div', {}, placeholder('loading', 'Loading nodes…'))) : null;
-  root.append(
+  fill(root,
     h('div', { class: 'page-head' },
       h('h1', {}, 'Servers'),
       admin ? h('a', { href: '/new-server', class: 'btn btn-primary' }, '+ New server') : null),
