@@ -476,7 +476,19 @@ fn a_refused_live_socket_shows_the_reconnecting_banner() {
         page.eval("document.getElementById('conn-banner').hidden"),
         json!(true)
     );
+    // Chromium logs each refused upgrade ("WebSocket connection to 'wss://…/api/events'
+    // failed"); a CSP block would read "Refused to connect … Content Security Policy".
     page.assert_clean("live socket", |p| {
-        session_probe(p) || (p.kind == "log.network" && p.text.contains("/api/events"))
+        session_probe(p)
+            || (p.kind == "log.network"
+                && p.text.contains("/api/events' failed")
+                && !p.text.contains("Content Security Policy"))
     });
+    assert!(
+        page.problems()
+            .iter()
+            .any(|p| p.text.contains("/api/events' failed")),
+        "the refused upgrade was not even attempted: {:#?}",
+        page.problems()
+    );
 }

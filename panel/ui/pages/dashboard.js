@@ -219,7 +219,9 @@ export function mount(root) {
         if (admin) refetchSoon();
         return;
       }
-      if (eventServer(ev) && table && !table.update(ev) && ev.event === 'server_status_changed') refetchSoon();
+      if (!eventServer(ev)) return;
+      const known = table ? table.update(ev) : false;
+      if (!known && ev.event === 'server_status_changed') refetchSoon();
     }),
     events.onReconnect(load),
   ];
