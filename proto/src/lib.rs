@@ -6,6 +6,7 @@
 //! - [`message`]: every message of the protocol as types ([`Message`] and friends).
 //! - [`codec`]: zero-copy decoding with simd-json, envelope-only routing, encoding.
 //! - [`egg`]: the egg configuration carried by `create_server`.
+//! - [`eggs`]: Pterodactyl/Pelican egg import, variable rules, config-file edits.
 //! - [`validate`]: ids, eggs, paths, signals — precise errors mapped to wire codes.
 //! - [`quantity`]: `"2048m"`, `"5g"`, `"0.5"` cores.
 //! - [`rest`]: registration and refresh bodies, the operator API error envelope.
@@ -16,6 +17,7 @@
 pub mod codec;
 pub mod codes;
 pub mod egg;
+pub mod eggs;
 pub mod jwt;
 pub mod message;
 pub mod quantity;
