@@ -16,4 +16,5 @@ pub mod shutdown;
 pub mod store;
 pub mod tls;
 pub mod tracker;
+pub mod ui;
 pub mod up;
