@@ -48,7 +48,8 @@ fn json_error(a: &Answer, status: u16, code: &str, what: &str) {
 /// `HEAD path`: the raw response up to the connection's close (the shared client would wait
 /// for the body `content-length` announces).
 async fn head(p: &Panel, path: &str) -> String {
-    let target = common::net::Target::parse(&p.base_url(), &["https"]).expect("url");
+    let target =
+        common::net::Url::parse_as(&p.base_url(), common::net::Scheme::Https).expect("url");
     let mut s = common::net::connect_tls(&target, &p.tls)
         .await
         .expect("connect");
