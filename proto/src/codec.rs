@@ -53,7 +53,8 @@ pub struct Envelope<'a> {
     pub success: Option<bool>,
 }
 
-/// A reusable decoder: one per connection.
+/// A reusable decoder. It owns scratch buffers and is not `Sync`: keep one per thread (the
+/// panel's executors) or per connection (the agent's reader) and reuse it for every frame.
 pub struct Decoder {
     scratch: Vec<u8>,
     buffers: simd_json::Buffers,
