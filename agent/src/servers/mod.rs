@@ -1,26 +1,33 @@
 //! The game servers of this node: one state machine per server, driven by the panel's
 //! commands and by Docker's events, and the [`Dispatch`] the link hands commands to.
 //!
-//! - Commands (`commands.rs`) validate with `proto`, act through the Docker client and the
-//!   confined files, and answer with the spec's shapes. One power action per server at a
-//!   time (`BUSY`).
-//! - Docker's `/events` (`watch.rs`) is the source of truth for a run ending: crash vs
-//!   clean stop, exit code, OOM kill. On every (re)connection to Docker the containers
-//!   labelled `ctrl.agent=<id>` are (re-)adopted: consoles and samplers resume, nothing is
-//!   restarted.
-//! - Each running server has a console task and a sampler task (`tasks.rs`).
+//! - Commands validate with `proto`, act through the Docker client and the confined files,
+//!   and answer with the spec's shapes. `dispatch` maps each action to its handler in
+//!   `create`, `power`, `status` or `files`. One power action per server at a time (`BUSY`).
+//! - A server's state moves only through the transition table in `state` (illegal moves are
+//!   a typed error).
+//! - Docker's `/events` (`watch`) is the source of truth for a run ending: crash vs clean
+//!   stop, exit code, OOM kill. On every (re)connection to Docker the containers labelled
+//!   `ctrl.agent=<id>` are (re-)adopted: consoles and samplers resume, nothing is restarted.
+//! - Each running server has a console task and a sampler task (`tasks`).
 //!
-//! Layout: `plan` (egg → container), `server` (one server), `tasks`, `commands`, `watch`,
-//! `error`.
+//! Layout: `plan` (egg → container), `server` (one server), `state`, `tasks`, `dispatch`,
+//! the handlers, `watch`, `error`. [`Inner`] is the shared state; its methods here are only
+//! accessors, the handlers are functions of the modules above.
 
-mod commands;
+mod create;
+mod dispatch;
 mod error;
+mod files;
 pub mod plan;
+mod power;
 mod server;
+mod state;
+mod status;
 mod tasks;
 mod watch;
 
-pub use error::ServerError;
+pub use error::{PortHolder, ServerError};
 pub use plan::{LABEL_AGENT, LABEL_META, LABEL_SERVER, Meta, container_name};
 pub use server::Expected;
 
@@ -29,6 +36,7 @@ use crate::link::Dispatch;
 use crate::link::outbox::Outbox;
 use parking_lot::Mutex;
 use proto::{Command, PongData, Response, ServerState, SystemLoad};
+use serde_json::{Value, json};
 use server::Server;
 use smol::Task;
 use std::borrow::Cow;
@@ -193,12 +201,12 @@ impl Servers {
     /// watcher also does this on every connection to Docker). Returns how many servers the
     /// agent now manages.
     pub async fn adopt(&self) -> Result<usize, ServerError> {
-        self.inner.adopt().await
+        watch::adopt(&self.inner).await
     }
 
     /// Executes one command (what the link calls).
     pub async fn execute(&self, cmd: Command<'static>) -> Response<'static> {
-        self.inner.clone().execute(cmd).await
+        dispatch::execute(self.inner.clone(), cmd).await
     }
 
     /// The current state of a server, if the agent manages it.
@@ -226,7 +234,7 @@ impl Dispatch for Servers {
         &self,
         cmd: Command<'static>,
     ) -> impl std::future::Future<Output = Response<'static>> + Send {
-        self.inner.clone().execute(cmd)
+        dispatch::execute(self.inner.clone(), cmd)
     }
 
     fn pong(&self) -> PongData<'static> {
@@ -247,6 +255,14 @@ impl Dispatch for Servers {
             system_load: *self.inner.load.lock(),
         }
     }
+}
+
+/// What a handler answers: the response's `data`, or the error that becomes its code.
+type Outcome = Result<Value, ServerError>;
+
+/// The spec's plain acknowledgment.
+fn ack(server_id: &str, status: ServerState) -> Value {
+    json!({"serverId": server_id, "status": status})
 }
 
 impl Inner {
@@ -278,6 +294,14 @@ impl Inner {
             None => Err(ServerError::NotFound {
                 server_id: server_id.to_owned(),
             }),
+        }
+    }
+
+    /// A ready server, if the agent manages one by that id.
+    fn known(&self, server_id: &str) -> Option<Arc<Server>> {
+        match self.servers.lock().get(server_id)? {
+            Slot::Ready(s) => Some(s.clone()),
+            Slot::Creating(_) => None,
         }
     }
 

@@ -1,10 +1,11 @@
 //! One game server: its container, its state, its console and its background tasks.
 //!
-//! The state only moves through [`Server::set_state`], which emits exactly one
-//! `server_status_changed` per real change; commands set the transitional states
-//! (`starting`, `stopping`, `restarting`), Docker's events settle the final ones.
+//! The state only moves through [`Server::apply`], which consults the transition table in
+//! `state.rs` and emits exactly one `server_status_changed` per real change.
 
+use super::error::ServerError;
 use super::plan::Meta;
+use super::state::{self, Step, Trigger};
 use super::tasks::{ConsoleSlot, StatsSlot};
 use crate::files::Volume;
 use crate::link::outbox::Outbox;
@@ -138,31 +139,31 @@ impl Server {
         self.expected.lock().take()
     }
 
-    /// Moves to `next`, emitting a status event when it differs from the current state.
-    pub fn set_state(&self, next: ServerState, change: Change) -> bool {
-        let previous = {
+    /// Applies `trigger` to the state (see `state.rs`), emitting one status event when the
+    /// state changes. Returns whether it changed; a trigger the table does not allow from
+    /// the current state is an error and changes nothing.
+    pub fn apply(&self, trigger: Trigger, change: Change) -> Result<bool, ServerError> {
+        let (previous, current) = {
             let mut state = self.state.lock();
-            if *state == next {
-                return false;
+            let step = state::next(*state, trigger).map_err(|source| ServerError::Transition {
+                server_id: self.id.clone(),
+                source,
+            })?;
+            match step {
+                Step::Stay => return Ok(false),
+                Step::To(next) => (std::mem::replace(&mut *state, next), next),
             }
-            std::mem::replace(&mut *state, next)
         };
-        self.emit_status(previous, next, change);
-        true
+        self.emit_status(previous, current, change);
+        Ok(true)
     }
 
-    /// Moves to `next` only from `from` (so a late command cannot overwrite what Docker
-    /// reported meanwhile, e.g. a crash right after start).
-    pub fn set_state_from(&self, from: ServerState, next: ServerState, change: Change) -> bool {
-        {
-            let mut state = self.state.lock();
-            if *state != from || from == next {
-                return false;
-            }
-            *state = next;
+    /// [`Server::apply`] for Docker's reports, which nobody waits on: an illegal transition
+    /// is logged and otherwise ignored.
+    pub fn observe(&self, trigger: Trigger, change: Change) {
+        if let Err(e) = self.apply(trigger, change) {
+            log::warn!("{e}");
         }
-        self.emit_status(from, next, change);
-        true
     }
 
     fn emit_status(&self, previous: ServerState, current: ServerState, change: Change) {
