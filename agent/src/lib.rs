@@ -1,6 +1,6 @@
 //! The node agent: runs game servers as Docker containers for the panel.
 //!
-//! Layout: `config` (agent.json, run options), `net` + `https` (TLS and the tiny REST
+//! Layout: `config` (agent.json, run options), `node` (the operator's node policy), `net` + `https` (TLS and the tiny REST
 //! client), `register` (capabilities, registration, token refresh), `token` (JWT expiry),
 //! `link` (the WebSocket to the panel), `logs` (console lines and their throttle), `query`
 //! (player counts), plus the Docker client (`docker`), confined file access (`files`) and
@@ -15,6 +15,7 @@ pub mod link;
 pub mod logger;
 pub mod logs;
 pub mod net;
+pub mod node;
 pub mod query;
 pub mod register;
 pub mod run;

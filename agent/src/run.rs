@@ -10,6 +10,7 @@ use crate::link::Link;
 use crate::link::creds::Credentials;
 use crate::link::outbox::Outbox;
 use crate::net::{self, NetError};
+use crate::node::{NodeConfigError, NodePolicy};
 use crate::servers::{ServerError, Servers, ServersConfig};
 use nix::sys::signal::{SigSet, Signal};
 use std::sync::Arc;
@@ -22,6 +23,8 @@ pub enum RunError {
     Net(#[from] NetError),
     #[error(transparent)]
     Servers(#[from] ServerError),
+    #[error(transparent)]
+    Node(#[from] NodeConfigError),
     #[error("cannot set up signal handling: {0}")]
     Signals(nix::errno::Errno),
 }
@@ -54,6 +57,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     // Before any other thread exists, so they all inherit the blocked mask.
     let signals = shutdown_signals()?;
     let config = AgentConfig::load(&opts.config_path)?;
+    let policy = NodePolicy::load(opts.node_config.as_deref())?;
     let tls = net::client_config(config.ca_cert.as_deref())?;
     let creds = Arc::new(Credentials::new(
         config.clone(),
@@ -66,7 +70,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         opts.docker_socket.clone(),
         opts.data_dir.clone(),
     );
-    scfg.host_ip = opts.host_ip;
+    scfg.policy = policy;
     scfg.resource_interval = opts.resource_interval;
     smol::block_on(async move {
         let servers = Arc::new(Servers::start(scfg, outbox.clone())?);

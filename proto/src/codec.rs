@@ -169,6 +169,20 @@ pub fn encode_into(msg: &Message<'_>, out: &mut Vec<u8>) {
     serde_json::to_writer(&mut *out, msg).expect("messages always serialise");
 }
 
+/// The bytes `s` takes as a JSON string as [`encode_into`] writes it, quotes included:
+/// a quote, a backslash and the short control escapes take two bytes, other control characters six
+/// (`\u001f`), everything else (UTF-8 included) itself. Lets a sender size an answer
+/// before building it.
+pub fn json_string_len(s: &str) -> usize {
+    s.bytes().fold(2usize, |n, b| {
+        n.saturating_add(match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+    })
+}
+
 /// Encodes a message into a fresh buffer.
 pub fn encode(msg: &Message<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
@@ -301,6 +315,23 @@ impl<'de> Deserialize<'de> for DataServerId<'de> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_string_len_matches_the_encoder() {
+        let every_byte: String = (0u8..=0x7f).map(char::from).collect();
+        for s in [
+            "",
+            "plain",
+            "quote\"back\\slash",
+            "é€😀",
+            &every_byte,
+            "\u{7f}\u{1f}\n",
+        ] {
+            let encoded = serde_json::to_string(s).unwrap();
+            assert_eq!(json_string_len(s), encoded.len(), "{s:?}");
+        }
+        assert_eq!(json_string_len(&"\u{1}".repeat(1000)), 6002);
+    }
 
     #[test]
     fn nul_after_a_scalar_is_refused_on_every_path() {

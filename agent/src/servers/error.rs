@@ -62,6 +62,40 @@ pub enum ServerError {
     #[error("not enough {what} on this node: {detail}")]
     Insufficient { what: &'static str, detail: String },
 
+    /// The egg is valid but this node's policy does not allow it.
+    #[error("eggConfig.{field}: {reason}")]
+    Policy { field: &'static str, reason: String },
+
+    #[error(
+        "image {image}: pulls from registry {registry} are refused because {reason}; \
+         the node's operator can allow it (allowedRegistries)"
+    )]
+    RegistryRefused {
+        image: String,
+        registry: String,
+        reason: String,
+    },
+
+    /// A container this agent does not manage has the name (which container is not said).
+    #[error(
+        "the container name {name} is already in use by a container this agent does not manage"
+    )]
+    NameInUse { name: String },
+
+    #[error("the servers' network {name} cannot be used: {reason}")]
+    Network { name: String, reason: String },
+
+    #[error("too many commands {scope}; retry shortly")]
+    RateLimited { scope: &'static str },
+
+    /// An answer that would not fit in one frame the panel accepts.
+    #[error("{what} would take {bytes} bytes on the wire, over the {limit}-byte frame limit")]
+    TooLargeForFrame {
+        what: String,
+        bytes: usize,
+        limit: usize,
+    },
+
     #[error("server {server_id}: {source}")]
     Transition {
         server_id: String,
@@ -100,6 +134,13 @@ impl ServerError {
             ServerError::Transition { .. } => ErrorCode::Conflict,
             ServerError::PortConflict { .. } => ErrorCode::PortConflict,
             ServerError::Insufficient { .. } => ErrorCode::InsufficientResources,
+            ServerError::Policy { .. } | ServerError::RegistryRefused { .. } => {
+                ErrorCode::ConfigInvalid
+            }
+            ServerError::NameInUse { .. } => ErrorCode::Conflict,
+            ServerError::Network { .. } => ErrorCode::DockerError,
+            ServerError::RateLimited { .. } => ErrorCode::RateLimited,
+            ServerError::TooLargeForFrame { .. } => ErrorCode::PayloadTooLarge,
             ServerError::Docker(e) => e.code(),
             ServerError::Files(e) => e.code(),
             ServerError::Stats(e) => e.code(),

@@ -4,7 +4,7 @@
 
 use super::server::{Change, Expected, PowerGuard, Server};
 use super::state::Trigger;
-use super::{Inner, Outcome, ServerError, ack, tasks};
+use super::{Inner, Outcome, ServerError, ack, disk, tasks};
 use crate::docker::{Attach, AttachOptions, DockerClient, DockerError};
 use proto::ServerState;
 use proto::validate;
@@ -38,6 +38,7 @@ pub(super) async fn start(inner: &Inner, sid: &str) -> Outcome {
     if inspect.state.running {
         ensure_session(inner, &server, &docker).await?;
     } else {
+        disk::check_start(&server).await?;
         start_container(inner, &server, &docker).await?;
     }
     Ok(ack(sid, server.state()))
@@ -127,6 +128,8 @@ pub(super) async fn ensure_session(
             }
             Err(e) => log::warn!("server {}: no resource sampling: {e}", server.id),
         }
+        let watch = disk::watch(inner.me.clone(), Arc::downgrade(server));
+        server.set_disk_task(smol::spawn(watch));
     }
     server.observe(
         Trigger::Run,
@@ -168,7 +171,7 @@ fn stop_timeout(inner: &Inner, secs: Option<u64>) -> Duration {
 }
 
 /// The egg's stop command (or the signal), the grace period, then SIGKILL.
-async fn stop_running(
+pub(super) async fn stop_running(
     server: &Arc<Server>,
     docker: &DockerClient,
     signal: Option<&'static str>,
@@ -238,6 +241,7 @@ pub(super) async fn restart(
     let server = inner.get(sid)?;
     let _power = power(&server, "restart")?;
     let signal = signal.map(validate::signal).transpose()?.map(|s| s.0);
+    disk::check_start(&server).await?;
     let timeout = stop_timeout(inner, timeout);
     let docker = inner.docker().await?;
     let inspect = docker.container_inspect(&server.container_id).await?;

@@ -17,6 +17,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// Longest `reason` in a status event (it can quote Docker's error, which can quote
+/// anything): events must fit in a frame too.
+const MAX_REASON: usize = 1024;
+
 /// Why the next exit of the container is not a crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expected {
@@ -24,6 +28,8 @@ pub enum Expected {
     Kill,
     Restart,
     Delete,
+    /// The agent stops the server because its files exceed its disk limit.
+    DiskLimit,
 }
 
 impl Expected {
@@ -33,6 +39,7 @@ impl Expected {
             Expected::Kill => "killed by operator",
             Expected::Restart => "restarting",
             Expected::Delete => "deleted by operator",
+            Expected::DiskLimit => "stopped by the agent: disk limit exceeded",
         }
     }
 }
@@ -73,6 +80,7 @@ pub struct Server {
 struct Tasks {
     console: Option<Task<()>>,
     stats: Option<Task<()>>,
+    disk: Option<Task<()>>,
 }
 
 /// Held for the duration of one power action; a second one is refused with `BUSY`.
@@ -185,7 +193,7 @@ impl Server {
             pid: change.pid,
             exit_code: change.exit_code,
             oom_killed: change.oom_killed,
-            reason: change.reason.map(Cow::Owned),
+            reason: change.reason.map(|r| Cow::Owned(super::cut(r, MAX_REASON))),
         }));
     }
 
@@ -201,6 +209,10 @@ impl Server {
         self.tasks.lock().stats = Some(task);
     }
 
+    pub fn set_disk_task(&self, task: Task<()>) {
+        self.tasks.lock().disk = Some(task);
+    }
+
     pub fn has_stats_task(&self) -> bool {
         self.tasks
             .lock()
@@ -209,11 +221,14 @@ impl Server {
             .is_some_and(|t| !t.is_finished())
     }
 
-    /// Stops resource sampling (the container stopped). The console task ends by itself
-    /// when the output stream closes, so the last lines are not lost.
+    /// Stops resource sampling and the disk watch (the container stopped). The console
+    /// task ends by itself when the output stream closes, so the last lines are not lost.
     pub fn stop_stats(&self) {
-        let task = self.tasks.lock().stats.take();
-        drop(task);
+        let tasks = {
+            let mut t = self.tasks.lock();
+            (t.stats.take(), t.disk.take())
+        };
+        drop(tasks);
         self.stats.clear();
     }
 

@@ -53,7 +53,7 @@ pub(super) async fn status(inner: &Inner, sid: &str) -> Outcome {
 
 async fn players(inner: &Inner, meta: &Meta) -> Option<Players> {
     let port = meta.host_port_for(meta.query_port?)?;
-    let ip = match inner.cfg.host_ip {
+    let ip = match inner.cfg.policy.host_ip {
         IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
         IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
         ip => ip,

@@ -11,7 +11,6 @@ use super::state::{Exit, Trigger};
 use super::status::{exit_of, exited_state};
 use super::{Inner, ServerError, Slot, power};
 use crate::docker::{DockerClient, Event, Filters};
-use crate::files::Volume;
 use crate::link::backoff::Backoff;
 use crate::stats::HostSampler;
 use futures_lite::StreamExt;
@@ -128,7 +127,7 @@ async fn adopt_one(
     };
     let inspect = docker.container_inspect(container_id).await?;
     let volume_path = inner.volume_path(sid);
-    let volume = Volume::open(&volume_path)?.with_owner(meta.uid, meta.gid);
+    let volume = inner.open_volume(&volume_path, &meta)?;
     let state = if inspect.state.running {
         ServerState::Running
     } else {

@@ -44,7 +44,7 @@ actions! {
     StopServer { optional: StopServer<'a> } => "stop_server",
     RestartServer { optional: StopServer<'a> } => "restart_server",
     GetStatus => "get_status",
-    ListFiles { payload: PathPayload<'a> } => "list_files",
+    ListFiles { payload: ListFiles<'a> } => "list_files",
     GetFile { payload: PathPayload<'a> } => "get_file",
     /// Extension: SIGKILL (or the named signal) at once.
     KillServer { optional: KillServer<'a> } => "kill_server",
@@ -132,7 +132,7 @@ impl DeleteServer {
     }
 }
 
-/// `list_files` / `get_file` payload: a container path under `/server`.
+/// `get_file` payload: a container path under `/server`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PathPayload<'a> {
     #[serde(borrow)]
@@ -143,6 +143,38 @@ impl PathPayload<'_> {
     pub fn into_owned(self) -> PathPayload<'static> {
         PathPayload {
             path: own(self.path),
+        }
+    }
+}
+
+/// `list_files` payload: a directory under `/server`, and which page of it (extension:
+/// `offset` defaults to 0, `limit` to the agent's page size of 1000, which is also its
+/// maximum).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListFiles<'a> {
+    #[serde(borrow)]
+    pub path: Str<'a>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+}
+
+impl<'a> ListFiles<'a> {
+    /// The first page of `path`.
+    pub fn path(path: Str<'a>) -> ListFiles<'a> {
+        ListFiles {
+            path,
+            offset: None,
+            limit: None,
+        }
+    }
+
+    pub fn into_owned(self) -> ListFiles<'static> {
+        ListFiles {
+            path: own(self.path),
+            offset: self.offset,
+            limit: self.limit,
         }
     }
 }

@@ -201,7 +201,15 @@ pub struct Players {
 pub struct FileList {
     pub server_id: String,
     pub path: String,
+    /// One page of the directory, sorted by name (bytewise).
     pub entries: Vec<FileEntry>,
+    /// Extension: entries in the directory (up to the agent's scan cap).
+    #[serde(default)]
+    pub total: u64,
+    /// Extension: the `offset` of the next page, present only when more entries follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_offset: Option<u64>,
+    /// The directory holds more entries than the agent scans; `total` counts the scanned.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
 }
