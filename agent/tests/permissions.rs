@@ -146,7 +146,10 @@ impl Setup {
                 panic!("the agent never connected:\n{}", agent.output().join("\n"));
             })
             .await;
-        let tls = TlsAcceptor::from(self.tls.clone()).accept(tcp).await.unwrap();
+        let tls = TlsAcceptor::from(self.tls.clone())
+            .accept(tcp)
+            .await
+            .unwrap();
         async_tungstenite::accept_async(tls).await.unwrap()
     }
 }
@@ -278,7 +281,10 @@ fn an_unprivileged_agent_runs_the_whole_lifecycle() {
     // The socket's group is the agent's only access to Docker: no root, no `docker` in a
     // supplementary list, no ACL on the socket.
     let docker_gid = std::fs::metadata(socket).unwrap().gid();
-    assert_ne!(docker_gid, 0, "the Docker socket must belong to a group (e.g. docker)");
+    assert_ne!(
+        docker_gid, 0,
+        "the Docker socket must belong to a group (e.g. docker)"
+    );
     let setup = Setup::new("unprivileged", AGENT_UID, docker_gid);
     let _containers = ContainerGuard(format!("ctrl.agent={LIFECYCLE_AGENT}"));
     let sid = "unpriv-1";
@@ -309,7 +315,12 @@ fn an_unprivileged_agent_runs_the_whole_lifecycle() {
         let r = call(
             &mut ws,
             &mut events,
-            command("c1", None, "create_server", Some(json!({"serverId": sid, "eggConfig": egg}))),
+            command(
+                "c1",
+                None,
+                "create_server",
+                Some(json!({"serverId": sid, "eggConfig": egg})),
+            ),
         )
         .await;
         assert_eq!(ok(&r)["status"], "created");
@@ -317,11 +328,19 @@ fn an_unprivileged_agent_runs_the_whole_lifecycle() {
         let meta = std::fs::metadata(&volume).unwrap();
         assert_eq!(meta.uid(), AGENT_UID);
 
-        let r = call(&mut ws, &mut events, command("c2", Some(sid), "start_server", None)).await;
+        let r = call(
+            &mut ws,
+            &mut events,
+            command("c2", Some(sid), "start_server", None),
+        )
+        .await;
         assert_eq!(ok(&r)["status"], "running");
         event(&mut ws, &mut events, "the start line", |e| {
             e["event"] == "server_log"
-                && e["data"]["message"].as_str().unwrap_or("").contains("Server started on port")
+                && e["data"]["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("Server started on port")
         })
         .await;
 
@@ -329,13 +348,21 @@ fn an_unprivileged_agent_runs_the_whole_lifecycle() {
         let r = call(
             &mut ws,
             &mut events,
-            command("c3", Some(sid), "send_command", Some(json!({"command": "say unprivileged hello"}))),
+            command(
+                "c3",
+                Some(sid),
+                "send_command",
+                Some(json!({"command": "say unprivileged hello"})),
+            ),
         )
         .await;
         ok(&r);
         event(&mut ws, &mut events, "the console echo", |e| {
             e["event"] == "server_log"
-                && e["data"]["message"].as_str().unwrap_or("").contains("unprivileged hello")
+                && e["data"]["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("unprivileged hello")
         })
         .await;
 
@@ -343,11 +370,19 @@ fn an_unprivileged_agent_runs_the_whole_lifecycle() {
         let r = call(
             &mut ws,
             &mut events,
-            command("c4", Some(sid), "get_file", Some(json!({"path": "/server/hello.txt"}))),
+            command(
+                "c4",
+                Some(sid),
+                "get_file",
+                Some(json!({"path": "/server/hello.txt"})),
+            ),
         )
         .await;
         assert!(
-            ok(&r)["content"].as_str().unwrap().starts_with("fakegame test file"),
+            ok(&r)["content"]
+                .as_str()
+                .unwrap()
+                .starts_with("fakegame test file"),
             "{r}"
         );
         let r = call(
@@ -357,7 +392,9 @@ fn an_unprivileged_agent_runs_the_whole_lifecycle() {
                 "c5",
                 Some(sid),
                 "write_file",
-                Some(json!({"path": "/server/config/notes.txt", "content": "written by the agent"})),
+                Some(
+                    json!({"path": "/server/config/notes.txt", "content": "written by the agent"}),
+                ),
             ),
         )
         .await;
@@ -365,7 +402,12 @@ fn an_unprivileged_agent_runs_the_whole_lifecycle() {
         let r = call(
             &mut ws,
             &mut events,
-            command("c6", Some(sid), "list_files", Some(json!({"path": "/server"}))),
+            command(
+                "c6",
+                Some(sid),
+                "list_files",
+                Some(json!({"path": "/server"})),
+            ),
         )
         .await;
         let names: Vec<&str> = ok(&r)["entries"]
@@ -378,18 +420,33 @@ fn an_unprivileged_agent_runs_the_whole_lifecycle() {
         let r = call(
             &mut ws,
             &mut events,
-            command("c7", Some(sid), "get_file", Some(json!({"path": "/server/config/notes.txt"}))),
+            command(
+                "c7",
+                Some(sid),
+                "get_file",
+                Some(json!({"path": "/server/config/notes.txt"})),
+            ),
         )
         .await;
         assert_eq!(ok(&r)["content"], "written by the agent");
 
         // Stop (the egg's console command), then delete with the files.
-        let r = call(&mut ws, &mut events, command("c8", Some(sid), "stop_server", None)).await;
+        let r = call(
+            &mut ws,
+            &mut events,
+            command("c8", Some(sid), "stop_server", None),
+        )
+        .await;
         assert_eq!(ok(&r)["status"], "stopped");
         let r = call(
             &mut ws,
             &mut events,
-            command("c9", Some(sid), "delete_server", Some(json!({"purge": true}))),
+            command(
+                "c9",
+                Some(sid),
+                "delete_server",
+                Some(json!({"purge": true})),
+            ),
         )
         .await;
         assert_eq!(ok(&r)["status"], "deleted");

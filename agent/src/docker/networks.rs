@@ -94,17 +94,4 @@ impl DockerClient {
         let created: Created = decode("POST /networks/create", body)?;
         Ok(created.id)
     }
-
-    /// `DELETE /networks/{name}`.
-    pub async fn network_remove(&self, name: &str) -> Result<(), DockerError> {
-        self.call(
-            Method::DELETE,
-            &format!("/networks/{}", encode(name)),
-            None,
-            Missing::Other,
-            self.timeout,
-        )
-        .await
-        .map(drop)
-    }
 }
