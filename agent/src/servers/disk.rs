@@ -96,13 +96,13 @@ async fn check(
             ),
         );
     }
-    if hard || since.elapsed() >= grace {
-        if let Err(e) = stop(inner, server, used).await {
-            log::warn!(
-                "server {}: stopping it over its disk limit failed: {e}",
-                server.id
-            );
-        }
+    if (hard || since.elapsed() >= grace)
+        && let Err(e) = stop(inner, server, used).await
+    {
+        log::warn!(
+            "server {}: stopping it over its disk limit failed: {e}",
+            server.id
+        );
     }
     Some(since)
 }
