@@ -247,6 +247,9 @@ pub(super) async fn restart(
     let inspect = docker.container_inspect(&server.container_id).await?;
     if inspect.state.running {
         stop_running(&server, &docker, signal, timeout, Expected::Restart).await?;
+        // The exit's event must find the restart expected (and leave the state
+        // `restarting`) before the start clears expectations.
+        settle_exit(&server).await;
     }
     start_container(inner, &server, &docker).await?;
     Ok(ack(sid, server.state()))
@@ -366,6 +369,14 @@ async fn wait_exit(
             return Ok(false);
         }
         smol::Timer::after(EXIT_POLL).await;
+    }
+}
+
+/// Gives Docker's `die` event a moment to consume the expected exit.
+async fn settle_exit(server: &Server) {
+    let deadline = Instant::now() + SETTLE;
+    while server.expecting() && Instant::now() < deadline {
+        smol::Timer::after(Duration::from_millis(50)).await;
     }
 }
 

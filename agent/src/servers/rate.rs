@@ -73,13 +73,16 @@ impl RateLimiter {
             return Err(Limited::Total);
         }
         if let Some(sid) = server {
-            if !st.servers.contains_key(sid) && st.servers.len() >= MAX_TRACKED {
-                forget_full(&mut st.servers, l, now);
+            if !st.servers.contains_key(sid) {
+                if st.servers.len() >= MAX_TRACKED {
+                    forget_full(&mut st.servers, l, now);
+                }
+                st.servers
+                    .insert(sid.to_owned(), Bucket::full(l.per_server_burst, now));
             }
-            let bucket = st
-                .servers
-                .entry(sid.to_owned())
-                .or_insert_with(|| Bucket::full(l.per_server_burst, now));
+            let Some(bucket) = st.servers.get_mut(sid) else {
+                return Err(Limited::Server);
+            };
             bucket.refill(l.per_server, l.per_server_burst, now);
             if bucket.tokens < 1.0 {
                 return Err(Limited::Server);

@@ -143,6 +143,11 @@ impl Server {
         *self.expected.lock() = None;
     }
 
+    /// Whether an exit is expected and its event not yet processed.
+    pub fn expecting(&self) -> bool {
+        self.expected.lock().is_some()
+    }
+
     pub fn take_expected(&self) -> Option<Expected> {
         self.expected.lock().take()
     }
