@@ -1,7 +1,7 @@
 //! The node agent: runs game servers as Docker containers for the panel.
 //!
-//! Layout: `config` (agent.json, run options), `node` (the operator's node policy), `net` + `https` (TLS and the tiny REST
-//! client), `register` (capabilities, registration, token refresh), `token` (JWT expiry),
+//! Layout: `config` (agent.json, run options), `node` (the operator's node policy), `net` +
+//! `https` (TLS and the tiny REST client), `register` (capabilities, registration, token refresh), `token` (JWT expiry),
 //! `link` (the WebSocket to the panel), `logs` (console lines and their throttle), `query`
 //! (player counts), plus the Docker client (`docker`), confined file access (`files`) and
 //! cgroup statistics (`stats`), the game servers themselves (`servers`), and the program

@@ -9,10 +9,15 @@
 //! - Docker's `/events` (`watch`) is the source of truth for a run ending: crash vs clean
 //!   stop, exit code, OOM kill. On every (re)connection to Docker the containers labelled
 //!   `ctrl.agent=<id>` are (re-)adopted: consoles and samplers resume, nothing is restarted.
-//! - Each running server has a console task and a sampler task (`tasks`).
+//! - Each running server has a console task, a sampler task (`tasks`) and a disk watch
+//!   (`disk`: the disk limit enforced where no quota does it).
+//! - What the node allows comes from the operator's [`NodePolicy`], never from the panel:
+//!   caps (`create`), pull sources (`registry`), the servers' network (`network`), command
+//!   rates (`rate`, checked in `dispatch`).
 //!
 //! Layout: `plan` (egg → container), `server` (one server), `state`, `tasks`, `dispatch`,
-//! the handlers, `watch`, `error`. [`Inner`] is the shared state; its methods here are only
+//! the handlers (`create`, `power`, `status`, `files`), `disk`, `registry`, `network`,
+//! `rate`, `watch`, `error`. `Inner` is the shared state; its methods here are only
 //! accessors, the handlers are functions of the modules above.
 
 mod create;
