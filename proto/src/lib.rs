@@ -10,6 +10,7 @@
 //! - [`skim`]: the envelope skimmer behind [`Decoder::envelope`]: validates a frame and
 //!   picks out its routing fields without building the message.
 //! - [`egg`]: the egg configuration carried by `create_server`.
+//! - [`eggs`]: Pterodactyl/Pelican egg import, variable rules, config-file edits.
 //! - [`validate`]: ids, eggs, paths, signals — precise errors mapped to wire codes.
 //! - [`quantity`]: `"2048m"`, `"5g"`, `"0.5"` cores.
 //! - [`rest`]: registration and refresh bodies, the operator API error envelope.
@@ -20,6 +21,7 @@
 pub mod codec;
 pub mod codes;
 pub mod egg;
+pub mod eggs;
 pub mod jwt;
 pub mod message;
 pub mod quantity;

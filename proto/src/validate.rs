@@ -365,6 +365,7 @@ pub fn substitute<'v>(line: &str, lookup: impl Fn(&str) -> Option<&'v str>) -> S
 }
 
 fn extensions(egg: &EggConfig<'_>) -> Result<(), ValidationError> {
+    crate::eggs::check::wire(egg).map_err(|e| egg_err(e.field, e.reason))?;
     if let Some(stop) = &egg.stop {
         if let Some(cmd) = &stop.command {
             console_line(cmd).map_err(|r| egg_err("stop.command", r.to_string()))?;

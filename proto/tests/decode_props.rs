@@ -70,6 +70,9 @@ fn egg() -> impl Strategy<Value = EggConfig<'static>> {
                     port,
                 }),
                 user: None,
+                install: None,
+                config_files: Vec::new(),
+                done: Vec::new(),
             },
         )
 }
@@ -78,7 +81,7 @@ fn action() -> impl Strategy<Value = Action<'static>> {
     prop_oneof![
         (ident(), egg()).prop_map(|(id, egg)| Action::CreateServer(CreateServer {
             server_id: s(id),
-            egg_config: egg
+            egg_config: Box::new(egg)
         })),
         Just(Action::StartServer),
         (

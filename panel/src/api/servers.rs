@@ -237,7 +237,7 @@ pub(super) async fn create(api: Arc<Api>, req: Request) -> Reply {
 
     let action = Action::CreateServer(CreateServer {
         server_id: Cow::Owned(rec.server_id.clone()),
-        egg_config: egg.into_owned(),
+        egg_config: Box::new(egg.into_owned()),
     });
     let result = api.hub.command(&rec.agent_id, None, action).await;
     let forget =

@@ -72,15 +72,17 @@ impl Action<'_> {
 pub struct CreateServer<'a> {
     #[serde(borrow)]
     pub server_id: Str<'a>,
+    /// Boxed: with the eggs extensions it is by far the largest payload, and every other
+    /// message would otherwise pay its size on each move.
     #[serde(borrow)]
-    pub egg_config: EggConfig<'a>,
+    pub egg_config: Box<EggConfig<'a>>,
 }
 
 impl CreateServer<'_> {
     pub fn into_owned(self) -> CreateServer<'static> {
         CreateServer {
             server_id: own(self.server_id),
-            egg_config: self.egg_config.into_owned(),
+            egg_config: Box::new(self.egg_config.into_owned()),
         }
     }
 }

@@ -86,11 +86,6 @@ macro_rules! actions {
         /// The `action` of a command with its `payload`. Unknown actions decode to
         /// [`Action::Unknown`] so that the receiver can still answer the message id with
         /// `UNKNOWN_ACTION` instead of failing the whole frame.
-        ///
-        /// `create_server` is much larger than the other variants; it is deliberately not
-        /// boxed: a command is decoded into place once per frame and never stored in bulk,
-        /// so the extra stack bytes are cheaper than an allocation on every `create_server`.
-        #[allow(clippy::large_enum_variant)]
         #[derive(Debug, Clone, PartialEq)]
         pub enum Action<'a> {
             $( $(#[$attr])* $variant $( (slot_type!($kind $t)) )?, )*
