@@ -128,6 +128,8 @@ pub(super) async fn ensure_session(
             }
             Err(e) => log::warn!("server {}: no resource sampling: {e}", server.id),
         }
+    }
+    if !server.has_disk_task() {
         let watch = disk::watch(inner.me.clone(), Arc::downgrade(server));
         server.set_disk_task(smol::spawn(watch));
     }

@@ -218,6 +218,14 @@ impl Server {
         self.tasks.lock().disk = Some(task);
     }
 
+    pub fn has_disk_task(&self) -> bool {
+        self.tasks
+            .lock()
+            .disk
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
+    }
+
     pub fn has_stats_task(&self) -> bool {
         self.tasks
             .lock()
