@@ -17,4 +17,5 @@ pub mod shutdown;
 pub mod store;
 pub mod tls;
 pub mod tracker;
+pub mod ui;
 pub mod up;
