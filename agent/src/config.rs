@@ -6,7 +6,6 @@
 //! would lock the agent out for good.
 
 use serde::{Deserialize, Serialize};
-use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -118,8 +117,8 @@ pub struct RunOptions {
     pub config_path: PathBuf,
     pub docker_socket: PathBuf,
     pub data_dir: PathBuf,
-    /// The host address port bindings are published on (default all interfaces).
-    pub host_ip: IpAddr,
+    /// The operator's node policy (`--node-config`); `None`: the defaults.
+    pub node_config: Option<PathBuf>,
     /// Interval between `resource_update` events per running server.
     pub resource_interval: Duration,
 }
@@ -131,7 +130,7 @@ impl RunOptions {
             config_path: PathBuf::from(DEFAULT_CONFIG),
             docker_socket: crate::docker::socket_from_env()?,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
-            host_ip: IpAddr::from([0, 0, 0, 0]),
+            node_config: None,
             resource_interval: DEFAULT_RESOURCE_INTERVAL,
         })
     }

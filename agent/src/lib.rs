@@ -1,6 +1,7 @@
 //! The node agent: runs game servers as Docker containers for the panel.
 //!
-//! Layout: `config` (agent.json, run options), `register` (capabilities, registration),
+//! Layout: `config` (agent.json, run options), `node` (the operator's node policy),
+//! `register` (capabilities, registration),
 //! `token` (JWT expiry), `link` (the WebSocket to the panel, token refresh), `logs` (console
 //! lines and their throttle), `query` (player counts), plus the Docker client (`docker`),
 //! confined file access (`files`) and cgroup statistics (`stats`), the game servers
@@ -12,6 +13,7 @@ pub mod docker;
 pub mod files;
 pub mod link;
 pub mod logs;
+pub mod node;
 pub mod query;
 pub mod register;
 pub mod run;

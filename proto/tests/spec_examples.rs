@@ -86,9 +86,7 @@ fn file_commands() {
     let c = command("command_list_files");
     assert_eq!(
         c.action,
-        Action::ListFiles(PathPayload {
-            path: "/server".into()
-        })
+        Action::ListFiles(ListFiles::path("/server".into()))
     );
     let c = command("command_get_file");
     assert_eq!(

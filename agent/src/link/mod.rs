@@ -52,6 +52,11 @@ pub trait Dispatch: Send + Sync + 'static {
     fn handle(&self, cmd: Command<'static>) -> impl Future<Output = Response<'static>> + Send;
     /// The heartbeat answer's data; must be cheap (no I/O).
     fn pong(&self) -> PongData<'static>;
+    /// The largest frame the agent may send: the panel closes the connection on a larger
+    /// one, failing every command in flight.
+    fn max_frame(&self) -> usize {
+        proto::codec::DEFAULT_MAX_FRAME
+    }
 }
 
 /// Why a connection attempt failed.
@@ -154,7 +159,12 @@ impl<D: Dispatch> Link<D> {
         let (sender, receiver) = ws.split();
         let (control_tx, control_rx) = async_channel::bounded::<Vec<u8>>(CONTROL_QUEUE);
         self.outbox.requeue_in_flight();
-        let writer = writer(sender, control_rx, self.outbox.clone());
+        let writer = writer(
+            sender,
+            control_rx,
+            self.outbox.clone(),
+            self.dispatch.max_frame(),
+        );
         let reader = self.reader(receiver, control_tx);
         futures_lite::future::or(reader, writer).await
     }
@@ -190,7 +200,9 @@ impl<D: Dispatch> Link<D> {
                     let control = control.clone();
                     smol::spawn(async move {
                         let resp = dispatch.handle(*cmd).await;
-                        let _ = control.send(encode(&Message::Response(resp))).await;
+                        if let Some(bytes) = frame::response_bytes(resp, dispatch.max_frame()) {
+                            let _ = control.send(bytes).await;
+                        }
                         drop(permit);
                     })
                     .detach();
@@ -242,11 +254,13 @@ enum Outgoing {
     Done,
 }
 
-/// The single writer: responses and pongs first, then events in production order.
+/// The single writer: responses and pongs first, then events in production order. An
+/// event that would not fit in a frame is dropped (and logged) rather than sent.
 async fn writer(
     mut sender: async_tungstenite::WebSocketSender<TlsConn>,
     control: async_channel::Receiver<Vec<u8>>,
     outbox: Arc<Outbox>,
+    max_frame: usize,
 ) -> String {
     let mut buf = Vec::with_capacity(1024);
     loop {
@@ -269,6 +283,14 @@ async fn writer(
             Outgoing::Event(event) => {
                 buf.clear();
                 proto::codec::encode_into(&Message::Event(event), &mut buf);
+                if buf.len() > max_frame {
+                    log::warn!(
+                        "dropped an event of {} bytes (over the {max_frame}-byte frame limit)",
+                        buf.len()
+                    );
+                    outbox.ack();
+                    continue;
+                }
                 (std::mem::take(&mut buf), true)
             }
         };

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use proto::ErrorCode;
 use proto::egg::EggConfig;
 use proto::message::{
-    Action, ContentEncoding, CreateServer, DeleteServer, KillServer, PathPayload, SendCommand,
-    StopServer, WriteFile,
+    Action, ContentEncoding, CreateServer, DeleteServer, KillServer, ListFiles, PathPayload,
+    SendCommand, StopServer, WriteFile,
 };
 use proto::quantity::Bytes;
 use proto::time::{format_rfc3339, unix_now};
@@ -433,9 +433,7 @@ pub(super) async fn list_files(api: Arc<Api>, req: Request) -> Reply {
         Ok(p) => p,
         Err(r) => return r,
     };
-    let action = Action::ListFiles(PathPayload {
-        path: Cow::Owned(path),
-    });
+    let action = Action::ListFiles(ListFiles::path(Cow::Owned(path)));
     relay(&api, &rec, action, None).await
 }
 
