@@ -88,6 +88,8 @@ pub struct NodePolicy {
     pub disk_grace_secs: u64,
     /// Largest frame the agent sends (the panel refuses larger ones; its default is 1 MiB).
     pub max_frame_bytes: usize,
+    /// Seconds an egg's install script may run before it is killed (`install_failed`).
+    pub install_timeout_secs: u64,
 }
 
 impl Default for NodePolicy {
@@ -108,6 +110,7 @@ impl Default for NodePolicy {
             disk_check_secs: 5,
             disk_grace_secs: 30,
             max_frame_bytes: proto::codec::DEFAULT_MAX_FRAME,
+            install_timeout_secs: 3600,
         }
     }
 }
@@ -172,11 +175,18 @@ impl NodePolicy {
         if self.max_frame_bytes < 64 * 1024 {
             return Err("maxFrameBytes must be at least 65536".into());
         }
+        if self.install_timeout_secs == 0 {
+            return Err("installTimeoutSecs must be at least 1".into());
+        }
         Ok(())
     }
 
     pub fn disk_check(&self) -> Duration {
         Duration::from_secs(self.disk_check_secs)
+    }
+
+    pub fn install_timeout(&self) -> Duration {
+        Duration::from_secs(self.install_timeout_secs)
     }
 
     pub fn disk_grace(&self) -> Duration {
@@ -240,6 +250,7 @@ mod tests {
             r#"{"rate": {"perServer": 0}}"#,
             r#"{"logMaxSize": "lots"}"#,
             r#"{"network": "../x"}"#,
+            r#"{"installTimeoutSecs": 0}"#,
             "not json",
         ] {
             let path = temp("bad", text);

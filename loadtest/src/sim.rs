@@ -251,6 +251,11 @@ impl AgentSim {
                 let state = server.state;
                 ack(id, ts, &server_id, state, "File written")
             }
+            Action::ReinstallServer => {
+                // A simulated install finishes at once.
+                set(ServerState::Stopped);
+                ack(id, ts, &server_id, ServerState::Installing, "Reinstall started")
+            }
             Action::GetStatus => {
                 let running = server.state == ServerState::Running;
                 let uptime = server.since.elapsed().as_secs();

@@ -195,6 +195,12 @@ impl DockerClient {
 #[derive(Deserialize)]
 struct PullLine {
     #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(rename = "progressDetail", default)]
+    progress_detail: Option<ProgressDetail>,
+    #[serde(default)]
     error: Option<String>,
     #[serde(rename = "errorDetail", default)]
     error_detail: Option<PullErrorDetail>,
@@ -206,13 +212,33 @@ struct PullErrorDetail {
     message: Option<String>,
 }
 
+#[derive(Deserialize)]
+struct ProgressDetail {
+    #[serde(default)]
+    current: Option<u64>,
+    #[serde(default)]
+    total: Option<u64>,
+}
+
+/// One progress line of a pull as the caller sees it: Docker's status (`Downloading`,
+/// `Pull complete`, ...), the layer it is about, and byte counts while downloading.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullStatus {
+    pub status: String,
+    pub layer: Option<String>,
+    pub current: Option<u64>,
+    pub total: Option<u64>,
+}
+
 /// Pull progress lines are a few hundred bytes.
 const MAX_PULL_LINE: usize = 256 * 1024;
 
-/// Reads a pull's progress stream to its end; the first `error` line fails the pull.
+/// Reads a pull's progress stream to its end, handing every status line to `progress`;
+/// the first `error` line fails the pull.
 pub(crate) async fn check_pull_progress(
     image: &str,
     mut body: ByteStream,
+    progress: &mut (dyn FnMut(PullStatus) + Send),
 ) -> Result<(), DockerError> {
     let mut lines = LineSplitter::new(MAX_PULL_LINE);
     let mut ended = false;
@@ -234,15 +260,22 @@ pub(crate) async fn check_pull_progress(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let progress: PullLine = decode("the pull progress", line)?;
-        let message = progress
-            .error_detail
-            .and_then(|d| d.message)
-            .or(progress.error);
+        let line: PullLine = decode("the pull progress", line)?;
+        let message = line.error_detail.and_then(|d| d.message).or(line.error);
         if let Some(message) = message {
             return Err(DockerError::ImagePull {
                 image: image.to_string(),
                 failure: super::PullFailure::classify(image, &message),
+                registry: super::error::registry_words(&message),
+            });
+        }
+        if let Some(status) = line.status {
+            let detail = line.progress_detail;
+            progress(PullStatus {
+                status,
+                layer: line.id,
+                current: detail.as_ref().and_then(|d| d.current),
+                total: detail.and_then(|d| d.total),
             });
         }
     }

@@ -49,10 +49,16 @@ pub enum DockerError {
     #[error("Docker error (HTTP {status}): {message}")]
     Api { status: u16, message: String },
 
-    /// The registry's own words stay in the agent's log: they can carry the body of
-    /// whatever answered at the registry's address (server-side request forgery).
-    #[error("pulling image {image} failed: {failure}")]
-    ImagePull { image: String, failure: PullFailure },
+    /// `registry` is Docker's account of the registry's answer, passed on only when it
+    /// cannot quote the body of whatever answered at the registry's address (server-side
+    /// request forgery; see [`registry_words`]). The whole message goes, cut, to the
+    /// agent's log.
+    #[error("pulling image {image} failed: {failure}{}", said(.registry))]
+    ImagePull {
+        image: String,
+        failure: PullFailure,
+        registry: Option<String>,
+    },
 
     #[error("invalid Docker request: {0}")]
     InvalidArgument(String),
@@ -149,6 +155,49 @@ impl PullFailure {
             PullFailure::Other
         }
     }
+}
+
+fn said(registry: &Option<String>) -> String {
+    registry
+        .as_deref()
+        .map(|r| format!(" (the registry said: {r})"))
+        .unwrap_or_default()
+}
+
+/// Longest registry message passed on.
+const MAX_REGISTRY_WORDS: usize = 300;
+
+/// Docker's message about a failed pull, if it may travel to the panel: the registry's
+/// own error (`manifest unknown: manifest unknown`, `denied: requested access to the
+/// resource is denied`, `toomanyrequests: ...`) or Docker's account of the connection
+/// (`dial tcp ...: connection refused`). A message that quotes a response body — Docker's
+/// `error parsing HTTP 404 response body: ...: "<the body>"`, or anything with markup — is
+/// not: at an address that is not a registry, that body is the answer of some other
+/// service, which must not reach the panel. Control characters are dropped, the rest is cut
+/// at 300 bytes.
+pub fn registry_words(message: &str) -> Option<String> {
+    let lower = message.to_ascii_lowercase();
+    let quotes_a_body = ["response body", "unexpected http", "<", ">", "{", "}"]
+        .iter()
+        .any(|m| lower.contains(m));
+    if quotes_a_body || message.trim().is_empty() {
+        return None;
+    }
+    let mut out: String = message
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect::<String>()
+        .trim()
+        .to_owned();
+    if out.len() > MAX_REGISTRY_WORDS {
+        let mut end = MAX_REGISTRY_WORDS;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push_str(" [...]");
+    }
+    Some(out)
 }
 
 /// Docker reports a taken host port from its port allocator ("port is already allocated")
@@ -280,6 +329,7 @@ mod tests {
         let e = DockerError::ImagePull {
             image: "127.0.0.1:8080/x:1".into(),
             failure: f,
+            registry: registry_words(body),
         };
         assert!(!e.to_string().contains("SECRET"), "{e}");
         assert!(e.to_string().contains("127.0.0.1:8080/x:1"), "{e}");
@@ -301,6 +351,44 @@ mod tests {
         ] {
             assert_eq!(PullFailure::classify("x", msg), want, "{msg}");
         }
+    }
+
+    #[test]
+    fn the_registrys_own_words_pass_quoted_bodies_do_not() {
+        for msg in [
+            "manifest for x:1 not found: manifest unknown: manifest unknown",
+            "pull access denied for x, repository does not exist or may require 'docker \
+             login': denied: requested access to the resource is denied",
+            "toomanyrequests: You have reached your pull rate limit.",
+            "Get \"https://r.example:5000/v2/\": dial tcp 203.0.113.9:5000: connect: \
+             connection refused",
+        ] {
+            assert_eq!(registry_words(msg).as_deref(), Some(msg), "{msg}");
+        }
+        for msg in [
+            "error parsing HTTP 404 response body: invalid character 'S' looking for \
+             beginning of value: \"SECRET-BODY internal answer\"",
+            "received unexpected HTTP status: 500 Internal Server Error",
+            "unknown: <html><body>SECRET</body></html>",
+            "unknown: {\"secret\":1}",
+            "  ",
+        ] {
+            assert_eq!(registry_words(msg), None, "{msg}");
+        }
+        let long = format!("denied: {}\u{1b}[31m", "x".repeat(400));
+        let cut = registry_words(&long).unwrap();
+        assert!(cut.len() <= MAX_REGISTRY_WORDS + 6 && cut.ends_with("[...]"), "{cut}");
+        assert!(!cut.contains('\u{1b}'));
+        let e = DockerError::ImagePull {
+            image: "x:1".into(),
+            failure: PullFailure::NotFoundOrDenied,
+            registry: registry_words("manifest unknown: manifest unknown"),
+        };
+        assert_eq!(
+            e.to_string(),
+            "pulling image x:1 failed: the image does not exist or the registry refused \
+             access (the registry said: manifest unknown: manifest unknown)"
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod spec;
 mod types;
 
 pub use attach::{Attach, AttachOptions, AttachWriter};
+pub use containers::PullStatus;
 pub use error::{DockerError, Missing, PullFailure};
 pub use events::{Actor, Event, EventStream, LineSplitter, decode_event};
 pub use http::ByteStream;
@@ -205,6 +206,15 @@ impl DockerClient {
     /// means `latest`, never "every tag"). The answer is a stream of JSON progress lines;
     /// an `error` line or a failed request becomes [`DockerError::ImagePull`] naming it.
     pub async fn image_pull(&self, image: &str) -> Result<(), DockerError> {
+        self.image_pull_with(image, &mut |_| {}).await
+    }
+
+    /// [`DockerClient::image_pull`], handing each progress line to `progress` as it comes.
+    pub async fn image_pull_with(
+        &self,
+        image: &str,
+        progress: &mut (dyn FnMut(PullStatus) + Send),
+    ) -> Result<(), DockerError> {
         if image.trim().is_empty() {
             return Err(DockerError::InvalidArgument(
                 "the image name is empty".into(),
@@ -218,7 +228,7 @@ impl DockerClient {
                 .open_stream(::http::Method::POST, &path, Missing::Image)
                 .await
                 .map_err(|e| pull_error(image, e))?;
-            containers::check_pull_progress(image, body).await
+            containers::check_pull_progress(image, body, progress).await
         };
         with_timeout(self.pull_timeout, || format!("the pull of {image}"), pull).await
     }
@@ -374,6 +384,7 @@ fn pull_error(image: &str, e: DockerError) -> DockerError {
         | DockerError::Conflict { message } => DockerError::ImagePull {
             image: image.to_string(),
             failure: PullFailure::classify(image, &message),
+            registry: error::registry_words(&message),
         },
         other => other,
     }
@@ -546,7 +557,7 @@ mod tests {
             assert_eq!(e.code(), proto::ErrorCode::ContainerNotFound, "{e:?}");
             let e = client.image_pull("x").await.unwrap_err();
             assert!(
-                matches!(&e, DockerError::ImagePull { image, failure } if image == "x" && *failure == PullFailure::NotFoundOrDenied),
+                matches!(&e, DockerError::ImagePull { image, failure, .. } if image == "x" && *failure == PullFailure::NotFoundOrDenied),
                 "{e:?}"
             );
         });

@@ -23,9 +23,36 @@ pub struct NetworkInspect {
     pub options: HashMap<String, String>,
     #[serde(default, deserialize_with = "super::types::null_default")]
     pub labels: HashMap<String, String>,
+    #[serde(rename = "IPAM", default, deserialize_with = "super::types::null_default")]
+    pub ipam: Ipam,
+}
+
+/// `IPAM`: the network's address ranges.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Ipam {
+    #[serde(default, deserialize_with = "super::types::null_default")]
+    pub config: Vec<IpamConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct IpamConfig {
+    #[serde(default)]
+    pub subnet: String,
+    #[serde(default)]
+    pub gateway: String,
 }
 
 impl NetworkInspect {
+    /// The first IPv4 gateway: the address containers on this network reach the host by.
+    pub fn ipv4_gateway(&self) -> Option<std::net::Ipv4Addr> {
+        self.ipam
+            .config
+            .iter()
+            .find_map(|c| c.gateway.parse::<std::net::Ipv4Addr>().ok())
+    }
+
     /// Whether containers on this network cannot reach each other.
     pub fn isolates_containers(&self) -> bool {
         self.options.get(ICC_OPTION).map(String::as_str) == Some("false")

@@ -6,7 +6,8 @@
 use super::error::PortHolder;
 use super::plan::{self, Meta, PlanInput};
 use super::server::Server;
-use super::{Inner, Outcome, Reservation, ServerError, Slot, VolumeAccess, network, registry};
+use super::extras::Extras;
+use super::{Inner, Outcome, Reservation, ServerError, Slot, VolumeAccess, install, network, pull};
 use crate::docker::{DockerClient, DockerError};
 use crate::node::NodePolicy;
 use proto::validate::{self, IdKind, ValidEgg};
@@ -41,13 +42,17 @@ pub(super) async fn create(inner: &Inner, c: CreateServer<'static>) -> Outcome {
     reserve(inner, &sid, reservation)?;
     match create_reserved(inner, &docker, &sid, &c, &valid).await {
         Ok(server) => {
-            let data = json!({
+            inner
+                .servers
+                .lock()
+                .insert(sid.clone(), Slot::Ready(server.clone()));
+            // With an install script the server is `installing` until it ends.
+            install::begin(inner, &server)?;
+            Ok(json!({
                 "serverId": sid,
-                "status": ServerState::Created,
+                "status": server.state(),
                 "containerId": server.container_id,
-            });
-            inner.servers.lock().insert(sid, Slot::Ready(server));
-            Ok(data)
+            }))
         }
         Err(e) => {
             inner.servers.lock().remove(&sid);
@@ -182,12 +187,7 @@ async fn create_reserved(
         )?;
     }
     check_disk(inner.volumes_dir(), valid.limits.disk.0)?;
-    let image = c.egg_config.image.as_ref();
-    if docker.image_inspect(image).await?.is_none() {
-        registry::check_pull(image, &policy.allowed_registries).await?;
-        log::info!("server {sid}: pulling image {image}");
-        docker.image_pull(image).await?;
-    }
+    pull::ensure_image(inner, docker, sid, &c.egg_config.image).await?;
     network::ensure(docker, &policy.network).await?;
     let volume_path = inner.volume_path(sid);
     let volume_str = volume_path.to_string_lossy().into_owned();
@@ -211,16 +211,27 @@ async fn create_reserved(
             return Err(e.into());
         }
     };
+    let extras = Extras::from_egg(&c.egg_config);
+    let eggs_dir = inner.eggs_dir();
+    if let Err(e) = extras.save(&eggs_dir, sid) {
+        cleanup_dir();
+        return Err(ServerError::Volume {
+            server_id: sid.to_owned(),
+            reason: format!("cannot store the egg's install script and config files: {e}"),
+        });
+    }
     let name = plan::container_name(sid);
     let container_id = match docker.container_create(&name, &spec).await {
         Ok(id) => id,
         Err(e) => {
             cleanup_dir();
+            let _ = Extras::remove(&eggs_dir, sid);
             return Err(name_in_use(e, &name));
         }
     };
     log::info!("server {sid}: created container {container_id}");
-    Ok(Arc::new(Server::new(
+    Ok(Arc::new(
+        Server::new(
         sid.to_owned(),
         container_id,
         meta,
@@ -229,7 +240,9 @@ async fn create_reserved(
         inner.agent_id.clone(),
         inner.outbox.clone(),
         ServerState::Created,
-    )))
+    )
+        .with_extras(extras),
+    ))
 }
 
 /// Docker's "name already in use" names the container that holds it — someone else's:

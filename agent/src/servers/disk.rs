@@ -17,8 +17,6 @@
 use super::power;
 use super::server::{Expected, Server};
 use super::{Inner, ServerError};
-use proto::{EventKind, ServerLog};
-use std::borrow::Cow;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -64,8 +62,7 @@ async fn check(
     let limit = server.meta.disk;
     if used <= limit {
         if over_since.is_some() {
-            say(
-                server,
+            server.say(
                 "INFO",
                 format!(
                     "[agent] disk usage is back under the limit ({} of {} MiB)",
@@ -85,8 +82,7 @@ async fn check(
         } else {
             format!("in {} s unless it drops", grace.as_secs())
         };
-        say(
-            server,
+        server.say(
             "WARN",
             format!(
                 "[agent] disk limit exceeded: {} MiB used of {} MiB; writes are refused and \
@@ -126,8 +122,7 @@ async fn stop(inner: &Inner, server: &Arc<Server>, used: u64) -> Result<(), Serv
         used >> 20,
         server.meta.disk >> 20
     );
-    say(
-        server,
+    server.say(
         "WARN",
         "[agent] stopping the server: disk limit exceeded".into(),
     );
@@ -158,16 +153,4 @@ pub(super) async fn check_start(server: &Server) -> Result<(), ServerError> {
         });
     }
     Ok(())
-}
-
-/// One line from the agent on the server's console.
-fn say(server: &Server, level: &'static str, message: String) {
-    log::warn!("server {}: {message}", server.id);
-    server.emit(EventKind::ServerLog(ServerLog {
-        server_id: Cow::Owned(server.id.clone()),
-        log_level: Cow::Borrowed(level),
-        message: Cow::Owned(message),
-        stream: None,
-        dropped: None,
-    }));
 }

@@ -3,7 +3,7 @@
 //! limits are answered `RATE_LIMITED` before anything runs.
 
 use super::rate::Limited;
-use super::{Inner, Outcome, ServerError, create, cut, files, power, status};
+use super::{Inner, Outcome, ServerError, create, cut, files, install, power, status};
 use proto::validate::{self, IdKind, ValidationError};
 use proto::{Action, Command, Response};
 use std::borrow::Cow;
@@ -94,6 +94,7 @@ async fn run(inner: &Inner, cmd: Command<'static>) -> Outcome {
         Action::WriteFile(w) => {
             files::write(inner, &sid, w.path.into_owned(), &w.content, w.encoding).await
         }
+        Action::ReinstallServer => install::reinstall(inner, &sid).await,
         Action::Unknown(name) => Err(ServerError::UnknownAction(name.to_string())),
     }
 }

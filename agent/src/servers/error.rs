@@ -52,6 +52,15 @@ pub enum ServerError {
     #[error("server {server_id} is not running")]
     NotRunning { server_id: String },
 
+    #[error("server {server_id} is running; stop it before the {action}")]
+    MustBeStopped {
+        server_id: String,
+        action: &'static str,
+    },
+
+    #[error("the egg of server {server_id} has no install script")]
+    NoInstall { server_id: String },
+
     #[error("host port {port}/{protocol} is already in use {holder}")]
     PortConflict {
         port: u16,
@@ -127,9 +136,10 @@ impl ServerError {
         match self {
             ServerError::Invalid(e) => e.code(),
             ServerError::NotFound { .. } => ErrorCode::ServerNotFound,
-            ServerError::AlreadyExists { .. } | ServerError::NotRunning { .. } => {
-                ErrorCode::Conflict
-            }
+            ServerError::AlreadyExists { .. }
+            | ServerError::NotRunning { .. }
+            | ServerError::MustBeStopped { .. }
+            | ServerError::NoInstall { .. } => ErrorCode::Conflict,
             ServerError::Busy { .. } => ErrorCode::Busy,
             ServerError::Transition { .. } => ErrorCode::Conflict,
             ServerError::PortConflict { .. } => ErrorCode::PortConflict,

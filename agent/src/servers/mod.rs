@@ -20,14 +20,19 @@
 //! `rate`, `watch`, `error`. `Inner` is the shared state; its methods here are only
 //! accessors, the handlers are functions of the modules above.
 
+mod configs;
 mod create;
 mod disk;
 mod dispatch;
+mod done;
 mod error;
+pub mod extras;
 mod files;
+mod install;
 mod network;
 pub mod plan;
 mod power;
+mod pull;
 mod rate;
 mod registry;
 mod server;
@@ -207,6 +212,8 @@ struct Inner {
     rate: RateLimiter,
     access: VolumeAccess,
     load: Mutex<SystemLoad>,
+    /// The servers' network gateway, once known (`network::interface`).
+    interface: Mutex<Option<String>>,
 }
 
 /// The servers manager. Dropping it stops its tasks; containers keep running and are
@@ -259,6 +266,7 @@ impl Servers {
                 memory: 0.0,
                 disk: 0.0,
             }),
+            interface: Mutex::new(None),
         });
         let tasks = vec![
             smol::spawn(watch::watch(inner.clone())),
@@ -415,6 +423,12 @@ impl Inner {
 
     fn volumes_dir(&self) -> &Path {
         &self.volumes_dir
+    }
+
+    /// Where the servers' egg extensions are kept (`extras.rs`): beside the volumes, out of
+    /// every container's reach.
+    fn eggs_dir(&self) -> PathBuf {
+        self.cfg.data_dir.join("eggs")
     }
 }
 

@@ -3,7 +3,7 @@
 //! first create that needs it and re-used by every agent on the same Engine; a network of
 //! that name that lets containers talk is refused rather than used.
 
-use super::ServerError;
+use super::{Inner, ServerError};
 use crate::docker::{DockerClient, DockerError, NetworkSpec};
 use std::collections::BTreeMap;
 
@@ -46,4 +46,24 @@ pub(super) async fn ensure(docker: &DockerClient, name: &str) -> Result<(), Serv
         });
     }
     Ok(())
+}
+
+/// The address servers reach the host by (Wings' `{{config.docker.interface}}`): the IPv4
+/// gateway of the servers' network, asked once and remembered. `None` (the placeholder then
+/// stays as written) when Docker cannot say.
+pub(super) async fn interface(inner: &Inner, docker: &DockerClient) -> Option<String> {
+    if let Some(known) = inner.interface.lock().clone() {
+        return Some(known);
+    }
+    let found = match docker.network_inspect(&inner.cfg.policy.network).await {
+        Ok(n) => n.and_then(|n| n.ipv4_gateway()).map(|ip| ip.to_string()),
+        Err(e) => {
+            log::warn!("cannot read the servers' network gateway: {e}");
+            None
+        }
+    };
+    if let Some(ip) = &found {
+        *inner.interface.lock() = Some(ip.clone());
+    }
+    found
 }

@@ -4,9 +4,11 @@
 //!
 //! Pure functions: no I/O, unit-tested here.
 
+use super::extras::Extras;
 use crate::docker::{CreateSpec, LogConfig, Mount, Protocol};
 use crate::node::NodePolicy;
 use proto::EggConfig;
+use proto::eggs::InstallScript;
 use proto::validate::{self, ValidEgg};
 use serde::{Deserialize, Serialize};
 
@@ -16,8 +18,13 @@ pub const LABEL_AGENT: &str = "ctrl.agent";
 pub const LABEL_SERVER: &str = "ctrl.server";
 /// Label carrying [`Meta`] as JSON.
 pub const LABEL_META: &str = "ctrl.meta";
+/// Label naming the server an install container works for. Install containers carry no
+/// `ctrl.server` label: they are not the server's container, and adoption tells them apart.
+pub const LABEL_INSTALL: &str = "ctrl.install";
 /// Where the server's files are mounted inside its container.
 pub const CONTAINER_ROOT: &str = "/server";
+/// Where an install script finds the server's files (Pterodactyl's convention).
+pub const INSTALL_ROOT: &str = "/mnt/server";
 /// The user a server runs as when its egg names none.
 pub const DEFAULT_USER: (u32, u32) = (1000, 1000);
 /// Processes (threads included) one server may have by default (`pidsPerServer`): enough
@@ -102,6 +109,72 @@ pub struct PlanInput<'a> {
 /// The container's name for a server.
 pub fn container_name(server_id: &str) -> String {
     format!("ctrl-{server_id}")
+}
+
+/// The install container's name for a server: the `.` cannot occur in a server id, so it
+/// never names another server's container.
+pub fn install_container_name(server_id: &str) -> String {
+    format!("ctrl-{server_id}.install")
+}
+
+/// The variables the agent sets for every container of a server, after the egg's own:
+/// `SERVER_MEMORY` (MiB), `SERVER_PORT` (the first container port, when there is one) and
+/// `SERVER_IP`.
+pub fn agent_env(meta: &Meta) -> Vec<(String, String)> {
+    let mut env = vec![("SERVER_MEMORY".to_string(), (meta.memory >> 20).to_string())];
+    if let Some(p) = meta.ports.first() {
+        env.push(("SERVER_PORT".into(), p.container.to_string()));
+    }
+    env.push(("SERVER_IP".into(), SERVER_IP.into()));
+    env
+}
+
+/// The install container of a server: the install image running the script with the
+/// egg's interpreter (`ENTRYPOINT -c SCRIPT`; every public egg's entrypoint is a POSIX
+/// shell), the volume at `/mnt/server`, the egg's environment plus the agent's variables
+/// and `HOME=/mnt/server`. Confined exactly like the server itself: the same non-root user,
+/// every capability dropped, `no-new-privileges`, read-only root filesystem with a small
+/// noexec `/tmp`, the same memory, CPU and pids limits, the servers' network (downloads
+/// allowed, neighbours not), rotated logs, no published ports, no stdin.
+pub fn plan_install(
+    input: &PlanInput<'_>,
+    meta: &Meta,
+    extras: &Extras,
+    install: &InstallScript,
+) -> CreateSpec {
+    let policy = input.policy;
+    let mut spec = CreateSpec::new(install.image.clone());
+    spec.entrypoint = Some(vec![
+        install.entrypoint.clone(),
+        "-c".into(),
+        install.script.clone(),
+    ]);
+    spec.cmd = Some(Vec::new());
+    for (k, v) in extras.environment.iter().chain(agent_env(meta).iter()) {
+        spec.env.push(format!("{k}={v}"));
+    }
+    spec.env.push(format!("HOME={INSTALL_ROOT}"));
+    spec.working_dir = Some(INSTALL_ROOT.into());
+    spec.user = Some(format!("{}:{}", meta.uid, meta.gid));
+    spec.open_stdin = false;
+    spec.attach_stdin = false;
+    let hc = &mut spec.host_config;
+    hc.mounts.push(Mount::bind(input.volume, INSTALL_ROOT, false));
+    hc.memory = i64::try_from(meta.memory).unwrap_or(i64::MAX);
+    hc.memory_swap = hc.memory;
+    hc.nano_cpus = i64::from(meta.cpu_millis).saturating_mul(1_000_000);
+    hc.pids_limit = Some(i64::try_from(meta.pids).unwrap_or(i64::MAX));
+    hc.readonly_rootfs = true;
+    hc.network_mode = Some(policy.network.clone());
+    hc.log_config = Some(LogConfig::json_file(
+        &policy.log_max_size_docker(),
+        policy.log_max_files,
+    ));
+    spec.labels
+        .insert(LABEL_AGENT.into(), input.agent_id.into());
+    spec.labels
+        .insert(LABEL_INSTALL.into(), input.server_id.into());
+    spec
 }
 
 /// Builds the hardened create body and the server's [`Meta`] from a validated egg.
@@ -326,6 +399,52 @@ mod tests {
                 "10.1.2.3"
             );
         }
+    }
+
+    #[test]
+    fn the_install_container_is_confined_like_the_server() {
+        let mut e = egg(EGG);
+        e.user = Some("1234:5678".into());
+        e.install = Some(InstallScript {
+            image: "inst:1".into(),
+            entrypoint: "ash".into(),
+            script: "cd /mnt/server\necho ok > x\n".into(),
+        });
+        let valid = validate::egg(&e).unwrap();
+        let policy = NodePolicy::default();
+        let (server, meta) = plan(&input(&policy), &e, &valid);
+        let extras = Extras::from_egg(&e);
+        let spec = plan_install(&input(&policy), &meta, &extras, e.install.as_ref().unwrap());
+        spec.validate().unwrap();
+        let v = serde_json::to_value(&spec).unwrap();
+        let s = serde_json::to_value(&server).unwrap();
+        assert_eq!(v["Image"], "inst:1");
+        assert_eq!(
+            v["Entrypoint"],
+            serde_json::json!(["ash", "-c", "cd /mnt/server\necho ok > x\n"])
+        );
+        assert_eq!(v["User"], "1234:5678");
+        assert_eq!(v["WorkingDir"], "/mnt/server");
+        assert_eq!(v["OpenStdin"], false);
+        assert!(v["ExposedPorts"].as_object().unwrap().is_empty());
+        let env: Vec<&str> = v["Env"].as_array().unwrap().iter().filter_map(|e| e.as_str()).collect();
+        for want in ["SERVER_JARFILE=server.jar", "SERVER_MEMORY=2048", "SERVER_PORT=25565",
+                     "SERVER_IP=0.0.0.0", "HOME=/mnt/server"] {
+            assert!(env.contains(&want), "{want} missing from {env:?}");
+        }
+        let (hc, shc) = (&v["HostConfig"], &s["HostConfig"]);
+        for same in ["Memory", "MemorySwap", "NanoCpus", "PidsLimit", "CapDrop", "CapAdd",
+                     "SecurityOpt", "ReadonlyRootfs", "Tmpfs", "NetworkMode", "LogConfig"] {
+            assert_eq!(hc[same], shc[same], "{same}");
+        }
+        assert!(hc.get("Privileged").is_none());
+        assert!(hc["PortBindings"].as_object().unwrap().is_empty());
+        assert_eq!(hc["Mounts"][0]["Source"], "/data/volumes/srv-1");
+        assert_eq!(hc["Mounts"][0]["Target"], "/mnt/server");
+        assert_eq!(v["Labels"]["ctrl.install"], "srv-1");
+        assert_eq!(v["Labels"]["ctrl.agent"], "agent-1");
+        assert!(v["Labels"].get("ctrl.server").is_none());
+        assert_eq!(install_container_name("srv-1"), "ctrl-srv-1.install");
     }
 
     #[test]

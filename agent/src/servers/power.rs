@@ -2,9 +2,10 @@
 //! and sampler) they set up. One power action per server at a time (`BUSY`); each moves the
 //! state through the table in `state.rs`, and Docker's events settle where a run ends.
 
+use super::extras::Extras;
 use super::server::{Change, Expected, PowerGuard, Server};
 use super::state::Trigger;
-use super::{Inner, Outcome, ServerError, ack, disk, tasks};
+use super::{Inner, Outcome, ServerError, ack, configs, disk, install, network, tasks};
 use crate::docker::{Attach, AttachOptions, DockerClient, DockerError};
 use proto::ServerState;
 use proto::validate;
@@ -30,9 +31,25 @@ fn power<'s>(server: &'s Server, action: &'static str) -> Result<PowerGuard<'s>,
     })
 }
 
+/// The power lock for an action that needs the server's own container: refused (`BUSY`)
+/// while its install script runs. Only a delete interrupts an install.
+pub(super) fn claim<'s>(
+    server: &'s Server,
+    action: &'static str,
+) -> Result<PowerGuard<'s>, ServerError> {
+    let guard = power(server, action)?;
+    if server.state() == ServerState::Installing {
+        return Err(ServerError::Busy {
+            server_id: server.id.clone(),
+            action: "install",
+        });
+    }
+    Ok(guard)
+}
+
 pub(super) async fn start(inner: &Inner, sid: &str) -> Outcome {
     let server = inner.get(sid)?;
-    let _power = power(&server, "start")?;
+    let _power = claim(&server, "start")?;
     let docker = inner.docker().await?;
     let inspect = docker.container_inspect(&server.container_id).await?;
     if inspect.state.running {
@@ -53,6 +70,11 @@ async fn start_container(
     server.clear_expected();
     if server.state() != ServerState::Restarting {
         server.apply(Trigger::Start, Change::default())?;
+    }
+    server.reset_done();
+    if !server.extras.config_files.is_empty() {
+        let interface = network::interface(inner, docker).await;
+        configs::apply(server, interface).await;
     }
     let fail = |reason: String| {
         server.observe(
@@ -134,7 +156,7 @@ pub(super) async fn ensure_session(
         server.set_disk_task(smol::spawn(watch));
     }
     server.observe(
-        Trigger::Run,
+        server.run_trigger(),
         Change {
             pid: (pid > 0).then_some(u64::from(pid)),
             ..Change::default()
@@ -150,7 +172,7 @@ pub(super) async fn stop(
     timeout: Option<u64>,
 ) -> Outcome {
     let server = inner.get(sid)?;
-    let _power = power(&server, "stop")?;
+    let _power = claim(&server, "stop")?;
     let signal = signal.map(validate::signal).transpose()?.map(|s| s.0);
     let timeout = stop_timeout(inner, timeout);
     let docker = inner.docker().await?;
@@ -241,7 +263,7 @@ pub(super) async fn restart(
     timeout: Option<u64>,
 ) -> Outcome {
     let server = inner.get(sid)?;
-    let _power = power(&server, "restart")?;
+    let _power = claim(&server, "restart")?;
     let signal = signal.map(validate::signal).transpose()?.map(|s| s.0);
     disk::check_start(&server).await?;
     let timeout = stop_timeout(inner, timeout);
@@ -259,7 +281,7 @@ pub(super) async fn restart(
 
 pub(super) async fn kill(inner: &Inner, sid: &str, signal: Option<&str>) -> Outcome {
     let server = inner.get(sid)?;
-    let _power = power(&server, "kill")?;
+    let _power = claim(&server, "kill")?;
     let signal = signal.map_or(Ok("SIGKILL"), |s| validate::signal(s).map(|s| s.0))?;
     let docker = inner.docker().await?;
     let inspect = docker.container_inspect(&server.container_id).await?;
@@ -308,6 +330,8 @@ pub(super) async fn delete(inner: &Inner, sid: &str, purge: bool) -> Outcome {
         Err(e) => return Err(e.into()),
     }
     server.deleting.store(true, Ordering::Release);
+    server.cancel_install();
+    install::remove_for(inner, &docker, sid).await;
     match docker
         .container_remove(&server.container_id, true, true)
         .await
@@ -321,6 +345,9 @@ pub(super) async fn delete(inner: &Inner, sid: &str, purge: bool) -> Outcome {
     }
     inner.servers.lock().remove(sid);
     server.cancel_tasks();
+    if let Err(e) = Extras::remove(&inner.eggs_dir(), sid) {
+        log::warn!("server {sid}: cannot remove its egg extensions: {e}");
+    }
     server.observe(
         Trigger::Removed,
         Change {

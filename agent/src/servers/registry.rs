@@ -41,6 +41,7 @@ pub(super) async fn check_pull(image: &str, allowed: &[String]) -> Result<(), Se
         return Err(DockerError::ImagePull {
             image: image.to_owned(),
             failure: PullFailure::Unreachable,
+            registry: None,
         }
         .into());
     }

@@ -4,13 +4,14 @@
 //! `state.rs` and emits exactly one `server_status_changed` per real change.
 
 use super::error::ServerError;
+use super::extras::Extras;
 use super::plan::Meta;
 use super::state::{self, Step, Trigger};
 use super::tasks::{ConsoleSlot, StatsSlot};
 use crate::files::Volume;
 use crate::link::outbox::Outbox;
 use parking_lot::Mutex;
-use proto::{Event, EventKind, ServerState, StatusChanged};
+use proto::{Event, EventKind, ServerLog, ServerState, StatusChanged};
 use smol::Task;
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -57,6 +58,8 @@ pub struct Server {
     pub id: String,
     pub container_id: String,
     pub meta: Meta,
+    /// The egg's install script, config files, done strings and environment.
+    pub extras: Arc<Extras>,
     pub volume: Arc<Volume>,
     pub volume_path: PathBuf,
     agent_id: Arc<str>,
@@ -66,6 +69,8 @@ pub struct Server {
     /// A delete command is removing the container: its `destroy` event is expected.
     pub deleting: AtomicBool,
     expected: Mutex<Option<Expected>>,
+    /// The current run's console printed one of the egg's done strings.
+    done_seen: AtomicBool,
     /// The console of the current run (stdin writer + liveness), replaced on each start.
     pub console: Arc<ConsoleSlot>,
     /// The resource sampler of the current run.
@@ -81,6 +86,8 @@ struct Tasks {
     console: Option<Task<()>>,
     stats: Option<Task<()>>,
     disk: Option<Task<()>>,
+    /// The install script's run, while one is under way.
+    install: Option<Task<()>>,
 }
 
 /// Held for the duration of one power action; a second one is refused with `BUSY`.
@@ -108,6 +115,7 @@ impl Server {
             id,
             container_id,
             meta,
+            extras: Arc::new(Extras::default()),
             volume,
             volume_path,
             agent_id,
@@ -116,6 +124,7 @@ impl Server {
             busy: AtomicBool::new(false),
             deleting: AtomicBool::new(false),
             expected: Mutex::new(None),
+            done_seen: AtomicBool::new(false),
             console: Arc::new(ConsoleSlot::default()),
             stats: Arc::new(StatsSlot::default()),
             tasks: Mutex::new(Tasks::default()),
@@ -123,8 +132,35 @@ impl Server {
         }
     }
 
+    /// The server with its egg's extensions (see `extras.rs`).
+    pub fn with_extras(mut self, extras: Extras) -> Server {
+        self.extras = Arc::new(extras);
+        self
+    }
+
     pub fn state(&self) -> ServerState {
         *self.state.lock()
+    }
+
+    /// A new run begins: its done line is still to come.
+    pub fn reset_done(&self) {
+        self.done_seen.store(false, Ordering::Release);
+    }
+
+    /// The console printed a done string: the server is up (`starting` → `running`).
+    pub fn mark_done(&self) {
+        self.done_seen.store(true, Ordering::Release);
+        self.observe(Trigger::Done, Change::default());
+    }
+
+    /// What Docker showing the container running means for the state: `running`, unless
+    /// the egg names done strings and none was printed yet in this run (`starting`).
+    pub fn run_trigger(&self) -> Trigger {
+        if self.extras.done.is_empty() || self.done_seen.load(Ordering::Acquire) {
+            Trigger::Run
+        } else {
+            Trigger::Boot
+        }
     }
 
     /// Takes the power lock, or `None` when another power action holds it.
@@ -204,6 +240,38 @@ impl Server {
 
     pub fn emit(&self, kind: EventKind<'static>) {
         self.outbox.push(event(&self.agent_id, &self.id, kind));
+    }
+
+    /// One line from the agent on the server's console (a `server_log` without a stream),
+    /// also written to the agent's log.
+    pub fn say(&self, level: &'static str, message: String) {
+        log::warn!("server {}: {message}", self.id);
+        self.emit(EventKind::ServerLog(ServerLog {
+            server_id: Cow::Owned(self.id.clone()),
+            log_level: Cow::Borrowed(level),
+            message: Cow::Owned(message),
+            stream: None,
+            dropped: None,
+        }));
+    }
+
+    pub fn set_install_task(&self, task: Task<()>) {
+        self.tasks.lock().install = Some(task);
+    }
+
+    /// Abandons the install under way, if any (the server is being deleted).
+    pub fn cancel_install(&self) {
+        let task = self.tasks.lock().install.take();
+        drop(task);
+    }
+
+    /// Whether an install task of this agent is under way.
+    pub fn has_install_task(&self) -> bool {
+        self.tasks
+            .lock()
+            .install
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
     }
 
     pub fn set_console_task(&self, task: Task<()>) {

@@ -15,8 +15,14 @@ use proto::ServerState::{self, *};
 pub enum Trigger {
     /// A start command begins (the container is not running).
     Start,
-    /// Docker shows the container running.
+    /// Docker shows the container running (and the egg's done line was seen, or it has
+    /// none).
     Run,
+    /// Docker shows the container running, but the egg's done line has not been printed
+    /// yet.
+    Boot,
+    /// The console printed one of the egg's done strings.
+    Done,
     /// A stop (or delete) command begins on a running container.
     Stop,
     /// A restart command begins on a running container.
@@ -29,6 +35,13 @@ pub enum Trigger {
     Exited(Exit),
     /// The container is gone.
     Removed,
+    /// The egg's install script begins (on create, or a reinstall).
+    Install,
+    /// The install script succeeded; the server is as its container says (never ran,
+    /// stopped, crashed).
+    Installed(Exit),
+    /// The install script failed (non-zero exit, time limit, image missing).
+    InstallFailed,
 }
 
 /// How a run ended, as far as the state is concerned.
@@ -74,12 +87,17 @@ impl Trigger {
         match self {
             Trigger::Start => "start",
             Trigger::Run => "mark running",
+            Trigger::Boot => "mark booting",
+            Trigger::Done => "mark done",
             Trigger::Stop => "stop",
             Trigger::Restart => "restart",
             Trigger::StopFailed => "abandon the stop of",
             Trigger::StartFailed => "abandon the start of",
             Trigger::Exited(_) => "record the exit of",
             Trigger::Removed => "remove",
+            Trigger::Install => "install",
+            Trigger::Installed(_) => "finish the install of",
+            Trigger::InstallFailed => "fail the install of",
         }
     }
 }
@@ -96,10 +114,27 @@ pub fn next(from: ServerState, trigger: Trigger) -> Result<Step, IllegalTransiti
         (Running | Stopping, T::Start) => To(Starting),
 
         // Docker shows the container running.
-        (Starting | Restarting | Created | Stopped | Crashed | Unknown, T::Run) => To(Running),
+        (
+            Starting | Restarting | Created | Stopped | Crashed | Unknown | InstallFailed,
+            T::Run,
+        ) => To(Running),
         (Running, T::Run) => Stay,
-        // A stop is under way (its exit settles the state), or the server is gone.
-        (Stopping | Deleted, T::Run) => Stay,
+        // A stop is under way (its exit settles the state), the server is gone, or its
+        // install settles it.
+        (Stopping | Deleted | Installing, T::Run) => Stay,
+        // ... and the egg's done line is still to come.
+        (Restarting | Created | Stopped | Crashed | Unknown | InstallFailed, T::Boot) => {
+            To(Starting)
+        }
+        (Starting | Running | Stopping | Deleted | Installing, T::Boot) => Stay,
+        // The done line: up. Anywhere else it changes nothing (a restart's new run counts
+        // it when Docker shows the run, see `Server::booted`).
+        (Starting, T::Done) => To(Running),
+        (
+            Running | Stopping | Restarting | Created | Stopped | Crashed | Unknown | Deleted
+            | Installing | InstallFailed,
+            T::Done,
+        ) => Stay,
 
         // A stop or restart command, after Docker said the container is running.
         (Running | Starting | Unknown, T::Stop) => To(Stopping),
@@ -130,8 +165,15 @@ pub fn next(from: ServerState, trigger: Trigger) -> Result<Step, IllegalTransiti
                 To(exit.state())
             }
         }
-        // A late exit of a server already removed.
-        (Deleted, T::Exited(_)) => Stay,
+        // A late exit of a server already removed, or one whose install settles it.
+        (Deleted | Installing | InstallFailed, T::Exited(_)) => Stay,
+
+        // An install needs the container stopped; a failed one is only left by another.
+        (Created | Stopped | Crashed | Unknown | InstallFailed, T::Install) => To(Installing),
+        (Installing, T::Installed(exit)) => To(exit.state()),
+        (Installing, T::InstallFailed) => To(InstallFailed),
+        // The server was deleted while installing.
+        (Deleted, T::Installed(_) | T::InstallFailed) => Stay,
 
         (Deleted, T::Removed) => Stay,
         (_, T::Removed) => To(Deleted),
@@ -145,8 +187,18 @@ pub fn next(from: ServerState, trigger: Trigger) -> Result<Step, IllegalTransiti
 mod tests {
     use super::*;
 
-    const ALL: [ServerState; 9] = [
-        Created, Starting, Running, Stopping, Stopped, Crashed, Restarting, Deleted, Unknown,
+    const ALL: [ServerState; 11] = [
+        Created,
+        Starting,
+        Running,
+        Stopping,
+        Stopped,
+        Crashed,
+        Restarting,
+        Deleted,
+        Unknown,
+        Installing,
+        InstallFailed,
     ];
 
     #[test]
@@ -194,6 +246,55 @@ mod tests {
     }
 
     #[test]
+    fn an_egg_with_a_done_line_starts_then_runs() {
+        let path = [
+            (Stopped, Trigger::Start, Starting),
+            (Starting, Trigger::Done, Running),
+            (Running, Trigger::Restart, Restarting),
+            (Restarting, Trigger::Boot, Starting),
+            (Starting, Trigger::Done, Running),
+            // Started outside the agent: booting until the line.
+            (Crashed, Trigger::Boot, Starting),
+        ];
+        for (from, trigger, to) in path {
+            assert_eq!(next(from, trigger), Ok(Step::To(to)), "{from:?} {trigger:?}");
+        }
+        // Docker showing the run does not skip the done line.
+        assert_eq!(next(Starting, Trigger::Boot), Ok(Step::Stay));
+        // A done line is never an error, and only ends `starting`.
+        for from in ALL {
+            let step = next(from, Trigger::Done).unwrap();
+            assert_eq!(step == Step::To(Running), from == Starting, "{from:?}");
+        }
+    }
+
+    #[test]
+    fn installs_begin_only_on_a_stopped_server_and_end_in_its_state_or_failed() {
+        let path = [
+            (Created, Trigger::Install, Installing),
+            (Installing, Trigger::Installed(Exit::NeverRan), Created),
+            (Stopped, Trigger::Install, Installing),
+            (Installing, Trigger::InstallFailed, InstallFailed),
+            (InstallFailed, Trigger::Install, Installing),
+            (Installing, Trigger::Installed(Exit::Clean), Stopped),
+        ];
+        for (from, trigger, to) in path {
+            assert_eq!(next(from, trigger), Ok(Step::To(to)), "{from:?} {trigger:?}");
+        }
+        for from in [Running, Starting, Stopping, Restarting, Installing, Deleted] {
+            assert!(next(from, Trigger::Install).is_err(), "{from:?}");
+        }
+        // A failed install is not started; a reinstall (or a delete) leaves it.
+        assert!(next(InstallFailed, Trigger::Start).is_err());
+        assert!(next(Installing, Trigger::Start).is_err());
+        // Docker's reports of the game container do not end an install.
+        assert_eq!(next(Installing, Trigger::Run), Ok(Step::Stay));
+        assert_eq!(next(Installing, Trigger::Exited(Exit::Crash)), Ok(Step::Stay));
+        // Deleted while installing: the install's end changes nothing.
+        assert_eq!(next(Deleted, Trigger::InstallFailed), Ok(Step::Stay));
+    }
+
+    #[test]
     fn removal_is_possible_from_everywhere_and_final() {
         for from in ALL {
             let step = next(from, Trigger::Removed).unwrap();
@@ -221,6 +322,12 @@ mod tests {
             Trigger::Exited(Exit::Crash),
             Trigger::Exited(Exit::NeverRan),
             Trigger::Removed,
+            Trigger::Boot,
+            Trigger::Done,
+            Trigger::Install,
+            Trigger::Installed(Exit::NeverRan),
+            Trigger::Installed(Exit::Clean),
+            Trigger::InstallFailed,
         ];
         for from in ALL {
             for trigger in triggers {

@@ -5,6 +5,7 @@
 //! - the sampler: every interval, one `pread` per cgroup/net file, sent as `resource_update`
 //!   (disk from the volume's cached walk).
 
+use super::done::DoneWatch;
 use super::server::Server;
 use crate::docker::{AttachWriter, OutputStream, StreamKind};
 use crate::logs::{Console, LogLine, Stream};
@@ -73,7 +74,11 @@ pub async fn pump_console(
     burst: f64,
 ) {
     let mut console = Console::new(rate, burst);
+    let mut done = server
+        .upgrade()
+        .and_then(|s| DoneWatch::new(s.extras.done.clone()));
     let mut out = Vec::new();
+    let mut up = false;
     loop {
         let next = futures_lite::future::or(async { Some(reader.next().await) }, async {
             smol::Timer::after(QUIET).await;
@@ -89,6 +94,9 @@ pub async fn pump_console(
                     StreamKind::Stderr => Stream::Stderr,
                     _ => continue,
                 };
+                up = done
+                    .as_mut()
+                    .is_some_and(|w| w.push(stream == Stream::Stderr, &bytes));
                 console.push(stream, &bytes, Instant::now(), &mut out);
             }
             Some(Some(Err(e))) => {
@@ -98,6 +106,12 @@ pub async fn pump_console(
         }
         if !out.is_empty() && !emit_lines(&server, &mut out) {
             return;
+        }
+        // After the line itself, so the console shows what made the server `running`.
+        if std::mem::take(&mut up)
+            && let Some(s) = server.upgrade()
+        {
+            s.mark_done();
         }
     }
     console.finish(Instant::now(), &mut out);

@@ -9,7 +9,8 @@ use super::plan::{LABEL_AGENT, LABEL_META, LABEL_SERVER, Meta};
 use super::server::{Change, Expected, Server};
 use super::state::{Exit, Trigger};
 use super::status::{exit_of, exited_state};
-use super::{Inner, ServerError, Slot, power};
+use super::extras::Extras;
+use super::{Inner, ServerError, Slot, install, power};
 use crate::docker::{DockerClient, Event, Filters};
 use crate::link::backoff::Backoff;
 use crate::stats::HostSampler;
@@ -111,6 +112,8 @@ pub(super) async fn adopt(inner: &Inner) -> Result<usize, ServerError> {
             log::warn!("server {sid}: {e}");
         }
     }
+    // Install containers after the servers they work for.
+    install::adopt(inner, &docker).await?;
     Ok(inner.servers.lock().len())
 }
 
@@ -133,16 +136,20 @@ async fn adopt_one(
     } else {
         exited_state(&inspect.state)
     };
-    let server = Arc::new(Server::new(
-        sid.to_owned(),
-        container_id.to_owned(),
-        meta,
-        Arc::new(volume),
-        volume_path,
-        inner.agent_id.clone(),
-        inner.outbox.clone(),
-        state,
-    ));
+    let extras = Extras::load(&inner.eggs_dir(), sid);
+    let server = Arc::new(
+        Server::new(
+            sid.to_owned(),
+            container_id.to_owned(),
+            meta,
+            Arc::new(volume),
+            volume_path,
+            inner.agent_id.clone(),
+            inner.outbox.clone(),
+            state,
+        )
+        .with_extras(extras),
+    );
     let mut servers = inner.servers.lock();
     if let Some(Slot::Ready(existing)) = servers.get(sid) {
         return Ok(Some(existing.clone()));

@@ -205,6 +205,8 @@ pub fn summary(e: &Event<'_>) -> String {
         ),
         EventKind::ServerLog(l) => format!("log {} {}", l.server_id, l.message),
         EventKind::ResourceUpdate(r) => format!("resources {} cpu {}", r.server_id, r.cpu),
+        EventKind::InstallLog(l) => format!("install {} {}", l.server_id, l.message),
+        EventKind::ImagePullProgress(p) => format!("pull {} {} {}", p.server_id, p.image, p.status),
         EventKind::Other { name, .. } => name.to_string(),
     }
 }

@@ -54,6 +54,8 @@ actions! {
     SendCommand { payload: SendCommand<'a> } => "send_command",
     /// Extension: atomically replace a file in the server's volume.
     WriteFile { payload: WriteFile<'a> } => "write_file",
+    /// Extension (eggs): run the egg's install script again (the server must not run).
+    ReinstallServer => "reinstall_server",
 }
 
 impl Action<'_> {

@@ -40,6 +40,10 @@ events! {
     ServerStatusChanged(StatusChanged<'a>) => "server_status_changed",
     ServerLog(ServerLog<'a>) => "server_log",
     ResourceUpdate(ResourceUpdate<'a>) => "resource_update",
+    /// Extension (eggs): one line of an install script's output (the `server_log` shape).
+    InstallLog(ServerLog<'a>) => "install_log",
+    /// Extension: progress of an image pull the agent started for a server.
+    ImagePullProgress(ImagePullProgress<'a>) => "image_pull_progress",
 }
 
 /// `server_status_changed` data.
@@ -144,5 +148,85 @@ impl UsedPercent<'_> {
             used: own(self.used),
             percentage: self.percentage,
         }
+    }
+}
+
+/// `image_pull_progress` data: the pull of one image for one server, summed over its layers.
+/// Sent at most once a second per pull, and once when it ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePullProgress<'a> {
+    #[serde(borrow)]
+    pub server_id: Str<'a>,
+    #[serde(borrow)]
+    pub image: Str<'a>,
+    /// Docker's latest status line (`"Downloading"`, `"Pull complete"`, ...), cut short.
+    #[serde(borrow)]
+    pub status: Str<'a>,
+    /// Layers seen so far, and how many of them are complete.
+    pub layers: u64,
+    pub layers_done: u64,
+    /// Bytes downloaded and to download, over the layers whose size is known.
+    pub current: u64,
+    pub total: u64,
+    /// True on the last event of the pull (success or failure).
+    #[serde(default)]
+    pub done: bool,
+}
+
+impl ImagePullProgress<'_> {
+    pub fn into_owned(self) -> ImagePullProgress<'static> {
+        ImagePullProgress {
+            server_id: own(self.server_id),
+            image: own(self.image),
+            status: own(self.status),
+            ..self
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{EventKind, Message, ServerState};
+
+    fn event(name: &str, data: &str) -> EventKind<'static> {
+        let frame = format!(r#"{{"type":"event","timestamp":"t","event":"{name}","data":{data}}}"#);
+        match crate::decode(frame.as_bytes()).unwrap() {
+            Message::Event(e) => e.kind.into_owned(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_eggs_events_and_states_decode_with_their_wire_names() {
+        let log = event(
+            "install_log",
+            r#"{"serverId":"s1","logLevel":"INFO","message":"downloading","stream":"stdout"}"#,
+        );
+        assert!(matches!(&log, EventKind::InstallLog(l) if l.message == "downloading"));
+        assert_eq!(log.name(), "install_log");
+        assert_eq!(log.data_server_id(), Some("s1"));
+        let pull = event(
+            "image_pull_progress",
+            r#"{"serverId":"s1","image":"a:1","status":"Downloading","layers":3,"layersDone":1,"current":10,"total":30}"#,
+        );
+        assert!(
+            matches!(&pull, EventKind::ImagePullProgress(p) if p.layers_done == 1 && !p.done),
+            "{pull:?}"
+        );
+        let status = event(
+            "server_status_changed",
+            r#"{"serverId":"s1","previousStatus":"installing","currentStatus":"install_failed","exitCode":3}"#,
+        );
+        assert!(matches!(
+            &status,
+            EventKind::ServerStatusChanged(s)
+                if s.previous_status == ServerState::Installing
+                    && s.current_status == ServerState::InstallFailed
+        ));
+        assert_eq!(
+            serde_json::to_value(ServerState::InstallFailed).unwrap(),
+            ServerState::InstallFailed.as_str()
+        );
     }
 }

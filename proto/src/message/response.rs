@@ -122,6 +122,12 @@ pub enum ServerState {
     Deleted,
     /// The agent cannot tell (e.g. Docker unreachable).
     Unknown,
+    /// Extension (eggs): the egg's install script runs in its install container.
+    Installing,
+    /// Extension (eggs): the install script failed (its exit code in the status event);
+    /// the server is not started until a reinstall succeeds.
+    #[serde(rename = "install_failed")]
+    InstallFailed,
 }
 
 impl ServerState {
@@ -136,6 +142,8 @@ impl ServerState {
             ServerState::Restarting => "restarting",
             ServerState::Deleted => "deleted",
             ServerState::Unknown => "unknown",
+            ServerState::Installing => "installing",
+            ServerState::InstallFailed => "install_failed",
         }
     }
 }
