@@ -455,3 +455,106 @@ fn an_unprivileged_agent_runs_the_whole_lifecycle() {
         drop(agent);
     });
 }
+
+const EGGS_AGENT: &str = "agent-unpriv-eggs";
+
+#[test]
+fn an_unprivileged_agent_runs_install_scripts_and_edits_config_files() {
+    if !Uid::effective().is_root() {
+        eprintln!("skipped: dropping to an unprivileged uid needs root");
+        return;
+    }
+    if !e2e::docker_or_skip("unprivileged eggs") {
+        return;
+    }
+    e2e::ensure_fakegame_image();
+    e2e::ensure_installer_image();
+    let socket = Path::new("/var/run/docker.sock");
+    let docker_gid = std::fs::metadata(socket).unwrap().gid();
+    let setup = Setup::new("unprivileged-eggs", AGENT_UID, docker_gid);
+    let _containers = ContainerGuard(format!("ctrl.agent={EGGS_AGENT}"));
+    let sid = "unpriv-egg-1";
+    let volume = setup.data_dir.join("volumes").join(sid);
+    let cmd = |id: &str, server: Option<&str>, action: &str, payload: Option<Value>| {
+        let mut f = command(id, server, action, payload);
+        f["agentId"] = json!(EGGS_AGENT);
+        f
+    };
+
+    smol::block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let agent = setup.spawn(EGGS_AGENT, port, socket, AGENT_UID, docker_gid);
+        let mut ws = setup.accept(&listener, &agent).await;
+        let mut events = Vec::new();
+        let egg = json!({
+            "name": "fakegame", "image": e2e::FAKEGAME_IMAGE,
+            "ports": {"25565": e2e::free_port()},
+            "limits": {"memory": "64m", "cpu": "0.5", "disk": "1g"},
+            "startup": "fakegame --port {{SERVER_PORT}}",
+            "stop": {"command": "stop"},
+            "install": {"image": e2e::INSTALLER_IMAGE, "entrypoint": "ash",
+                "script": "mkdir -p /mnt/server/config\nprintf 'server-port=1\\n' > /mnt/server/config/server.properties\necho installed\n"},
+            "configFiles": [{"path": "config/server.properties", "parser": "properties",
+                "edits": [{"match": "server-port", "value": "{{server.allocations.default.port}}"}]}],
+            "done": ["Server started on port"]
+        });
+        let r = call(
+            &mut ws,
+            &mut events,
+            cmd(
+                "e1",
+                None,
+                "create_server",
+                Some(json!({"serverId": sid, "eggConfig": egg})),
+            ),
+        )
+        .await;
+        assert_eq!(ok(&r)["status"], "installing");
+        event(&mut ws, &mut events, "the install's output", |e| {
+            e["event"] == "install_log" && e["data"]["message"] == "installed"
+        })
+        .await;
+        event(&mut ws, &mut events, "the end of the install", |e| {
+            e["event"] == "server_status_changed" && e["data"]["currentStatus"] == "created"
+        })
+        .await;
+        // The install container (uid 1000) wrote into the agent's volume through the ACLs;
+        // the agent reads and rewrites that file before the start.
+        let r = call(
+            &mut ws,
+            &mut events,
+            cmd("e2", Some(sid), "start_server", None),
+        )
+        .await;
+        ok(&r);
+        event(&mut ws, &mut events, "running after the done line", |e| {
+            e["event"] == "server_status_changed" && e["data"]["currentStatus"] == "running"
+        })
+        .await;
+        let props = std::fs::read_to_string(volume.join("config/server.properties")).unwrap();
+        assert_eq!(props, "server-port=25565\n");
+        let r = call(
+            &mut ws,
+            &mut events,
+            cmd("e3", Some(sid), "stop_server", None),
+        )
+        .await;
+        assert_eq!(ok(&r)["status"], "stopped");
+        let r = call(
+            &mut ws,
+            &mut events,
+            cmd(
+                "e4",
+                Some(sid),
+                "delete_server",
+                Some(json!({"purge": true})),
+            ),
+        )
+        .await;
+        assert_eq!(ok(&r)["status"], "deleted");
+        assert!(!volume.exists(), "the purge left {}", volume.display());
+        assert!(e2e::containers_with_label(&format!("ctrl.agent={EGGS_AGENT}")).is_empty());
+        drop(agent);
+    });
+}

@@ -254,7 +254,13 @@ impl AgentSim {
             Action::ReinstallServer => {
                 // A simulated install finishes at once.
                 set(ServerState::Stopped);
-                ack(id, ts, &server_id, ServerState::Installing, "Reinstall started")
+                ack(
+                    id,
+                    ts,
+                    &server_id,
+                    ServerState::Installing,
+                    "Reinstall started",
+                )
             }
             Action::GetStatus => {
                 let running = server.state == ServerState::Running;

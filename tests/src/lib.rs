@@ -53,43 +53,65 @@ pub const FAKEGAME_IMAGE: &str = "ctrl-fakegame:latest";
 /// dir. A failed build fails every caller with the same message.
 pub fn ensure_fakegame_image() {
     static RESULT: OnceLock<Result<(), String>> = OnceLock::new();
-    let result = RESULT.get_or_init(|| {
-        let lock_path = std::env::temp_dir().join("ctrl-fakegame-image.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| format!("opening {}: {e}", lock_path.display()))?;
-        // SAFETY: flock(2) on a descriptor we own; released when `lock` is closed.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(format!(
-                "locking {}: {}",
-                lock_path.display(),
-                std::io::Error::last_os_error()
-            ));
-        }
-        let script = repo_root().join("tests/fakegame/build-image.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("running {}: {e}", script.display()))?;
-        drop(lock);
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} failed ({}):\n{}{}",
-                script.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    });
+    let result = RESULT
+        .get_or_init(|| build_image("ctrl-fakegame-image.lock", "tests/fakegame/build-image.sh"));
     if let Err(e) = result {
         panic!("building the fakegame image {FAKEGAME_IMAGE}: {e}");
+    }
+}
+
+/// The install-script test image built by `tests/installer/build-image.sh`: Debian's
+/// static busybox (`sh`, `ash`, `wget`, ...) imported as a root filesystem.
+pub const INSTALLER_IMAGE: &str = "ctrl-installer:latest";
+
+/// Builds `ctrl-installer:latest` once per test process, like [`ensure_fakegame_image`].
+pub fn ensure_installer_image() {
+    static RESULT: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = RESULT.get_or_init(|| {
+        build_image(
+            "ctrl-installer-image.lock",
+            "tests/installer/build-image.sh",
+        )
+    });
+    if let Err(e) = result {
+        panic!("building the installer image {INSTALLER_IMAGE}: {e}");
+    }
+}
+
+/// Runs an image build script of this repository under an exclusive lock.
+fn build_image(lock_name: &str, script: &str) -> Result<(), String> {
+    let lock_path = std::env::temp_dir().join(lock_name);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("opening {}: {e}", lock_path.display()))?;
+    // SAFETY: flock(2) on a descriptor we own; released when `lock` is closed.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(format!(
+            "locking {}: {}",
+            lock_path.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    let script = repo_root().join(script);
+    let out = Command::new("bash")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
+    drop(lock);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} failed ({}):\n{}{}",
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 }
 

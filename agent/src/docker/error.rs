@@ -377,7 +377,10 @@ mod tests {
         }
         let long = format!("denied: {}\u{1b}[31m", "x".repeat(400));
         let cut = registry_words(&long).unwrap();
-        assert!(cut.len() <= MAX_REGISTRY_WORDS + 6 && cut.ends_with("[...]"), "{cut}");
+        assert!(
+            cut.len() <= MAX_REGISTRY_WORDS + 6 && cut.ends_with("[...]"),
+            "{cut}"
+        );
         assert!(!cut.contains('\u{1b}'));
         let e = DockerError::ImagePull {
             image: "x:1".into(),

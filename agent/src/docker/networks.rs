@@ -23,7 +23,11 @@ pub struct NetworkInspect {
     pub options: HashMap<String, String>,
     #[serde(default, deserialize_with = "super::types::null_default")]
     pub labels: HashMap<String, String>,
-    #[serde(rename = "IPAM", default, deserialize_with = "super::types::null_default")]
+    #[serde(
+        rename = "IPAM",
+        default,
+        deserialize_with = "super::types::null_default"
+    )]
     pub ipam: Ipam,
 }
 

@@ -4,9 +4,9 @@
 //! container. A failed create leaves no container, no directory and no reservation behind.
 
 use super::error::PortHolder;
+use super::extras::Extras;
 use super::plan::{self, Meta, PlanInput};
 use super::server::Server;
-use super::extras::Extras;
 use super::{Inner, Outcome, Reservation, ServerError, Slot, VolumeAccess, install, network, pull};
 use crate::docker::{DockerClient, DockerError};
 use crate::node::NodePolicy;
@@ -232,15 +232,15 @@ async fn create_reserved(
     log::info!("server {sid}: created container {container_id}");
     Ok(Arc::new(
         Server::new(
-        sid.to_owned(),
-        container_id,
-        meta,
-        volume,
-        volume_path,
-        inner.agent_id.clone(),
-        inner.outbox.clone(),
-        ServerState::Created,
-    )
+            sid.to_owned(),
+            container_id,
+            meta,
+            volume,
+            volume_path,
+            inner.agent_id.clone(),
+            inner.outbox.clone(),
+            ServerState::Created,
+        )
         .with_extras(extras),
     ))
 }

@@ -320,7 +320,11 @@ impl Run {
                     reason: Some("install script finished".into()),
                     ..Change::default()
                 };
-                (Trigger::Installed(exit), change, "install script finished".to_owned())
+                (
+                    Trigger::Installed(exit),
+                    change,
+                    "install script finished".to_owned(),
+                )
             }
             Ended::Exited(code) => {
                 let reason = format!("install script failed with exit code {code}");

@@ -159,7 +159,8 @@ pub fn plan_install(
     spec.open_stdin = false;
     spec.attach_stdin = false;
     let hc = &mut spec.host_config;
-    hc.mounts.push(Mount::bind(input.volume, INSTALL_ROOT, false));
+    hc.mounts
+        .push(Mount::bind(input.volume, INSTALL_ROOT, false));
     hc.memory = i64::try_from(meta.memory).unwrap_or(i64::MAX);
     hc.memory_swap = hc.memory;
     hc.nano_cpus = i64::from(meta.cpu_millis).saturating_mul(1_000_000);
@@ -427,14 +428,35 @@ mod tests {
         assert_eq!(v["WorkingDir"], "/mnt/server");
         assert_eq!(v["OpenStdin"], false);
         assert!(v["ExposedPorts"].as_object().unwrap().is_empty());
-        let env: Vec<&str> = v["Env"].as_array().unwrap().iter().filter_map(|e| e.as_str()).collect();
-        for want in ["SERVER_JARFILE=server.jar", "SERVER_MEMORY=2048", "SERVER_PORT=25565",
-                     "SERVER_IP=0.0.0.0", "HOME=/mnt/server"] {
+        let env: Vec<&str> = v["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e.as_str())
+            .collect();
+        for want in [
+            "SERVER_JARFILE=server.jar",
+            "SERVER_MEMORY=2048",
+            "SERVER_PORT=25565",
+            "SERVER_IP=0.0.0.0",
+            "HOME=/mnt/server",
+        ] {
             assert!(env.contains(&want), "{want} missing from {env:?}");
         }
         let (hc, shc) = (&v["HostConfig"], &s["HostConfig"]);
-        for same in ["Memory", "MemorySwap", "NanoCpus", "PidsLimit", "CapDrop", "CapAdd",
-                     "SecurityOpt", "ReadonlyRootfs", "Tmpfs", "NetworkMode", "LogConfig"] {
+        for same in [
+            "Memory",
+            "MemorySwap",
+            "NanoCpus",
+            "PidsLimit",
+            "CapDrop",
+            "CapAdd",
+            "SecurityOpt",
+            "ReadonlyRootfs",
+            "Tmpfs",
+            "NetworkMode",
+            "LogConfig",
+        ] {
             assert_eq!(hc[same], shc[same], "{same}");
         }
         assert!(hc.get("Privileged").is_none());

@@ -93,7 +93,9 @@ impl Progress {
         if let Some(id) = s.layer.filter(|_| !s.status.starts_with("Pulling from")) {
             self.layer_line(id, &s.status, s.current, s.total);
         }
-        let due = self.last_sent.is_none_or(|t| now.duration_since(t) >= EVERY);
+        let due = self
+            .last_sent
+            .is_none_or(|t| now.duration_since(t) >= EVERY);
         due.then(|| {
             self.last_sent = Some(now);
             self.snapshot(false)

@@ -114,10 +114,9 @@ pub fn next(from: ServerState, trigger: Trigger) -> Result<Step, IllegalTransiti
         (Running | Stopping, T::Start) => To(Starting),
 
         // Docker shows the container running.
-        (
-            Starting | Restarting | Created | Stopped | Crashed | Unknown | InstallFailed,
-            T::Run,
-        ) => To(Running),
+        (Starting | Restarting | Created | Stopped | Crashed | Unknown | InstallFailed, T::Run) => {
+            To(Running)
+        }
         (Running, T::Run) => Stay,
         // A stop is under way (its exit settles the state), the server is gone, or its
         // install settles it.
@@ -257,7 +256,11 @@ mod tests {
             (Crashed, Trigger::Boot, Starting),
         ];
         for (from, trigger, to) in path {
-            assert_eq!(next(from, trigger), Ok(Step::To(to)), "{from:?} {trigger:?}");
+            assert_eq!(
+                next(from, trigger),
+                Ok(Step::To(to)),
+                "{from:?} {trigger:?}"
+            );
         }
         // Docker showing the run does not skip the done line.
         assert_eq!(next(Starting, Trigger::Boot), Ok(Step::Stay));
@@ -279,7 +282,11 @@ mod tests {
             (Installing, Trigger::Installed(Exit::Clean), Stopped),
         ];
         for (from, trigger, to) in path {
-            assert_eq!(next(from, trigger), Ok(Step::To(to)), "{from:?} {trigger:?}");
+            assert_eq!(
+                next(from, trigger),
+                Ok(Step::To(to)),
+                "{from:?} {trigger:?}"
+            );
         }
         for from in [Running, Starting, Stopping, Restarting, Installing, Deleted] {
             assert!(next(from, Trigger::Install).is_err(), "{from:?}");
@@ -289,7 +296,10 @@ mod tests {
         assert!(next(Installing, Trigger::Start).is_err());
         // Docker's reports of the game container do not end an install.
         assert_eq!(next(Installing, Trigger::Run), Ok(Step::Stay));
-        assert_eq!(next(Installing, Trigger::Exited(Exit::Crash)), Ok(Step::Stay));
+        assert_eq!(
+            next(Installing, Trigger::Exited(Exit::Crash)),
+            Ok(Step::Stay)
+        );
         // Deleted while installing: the install's end changes nothing.
         assert_eq!(next(Deleted, Trigger::InstallFailed), Ok(Step::Stay));
     }

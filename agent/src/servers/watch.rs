@@ -5,11 +5,11 @@
 //! two. Reconnects resume from the last event's time (`since`), and re-adoption reconciles
 //! the states of runs that ended while Docker was unreachable.
 
+use super::extras::Extras;
 use super::plan::{LABEL_AGENT, LABEL_META, LABEL_SERVER, Meta};
 use super::server::{Change, Expected, Server};
 use super::state::{Exit, Trigger};
 use super::status::{exit_of, exited_state};
-use super::extras::Extras;
 use super::{Inner, ServerError, Slot, install, power};
 use crate::docker::{DockerClient, Event, Filters};
 use crate::link::backoff::Backoff;
