@@ -39,7 +39,11 @@ pub async fn connect_tls(
                     .await
                     .map_err(|e| {
                         if is_tls(&e) {
-                            ClientError::Tls(format!("handshake with {}: {e}", url.authority()))
+                            ClientError::Tls(format!(
+                                "handshake with {}: {e}{}",
+                                url.authority(),
+                                hint(&e.to_string())
+                            ))
                         } else {
                             connect_err(e)
                         }
@@ -51,6 +55,19 @@ pub async fn connect_tls(
     Err(connect_err(last_err.unwrap_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::NotFound, "no address to connect to")
     })))
+}
+
+/// One line on what to do about a certificate error that puzzles operators.
+fn hint(error: &str) -> &'static str {
+    if error.contains("CaUsedAsEndEntity") {
+        " (the server's certificate is marked as a CA, as `openssl req -x509` makes them, \
+         and is not the file given: pass the server's own certificate file to --ca-cert, \
+         which is then trusted as exactly that certificate)"
+    } else if error.contains("UnknownIssuer") {
+        " (the certificate is not signed by the given --ca-cert, and is not that file)"
+    } else {
+        ""
+    }
 }
 
 /// `fut`, failing with [`ClientError::Timeout`] after `deadline`.

@@ -1,12 +1,23 @@
 //! The rustls client configuration (ring provider, TLS 1.2/1.3, ALPN `http/1.1`): trust
-//! exactly the CA certificates given — normally the panel's self-signed certificate — or,
+//! exactly the certificates given — normally the panel's self-signed certificate — or,
 //! without one, the system's CA bundle.
+//!
+//! A given certificate is trusted two ways: as a CA (a server certificate it signed, for
+//! the server's name, within its dates), and pinned: a server presenting exactly that
+//! certificate is accepted whatever its extensions, names or dates, as an SSH host key
+//! is. The pin is what makes `openssl req -x509` certificates work: OpenSSL marks them
+//! as CAs, and webpki refuses a CA certificate as a server's own (`CaUsedAsEndEntity`).
+//! The handshake signature is still verified against the certificate's key, so only the
+//! holder of its private key passes. Rotate a pinned certificate by replacing the file.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::RootCertStore;
-use rustls_pki_types::CertificateDer;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::ClientError;
 
@@ -45,7 +56,7 @@ pub fn tls_config(ca_pem: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Cl
                 let certs = rustls_pemfile::certs(&mut reader).filter_map(Result::ok);
                 let (added, _unusable) = roots.add_parsable_certificates(certs);
                 if added > 0 {
-                    return config_with(roots);
+                    return config_with(roots, Vec::new());
                 }
             }
             Err(ClientError::Tls(
@@ -57,32 +68,94 @@ pub fn tls_config(ca_pem: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Cl
     }
 }
 
-/// A client config trusting every certificate in `pem` (at least one, all usable).
+/// A client config trusting every certificate in `pem` (at least one, all usable), as CAs
+/// and pinned (see the module docs).
 pub fn tls_config_from_pem(pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, ClientError> {
     let mut roots = RootCertStore::empty();
-    let mut found = 0usize;
+    let mut pins = Vec::new();
     for cert in rustls_pemfile::certs(&mut &pem[..]) {
         let cert: CertificateDer<'static> =
             cert.map_err(|e| ClientError::Tls(format!("bad PEM: {e}")))?;
         roots
-            .add(cert)
-            .map_err(|e| ClientError::Tls(format!("unusable CA certificate: {e}")))?;
-        found += 1;
+            .add(cert.clone())
+            .map_err(|e| ClientError::Tls(format!("unusable certificate: {e}")))?;
+        pins.push(cert);
     }
-    if found == 0 {
+    if pins.is_empty() {
         return Err(ClientError::Tls("no certificate in PEM".into()));
     }
-    config_with(roots)
+    config_with(roots, pins)
 }
 
-fn config_with(roots: RootCertStore) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+fn config_with(
+    roots: RootCertStore,
+    pins: Vec<CertificateDer<'static>>,
+) -> Result<Arc<rustls::ClientConfig>, ClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| ClientError::Tls(format!("certificate verifier: {e}")))?;
+    let verifier = Arc::new(Pinned {
+        pins,
+        webpki,
+        provider: provider.clone(),
+    });
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// webpki's verification, plus the exact certificates given (see the module docs).
+#[derive(Debug)]
+struct Pinned {
+    pins: Vec<CertificateDer<'static>>,
+    webpki: Arc<WebPkiServerVerifier>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.pins.iter().any(|p| p.as_ref() == end_entity.as_ref()) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        self.webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.provider.signature_verification_algorithms;
+        verify_tls12_signature(message, cert, dss, algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.provider.signature_verification_algorithms;
+        verify_tls13_signature(message, cert, dss, algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 #[cfg(test)]
