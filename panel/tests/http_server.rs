@@ -449,6 +449,26 @@ fn oversized_body_is_413_then_close() {
 }
 
 #[test]
+fn overflowing_chunk_size_is_413_and_nothing_behind_it_is_parsed() {
+    let srv = start(small_limits());
+    smol::block_on(guard("chunk overflow", async {
+        let mut c = Client::new(connect(&srv).await);
+        // 1 + 0xFFFFFFFFFFFFFFFF wraps to 0: an unchecked sum passes the limit check and
+        // the bytes after it would be read as a second, smuggled request.
+        let mut req = b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        req.extend_from_slice(b"1\r\nx\r\nFFFFFFFFFFFFFFFF\r\n");
+        req.extend_from_slice(b"GET /hello HTTP/1.1\r\n\r\n");
+        c.send(&req).await;
+        let r = c.response(false).await;
+        assert_eq!(r.status, 413);
+        assert_eq!(r.error_code(), "PAYLOAD_TOO_LARGE");
+        c.expect_closed().await;
+    }));
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(srv.stats.requests_total.load(Relaxed), 0, "nothing was dispatched");
+}
+
+#[test]
 fn expect_100_continue() {
     let srv = start(small_limits());
     smol::block_on(guard("100-continue", async {

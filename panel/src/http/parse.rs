@@ -306,11 +306,16 @@ pub fn framing(headers: &[(String, String)], max_body: usize) -> Result<Framing,
                 )))
             }
         }
-        (None, Some(n)) if n > max_body as u64 => Err(HttpError::PayloadTooLarge(format!(
-            "body of {n} bytes exceeds the limit of {max_body} bytes"
-        ))),
         (None, Some(0)) | (None, None) => Ok(Framing::Empty),
-        (None, Some(n)) => Ok(Framing::Length(n as usize)),
+        (None, Some(n)) => usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= max_body)
+            .map(Framing::Length)
+            .ok_or_else(|| {
+                HttpError::PayloadTooLarge(format!(
+                    "body of {n} bytes exceeds the limit of {max_body} bytes"
+                ))
+            }),
     }
 }
 
@@ -450,7 +455,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let from_buf = n.min(self.buf.len());
         body.extend_from_slice(&self.buf[..from_buf]);
         self.buf.drain(..from_buf);
-        let target = body.len() + (n - from_buf);
+        // `n` is within the body limit (checked by the callers), so this cannot overflow;
+        // checked all the same, because `n` comes from the wire.
+        let target = body
+            .len()
+            .checked_add(n - from_buf)
+            .ok_or_else(|| HttpError::PayloadTooLarge("body size overflows".into()))?;
         while body.len() < target {
             let old = body.len();
             let want = (target - old).min(BODY_READ);
@@ -514,14 +524,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             if size == 0 {
                 break;
             }
-            if body.len() as u64 + size > limits.max_body_bytes as u64 {
-                return Err(HttpError::PayloadTooLarge(format!(
-                    "chunked body exceeds the limit of {} bytes",
-                    limits.max_body_bytes
-                ))
-                .into());
-            }
-            self.read_exact_into(&mut body, size as usize).await?;
+            // Checked: a size near u64::MAX must not wrap the sum below the limit.
+            let size = usize::try_from(size)
+                .ok()
+                .filter(|&n| {
+                    body.len()
+                        .checked_add(n)
+                        .is_some_and(|total| total <= limits.max_body_bytes)
+                })
+                .ok_or_else(|| {
+                    HttpError::PayloadTooLarge(format!(
+                        "chunked body exceeds the limit of {} bytes",
+                        limits.max_body_bytes
+                    ))
+                })?;
+            self.read_exact_into(&mut body, size).await?;
             let end = self
                 .read_line(2)
                 .await?
@@ -753,6 +770,24 @@ mod tests {
         let e =
             http_err(read(&[b"POST /x HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n41\r\n"]).0);
         assert_eq!(e.to_response().status, 413);
+    }
+
+    #[test]
+    fn chunk_sizes_that_overflow_the_sum_are_refused_without_desync() {
+        // A 1-byte chunk, then a size that wraps `1 + size` around u64: the limit must
+        // still hold, and the request behind it must never be parsed (request smuggling).
+        let mut req =
+            b"POST /x HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\nFFFFFFFFFFFFFFFF\r\n"
+                .to_vec();
+        req.extend_from_slice(b"GET /smuggled HTTP/1.1\r\n\r\n");
+        let (r, _) = read(&[&req]);
+        assert_eq!(http_err(r).to_response().status, 413);
+        // The largest size that still fits the limit after a first chunk is accepted.
+        let mut req = b"POST /x HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n3F\r\n".to_vec();
+        req.extend_from_slice(&[b'b'; 0x3f]);
+        req.extend_from_slice(b"\r\n0\r\n\r\n");
+        let (r, _) = read(&[&req]);
+        assert_eq!(r.unwrap().request.body.len(), 64);
     }
 
     #[test]
