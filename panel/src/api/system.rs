@@ -41,6 +41,11 @@ pub(super) async fn metrics(api: Arc<Api>, req: Request) -> Reply {
             &s.connections_rejected,
         ),
         (
+            "panel_http_connections_evicted_total",
+            "Connections closed before their first request to make room for a newer one of the same IP.",
+            &s.connections_evicted,
+        ),
+        (
             "panel_http_tls_failures_total",
             "Failed or timed-out TLS handshakes.",
             &s.tls_failures,
