@@ -465,7 +465,11 @@ fn overflowing_chunk_size_is_413_and_nothing_behind_it_is_parsed() {
         c.expect_closed().await;
     }));
     use std::sync::atomic::Ordering::Relaxed;
-    assert_eq!(srv.stats.requests_total.load(Relaxed), 0, "nothing was dispatched");
+    assert_eq!(
+        srv.stats.requests_total.load(Relaxed),
+        0,
+        "nothing was dispatched"
+    );
 }
 
 #[test]

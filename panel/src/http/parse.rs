@@ -783,7 +783,8 @@ mod tests {
         let (r, _) = read(&[&req]);
         assert_eq!(http_err(r).to_response().status, 413);
         // The largest size that still fits the limit after a first chunk is accepted.
-        let mut req = b"POST /x HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n3F\r\n".to_vec();
+        let mut req =
+            b"POST /x HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n3F\r\n".to_vec();
         req.extend_from_slice(&[b'b'; 0x3f]);
         req.extend_from_slice(b"\r\n0\r\n\r\n");
         let (r, _) = read(&[&req]);

@@ -21,10 +21,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use async_io::{Async, Timer};
-use async_tungstenite::tungstenite::protocol::Role;
-use futures_lite::future::{self, Boxed};
-use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _, FutureExt as _};
 use super::parse::{Conn, Limits, ReadError, encode_response};
 use super::request::{Method, Request};
 use super::response::Response;
@@ -32,6 +28,10 @@ use super::router::{Reply, Router};
 use super::slots::{Eviction, Slot, Slots};
 use super::ws::{TlsConn, Upgraded, check_handshake};
 use crate::shutdown::Shutdown;
+use async_io::{Async, Timer};
+use async_tungstenite::tungstenite::protocol::Role;
+use futures_lite::future::{self, Boxed};
+use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _, FutureExt as _};
 
 /// How long [`serve`] waits, after shutdown, for in-flight HTTP requests to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

@@ -171,7 +171,11 @@ mod tests {
         assert!(!b.eviction.unwrap().is_closed());
         assert_eq!(slots.count(IP), (0, 2));
         slots.release(a.slot);
-        assert_eq!(slots.count(IP), (0, 2), "an evicted slot frees nothing twice");
+        assert_eq!(
+            slots.count(IP),
+            (0, 2),
+            "an evicted slot frees nothing twice"
+        );
     }
 
     #[test]
