@@ -1,7 +1,6 @@
 //! Agent endpoints: registration, token refresh, the agent list, and the `/ws/agents`
 //! upgrade (refused with 401 before any WebSocket frame unless the agent token verifies).
 
-use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -181,10 +180,8 @@ pub(super) async fn websocket(api: Arc<Api>, req: Request) -> Reply {
         Err(e) => return auth_error(e).into(),
     };
     let family = claims.fam.unwrap_or_default();
-    let config = WebSocketConfig::default()
-        .read_buffer_size(crate::http::WS_READ_BUFFER_MAX)
-        .max_message_size(Some(api.max_frame))
-        .max_frame_size(Some(api.max_frame));
+    // The hub never sends an agent a frame larger than it accepts from one.
+    let config = crate::http::socket_config(api.max_frame, api.max_frame);
     let hub = api.hub.clone();
     // Before the 101: a shutdown racing the upgrade then still waits for (and closes) it.
     let admitted = hub.admit();

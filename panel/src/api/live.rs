@@ -1,6 +1,5 @@
 //! Live events endpoints: `POST /api/events/ticket` and the `GET /api/events` WebSocket.
 
-use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,10 +44,8 @@ pub(super) async fn subscribe(api: Arc<Api>, req: Request) -> Reply {
         server_id: req.query_param("serverId").filter(|s| !s.is_empty()),
         agent_id: req.query_param("agentId").filter(|s| !s.is_empty()),
     };
-    let config = WebSocketConfig::default()
-        .read_buffer_size(crate::http::WS_READ_BUFFER_MAX)
-        .max_message_size(Some(SUBSCRIBER_MAX_MESSAGE))
-        .max_frame_size(Some(SUBSCRIBER_MAX_MESSAGE));
+    // Subscribers are sent agent event frames as received: at most `max_frame` bytes each.
+    let config = crate::http::socket_config(SUBSCRIBER_MAX_MESSAGE, api.max_frame);
     let events = api.events.clone();
     // Before the 101: a shutdown racing the upgrade then still waits for (and closes) it.
     let admitted = events.admit();

@@ -27,4 +27,4 @@ pub use router::{Handler, Reply, Router, UpgradeFn, handler};
 pub use server::{
     LISTEN_BACKLOG, SHUTDOWN_GRACE, ServerConfig, ServerStats, WS_READ_BUFFER_MAX, bind, serve,
 };
-pub use ws::{Upgraded, WsStream};
+pub use ws::{Upgraded, WS_WRITE_BUFFER, WsStream, socket_config};

@@ -17,6 +17,13 @@ pub enum HubError {
     },
     #[error("agent {agent} sent an unreadable response: {reason}")]
     BadResponse { agent: String, reason: String },
+    /// The encoded command is larger than the frames agents accept; it is not sent.
+    #[error("the {action} command is {len} bytes encoded, over the {max}-byte frame limit")]
+    TooLarge {
+        action: String,
+        len: usize,
+        max: usize,
+    },
 }
 
 impl HubError {
@@ -25,6 +32,7 @@ impl HubError {
             HubError::Offline(_) => ErrorCode::AgentOffline,
             HubError::Timeout { .. } => ErrorCode::Timeout,
             HubError::BadResponse { .. } => ErrorCode::InvalidMessage,
+            HubError::TooLarge { .. } => ErrorCode::PayloadTooLarge,
         }
     }
 
@@ -41,6 +49,7 @@ impl HubError {
             HubError::Offline(_) => Outcome::Offline,
             HubError::Timeout { .. } => Outcome::Timeout,
             HubError::BadResponse { .. } => Outcome::BadResponse,
+            HubError::TooLarge { .. } => Outcome::TooLarge,
         }
     }
 }

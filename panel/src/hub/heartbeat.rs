@@ -1,7 +1,10 @@
-//! Heartbeats: the panel pings every agent each `--heartbeat-secs`; a pong resets the missed
-//! count and keeps its data for the operator API. After [`MAX_MISSED_PONGS`] pings without a
-//! pong the agent is offline and its socket is closed ([`CLOSE_HEARTBEAT`]). Each beat also
-//! re-checks the token family, so a revoked agent is disconnected within one interval.
+//! Heartbeats: the panel pings every agent each `--heartbeat-secs` (ids `hb_1`, `hb_2`, …);
+//! a pong that echoes the id of a ping sent and not yet answered resets the missed count, and
+//! its data is kept for the operator API. After [`MAX_MISSED_PONGS`] pings without such a
+//! pong the agent is offline and its socket is closed ([`CLOSE_HEARTBEAT`]). Only an echoed
+//! id proves the agent reads what the panel sends: a peer that never reads cannot stay
+//! online by sending pongs of its own. Each beat also re-checks the token family, so a
+//! revoked agent is disconnected within one interval.
 
 use async_io::Timer;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -18,14 +21,13 @@ use super::{CLOSE_HEARTBEAT, Hub, MAX_MISSED_PONGS, text};
 impl Hub {
     /// Runs until the connection must end (heartbeat timeout or revoked family).
     pub(super) async fn heartbeat(&self, conn: &Conn) {
-        let mut n: u64 = 0;
         loop {
             Timer::after(self.settings.heartbeat).await;
             if !self.auth.family_active(&conn.agent_id, &conn.family) {
                 conn.kick(CloseCode::Policy, "token revoked");
                 return;
             }
-            if conn.missed.load(Ordering::Relaxed) >= MAX_MISSED_PONGS {
+            if conn.missed() >= u64::from(MAX_MISSED_PONGS) {
                 self.metrics.heartbeat_timeouts.inc();
                 log::warn!(
                     "agent {} missed {MAX_MISSED_PONGS} heartbeats: offline",
@@ -34,8 +36,7 @@ impl Hub {
                 conn.kick(CloseCode::from(CLOSE_HEARTBEAT), "heartbeat timeout");
                 return;
             }
-            conn.missed.fetch_add(1, Ordering::Relaxed);
-            n += 1;
+            let n = conn.pinged.fetch_add(1, Ordering::Relaxed) + 1;
             let id = format!("hb_{n}");
             conn.try_queue(text(encode(&Message::Ping(Ping {
                 id: Cow::Borrowed(&id),
@@ -44,7 +45,8 @@ impl Hub {
         }
     }
 
-    /// A pong (the envelope said so): keeps its data and resets the missed count.
+    /// A pong (the envelope said so): if it answers an outstanding ping, keeps its data and
+    /// resets the missed count; a pong answering nothing is ignored.
     pub(super) fn on_pong(
         &self,
         conn: &Conn,
@@ -54,8 +56,11 @@ impl Hub {
     ) {
         match decoder.message(bytes) {
             Ok(Message::Pong(p)) => {
+                let Some(n) = answered_ping(conn, id.as_deref()) else {
+                    return;
+                };
                 *conn.pong.lock() = Some(p.data.into_owned());
-                conn.missed.store(0, Ordering::Relaxed);
+                conn.answered.fetch_max(n, Ordering::Relaxed);
             }
             // The skimmer and serde disagree about the frame's type: a bad frame, not a bug
             // worth a panic.
@@ -68,4 +73,11 @@ impl Hub {
             Err(e) => self.refuse(conn, id.as_deref(), e.code(), e.to_string()),
         }
     }
+}
+
+/// The number of the outstanding ping that `id` (`hb_<n>`) answers, if any.
+fn answered_ping(conn: &Conn, id: Option<&str>) -> Option<u64> {
+    let n: u64 = id?.strip_prefix("hb_")?.parse().ok()?;
+    let outstanding = conn.answered.load(Ordering::Relaxed)..=conn.pinged.load(Ordering::Relaxed);
+    (n > *outstanding.start() && outstanding.contains(&n)).then_some(n)
 }

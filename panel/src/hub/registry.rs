@@ -8,7 +8,7 @@ use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use proto::message::PongData;
 use proto::time::unix_now;
@@ -27,8 +27,10 @@ pub(super) struct Conn {
     /// Fired to end the connection (reader, writer and heartbeat all watch it).
     pub kill: Shutdown,
     close_frame: Mutex<Option<CloseFrame>>,
-    /// Heartbeats sent since the last pong.
-    pub missed: AtomicU32,
+    /// Number of the last heartbeat ping sent (`hb_<n>`).
+    pub pinged: AtomicU64,
+    /// Number of the last ping answered by a pong with its id.
+    pub answered: AtomicU64,
     /// Unix seconds of the last frame received.
     pub last_seen: AtomicU64,
     pub connected_at: u64,
@@ -46,7 +48,8 @@ impl Conn {
             queue: Outbox::new(queue),
             kill: Shutdown::new(),
             close_frame: Mutex::new(None),
-            missed: AtomicU32::new(0),
+            pinged: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
             last_seen: AtomicU64::new(now),
             connected_at: now,
             pong: Mutex::new(None),
@@ -74,6 +77,12 @@ impl Conn {
 
     pub fn touch(&self) {
         self.last_seen.store(unix_now(), Ordering::Relaxed);
+    }
+
+    /// Pings sent and not answered since the last answered one.
+    pub fn missed(&self) -> u64 {
+        let pinged = self.pinged.load(Ordering::Relaxed);
+        pinged.saturating_sub(self.answered.load(Ordering::Relaxed))
     }
 
     /// Queues a frame if there is room; used for frames that may be lost (error replies,

@@ -3,8 +3,10 @@
 //! Events (the hot path) are forwarded to subscribers as the original bytes while the
 //! envelope is still borrowed from the frame; responses wake their command's waiter; pongs
 //! feed the heartbeat. Frames that cannot be parsed are answered with an `INVALID_MESSAGE`
-//! error response; frames over the per-connection rate are answered with `RATE_LIMITED` and
-//! dropped; messages larger than `--max-frame-bytes` close the socket (1009). Nothing here
+//! error response; data frames over the per-connection rate are answered with `RATE_LIMITED`
+//! and dropped; WebSocket control frames (ping, pong) spend the same budget and over it
+//! close the socket (1008: they cannot be answered, and tungstenite answers every ping);
+//! messages larger than `--max-frame-bytes` close the socket (1009). Nothing here
 //! waits: decoding is synchronous, replies are queued without blocking.
 
 use async_tungstenite::WebSocketReceiver;
@@ -84,7 +86,20 @@ impl Hub {
                         self.on_frame(conn, decoder, &mut bucket, &msg)
                     })
                 }
-                WsMessage::Ping(_) | WsMessage::Pong(_) => conn.touch(),
+                WsMessage::Ping(_) | WsMessage::Pong(_) => {
+                    conn.touch();
+                    // Control frames spend the same budget as data frames. tungstenite has
+                    // already queued the pong of a ping, and a control frame cannot be
+                    // answered with RATE_LIMITED: over the budget, the agent is closed.
+                    if !bucket.try_take(Instant::now()) {
+                        self.metrics.rate_limited_agent.inc();
+                        conn.kick(
+                            CloseCode::Policy,
+                            "WebSocket control frames over the frame rate limit",
+                        );
+                        return;
+                    }
+                }
                 WsMessage::Close(_) => return,
                 WsMessage::Frame(_) => {}
             }

@@ -579,3 +579,98 @@ fn a_panic_in_the_connection_task_still_detaches_the_agent() {
         assert!(f.hub.waiters.is_empty());
     });
 }
+
+#[test]
+fn pongs_that_answer_no_ping_do_not_keep_an_agent_online() {
+    let f = fixture(
+        "hub-fake-pongs",
+        Duration::from_millis(30),
+        Duration::from_secs(30),
+    );
+    smol::block_on(async {
+        let mut agent = connect(&f, "a1").await;
+        let fake = r#"{"id":"hb_999","type":"pong","timestamp":"2025-01-23T10:09:01Z","data":{"agentStatus":"healthy","activeServers":3,"systemLoad":{"cpu":1,"memory":1,"disk":1}}}"#;
+        // Unsolicited pongs (ids of pings never sent) while ignoring the real pings.
+        let started = std::time::Instant::now();
+        let closed = loop {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "fake pongs kept the agent online"
+            );
+            agent.send(WsMessage::Text(fake.into())).await.ok();
+            let next = future::or(async { Some(agent.next().await) }, async {
+                Timer::after(Duration::from_millis(10)).await;
+                None
+            })
+            .await;
+            match next {
+                Some(Some(Ok(WsMessage::Close(c)))) => break c,
+                Some(None) | Some(Some(Err(_))) => break None,
+                _ => {}
+            }
+        };
+        assert_eq!(closed.unwrap().code, CloseCode::from(CLOSE_HEARTBEAT));
+        assert!(f.hub.live("a1").is_none());
+        assert_eq!(f.metrics.heartbeat_timeouts.get(), 1);
+    });
+}
+
+#[test]
+fn control_frames_over_the_budget_close_with_1008() {
+    let f = fixture_with(
+        "hub-ping-flood",
+        HubSettings {
+            heartbeat: Duration::from_secs(3600),
+            command_timeout: Duration::from_secs(30),
+            max_frame: 4096,
+            agent_rate: 0.001,
+            agent_burst: 2.0,
+            queue: 16,
+        },
+    );
+    smol::block_on(async {
+        let mut agent = connect(&f, "a1").await;
+        for _ in 0..3 {
+            agent
+                .send(WsMessage::Ping(vec![7u8; 4].into()))
+                .await
+                .unwrap();
+        }
+        let close = next_close(&mut agent).await.expect("close frame");
+        assert_eq!(close.code, CloseCode::Policy);
+        assert_eq!(f.metrics.rate_limited_agent.get(), 1);
+        assert!(!f.hub.is_online("a1"));
+    });
+}
+
+#[test]
+fn a_command_over_the_frame_limit_is_refused_before_it_is_sent() {
+    let f = fixture(
+        "hub-big-command",
+        Duration::from_secs(3600),
+        Duration::from_secs(30),
+    );
+    smol::block_on(async {
+        let mut agent = connect(&f, "a1").await;
+        let action = Action::SendCommand(proto::message::SendCommand {
+            command: "x".repeat(8192).into(),
+        });
+        let err = f.hub.command("a1", Some("s1"), action).await.unwrap_err();
+        assert!(
+            matches!(err, HubError::TooLarge { max: 4096, .. }),
+            "{err:?}"
+        );
+        assert_eq!(err.http_status(), 413);
+        // Nothing reached the agent, which is still connected and served.
+        let hub = f.hub.clone();
+        let call =
+            smol::spawn(async move { hub.command("a1", Some("s1"), Action::GetStatus).await });
+        let cmd = next_json(&mut agent).await;
+        assert_eq!(cmd["action"], "get_status");
+        agent
+            .send(response(cmd["id"].as_str().unwrap(), "s1", true))
+            .await
+            .unwrap();
+        assert!(call.await.unwrap().success);
+    });
+}

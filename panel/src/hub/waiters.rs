@@ -149,6 +149,16 @@ impl Hub {
             server_id: server_id.map(Cow::Borrowed),
             action,
         })));
+        // The agent would close its socket on a frame over its limit, failing every command
+        // in flight; and the socket's write buffer is sized for frames up to this limit.
+        let max = self.settings.max_frame;
+        if frame.len() > max {
+            return Err(HubError::TooLarge {
+                action: action_str.to_owned(),
+                len: frame.len(),
+                max,
+            });
+        }
         let (tx, rx) = async_channel::bounded(1);
         waiters.map.lock().insert(
             id.clone(),
