@@ -217,6 +217,7 @@ pub(super) async fn create(api: Arc<Api>, req: Request) -> Reply {
                 egg_config: stored_egg,
                 desired_state: DesiredState::Created,
                 memory_bytes: need.memory,
+                cpu_millis: need.cpu,
                 created_at: unix_now(),
             };
             match api.store.insert_server(&rec) {
