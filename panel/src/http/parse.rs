@@ -138,20 +138,29 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Where the head ends (index just past the empty line), scanning from `from`.
-/// Returns `Err(resume)` with the position to resume from when it is not complete yet.
-pub fn find_head_end(buf: &[u8], from: usize) -> Result<usize, usize> {
+/// What [`find_head_end`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadScan {
+    /// The head ends just before this index (past its empty line).
+    Complete(usize),
+    /// Not complete yet: scan again from `resume` once more bytes arrived (everything
+    /// before it was checked and cannot start the terminating empty line).
+    Partial { resume: usize },
+}
+
+/// Looks for the end of a request head (an empty line) in `buf`, scanning from `from`.
+pub fn find_head_end(buf: &[u8], from: usize) -> HeadScan {
     let mut i = from;
     while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
         let nl = i + off;
         match (buf.get(nl + 1), buf.get(nl + 2)) {
-            (Some(b'\n'), _) => return Ok(nl + 2),
-            (Some(b'\r'), Some(b'\n')) => return Ok(nl + 3),
-            (None, _) | (Some(b'\r'), None) => return Err(nl),
+            (Some(b'\n'), _) => return HeadScan::Complete(nl + 2),
+            (Some(b'\r'), Some(b'\n')) => return HeadScan::Complete(nl + 3),
+            (None, _) | (Some(b'\r'), None) => return HeadScan::Partial { resume: nl },
             _ => i = nl + 1,
         }
     }
-    Err(buf.len())
+    HeadScan::Partial { resume: buf.len() }
 }
 
 /// Parses a complete head (request line, fields, terminating empty line).
@@ -379,7 +388,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 scan = 0;
             }
             match find_head_end(&self.buf, scan) {
-                Ok(end) => {
+                HeadScan::Complete(end) => {
                     if end > limits.max_header_bytes {
                         return Err(too_large_head(limits).into());
                     }
@@ -387,7 +396,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     self.buf.drain(..end);
                     return Ok(head?);
                 }
-                Err(resume) => scan = resume,
+                HeadScan::Partial { resume } => scan = resume,
             }
             if self.buf.len() > limits.max_header_bytes {
                 return Err(too_large_head(limits).into());
@@ -899,11 +908,12 @@ mod tests {
 
     #[test]
     fn head_end_detection() {
-        assert_eq!(find_head_end(b"a\r\n\r\nb", 0), Ok(5));
-        assert_eq!(find_head_end(b"a\n\nb", 0), Ok(3));
-        assert_eq!(find_head_end(b"a\r\nb\r\n", 0), Err(5));
-        assert_eq!(find_head_end(b"a\r\nb\r\n\r", 0), Err(5));
-        assert_eq!(find_head_end(b"abc", 0), Err(3));
+        use HeadScan::{Complete, Partial};
+        assert_eq!(find_head_end(b"a\r\n\r\nb", 0), Complete(5));
+        assert_eq!(find_head_end(b"a\n\nb", 0), Complete(3));
+        assert_eq!(find_head_end(b"a\r\nb\r\n", 0), Partial { resume: 5 });
+        assert_eq!(find_head_end(b"a\r\nb\r\n\r", 0), Partial { resume: 5 });
+        assert_eq!(find_head_end(b"abc", 0), Partial { resume: 3 });
     }
 
     #[test]
