@@ -8,6 +8,8 @@
 //! queued one pong per ping in an unbounded write buffer: 400,000 pings grew the panel by
 //! about 50 MB.
 
+#![allow(unsafe_code, reason = "a counting global allocator")]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::{SocketAddr, TcpStream};
