@@ -13,8 +13,8 @@
 //! a small budget ([`SUBSCRIBER_RATE`] frames/s, burst [`SUBSCRIBER_BURST`]); past it —
 //! a ping flood, say, each ping answered by tungstenite with a pong — the subscriber is
 //! closed (1008). A subscriber that stops reading is closed once one write has waited
-//! [`WRITE_STALL`]: a slow reader loses its oldest frames, one that does not read at all
-//! loses the connection.
+//! [`WRITE_STALL`] (checked four times per period by a watchdog, not a timer per write): a
+//! slow reader loses its oldest frames, one that does not read at all loses the connection.
 
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::Message as WsMessage;
@@ -247,6 +247,10 @@ impl Events {
             }
             End::Peer
         };
+        // When the batch being written started (ms since `epoch`, 0 = idle), for the
+        // watchdog: one timer per subscriber and quarter stall, not one per batch.
+        let epoch = Instant::now();
+        let writing_since = AtomicU64::new(0);
         let writer = async {
             loop {
                 let next = future::or(async { Some(sub.queue.pop().await) }, async {
@@ -259,27 +263,35 @@ impl Events {
                     Some(None) => return End::Peer,
                     None => return End::Shutdown,
                 };
-                let batch = async { outbox::write_batch(&mut tx, &sub.queue, frame).await };
-                let stall = async {
-                    async_io::Timer::after(self.write_stall).await;
-                    End::Stalled
-                };
-                let sent = future::or(async { Ok(batch.await) }, async {
-                    Err(future::or(stall, async {
+                let started = epoch.elapsed().as_millis().max(1) as u64;
+                writing_since.store(started, Ordering::Relaxed);
+                let sent = future::or(
+                    async { Some(outbox::write_batch(&mut tx, &sub.queue, frame).await) },
+                    async {
                         shutdown.wait().await;
-                        End::Shutdown
-                    })
-                    .await)
-                })
+                        None
+                    },
+                )
                 .await;
+                writing_since.store(0, Ordering::Relaxed);
                 match sent {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(_)) => return End::Peer,
-                    Err(end) => return end,
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) => return End::Peer,
+                    None => return End::Shutdown,
                 }
             }
         };
-        let close = match future::or(writer, reader).await {
+        let watchdog = async {
+            loop {
+                async_io::Timer::after(self.write_stall / 4).await;
+                let since = writing_since.load(Ordering::Relaxed);
+                let now = epoch.elapsed().as_millis() as u64;
+                if since != 0 && now.saturating_sub(since) >= self.write_stall.as_millis() as u64 {
+                    return End::Stalled;
+                }
+            }
+        };
+        let close = match future::or(future::or(writer, watchdog), reader).await {
             End::Peer => None,
             End::Shutdown => Some(close_frame(CloseCode::Away, "panel shutting down")),
             End::Flooding => {
