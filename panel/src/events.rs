@@ -13,8 +13,9 @@
 //! a small budget ([`SUBSCRIBER_RATE`] frames/s, burst [`SUBSCRIBER_BURST`]); past it —
 //! a ping flood, say, each ping answered by tungstenite with a pong — the subscriber is
 //! closed (1008). A subscriber that stops reading is closed once one write has waited
-//! [`WRITE_STALL`] (checked four times per period by a watchdog, not a timer per write): a
-//! slow reader loses its oldest frames, one that does not read at all loses the connection.
+//! [`WRITE_STALL`] (between one and one and a quarter periods: a watchdog ticks four times
+//! per period, so there is no timer per write): a slow reader loses its oldest frames, one
+//! that does not read at all loses the connection.
 
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::Message as WsMessage;
@@ -24,7 +25,7 @@ use futures_lite::{AsyncRead, AsyncWrite, StreamExt, future};
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::outbox::{self, Outbox};
@@ -247,10 +248,11 @@ impl Events {
             }
             End::Peer
         };
-        // When the batch being written started (ms since `epoch`, 0 = idle), for the
-        // watchdog: one timer per subscriber and quarter stall, not one per batch.
-        let epoch = Instant::now();
-        let writing_since = AtomicU64::new(0);
+        // For the watchdog: whether a batch is being written, and how many were written.
+        // One timer per subscriber ticking four times per stall period; nothing per batch
+        // but two atomic stores.
+        let writing = AtomicBool::new(false);
+        let written = AtomicU64::new(0);
         let writer = async {
             loop {
                 let next = future::or(async { Some(sub.queue.pop().await) }, async {
@@ -263,8 +265,7 @@ impl Events {
                     Some(None) => return End::Peer,
                     None => return End::Shutdown,
                 };
-                let started = epoch.elapsed().as_millis().max(1) as u64;
-                writing_since.store(started, Ordering::Relaxed);
+                writing.store(true, Ordering::Relaxed);
                 let sent = future::or(
                     async { Some(outbox::write_batch(&mut tx, &sub.queue, frame).await) },
                     async {
@@ -273,7 +274,8 @@ impl Events {
                     },
                 )
                 .await;
-                writing_since.store(0, Ordering::Relaxed);
+                written.fetch_add(1, Ordering::Relaxed);
+                writing.store(false, Ordering::Relaxed);
                 match sent {
                     Some(Ok(_)) => {}
                     Some(Err(_)) => return End::Peer,
@@ -282,11 +284,19 @@ impl Events {
             }
         };
         let watchdog = async {
+            // Ticks during which one and the same batch has been in progress.
+            let (mut last, mut stuck) = (u64::MAX, 0u32);
+            let mut tick = async_io::Timer::interval(self.write_stall / 4);
             loop {
-                async_io::Timer::after(self.write_stall / 4).await;
-                let since = writing_since.load(Ordering::Relaxed);
-                let now = epoch.elapsed().as_millis() as u64;
-                if since != 0 && now.saturating_sub(since) >= self.write_stall.as_millis() as u64 {
+                tick.next().await;
+                let now = written.load(Ordering::Relaxed);
+                stuck = if writing.load(Ordering::Relaxed) && now == last {
+                    stuck + 1
+                } else {
+                    0
+                };
+                last = now;
+                if stuck >= 4 {
                     return End::Stalled;
                 }
             }
@@ -307,10 +317,23 @@ impl Events {
             }
         };
         if let Some(frame) = close {
-            let _ = future::or(async { tx.close(Some(frame)).await.ok() }, async {
-                async_io::Timer::after(CLOSE_GRACE).await;
-                None
-            })
+            // The close handshake, bounded: send ours, then read (and drop) what the peer
+            // still sends until its close. Closing a socket with unread input resets it, and
+            // the peer could lose our close frame to the reset.
+            future::or(
+                async {
+                    if tx.close(Some(frame)).await.is_ok() {
+                        while let Some(Ok(m)) = rx.next().await {
+                            if m.is_close() {
+                                break;
+                            }
+                        }
+                    }
+                },
+                async {
+                    async_io::Timer::after(CLOSE_GRACE).await;
+                },
+            )
             .await;
         }
         drop(sub);
