@@ -5,6 +5,8 @@
 //! agent run [--config PATH] [--docker-socket PATH] [--data-dir DIR]
 //! ```
 //!
+//! plus `agent run --node-config PATH` (the operator's node policy, see `node.rs`).
+//!
 //! Hand-parsed (`--flag value` or `--flag=value`): two sub-commands do not justify a
 //! dependency. `main.rs` only calls [`main`].
 
@@ -17,12 +19,14 @@ pub const USAGE: &str = "\
 usage:
   agent register --panel URL --admin-token TOKEN --name NAME [--ca-cert PEM] [--config PATH]
                  [--docker-socket PATH] [--hostname HOST]
-  agent run [--config PATH] [--docker-socket PATH] [--data-dir DIR]
+  agent run [--config PATH] [--docker-socket PATH] [--data-dir DIR] [--node-config PATH]
 
   register  detects this node's capabilities, registers it with the panel and writes the
             identity and tokens to --config (default ./agent.json, mode 0600)
   run       connects to the panel and runs its game servers in Docker
-            (default socket /var/run/docker.sock or DOCKER_HOST=unix://..., data ./agent-data)
+            (default socket /var/run/docker.sock or DOCKER_HOST=unix://..., data ./agent-data);
+            --node-config names a JSON file with the node's policy (caps, allowed
+            registries, network, rate limits; see agent/README.md)
 
   AGENT_LOG=error|warn|info|debug sets the log level (default info)";
 
@@ -117,7 +121,10 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
             }))
         }
         "run" => {
-            let mut f = flags(rest, &["config", "docker-socket", "data-dir"])?;
+            let mut f = flags(
+                rest,
+                &["config", "docker-socket", "data-dir", "node-config"],
+            )?;
             let mut opts = RunOptions::with_defaults().map_err(|e| e.to_string())?;
             if let Some(p) = take(&mut f, "config") {
                 opts.config_path = PathBuf::from(p);
@@ -128,6 +135,7 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
             if let Some(p) = take(&mut f, "data-dir") {
                 opts.data_dir = PathBuf::from(p);
             }
+            opts.node_config = take(&mut f, "node-config").map(PathBuf::from);
             Ok(Cli::Run(opts))
         }
         other => Err(format!("unknown sub-command `{other}`")),
@@ -137,7 +145,7 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
 /// The whole program: parse, run, map the outcome to an exit code (0 ok, 1 failure,
 /// 2 usage).
 pub fn main(args: Vec<String>) -> i32 {
-    crate::logger::init();
+    ctrl_io::logger::init("AGENT_LOG", "agent");
     let cli = match parse(&args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -216,6 +224,11 @@ mod tests {
         assert_eq!(o.data_dir, PathBuf::from("/d"));
         assert_eq!(o.docker_socket, PathBuf::from("/s.sock"));
         assert_eq!(o.config_path, PathBuf::from("./agent.json"));
+        assert_eq!(o.node_config, None);
+        let Cli::Run(o) = parse(&args("run --node-config /etc/ctrl/node.json")).unwrap() else {
+            panic!("not run")
+        };
+        assert_eq!(o.node_config, Some(PathBuf::from("/etc/ctrl/node.json")));
         assert!(
             parse(&args("run --bogus 1"))
                 .unwrap_err()

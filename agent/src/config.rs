@@ -6,9 +6,7 @@
 //! would lock the agent out for good.
 
 use serde::{Deserialize, Serialize};
-use std::io::Write;
-use std::net::IpAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -94,58 +92,23 @@ impl AgentConfig {
         if self.token.is_empty() || self.refresh_token.is_empty() {
             return Err("token and refreshToken must not be empty".into());
         }
-        crate::net::Url::parse(&self.websocket_url).map_err(|e| format!("websocketUrl: {e}"))?;
-        crate::net::Url::parse(&self.panel_url).map_err(|e| format!("panelUrl: {e}"))?;
+        ctrl_io::Url::parse(&self.websocket_url).map_err(|e| format!("websocketUrl: {e}"))?;
+        ctrl_io::Url::parse(&self.panel_url).map_err(|e| format!("panelUrl: {e}"))?;
         Ok(())
     }
 
-    /// Writes the config atomically with mode 0600: a crash leaves either the old or the new
-    /// file, never a torn one.
+    /// Writes the config atomically with mode 0600 ([`ctrl_io::atomic_write`]): a crash
+    /// leaves either the old or the new file, never a torn one.
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
         let json = serde_json::to_vec_pretty(self).map_err(|e| ConfigError::Invalid {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        write_atomic(path, &json, 0o600).map_err(|source| ConfigError::Write {
+        ctrl_io::atomic_write(path, &json).map_err(|source| ConfigError::Write {
             path: path.to_path_buf(),
             source,
         })
     }
-}
-
-/// Replaces `path` with `bytes`: write a sibling temp file with `mode`, fsync it, rename it
-/// over `path`, fsync the directory so the rename itself is durable.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("path has no file name"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        // `mode` only applies on creation; a stale temp file keeps its old bits otherwise.
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(&dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// Everything `agent run` needs besides the identity.
@@ -154,8 +117,8 @@ pub struct RunOptions {
     pub config_path: PathBuf,
     pub docker_socket: PathBuf,
     pub data_dir: PathBuf,
-    /// The host address port bindings are published on (default all interfaces).
-    pub host_ip: IpAddr,
+    /// The operator's node policy (`--node-config`); `None`: the defaults.
+    pub node_config: Option<PathBuf>,
     /// Interval between `resource_update` events per running server.
     pub resource_interval: Duration,
 }
@@ -167,7 +130,7 @@ impl RunOptions {
             config_path: PathBuf::from(DEFAULT_CONFIG),
             docker_socket: crate::docker::socket_from_env()?,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
-            host_ip: IpAddr::from([0, 0, 0, 0]),
+            node_config: None,
             resource_interval: DEFAULT_RESOURCE_INTERVAL,
         })
     }

@@ -1,20 +1,19 @@
 //! The node agent: runs game servers as Docker containers for the panel.
 //!
-//! Layout: `config` (agent.json, run options), `net` + `https` (TLS and the tiny REST
-//! client), `register` (capabilities, registration, token refresh), `token` (JWT expiry),
-//! `link` (the WebSocket to the panel), `logs` (console lines and their throttle), `query`
-//! (player counts), plus the Docker client (`docker`), confined file access (`files`) and
-//! cgroup statistics (`stats`), the game servers themselves (`servers`), and the program
-//! (`cli`, `run`, `logger`; `main.rs` only calls `cli::main`).
+//! Layout: `config` (agent.json, run options), `node` (the operator's node policy),
+//! `register` (capabilities, registration),
+//! `token` (JWT expiry), `link` (the WebSocket to the panel, token refresh), `logs` (console
+//! lines and their throttle), `query` (player counts), plus the Docker client (`docker`),
+//! confined file access (`files`) and cgroup statistics (`stats`), the game servers
+//! themselves (`servers`), and the program (`cli`, `run`; `main.rs` only calls `cli::main`).
+//! The HTTPS/WSS client, the atomic config write and the logger are `ctrl-io`'s.
 pub mod cli;
 pub mod config;
 pub mod docker;
 pub mod files;
-pub mod https;
 pub mod link;
-pub mod logger;
 pub mod logs;
-pub mod net;
+pub mod node;
 pub mod query;
 pub mod register;
 pub mod run;

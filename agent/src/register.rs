@@ -1,21 +1,19 @@
-//! `agent register`: detect what this node offers, register with the panel, write the
-//! identity to `agent.json`. Also the token refresh call `agent run` uses.
+//! `agent register`: detect what this node offers, register with the panel (through
+//! `ctrl-io`'s registration client), write the identity to `agent.json`. Also builds the
+//! REST client the token refresh uses.
 
 use crate::config::{AgentConfig, ConfigError};
 use crate::docker::{DockerClient, DockerError};
-use crate::https::{self, HttpError};
-use crate::net::{self, NetError, Scheme, Url};
-use proto::ErrorCode;
-use proto::rest::{
-    ApiError, Capabilities, RefreshRequest, RefreshResponse, RefreshedAgent, RegisterRequest,
-    RegisterResponse,
-};
+use ctrl_io::{ClientError, Rest, Scheme, Url};
+use proto::rest::{Capabilities, RegisterRequest};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Deadline of one REST call.
 pub const REST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest REST answer accepted (registration answers are a few hundred bytes).
+pub const MAX_ANSWER: usize = 1 << 20;
 /// The `port` reported at registration when none is given (the spec's example value; the
 /// agent itself listens on nothing, the panel treats it as informational).
 pub const DEFAULT_REPORTED_PORT: u16 = 8080;
@@ -28,17 +26,7 @@ pub enum RegisterError {
     #[error("cannot read {what}: {reason}")]
     Detect { what: &'static str, reason: String },
     #[error(transparent)]
-    Net(#[from] NetError),
-    #[error(transparent)]
-    Http(#[from] HttpError),
-    #[error("the panel refused the request (HTTP {status}, {code}): {message}")]
-    Rejected {
-        status: u16,
-        code: String,
-        message: String,
-    },
-    #[error("the panel's answer is not what the protocol says: {0}")]
-    BadAnswer(String),
+    Client(#[from] ClientError),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("invalid registration: {0}")]
@@ -49,8 +37,7 @@ impl RegisterError {
     /// True when the panel said the credentials are no good (401 / `AUTH_FAILED`): retrying
     /// the same call cannot succeed.
     pub fn is_auth_failure(&self) -> bool {
-        matches!(self, RegisterError::Rejected { status: 401, .. })
-            || matches!(self, RegisterError::Rejected { code, .. } if code == ErrorCode::AuthFailed.as_str())
+        matches!(self, RegisterError::Client(e) if e.is_auth_failure())
     }
 }
 
@@ -168,30 +155,25 @@ fn system_hostname() -> String {
     if ok { name } else { "localhost".into() }
 }
 
-/// The panel's base URL with `path` appended to its own path prefix.
-pub fn panel_endpoint(panel: &Url, path: &str) -> Url {
-    let base = panel
-        .path
-        .split('?')
-        .next()
-        .unwrap_or("")
-        .trim_end_matches('/');
-    panel.with_path(&format!("{base}{path}"))
+/// The REST client the agent talks to the panel with: `panel_url` is the panel's base URL
+/// (`https://host:port[/prefix]`).
+pub fn rest_client(panel_url: &str, tls: Arc<rustls::ClientConfig>) -> Result<Rest, ClientError> {
+    Ok(Rest::new(panel_url, tls)?
+        .with_timeout(REST_TIMEOUT)
+        .with_max_body(MAX_ANSWER)
+        .with_user_agent(concat!("ctrl-agent/", env!("CARGO_PKG_VERSION"))))
 }
 
 /// Runs `agent register`: detect, call the panel, write `--config`. Returns what it wrote.
 pub async fn register(args: &RegisterArgs) -> Result<AgentConfig, RegisterError> {
-    let panel = Url::parse(&args.panel)?;
-    if panel.scheme != Scheme::Https {
-        return Err(RegisterError::Invalid(
-            "--panel must be an https:// URL".into(),
-        ));
-    }
+    let panel = Url::parse_as(&args.panel, Scheme::Https)
+        .map_err(|e| RegisterError::Invalid(format!("--panel: {e}")))?;
     let ca_cert = args
         .ca_cert
         .as_ref()
         .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
-    let tls = net::client_config(ca_cert.as_deref())?;
+    let tls = ctrl_io::tls_config(ca_cert.as_deref())?;
+    let rest = rest_client(&args.panel, tls)?;
     let docker = DockerClient::connect(&args.docker_socket).await?;
     let capabilities = detect_capabilities(&docker).await?;
     let request = RegisterRequest {
@@ -212,20 +194,7 @@ pub async fn register(args: &RegisterArgs) -> Result<AgentConfig, RegisterError>
         request.capabilities.docker_version,
         request.capabilities.supported_architectures
     );
-    let body = serde_json::to_vec(&request).map_err(|e| RegisterError::Invalid(e.to_string()))?;
-    let url = panel_endpoint(&panel, "/api/agents/register");
-    let resp = https::post_json(&tls, &url, Some(&args.admin_token), &body, REST_TIMEOUT).await?;
-    let answer: RegisterResponse = parse_success(resp)?;
-    let agent = answer.agent;
-    proto::validate::id(proto::validate::IdKind::Agent, &agent.id)
-        .map_err(|e| RegisterError::BadAnswer(e.to_string()))?;
-    let ws = Url::parse(&agent.websocket_url)
-        .map_err(|e| RegisterError::BadAnswer(format!("websocketUrl: {e}")))?;
-    if ws.scheme != Scheme::Wss {
-        return Err(RegisterError::BadAnswer(
-            "websocketUrl must be wss://".into(),
-        ));
-    }
+    let agent = ctrl_io::register_with(&rest, &args.admin_token, &request).await?;
     let config = AgentConfig {
         id: agent.id,
         name: args.name.clone(),
@@ -237,71 +206,6 @@ pub async fn register(args: &RegisterArgs) -> Result<AgentConfig, RegisterError>
     };
     config.save(&args.config)?;
     Ok(config)
-}
-
-/// `POST /api/agents/refresh`: trades the refresh token for a new pair. The old refresh
-/// token is dead once this succeeds, so the caller must persist the answer before use.
-pub async fn refresh(
-    tls: &Arc<rustls::ClientConfig>,
-    panel_url: &str,
-    refresh_token: &str,
-) -> Result<RefreshedAgent, RegisterError> {
-    let panel = Url::parse(panel_url)?;
-    let url = panel_endpoint(&panel, "/api/agents/refresh");
-    let body = serde_json::to_vec(&RefreshRequest {
-        refresh_token: refresh_token.to_owned(),
-    })
-    .map_err(|e| RegisterError::Invalid(e.to_string()))?;
-    let resp = https::post_json(tls, &url, None, &body, REST_TIMEOUT).await?;
-    let answer: RefreshResponse = parse_success(resp)?;
-    if answer.agent.token.is_empty() || answer.agent.refresh_token.is_empty() {
-        return Err(RegisterError::BadAnswer(
-            "empty token in refresh answer".into(),
-        ));
-    }
-    Ok(answer.agent)
-}
-
-/// A 2xx answer with `"success": true` decoded as `T`; anything else as a clear error.
-fn parse_success<T: serde::de::DeserializeOwned + HasSuccess>(
-    resp: https::HttpResponse,
-) -> Result<T, RegisterError> {
-    if !resp.is_success() {
-        let (code, message) = match serde_json::from_slice::<ApiError>(&resp.body) {
-            Ok(e) => (e.error.code, e.error.message),
-            Err(_) => (
-                "HTTP_ERROR".to_owned(),
-                String::from_utf8_lossy(&resp.body[..resp.body.len().min(256)]).into_owned(),
-            ),
-        };
-        return Err(RegisterError::Rejected {
-            status: resp.status,
-            code,
-            message,
-        });
-    }
-    let value: T =
-        serde_json::from_slice(&resp.body).map_err(|e| RegisterError::BadAnswer(e.to_string()))?;
-    if !value.success() {
-        return Err(RegisterError::BadAnswer("\"success\" is false".into()));
-    }
-    Ok(value)
-}
-
-trait HasSuccess {
-    fn success(&self) -> bool;
-}
-
-impl HasSuccess for RegisterResponse {
-    fn success(&self) -> bool {
-        self.success
-    }
-}
-
-impl HasSuccess for RefreshResponse {
-    fn success(&self) -> bool {
-        self.success
-    }
 }
 
 #[cfg(test)]
@@ -336,47 +240,6 @@ mod tests {
         assert_eq!(map_arch("s390x"), "s390x");
         assert_eq!(map_arch("weird/\u{0}"), "weird");
         assert_eq!(map_arch(""), "unknown");
-    }
-
-    #[test]
-    fn endpoints_keep_the_panels_path_prefix() {
-        let p = Url::parse("https://h:8443").unwrap();
-        assert_eq!(
-            panel_endpoint(&p, "/api/agents/register").to_string(),
-            "https://h:8443/api/agents/register"
-        );
-        let p = Url::parse("https://h/panel/").unwrap();
-        assert_eq!(
-            panel_endpoint(&p, "/api/agents/refresh").path,
-            "/panel/api/agents/refresh"
-        );
-    }
-
-    #[test]
-    fn rejections_carry_the_panels_code_and_message() {
-        let resp = https::HttpResponse {
-            status: 401,
-            body: br#"{"success":false,"error":{"code":"AUTH_FAILED","message":"bad token"}}"#
-                .to_vec(),
-        };
-        let e = parse_success::<RefreshResponse>(resp).unwrap_err();
-        assert!(e.is_auth_failure());
-        assert!(e.to_string().contains("bad token"), "{e}");
-        let resp = https::HttpResponse {
-            status: 500,
-            body: b"oops".to_vec(),
-        };
-        let e = parse_success::<RefreshResponse>(resp).unwrap_err();
-        assert!(!e.is_auth_failure());
-        assert!(e.to_string().contains("oops"), "{e}");
-        let resp = https::HttpResponse {
-            status: 200,
-            body: br#"{"success":true,"agent":{"id":"a","token":"t","refreshToken":"r"}}"#.to_vec(),
-        };
-        assert_eq!(
-            parse_success::<RefreshResponse>(resp).unwrap().agent.id,
-            "a"
-        );
     }
 
     #[test]

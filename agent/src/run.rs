@@ -9,7 +9,7 @@ use crate::config::{AgentConfig, ConfigError, RunOptions};
 use crate::link::Link;
 use crate::link::creds::Credentials;
 use crate::link::outbox::Outbox;
-use crate::net::{self, NetError};
+use crate::node::{NodeConfigError, NodePolicy};
 use crate::servers::{ServerError, Servers, ServersConfig};
 use nix::sys::signal::{SigSet, Signal};
 use std::sync::Arc;
@@ -19,9 +19,11 @@ pub enum RunError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Net(#[from] NetError),
+    Client(#[from] ctrl_io::ClientError),
     #[error(transparent)]
     Servers(#[from] ServerError),
+    #[error(transparent)]
+    Node(#[from] NodeConfigError),
     #[error("cannot set up signal handling: {0}")]
     Signals(nix::errno::Errno),
 }
@@ -54,7 +56,8 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     // Before any other thread exists, so they all inherit the blocked mask.
     let signals = shutdown_signals()?;
     let config = AgentConfig::load(&opts.config_path)?;
-    let tls = net::client_config(config.ca_cert.as_deref())?;
+    let policy = NodePolicy::load(opts.node_config.as_deref())?;
+    let tls = ctrl_io::tls_config(config.ca_cert.as_deref())?;
     let creds = Arc::new(Credentials::new(
         config.clone(),
         opts.config_path.clone(),
@@ -66,7 +69,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         opts.docker_socket.clone(),
         opts.data_dir.clone(),
     );
-    scfg.host_ip = opts.host_ip;
+    scfg.policy = policy;
     scfg.resource_interval = opts.resource_interval;
     smol::block_on(async move {
         let servers = Arc::new(Servers::start(scfg, outbox.clone())?);

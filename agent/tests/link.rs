@@ -132,7 +132,7 @@ async fn start_agent(
         ca_cert: Some(dir.join("ca.pem")),
     };
     config.save(&config_path).unwrap();
-    let client_tls = agent::net::client_config(config.ca_cert.as_deref()).unwrap();
+    let client_tls = ctrl_io::tls_config(config.ca_cert.as_deref()).unwrap();
     let creds = Arc::new(Credentials::new(config, config_path.clone(), client_tls));
     let outbox = Arc::new(Outbox::default());
     let servers = Arc::new(

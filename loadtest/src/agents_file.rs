@@ -1,8 +1,6 @@
 //! A saved set of registered agents (`--agents-file`), so repeated runs against the same
 //! panel skip registration. JSON, mode 0600: it holds live tokens.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -37,21 +35,10 @@ impl AgentsFile {
         }
     }
 
-    /// Writes atomically (temp file + rename) with mode 0600.
+    /// Writes atomically with mode 0600 ([`ctrl_io::atomic_write`]).
     pub fn save(&self, path: &Path) -> Result<(), String> {
-        let tmp = path.with_extension("tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().map_err(|e| format!("{}: {e}", path.display()))
+        let json = serde_json::to_vec(self).map_err(|e| format!("{}: {e}", path.display()))?;
+        ctrl_io::atomic_write(path, &json).map_err(|e| format!("{}: {e}", path.display()))
     }
 }
 

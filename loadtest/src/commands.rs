@@ -6,8 +6,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::client::{ClientError, Rest};
 use crate::stats::{Counter, Errors, Latencies};
+use ctrl_io::{ClientError, Rest};
 
 /// What the command driver saw.
 #[derive(Default)]

@@ -18,9 +18,9 @@ use futures_lite::{StreamExt, future};
 use futures_util::SinkExt;
 use parking_lot::Mutex;
 
-use crate::client::{self, Ws, WsOptions};
 use crate::sim::{AgentSim, EventGen, Incoming};
 use crate::stats::{Counter, Errors, Latencies};
+use ctrl_io::{Ws, WsOptions};
 
 /// One registered agent as the crowd needs it.
 #[derive(Debug, Clone)]
@@ -221,7 +221,7 @@ async fn run_agent(
         pacer.wait().await;
         let wake = control.receiver();
         let started = Instant::now();
-        let connect = client::connect_agent_with(
+        let connect = ctrl_io::connect_agent_with(
             &config.ws_url,
             config.tls.clone(),
             &ident.id,
@@ -290,9 +290,9 @@ async fn run_agent(
 }
 
 /// `connect.rejected_401`, `connect.io`, ...
-pub fn connect_error_kind(e: &client::ClientError) -> String {
+pub fn connect_error_kind(e: &ctrl_io::ClientError) -> String {
     match e {
-        client::ClientError::Rejected { status, .. } => format!("connect.rejected_{status}"),
+        ctrl_io::ClientError::Rejected { status, .. } => format!("connect.rejected_{status}"),
         other => format!("connect.{}", other.kind()),
     }
 }
@@ -398,13 +398,13 @@ async fn session(
                     Ok(()) => stats.events_sent.add(due),
                     Err(e) => {
                         stats.events_send_failed.add(due);
-                        return End::Lost(format!("agent.send_{}", client::ws_error(e).kind()));
+                        return End::Lost(format!("agent.send_{}", ctrl_io::ws_error(e).kind()));
                     }
                 }
             }
             Ev::Frame(None) => return End::Lost("agent.eof".into()),
             Ev::Frame(Some(Err(e))) => {
-                return End::Lost(format!("agent.read_{}", client::ws_error(e).kind()));
+                return End::Lost(format!("agent.read_{}", ctrl_io::ws_error(e).kind()));
             }
             Ev::Frame(Some(Ok(msg))) => {
                 let bytes: &[u8] = match &msg {
@@ -423,7 +423,7 @@ async fn session(
                 }
                 for frame in out.drain(..) {
                     if let Err(e) = ws.send(WsMessage::text(frame)).await {
-                        return End::Lost(format!("agent.send_{}", client::ws_error(e).kind()));
+                        return End::Lost(format!("agent.send_{}", ctrl_io::ws_error(e).kind()));
                     }
                 }
             }
@@ -475,12 +475,12 @@ mod tests {
 
     #[test]
     fn connect_error_kinds() {
-        let e = client::ClientError::Rejected {
+        let e = ctrl_io::ClientError::Rejected {
             status: 401,
             body: String::new(),
         };
         assert_eq!(connect_error_kind(&e), "connect.rejected_401");
-        let e = client::ClientError::Timeout(Duration::from_secs(1));
+        let e = ctrl_io::ClientError::Timeout(Duration::from_secs(1));
         assert_eq!(connect_error_kind(&e), "connect.timeout");
     }
 }

@@ -1,8 +1,7 @@
-//! Thousands of simulated agents against a real panel, and the client library the tests
-//! share ([`client`]).
+//! Thousands of simulated agents against a real panel. The HTTPS/WSS client they use is
+//! `ctrl-io`'s (shared with the agent and the tests).
 
 pub mod agents_file;
-pub mod client;
 pub mod commands;
 pub mod config;
 pub mod fleet;

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::agents_file::{AgentsFile, SavedAgent};
-use crate::client::{self, ClientError, Rest, Target};
 use crate::commands::{self, CmdStats};
 use crate::config::Config;
 use crate::fleet::{self, AgentIdent, Control, FleetConfig, FleetStats};
@@ -27,6 +26,7 @@ use crate::rlimit;
 use crate::sim::server_id_for;
 use crate::stats::{Errors, LatencySummary};
 use crate::subscriber::{self, SubStats};
+use ctrl_io::{ClientError, Rest, Scheme, Url};
 
 /// Why a run could not be carried out (as opposed to what it measured).
 #[derive(Debug, thiserror::Error)]
@@ -116,11 +116,12 @@ struct Run {
 
 impl Run {
     fn new(cfg: Config, ex: Rc<smol::LocalExecutor<'static>>) -> Result<Run, RunError> {
-        let tls = client::tls_config(cfg.ca_cert.as_deref()).map_err(ctx("TLS setup"))?;
+        let tls = ctrl_io::tls_config(cfg.ca_cert.as_deref()).map_err(ctx("TLS setup"))?;
         let rest = Rest::new(&cfg.panel, tls.clone())
             .map_err(ctx("--panel"))?
+            .with_user_agent("ctrl-loadtest")
             .with_timeout(Duration::from_secs(40));
-        let port = Target::parse(&cfg.panel, &["https"])
+        let port = Url::parse_as(&cfg.panel, Scheme::Https)
             .map_err(ctx("--panel"))?
             .port;
         let pid = cfg.panel_pid.or_else(|| procfs::find_pid_by_port(port));
@@ -572,7 +573,7 @@ impl Run {
                 .parallel(names, SETUP_CONCURRENCY, move |name| {
                     let (rest, token) = (rest.clone(), token.clone());
                     async move {
-                        let r = client::register(&rest, &token, &name).await;
+                        let r = ctrl_io::register(&rest, &token, &name).await;
                         (name, r)
                     }
                 })

@@ -293,6 +293,8 @@ impl AgentSim {
                         modified: 1_700_000_000,
                         mode: 0o644,
                     }],
+                    total: 1,
+                    next_offset: None,
                     truncated: false,
                 };
                 data_response(id, ts, &data)

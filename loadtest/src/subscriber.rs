@@ -11,9 +11,9 @@ use std::time::Duration;
 use async_tungstenite::tungstenite::Message as WsMessage;
 use futures_lite::{StreamExt, future};
 
-use crate::client::{self, WsOptions};
 use crate::sim::parse_event_id;
 use crate::stats::{Counter, Errors};
+use ctrl_io::WsOptions;
 
 /// What one subscriber saw.
 #[derive(Default)]
@@ -83,13 +83,13 @@ pub async fn run(
     let mut decoder = proto::Decoder::default();
     let bearer = format!("Bearer {admin_token}");
     let options = WsOptions {
-        config: client::large_config(),
+        config: ctrl_io::large_config(),
         timeout: Duration::from_secs(30),
     };
     let headers = [("Authorization", bearer.as_str())];
     let mut first = true;
     loop {
-        let connect = client::ws_connect_with(&url, tls.clone(), &headers, options);
+        let connect = ctrl_io::ws_connect_with(&url, tls.clone(), &headers, options);
         let ws = future::or(async { Some(connect.await) }, async {
             let _ = stop.recv().await;
             None
@@ -100,7 +100,7 @@ pub async fn run(
             Some(Ok(ws)) => ws,
             Some(Err(e)) => {
                 errors.add(match &e {
-                    client::ClientError::Rejected { status, .. } => {
+                    ctrl_io::ClientError::Rejected { status, .. } => {
                         format!("subscriber.rejected_{status}")
                     }
                     other => format!("subscriber.{}", other.kind()),
@@ -156,7 +156,7 @@ pub async fn run(
                 }
                 Some(Some(Ok(_))) => {}
                 Some(Some(Err(e))) => {
-                    errors.add(format!("subscriber.read_{}", client::ws_error(e).kind()));
+                    errors.add(format!("subscriber.read_{}", ctrl_io::ws_error(e).kind()));
                     break;
                 }
             }

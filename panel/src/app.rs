@@ -221,7 +221,9 @@ impl Panel {
 
     /// Serves until the shutdown fires; then closes every socket cleanly and syncs storage.
     pub async fn run(self) -> Result<(), AppError> {
-        let router = Arc::new(api::router(&self.api));
+        let mut router = api::router(&self.api);
+        router.fallback(crate::ui::fallback());
+        let router = Arc::new(router);
         let served = http::serve(
             self.listener,
             self.tls,

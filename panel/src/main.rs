@@ -21,7 +21,7 @@ fn main() -> ExitCode {
             std::env::set_var("SMOL_THREADS", n.to_string())
         };
     }
-    panel::logger::init();
+    ctrl_io::logger::init("PANEL_LOG", "panel");
     let shutdown = Shutdown::new();
     if let Err(e) = shutdown.on_signals() {
         eprintln!("panel: cannot install signal handlers: {e}");

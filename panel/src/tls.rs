@@ -8,8 +8,8 @@
 //! for printing, formatted `AA:BB:…`.
 
 use std::fs;
-use std::io::{self, Write as _};
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::io;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -194,24 +194,9 @@ fn generate(dir: &Path, cert: &Path, key: &Path, extra_hosts: &[String]) -> Resu
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
     // Key first, written to a temporary name and renamed, so a crash never leaves a
     // certificate without its key.
-    write_atomic(key, signing_key.serialize_pem().as_bytes(), 0o600)?;
-    write_atomic(cert, certificate.pem().as_bytes(), 0o644)?;
+    ctrl_io::atomic_write(key, signing_key.serialize_pem().as_bytes()).map_err(io_err(key))?;
+    ctrl_io::atomic_write_mode(cert, certificate.pem().as_bytes(), 0o644).map_err(io_err(cert))?;
     Ok(())
-}
-
-fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
-    let tmp = path.with_extension("tmp");
-    let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io_err(&tmp))?;
-    f.write_all(data).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(io_err(path))
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {

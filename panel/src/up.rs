@@ -216,7 +216,8 @@ async fn register(
 /// address: `wss://0.0.0.0:…` after `--listen 0.0.0.0:…` (not a name the certificate holds,
 /// nor a destination to rely on), or a stale port after a rerun on another `--listen`. The
 /// local agent always runs on this host, so its URLs are set to the loopback one on every
-/// run (only when they differ; other fields are kept; written atomically, mode 0600).
+/// run (only when they differ; other fields are kept; written with
+/// [`ctrl_io::atomic_write`]: atomically, mode 0600).
 fn point_agent_at(config: &Path, url: &str) -> Result<(), UpError> {
     use serde_json::Value;
     let invalid = |message: String| UpError::AgentConfig {
@@ -246,27 +247,7 @@ fn point_agent_at(config: &Path, url: &str) -> Result<(), UpError> {
     fields.insert("websocketUrl".into(), Value::String(ws));
     fields.insert("panelUrl".into(), Value::String(panel));
     let text = serde_json::to_vec_pretty(&doc).map_err(|e| invalid(e.to_string()))?;
-    write_private(config, &text).map_err(io(format!("writing {}", config.display())))
-}
-
-/// Replaces `path` with `bytes` atomically (sibling temp file, fsync, rename), mode 0600:
-/// the file holds the agent's tokens.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)
+    ctrl_io::atomic_write(config, &text).map_err(io(format!("writing {}", config.display())))
 }
 
 fn spawn_agent(agent_bin: &Path, config: &Path, data: &Path) -> std::io::Result<Child> {

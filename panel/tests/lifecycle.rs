@@ -252,11 +252,16 @@ fn healthz_needs_no_auth() {
             .unwrap();
         assert_eq!(st, 200, "{v}");
         assert_eq!(v, json!({"success": true}));
-        // Unknown routes are JSON 404s.
+        // Unknown API routes are JSON 404s (other paths are the web UI's shell, see ui.rs).
         let (st, v) = h
             .panel
             .rest
-            .json("GET", "/no/such/route", Some(&h.panel.admin_token), None)
+            .json(
+                "GET",
+                "/api/no/such/route",
+                Some(&h.panel.admin_token),
+                None,
+            )
             .await
             .unwrap();
         assert_eq!(st, 404, "{v}");

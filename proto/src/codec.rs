@@ -53,7 +53,8 @@ pub struct Envelope<'a> {
     pub success: Option<bool>,
 }
 
-/// A reusable decoder: one per connection.
+/// A reusable decoder. It owns scratch buffers and is not `Sync`: keep one per thread (the
+/// panel's executors) or per connection (the agent's reader) and reuse it for every frame.
 pub struct Decoder {
     scratch: Vec<u8>,
     buffers: simd_json::Buffers,
@@ -166,6 +167,20 @@ pub fn encode_into(msg: &Message<'_>, out: &mut Vec<u8>) {
     // BENCHMARKS.md), and serialising these types cannot fail: keys are strings and every
     // float is finite by construction.
     serde_json::to_writer(&mut *out, msg).expect("messages always serialise");
+}
+
+/// The bytes `s` takes as a JSON string as [`encode_into`] writes it, quotes included:
+/// a quote, a backslash and the short control escapes take two bytes, other control characters six
+/// (`\u001f`), everything else (UTF-8 included) itself. Lets a sender size an answer
+/// before building it.
+pub fn json_string_len(s: &str) -> usize {
+    s.bytes().fold(2usize, |n, b| {
+        n.saturating_add(match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+    })
 }
 
 /// Encodes a message into a fresh buffer.
@@ -300,6 +315,23 @@ impl<'de> Deserialize<'de> for DataServerId<'de> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_string_len_matches_the_encoder() {
+        let every_byte: String = (0u8..=0x7f).map(char::from).collect();
+        for s in [
+            "",
+            "plain",
+            "quote\"back\\slash",
+            "é€😀",
+            &every_byte,
+            "\u{7f}\u{1f}\n",
+        ] {
+            let encoded = serde_json::to_string(s).unwrap();
+            assert_eq!(json_string_len(s), encoded.len(), "{s:?}");
+        }
+        assert_eq!(json_string_len(&"\u{1}".repeat(1000)), 6002);
+    }
 
     #[test]
     fn nul_after_a_scalar_is_refused_on_every_path() {

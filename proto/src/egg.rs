@@ -11,9 +11,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::eggs::model::{ConfigFile, InstallScript};
 use crate::message::{Str, own};
 
-/// An egg: the spec's fields plus the optional `stop`, `query` and `user` extensions.
+/// An egg: the spec's fields plus the optional `stop`, `query` and `user` extensions, and
+/// the eggs extensions `install`, `configFiles` and `done` (see [`crate::eggs`]; checked by
+/// [`crate::validate::egg`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EggConfig<'a> {
     #[serde(borrow)]
@@ -34,6 +37,16 @@ pub struct EggConfig<'a> {
     pub query: Option<QueryConfig<'a>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub user: Option<Str<'a>>,
+    /// Extension (eggs): the installation script, run in its own container on create and
+    /// on `reinstall_server`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install: Option<InstallScript>,
+    /// Extension (eggs): config files edited before every start.
+    #[serde(rename = "configFiles", default, skip_serializing_if = "Vec::is_empty")]
+    pub config_files: Vec<ConfigFile>,
+    /// Extension (eggs): console substrings that end `starting` (empty: running at once).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub done: Vec<String>,
 }
 
 impl EggConfig<'_> {
@@ -64,6 +77,9 @@ impl EggConfig<'_> {
                 port: q.port,
             }),
             user: self.user.map(own),
+            install: self.install,
+            config_files: self.config_files,
+            done: self.done,
         }
     }
 }

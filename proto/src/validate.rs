@@ -21,8 +21,10 @@ const MAX_ENV_VARS: usize = 128;
 const MAX_ENV_NAME: usize = 128;
 const MAX_ENV_VALUE: usize = 32 * 1024;
 const MAX_STARTUP: usize = 8 * 1024;
-/// Below this a JVM or most game servers cannot even start.
-const MIN_MEMORY: u64 = 4 << 20;
+/// Docker's own minimum memory limit (it refuses less when creating the container).
+pub const MIN_MEMORY: u64 = 6 << 20;
+/// Largest uid or gid a server may run as: `(uid_t)-1` means "no id" to the kernel.
+pub const MAX_USER_ID: u32 = u32::MAX - 1;
 /// Variables the agent sets itself; an egg may use but not define them.
 pub const RESERVED_ENV: &[&str] = &["SERVER_MEMORY", "SERVER_PORT", "SERVER_IP", "STARTUP"];
 
@@ -152,6 +154,8 @@ impl Protocol {
 pub struct ValidEgg {
     pub limits: EggLimits,
     pub ports: Vec<PortBinding>,
+    /// `user` as numbers (`uid`, `gid`; a lone uid is its own gid), when the egg sets one.
+    pub user: Option<(u32, u32)>,
 }
 
 /// Checks an egg completely: name, image reference, ports, environment, limits, startup line
@@ -164,7 +168,12 @@ pub fn egg(egg: &EggConfig<'_>) -> Result<ValidEgg, ValidationError> {
     let limits = limits(egg)?;
     startup(egg)?;
     extensions(egg)?;
-    Ok(ValidEgg { limits, ports })
+    let user = egg.user.as_deref().map(user_ids).transpose()?;
+    Ok(ValidEgg {
+        limits,
+        ports,
+        user,
+    })
 }
 
 fn egg_name(name: &str) -> Result<(), ValidationError> {
@@ -275,7 +284,10 @@ fn limits(egg: &EggConfig<'_>) -> Result<EggLimits, ValidationError> {
     let disk = Bytes::parse(&egg.limits.disk).map_err(q("disk"))?;
     let cpu = MilliCpu::parse(&egg.limits.cpu).map_err(q("cpu"))?;
     if memory.0 < MIN_MEMORY {
-        return Err(egg_err("limits.memory", "must be at least 4m"));
+        return Err(egg_err(
+            "limits.memory",
+            "must be at least 6m (Docker's minimum)",
+        ));
     }
     if disk.0 == 0 {
         return Err(q("disk")(QuantityError::Zero(egg.limits.disk.to_string())));
@@ -353,6 +365,7 @@ pub fn substitute<'v>(line: &str, lookup: impl Fn(&str) -> Option<&'v str>) -> S
 }
 
 fn extensions(egg: &EggConfig<'_>) -> Result<(), ValidationError> {
+    crate::eggs::check::wire(egg).map_err(|e| egg_err(e.field, e.reason))?;
     if let Some(stop) = &egg.stop {
         if let Some(cmd) = &stop.command {
             console_line(cmd).map_err(|r| egg_err("stop.command", r.to_string()))?;
@@ -369,26 +382,41 @@ fn extensions(egg: &EggConfig<'_>) -> Result<(), ValidationError> {
             return Err(egg_err("query.port", "must be 1..=65535"));
         }
     }
-    if let Some(user) = &egg.user {
-        let ok = match user.split_once(':') {
-            Some((u, g)) => numeric_id(u) && numeric_id(g),
-            None => numeric_id(user),
-        };
-        if !ok {
-            return Err(egg_err("user", "must be numeric `uid` or `uid:gid`"));
-        }
-        if user.split(':').next() == Some("0") {
-            return Err(egg_err("user", "servers never run as root (uid 0)"));
-        }
-    }
     Ok(())
 }
 
-fn numeric_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 10
-        && s.bytes().all(|c| c.is_ascii_digit())
-        && s.parse::<u32>().is_ok()
+/// `uid` or `uid:gid`, parsed as numbers: digits only, each at most [`MAX_USER_ID`], and a
+/// uid that is not 0 however it is spelled (`"00"`, `"0000000000"`). A lone uid is its own
+/// gid. Group 0 is left to the agent's node policy.
+pub fn user_ids(user: &str) -> Result<(u32, u32), ValidationError> {
+    let (u, g) = user.split_once(':').unwrap_or((user, user));
+    let (Some(uid), Some(gid)) = (numeric_id(u), numeric_id(g)) else {
+        return Err(egg_err(
+            "user",
+            format!("must be numeric `uid` or `uid:gid`, each 1..={MAX_USER_ID}"),
+        ));
+    };
+    if uid == 0 {
+        return Err(egg_err("user", "servers never run as root (uid 0)"));
+    }
+    Ok((uid, gid))
+}
+
+/// A decimal id: ASCII digits only (leading zeros allowed), at most [`MAX_USER_ID`].
+fn numeric_id(s: &str) -> Option<u32> {
+    if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let digits = s.trim_start_matches('0');
+    if digits.len() > 10 {
+        return None;
+    }
+    let n: u64 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().ok()?
+    };
+    u32::try_from(n).ok().filter(|&n| n <= MAX_USER_ID)
 }
 
 /// The signals a stop or kill may name, with their numbers (Linux).
@@ -515,6 +543,19 @@ pub fn image_reference(image: &str) -> Result<(), String> {
         path_component(c)?;
     }
     Ok(())
+}
+
+/// The registry an image reference pulls from (`host` or `host:port`, as written), or
+/// `None` for Docker Hub (a first component without `.` or `:` that is not `localhost`).
+pub fn image_registry(image: &str) -> Option<&str> {
+    let name = image.split_once('@').map_or(image, |(n, _)| n);
+    let (first, _) = name.split_once('/')?;
+    (first.contains(['.', ':']) || first == "localhost").then_some(first)
+}
+
+/// A registry as written in an image reference: `host` or `host:port`.
+pub fn registry_host(registry: &str) -> Result<(), String> {
+    domain(registry)
 }
 
 fn domain(d: &str) -> Result<(), String> {

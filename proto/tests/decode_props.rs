@@ -70,6 +70,9 @@ fn egg() -> impl Strategy<Value = EggConfig<'static>> {
                     port,
                 }),
                 user: None,
+                install: None,
+                config_files: Vec::new(),
+                done: Vec::new(),
             },
         )
 }
@@ -78,7 +81,7 @@ fn action() -> impl Strategy<Value = Action<'static>> {
     prop_oneof![
         (ident(), egg()).prop_map(|(id, egg)| Action::CreateServer(CreateServer {
             server_id: s(id),
-            egg_config: egg
+            egg_config: Box::new(egg)
         })),
         Just(Action::StartServer),
         (
@@ -94,7 +97,16 @@ fn action() -> impl Strategy<Value = Action<'static>> {
         Just(Action::StopServer(None)),
         Just(Action::RestartServer(None)),
         Just(Action::GetStatus),
-        text().prop_map(|p| Action::ListFiles(PathPayload { path: s(p) })),
+        (
+            text(),
+            proptest::option::of(0u64..5000),
+            proptest::option::of(0u64..5000)
+        )
+            .prop_map(|(p, offset, limit)| Action::ListFiles(ListFiles {
+                path: s(p),
+                offset,
+                limit
+            })),
         text().prop_map(|p| Action::GetFile(PathPayload { path: s(p) })),
         Just(Action::KillServer(None)),
         any::<bool>().prop_map(|purge| Action::DeleteServer(Some(DeleteServer { purge }))),

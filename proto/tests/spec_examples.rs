@@ -86,9 +86,7 @@ fn file_commands() {
     let c = command("command_list_files");
     assert_eq!(
         c.action,
-        Action::ListFiles(PathPayload {
-            path: "/server".into()
-        })
+        Action::ListFiles(ListFiles::path("/server".into()))
     );
     let c = command("command_get_file");
     assert_eq!(
@@ -277,7 +275,9 @@ fn fixtures_cover_the_spec() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let fixtures: Vec<Value> = std::fs::read_dir(&dir)
         .unwrap()
-        .map(|e| serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
         .collect();
     let mut found = 0;
     for block in text.split("```json").skip(1) {

@@ -243,6 +243,49 @@ fn extensions_stop_query_user() {
     rejects(|e| e["user"] = json!("root"), "numeric");
 }
 
+/// Ids are numbers, not spellings: every way of writing uid 0 is root, and the kernel's
+/// "no id" value (`(uid_t)-1`) and anything wider are refused.
+#[test]
+fn user_ids_are_parsed_as_numbers() {
+    for root in ["0", "00", "000:0", "0000000000", "0:1000", "00:00"] {
+        rejects(|e| e["user"] = json!(root), "root");
+    }
+    for wide in [
+        "4294967295",
+        "1000:4294967295",
+        "4294967296",
+        "99999999999",
+        "1000:99999999999",
+    ] {
+        rejects(|e| e["user"] = json!(wide), "user");
+    }
+    for bad in [
+        "", ":", "1000:", ":1000", "+1000", " 1000", "1000 ", "1e3", "-1", "1:2:3",
+    ] {
+        rejects(|e| e["user"] = json!(bad), "user");
+    }
+    let v = with(|e| e["user"] = json!("0001000:01000")).unwrap();
+    assert_eq!(v.user, Some((1000, 1000)));
+    let v = with(|e| e["user"] = json!("1234")).unwrap();
+    assert_eq!(v.user, Some((1234, 1234)));
+    let v = with(|e| e["user"] = json!("4294967294:1")).unwrap();
+    assert_eq!(v.user, Some((4294967294, 1)));
+    // Group 0 parses; whether a node allows it is the agent's decision.
+    let v = with(|e| e["user"] = json!("1000:0")).unwrap();
+    assert_eq!(v.user, Some((1000, 0)));
+    assert_eq!(with(|_| {}).unwrap().user, None);
+}
+
+/// Docker refuses a memory limit below 6 MiB when it creates the container; validation
+/// refuses it first, with a message that says so.
+#[test]
+fn memory_below_dockers_minimum_is_refused() {
+    for small in ["4m", "5m", "1m"] {
+        rejects(|e| e["limits"]["memory"] = json!(small), "memory");
+    }
+    with(|e| e["limits"]["memory"] = json!("6m")).unwrap();
+}
+
 #[test]
 fn ids() {
     for ok in ["server_123", "agent_uuid", "a", "0f8e-12", &"x".repeat(64)] {
@@ -396,4 +439,26 @@ fn escaped_strings_decode_correctly() {
         panic!()
     };
     assert_eq!(l.message, "a \"quoted\" é\n line");
+}
+
+#[test]
+fn image_registries() {
+    assert_eq!(validate::image_registry("alpine"), None);
+    assert_eq!(validate::image_registry("library/alpine:3"), None);
+    assert_eq!(
+        validate::image_registry("ghcr.io/pterodactyl/yolks:java_17"),
+        Some("ghcr.io")
+    );
+    assert_eq!(
+        validate::image_registry("127.0.0.1:32160/probe/x:1"),
+        Some("127.0.0.1:32160")
+    );
+    assert_eq!(validate::image_registry("localhost/x"), Some("localhost"));
+    assert_eq!(
+        validate::image_registry("reg:5000/x@sha256:0123456789abcdef0123456789abcdef"),
+        Some("reg:5000")
+    );
+    validate::registry_host("registry.lan:5000").unwrap();
+    assert!(validate::registry_host("not a host").is_err());
+    assert!(validate::registry_host("host:99999").is_err());
 }

@@ -27,7 +27,7 @@ impl Events {
         let url = panel.api.rest.wss_url("/api/events");
         let tls = panel.api.tls();
         let auth = format!("Bearer {}", panel.token);
-        let ws = smol::block_on(loadtest::client::ws_connect(
+        let ws = smol::block_on(ctrl_io::ws_connect(
             &url,
             tls,
             &[("Authorization", auth.as_str())],

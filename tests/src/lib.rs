@@ -2,6 +2,7 @@
 //! Engine, and guards that clean up containers and processes even when a test panics.
 
 pub mod agent;
+pub mod cdp;
 pub mod egg;
 pub mod events;
 pub mod panel;

@@ -78,7 +78,7 @@ impl Panel {
 
 /// A blocking client for the operator API (admin bearer token on every call).
 pub struct Api {
-    pub rest: loadtest::client::Rest,
+    pub rest: ctrl_io::Rest,
     pub token: String,
 }
 
@@ -127,9 +127,9 @@ impl Answer {
 
 impl Api {
     pub fn new(base_url: &str, ca: &Path, token: &str) -> Api {
-        let tls = loadtest::client::tls_config(Some(ca))
+        let tls = ctrl_io::tls_config(Some(ca))
             .unwrap_or_else(|e| panic!("TLS config from {}: {e}", ca.display()));
-        let rest = loadtest::client::Rest::new(base_url, tls)
+        let rest = ctrl_io::Rest::new(base_url, tls)
             .unwrap_or_else(|e| panic!("client for {base_url}: {e}"))
             .with_timeout(CALL_TIMEOUT);
         Api {
@@ -154,7 +154,7 @@ impl Api {
         method: &str,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<Answer, loadtest::client::ClientError> {
+    ) -> Result<Answer, ctrl_io::ClientError> {
         smol::block_on(self.rest.json(method, path, Some(&self.token), body))
             .map(|(status, body)| Answer { status, body })
     }

@@ -468,7 +468,13 @@ fn quickstart_panel_up_curl_lines_ctrl_c_and_rerun() {
     // Ctrl-C in the terminal: SIGINT to panel and agent at once.
     let exit = up.signal(libc::SIGINT, true);
     assert!(exit.success(), "panel up on Ctrl-C: {exit}");
-    assert!(up.stdout().iter().any(|l| l == "panel stopped"));
+    // The process has exited, but its last line may still be in the reader thread's pipe.
+    eventually("\"panel stopped\" on stdout", EXIT, || {
+        up.stdout()
+            .iter()
+            .any(|l| l == "panel stopped")
+            .then_some(())
+    });
     assert_all_gone(agent, up.pid());
     // As whenever an agent stops, the game server keeps running.
     assert!(

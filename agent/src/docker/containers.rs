@@ -242,7 +242,7 @@ pub(crate) async fn check_pull_progress(
         if let Some(message) = message {
             return Err(DockerError::ImagePull {
                 image: image.to_string(),
-                message,
+                failure: super::PullFailure::classify(image, &message),
             });
         }
     }

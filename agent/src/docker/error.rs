@@ -49,8 +49,10 @@ pub enum DockerError {
     #[error("Docker error (HTTP {status}): {message}")]
     Api { status: u16, message: String },
 
-    #[error("pulling image {image} failed: {message}")]
-    ImagePull { image: String, message: String },
+    /// The registry's own words stay in the agent's log: they can carry the body of
+    /// whatever answered at the registry's address (server-side request forgery).
+    #[error("pulling image {image} failed: {failure}")]
+    ImagePull { image: String, failure: PullFailure },
 
     #[error("invalid Docker request: {0}")]
     InvalidArgument(String),
@@ -98,6 +100,54 @@ impl DockerError {
                 ..
             }
         )
+    }
+}
+
+/// Why a pull failed, in the agent's words (never the registry's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PullFailure {
+    #[error("the image does not exist or the registry refused access")]
+    NotFoundOrDenied,
+    #[error("the registry could not be reached")]
+    Unreachable,
+    #[error("the registry's rate limit was reached")]
+    RateLimited,
+    #[error("the registry or Docker reported an error (details in the agent's log)")]
+    Other,
+}
+
+impl PullFailure {
+    /// Classifies Docker's message about a failed pull, and logs it (cut and escaped) for
+    /// the node's operator.
+    pub fn classify(image: &str, message: &str) -> PullFailure {
+        const LOGGED: usize = 300;
+        let cut: String = message.chars().take(LOGGED).collect();
+        log::warn!("pulling {image}: Docker said {cut:?}");
+        let lower = message.to_ascii_lowercase();
+        let any = |words: &[&str]| words.iter().any(|w| lower.contains(w));
+        if any(&["toomanyrequests", "rate limit"]) {
+            PullFailure::RateLimited
+        } else if any(&[
+            "manifest unknown",
+            "not found",
+            "pull access denied",
+            "does not exist",
+            "unauthorized",
+            "denied",
+        ]) {
+            PullFailure::NotFoundOrDenied
+        } else if any(&[
+            "connection refused",
+            "no such host",
+            "timeout",
+            "network is unreachable",
+            "no route to host",
+            "dial tcp",
+        ]) {
+            PullFailure::Unreachable
+        } else {
+            PullFailure::Other
+        }
     }
 }
 
@@ -220,6 +270,37 @@ mod tests {
             from_status(500, msg, Missing::Container).code(),
             ErrorCode::PortConflict
         );
+    }
+
+    #[test]
+    fn pull_failures_never_quote_the_registry() {
+        let body = "HTTP 200 from 127.0.0.1:8080: <html>SECRET-TOKEN-abc</html>";
+        let f = PullFailure::classify("127.0.0.1:8080/x:1", body);
+        assert_eq!(f, PullFailure::Other);
+        let e = DockerError::ImagePull {
+            image: "127.0.0.1:8080/x:1".into(),
+            failure: f,
+        };
+        assert!(!e.to_string().contains("SECRET"), "{e}");
+        assert!(e.to_string().contains("127.0.0.1:8080/x:1"), "{e}");
+        assert_eq!(e.code(), ErrorCode::DockerError);
+        for (msg, want) in [
+            ("manifest unknown", PullFailure::NotFoundOrDenied),
+            (
+                "pull access denied for x, repository does not exist",
+                PullFailure::NotFoundOrDenied,
+            ),
+            (
+                "Get \"https://r:5000/v2/\": dial tcp 10.0.0.1:5000: connect: connection refused",
+                PullFailure::Unreachable,
+            ),
+            (
+                "toomanyrequests: You have reached your pull rate limit",
+                PullFailure::RateLimited,
+            ),
+        ] {
+            assert_eq!(PullFailure::classify("x", msg), want, "{msg}");
+        }
     }
 
     #[test]

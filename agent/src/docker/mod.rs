@@ -6,7 +6,8 @@
 //!
 //! Layout: `http` (IO adapter, request plumbing), `error` (the error type and its wire
 //! code), `types` (answers), `spec` (container create body), `containers` (container
-//! calls and logs), `events`, `attach` (hijacked stdin/stdout), `mux` (stream framing).
+//! calls and logs), `networks`, `events`, `attach` (hijacked stdin/stdout), `mux` (stream
+//! framing).
 
 mod attach;
 mod containers;
@@ -14,16 +15,19 @@ mod error;
 mod events;
 mod http;
 mod mux;
+mod networks;
 mod spec;
 mod types;
 
 pub use attach::{Attach, AttachOptions, AttachWriter};
-pub use error::{DockerError, Missing};
+pub use error::{DockerError, Missing, PullFailure};
 pub use events::{Actor, Event, EventStream, LineSplitter, decode_event};
 pub use http::ByteStream;
 pub use mux::{DemuxError, Demuxer, OutputStream, StreamKind};
+pub use networks::{ICC_OPTION, NetworkInspect, NetworkSpec};
 pub use spec::{
-    CAP_ADD_ALLOWLIST, CreateSpec, Empty, HostConfig, Mount, PortBinding, Protocol, RestartPolicy,
+    CAP_ADD_ALLOWLIST, CreateSpec, Empty, HostConfig, LogConfig, Mount, PortBinding, Protocol,
+    RestartPolicy,
 };
 pub use types::{
     ContainerConfig, ContainerInspect, ContainerState, ContainerSummary, CpuStats, CpuUsage,
@@ -369,7 +373,7 @@ fn pull_error(image: &str, e: DockerError) -> DockerError {
         | DockerError::NotFound { message, .. }
         | DockerError::Conflict { message } => DockerError::ImagePull {
             image: image.to_string(),
-            message,
+            failure: PullFailure::classify(image, &message),
         },
         other => other,
     }
@@ -542,7 +546,7 @@ mod tests {
             assert_eq!(e.code(), proto::ErrorCode::ContainerNotFound, "{e:?}");
             let e = client.image_pull("x").await.unwrap_err();
             assert!(
-                matches!(&e, DockerError::ImagePull { image, message } if image == "x" && message == "manifest unknown"),
+                matches!(&e, DockerError::ImagePull { image, failure } if image == "x" && *failure == PullFailure::NotFoundOrDenied),
                 "{e:?}"
             );
         });

@@ -74,6 +74,34 @@ pub struct HostConfig {
     /// Mount point → mount options.
     pub tmpfs: BTreeMap<String, String>,
     pub restart_policy: RestartPolicy,
+    /// The network to join (`bridge` when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_mode: Option<String>,
+    /// How Docker keeps the container's output (the daemon's default when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_config: Option<LogConfig>,
+}
+
+/// `HostConfig.LogConfig`: a log driver and its options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LogConfig {
+    #[serde(rename = "Type")]
+    pub kind: String,
+    pub config: BTreeMap<String, String>,
+}
+
+impl LogConfig {
+    /// The json-file driver, rotated: at most `max_files` files of `max_size` each.
+    pub fn json_file(max_size: &str, max_files: u32) -> LogConfig {
+        LogConfig {
+            kind: "json-file".into(),
+            config: BTreeMap::from([
+                ("max-size".to_string(), max_size.to_string()),
+                ("max-file".to_string(), max_files.to_string()),
+            ]),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -170,6 +198,8 @@ impl CreateSpec {
                     name: "no".into(),
                     maximum_retry_count: 0,
                 },
+                network_mode: None,
+                log_config: None,
             },
         }
     }
@@ -266,6 +296,15 @@ mod tests {
         assert_eq!(hc["Mounts"][0]["Type"], "bind");
         assert_eq!(hc["Mounts"][0]["Target"], "/server");
         assert_eq!(hc["Mounts"][0]["ReadOnly"], false);
+        assert!(hc.get("NetworkMode").is_none() && hc.get("LogConfig").is_none());
+        spec.host_config.network_mode = Some("ctrl-servers".into());
+        spec.host_config.log_config = Some(LogConfig::json_file("16777216", 3));
+        let v: serde_json::Value = serde_json::to_value(&spec).unwrap();
+        let hc = &v["HostConfig"];
+        assert_eq!(hc["NetworkMode"], "ctrl-servers");
+        assert_eq!(hc["LogConfig"]["Type"], "json-file");
+        assert_eq!(hc["LogConfig"]["Config"]["max-size"], "16777216");
+        assert_eq!(hc["LogConfig"]["Config"]["max-file"], "3");
     }
 
     #[test]

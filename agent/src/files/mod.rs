@@ -14,6 +14,7 @@
 //!
 //! Everything here blocks; async callers wrap calls in `smol::unblock`.
 
+pub mod acl;
 mod error;
 mod path;
 mod resolve;
@@ -25,6 +26,6 @@ pub use path::{CONTAINER_ROOT, RelPath, to_relative};
 pub use resolve::Resolver;
 pub use usage::{DiskUsageCache, MAX_WALK_DEPTH};
 pub use volume::{
-    DEFAULT_MAX_LIST_ENTRIES, DEFAULT_MAX_READ_BYTES, DEFAULT_USAGE_MAX_AGE, FileContent, Listing,
-    MAX_WRITE_BYTES, Volume, WriteOptions,
+    DEFAULT_MAX_READ_BYTES, DEFAULT_USAGE_MAX_AGE, FileContent, Listing, MAX_LIST_SCAN,
+    MAX_PAGE_ENTRIES, MAX_WRITE_BYTES, Page, Volume, WriteOptions,
 };

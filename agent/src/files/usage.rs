@@ -80,6 +80,9 @@ impl Walk {
                         Ok(child) => child,
                         // Removed or swapped for a link since the fstatat: not ours to count.
                         Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => continue,
+                        // An unprivileged agent cannot enter a directory the server kept
+                        // to itself (see `acl.rs`); it counts what it can see.
+                        Err(Errno::EACCES) => continue,
                         Err(e) => return Err(io(e)),
                     };
                     let child_shown = format!("{shown}/{}", name.to_string_lossy());
@@ -139,6 +142,11 @@ impl DiskUsageCache {
         let bytes = measure()?;
         *state = Some((Instant::now(), bytes));
         Ok(bytes)
+    }
+
+    /// Records a figure just measured.
+    pub fn store(&self, bytes: u64) {
+        *self.state.lock() = Some((Instant::now(), bytes));
     }
 
     /// Applies a known change (bytes added minus bytes removed) to the cached figure.

@@ -12,7 +12,7 @@ use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fsync, unlinkat};
 use parking_lot::Mutex;
 use proto::{ContentEncoding, FileEntry, FileKind};
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::hash::BuildHasher;
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -25,8 +25,14 @@ use std::time::Duration;
 pub const DEFAULT_MAX_READ_BYTES: u64 = 1 << 20;
 /// Largest content one [`Volume::write`] accepts.
 pub const MAX_WRITE_BYTES: u64 = 8 << 20;
-/// Default cap on the entries one [`Volume::list`] returns.
-pub const DEFAULT_MAX_LIST_ENTRIES: usize = 10_000;
+/// Entries of one directory the agent reads (and sorts) at most; beyond this a listing is
+/// `truncated`.
+pub const MAX_LIST_SCAN: usize = 100_000;
+/// Entries of one page, by default and at most.
+pub const MAX_PAGE_ENTRIES: usize = 1000;
+/// What one entry costs on the wire besides its name (`{"name":…,"type":"symlink",
+/// "size":…,"modified":…,"mode":…},` with the widest numbers).
+const ENTRY_WIRE_OVERHEAD: usize = 110;
 /// Default interval between two disk-usage walks.
 pub const DEFAULT_USAGE_MAX_AGE: Duration = Duration::from_secs(30);
 
@@ -39,12 +45,39 @@ const TEMP_ATTEMPTS: usize = 8;
 /// Longest part of the target name kept in the temp name, so the temp name stays ≤ 255.
 const TEMP_NAME_KEEP: usize = 200;
 
-/// A directory listing.
+/// Which page of a directory to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// Index of the first entry (in name order).
+    pub offset: u64,
+    /// Entries at most (capped at [`MAX_PAGE_ENTRIES`]).
+    pub limit: usize,
+    /// What the entries may take on the wire at most, JSON-escaped: the page ends early
+    /// rather than exceed it.
+    pub max_bytes: usize,
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Page {
+            offset: 0,
+            limit: MAX_PAGE_ENTRIES,
+            max_bytes: usize::MAX,
+        }
+    }
+}
+
+/// One page of a directory listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listing {
-    /// Directories first, then everything else, each group by name (bytewise).
+    /// Sorted by name (bytewise).
     pub entries: Vec<FileEntry>,
-    /// The directory holds more entries than the cap; `entries` is an arbitrary subset.
+    /// Entries in the directory (at most [`MAX_LIST_SCAN`]).
+    pub total: u64,
+    /// Where the next page starts, when entries follow this one.
+    pub next_offset: Option<u64>,
+    /// The directory holds more than [`MAX_LIST_SCAN`] entries; the listing covers the
+    /// first ones the kernel returned.
     pub truncated: bool,
 }
 
@@ -80,6 +113,9 @@ pub struct Volume {
     dev: u64,
     resolver: Resolver,
     owner: Option<(Uid, Gid)>,
+    /// The volume is shared through ACLs (see `acl.rs`): what the agent creates keeps the
+    /// group (mask) bits that let the server's user write it.
+    shared: bool,
     usage: DiskUsageCache,
     /// Serialises writes so the disk-limit check and the cache adjustment are one step.
     write_lock: Mutex<()>,
@@ -105,6 +141,7 @@ impl Volume {
             dev: st.st_dev,
             resolver,
             owner: None,
+            shared: false,
             usage: DiskUsageCache::new(DEFAULT_USAGE_MAX_AGE),
             write_lock: Mutex::new(()),
         })
@@ -113,6 +150,14 @@ impl Volume {
     /// Files and directories the agent creates are given to `uid:gid` (the container's user).
     pub fn with_owner(mut self, uid: u32, gid: u32) -> Volume {
         self.owner = Some((Uid::from_raw(uid), Gid::from_raw(gid)));
+        self
+    }
+
+    /// Files and directories the agent creates keep their owner (the agent) and are shared
+    /// with the server's user through the volume's default ACL: the agent never needs root.
+    pub fn with_shared_access(mut self) -> Volume {
+        self.owner = None;
+        self.shared = true;
         self
     }
 
@@ -127,20 +172,16 @@ impl Volume {
         self.resolver
     }
 
-    /// Lists a directory with [`DEFAULT_MAX_LIST_ENTRIES`].
-    pub fn list(&self, path: &str) -> Result<Listing, FileError> {
-        self.list_capped(path, DEFAULT_MAX_LIST_ENTRIES)
-    }
-
-    /// Lists a directory, at most `max_entries` of it. Entries are described without
+    /// Lists one page of a directory in name order. Names are read first (at most
+    /// [`MAX_LIST_SCAN`]), sorted, and only the page's entries are described — without
     /// following links (`fstatat(AT_SYMLINK_NOFOLLOW)`): a link shows as `symlink`.
-    pub fn list_capped(&self, path: &str, max_entries: usize) -> Result<Listing, FileError> {
+    pub fn list(&self, path: &str, page: Page) -> Result<Listing, FileError> {
         let rel = to_relative(path)?;
         let shown = rel.container_path();
         let fd = self.open_rel(&rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Follow::Beneath)?;
         let at = fd.try_clone().map_err(|e| FileError::from_io(&shown, &e))?;
         let mut dir = Dir::from_fd(fd).map_err(|e| FileError::from_errno(&shown, e))?;
-        let mut entries = Vec::new();
+        let mut names: Vec<CString> = Vec::new();
         let mut truncated = false;
         for entry in dir.iter() {
             let entry = entry.map_err(|e| FileError::from_errno(&shown, e))?;
@@ -148,22 +189,41 @@ impl Volume {
             if name.to_bytes() == b"." || name.to_bytes() == b".." {
                 continue;
             }
-            if entries.len() == max_entries {
+            if names.len() == MAX_LIST_SCAN {
                 truncated = true;
                 break;
             }
-            match describe(at.as_fd(), name) {
-                Ok(e) => entries.push(e),
-                Err(Errno::ENOENT) => continue, // removed since getdents saw it
-                Err(e) => return Err(FileError::from_errno(&shown, e)),
-            }
+            names.push(name.to_owned());
         }
-        entries.sort_by(|a, b| {
-            (a.kind != FileKind::Dir)
-                .cmp(&(b.kind != FileKind::Dir))
-                .then_with(|| a.name.cmp(&b.name))
-        });
-        Ok(Listing { entries, truncated })
+        names.sort_unstable();
+        let total = names.len() as u64;
+        let limit = page.limit.min(MAX_PAGE_ENTRIES);
+        let mut entries = Vec::new();
+        let mut bytes = 0usize;
+        let mut index = usize::try_from(page.offset).unwrap_or(usize::MAX);
+        while index < names.len() && entries.len() < limit {
+            let entry = match describe(at.as_fd(), &names[index]) {
+                Ok(e) => e,
+                Err(Errno::ENOENT) => {
+                    index += 1; // removed since getdents saw it
+                    continue;
+                }
+                Err(e) => return Err(FileError::from_errno(&shown, e)),
+            };
+            let cost = proto::codec::json_string_len(&entry.name) + ENTRY_WIRE_OVERHEAD;
+            if bytes.saturating_add(cost) > page.max_bytes && !entries.is_empty() {
+                break;
+            }
+            bytes = bytes.saturating_add(cost);
+            entries.push(entry);
+            index += 1;
+        }
+        Ok(Listing {
+            entries,
+            total,
+            next_offset: (index < names.len()).then_some(index as u64),
+            truncated,
+        })
     }
 
     /// Reads a regular file of at most `max_bytes` (see [`DEFAULT_MAX_READ_BYTES`]).
@@ -239,7 +299,11 @@ impl Volume {
                 });
             }
         }
-        let mode = old.map_or(NEW_FILE_MODE, |st| st.st_mode & 0o7777);
+        let mut mode = old.map_or(NEW_FILE_MODE, |st| st.st_mode & 0o7777);
+        if self.shared {
+            // Under a default ACL the group bits are the mask: rw for the server's user.
+            mode |= 0o060;
+        }
         self.replace(dir.as_fd(), name, bytes, mode)
             .map_err(|e| FileError::from_errno(&shown, e))?;
         self.usage.adjust(new_size as i64 - old_size as i64);
@@ -249,6 +313,13 @@ impl Volume {
     /// Measures the volume now (a full walk; see `usage.rs` for what counts).
     pub fn disk_usage(&self) -> Result<u64, FileError> {
         measure(self.root.as_fd(), self.dev)
+    }
+
+    /// Measures the volume now and makes that the figure writes are checked against.
+    pub fn measure_now(&self) -> Result<u64, FileError> {
+        let bytes = self.disk_usage()?;
+        self.usage.store(bytes);
+        Ok(bytes)
     }
 
     /// The disk usage, re-measured only when the cached figure is older than the max age.
@@ -294,7 +365,12 @@ impl Volume {
             Err(Errno::ENOENT) => {}
             other => return other.map_err(|e| explain(dir, name, e)),
         }
-        match mkdirat(dir, name, Mode::from_bits_truncate(NEW_DIR_MODE)) {
+        let dir_mode = if self.shared {
+            NEW_DIR_MODE | 0o070
+        } else {
+            NEW_DIR_MODE
+        };
+        match mkdirat(dir, name, Mode::from_bits_truncate(dir_mode)) {
             Ok(()) | Err(Errno::EEXIST) => {}
             Err(e) => return Err(e),
         }

@@ -69,8 +69,8 @@ impl Credentials {
         if current.token != seen_token {
             return Ok(());
         }
-        let fresh =
-            register::refresh(&self.tls, &current.panel_url, &current.refresh_token).await?;
+        let rest = register::rest_client(&current.panel_url, self.tls.clone())?;
+        let fresh = ctrl_io::refresh(&rest, &current.refresh_token).await?;
         let mut next = current;
         next.token = fresh.token;
         next.refresh_token = fresh.refresh_token;

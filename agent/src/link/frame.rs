@@ -63,6 +63,41 @@ fn answer_undecodable(frame: &[u8], err: &DecodeError) -> Incoming {
     }
 }
 
+/// Encodes a response, or — when it would exceed `max_frame` — an error response for the
+/// same command saying so (`PAYLOAD_TOO_LARGE`): the panel refuses larger frames by closing
+/// the connection, which would fail every command in flight. `None` when not even that
+/// fits (a command id of absurd length): the command goes unanswered rather than cost the
+/// connection.
+pub fn response_bytes(resp: Response<'static>, max_frame: usize) -> Option<Vec<u8>> {
+    let (id, timestamp) = (resp.id.clone(), resp.timestamp.clone());
+    let (agent_id, server_id) = (resp.agent_id.clone(), resp.server_id.clone());
+    let bytes = proto::encode(&Message::Response(resp));
+    if bytes.len() <= max_frame {
+        return Some(bytes);
+    }
+    let mut small = Response::err(
+        id,
+        timestamp,
+        ErrorCode::PayloadTooLarge,
+        format!(
+            "the answer would take {} bytes, over the {max_frame}-byte frame limit",
+            bytes.len()
+        ),
+    );
+    small.agent_id = agent_id;
+    small.server_id = server_id;
+    let bytes = proto::encode(&Message::Response(small));
+    if bytes.len() <= max_frame {
+        Some(bytes)
+    } else {
+        log::warn!(
+            "a response of {} bytes cannot be sent: its id alone is too long",
+            bytes.len()
+        );
+        None
+    }
+}
+
 /// The answer to an action this agent does not know.
 pub fn unknown_action(id: Cow<'static, str>, action: &str) -> Response<'static> {
     Response::err(
@@ -122,6 +157,23 @@ mod tests {
         let i = classify(&mut d, f.as_bytes());
         assert_eq!(code(&i), Some("PAYLOAD_TOO_LARGE"));
         assert!(matches!(&i, Incoming::Reply(r) if r.id == "big"));
+    }
+
+    #[test]
+    fn an_answer_over_the_frame_limit_becomes_payload_too_large() {
+        let data = serde_json::json!({"content": "\u{1}".repeat(10_000)});
+        let resp = Response::ok(Cow::Borrowed("big"), Cow::Borrowed("t"), Some(data));
+        let fits = response_bytes(resp.clone(), 1 << 20).unwrap();
+        assert!(fits.len() > 60_000);
+        let bytes = response_bytes(resp, 4096).unwrap();
+        assert!(bytes.len() <= 4096, "{}", bytes.len());
+        let Message::Response(r) = proto::decode(&bytes).unwrap() else {
+            panic!("not a response")
+        };
+        assert_eq!(r.id, "big");
+        assert_eq!(r.error.unwrap().code, "PAYLOAD_TOO_LARGE");
+        let absurd = Response::ok(Cow::Owned("i".repeat(8000)), Cow::Borrowed("t"), None);
+        assert!(response_bytes(absurd, 4096).is_none());
     }
 
     #[test]

@@ -18,14 +18,11 @@ pub mod creds;
 pub mod frame;
 pub mod outbox;
 
-use crate::net::{self, NetError, TlsStream, Url};
-use async_tungstenite::WebSocketStream;
-use async_tungstenite::tungstenite::client::IntoClientRequest;
-use async_tungstenite::tungstenite::http::HeaderValue;
+use async_tungstenite::tungstenite::Message as WsMessage;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
-use async_tungstenite::tungstenite::{self, Message as WsMessage};
 use backoff::Backoff;
 use creds::Credentials;
+use ctrl_io::{ClientError, TlsConn, Ws, WsOptions};
 use frame::Incoming;
 use futures_lite::StreamExt;
 use outbox::Outbox;
@@ -33,7 +30,6 @@ use proto::codec::Decoder;
 use proto::{Command, Message, Pong, PongData, Response};
 use std::borrow::Cow;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,17 +52,20 @@ pub trait Dispatch: Send + Sync + 'static {
     fn handle(&self, cmd: Command<'static>) -> impl Future<Output = Response<'static>> + Send;
     /// The heartbeat answer's data; must be cheap (no I/O).
     fn pong(&self) -> PongData<'static>;
+    /// The largest frame the agent may send: the panel closes the connection on a larger
+    /// one, failing every command in flight.
+    fn max_frame(&self) -> usize {
+        proto::codec::DEFAULT_MAX_FRAME
+    }
 }
 
 /// Why a connection attempt failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error(transparent)]
-    Net(#[from] NetError),
+    Client(#[from] ClientError),
     #[error("the panel refused the agent's token (HTTP 401)")]
     Unauthorized,
-    #[error("WebSocket upgrade failed: {0}")]
-    Upgrade(String),
 }
 
 /// The link: owns reconnection, the session tasks and nothing else.
@@ -75,7 +74,8 @@ pub struct Link<D: Dispatch> {
     outbox: Arc<Outbox>,
     creds: Arc<Credentials>,
     agent_id: String,
-    url: Url,
+    /// The panel's `wss://` URL, checked at start.
+    url: String,
 }
 
 impl<D: Dispatch> Link<D> {
@@ -83,15 +83,15 @@ impl<D: Dispatch> Link<D> {
         dispatch: Arc<D>,
         outbox: Arc<Outbox>,
         creds: Arc<Credentials>,
-    ) -> Result<Self, NetError> {
+    ) -> Result<Self, ClientError> {
         let cfg = creds.snapshot();
-        let url = Url::parse(&cfg.websocket_url)?;
+        ctrl_io::Url::parse_as(&cfg.websocket_url, ctrl_io::Scheme::Wss)?;
         Ok(Link {
             dispatch,
             outbox,
             creds,
             agent_id: cfg.id,
-            url,
+            url: cfg.websocket_url,
         })
     }
 
@@ -134,61 +134,44 @@ impl<D: Dispatch> Link<D> {
     }
 
     /// TLS, then the WebSocket upgrade with the agent's headers, within a deadline.
-    pub async fn connect(&self) -> Result<WebSocketStream<TlsStream>, ConnectError> {
-        let tls = net::connect_tls(&self.url, self.creds.tls(), CONNECT_TIMEOUT).await?;
-        let mut request = self
-            .url
-            .to_string()
-            .into_client_request()
-            .map_err(|e| ConnectError::Upgrade(e.to_string()))?;
-        let headers = request.headers_mut();
-        let bearer = HeaderValue::from_str(&format!("Bearer {}", self.creds.token()))
-            .map_err(|_| ConnectError::Upgrade("the token is not a valid header value".into()))?;
-        headers.insert("Authorization", bearer);
-        let id = HeaderValue::from_str(&self.agent_id).map_err(|_| {
-            ConnectError::Upgrade("the agent id is not a valid header value".into())
-        })?;
-        headers.insert("X-Agent-ID", id);
-        let config = ws_config();
+    pub async fn connect(&self) -> Result<Ws, ConnectError> {
+        let options = WsOptions {
+            config: ws_config(),
+            timeout: CONNECT_TIMEOUT,
+        };
+        let token = self.creds.token();
         // Boxed: the handshake future is large and only lives during connect.
-        let handshake: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(
-            async_tungstenite::client_async_with_config(request, tls, Some(config)),
-        );
-        let upgrade = async {
-            handshake.await.map_err(|e| match e {
-                tungstenite::Error::Http(resp) if resp.status().as_u16() == 401 => {
-                    ConnectError::Unauthorized
-                }
-                tungstenite::Error::Http(resp) => {
-                    ConnectError::Upgrade(format!("the panel answered HTTP {}", resp.status()))
-                }
-                other => ConnectError::Upgrade(other.to_string()),
-            })
-        };
-        let timeout = async {
-            smol::Timer::after(CONNECT_TIMEOUT).await;
-            Err(ConnectError::Net(NetError::Timeout {
-                what: "the WebSocket upgrade".into(),
-                secs: CONNECT_TIMEOUT.as_secs(),
-            }))
-        };
-        let (ws, _response) = futures_lite::future::or(upgrade, timeout).await?;
-        Ok(ws)
+        let connect = Box::pin(ctrl_io::connect_agent_with(
+            &self.url,
+            self.creds.tls().clone(),
+            &self.agent_id,
+            &token,
+            options,
+        ));
+        connect.await.map_err(|e| match e {
+            ClientError::Rejected { status: 401, .. } => ConnectError::Unauthorized,
+            other => ConnectError::Client(other),
+        })
     }
 
     /// Serves one connection until it fails; returns why it ended.
-    pub async fn session(&self, ws: WebSocketStream<TlsStream>) -> String {
+    pub async fn session(&self, ws: Ws) -> String {
         let (sender, receiver) = ws.split();
         let (control_tx, control_rx) = async_channel::bounded::<Vec<u8>>(CONTROL_QUEUE);
         self.outbox.requeue_in_flight();
-        let writer = writer(sender, control_rx, self.outbox.clone());
+        let writer = writer(
+            sender,
+            control_rx,
+            self.outbox.clone(),
+            self.dispatch.max_frame(),
+        );
         let reader = self.reader(receiver, control_tx);
         futures_lite::future::or(reader, writer).await
     }
 
     async fn reader(
         &self,
-        mut receiver: async_tungstenite::WebSocketReceiver<TlsStream>,
+        mut receiver: async_tungstenite::WebSocketReceiver<TlsConn>,
         control: async_channel::Sender<Vec<u8>>,
     ) -> String {
         let permits = Arc::new(smol::lock::Semaphore::new(MAX_IN_FLIGHT));
@@ -217,7 +200,9 @@ impl<D: Dispatch> Link<D> {
                     let control = control.clone();
                     smol::spawn(async move {
                         let resp = dispatch.handle(*cmd).await;
-                        let _ = control.send(encode(&Message::Response(resp))).await;
+                        if let Some(bytes) = frame::response_bytes(resp, dispatch.max_frame()) {
+                            let _ = control.send(bytes).await;
+                        }
                         drop(permit);
                     })
                     .detach();
@@ -269,11 +254,13 @@ enum Outgoing {
     Done,
 }
 
-/// The single writer: responses and pongs first, then events in production order.
+/// The single writer: responses and pongs first, then events in production order. An
+/// event that would not fit in a frame is dropped (and logged) rather than sent.
 async fn writer(
-    mut sender: async_tungstenite::WebSocketSender<TlsStream>,
+    mut sender: async_tungstenite::WebSocketSender<TlsConn>,
     control: async_channel::Receiver<Vec<u8>>,
     outbox: Arc<Outbox>,
+    max_frame: usize,
 ) -> String {
     let mut buf = Vec::with_capacity(1024);
     loop {
@@ -296,6 +283,14 @@ async fn writer(
             Outgoing::Event(event) => {
                 buf.clear();
                 proto::codec::encode_into(&Message::Event(event), &mut buf);
+                if buf.len() > max_frame {
+                    log::warn!(
+                        "dropped an event of {} bytes (over the {max_frame}-byte frame limit)",
+                        buf.len()
+                    );
+                    outbox.ack();
+                    continue;
+                }
                 (std::mem::take(&mut buf), true)
             }
         };

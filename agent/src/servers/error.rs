@@ -4,11 +4,31 @@
 //! this type adds the lifecycle's own failures (unknown server, busy, not running, ports,
 //! capacity). Messages name the server, port or image, never a host path.
 
+use super::state::IllegalTransition;
 use crate::docker::DockerError;
 use crate::files::FileError;
 use crate::stats::StatsError;
 use proto::ErrorCode;
 use proto::validate::ValidationError;
+use std::fmt;
+
+/// Who holds a host port a new server asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortHolder {
+    /// Another server of this agent.
+    Server(String),
+    /// Some other process on the host (the agent could not bind the port).
+    Host,
+}
+
+impl fmt::Display for PortHolder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortHolder::Server(id) => write!(f, "by server {id}"),
+            PortHolder::Host => f.write_str("on this host"),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -32,16 +52,55 @@ pub enum ServerError {
     #[error("server {server_id} is not running")]
     NotRunning { server_id: String },
 
-    #[error("host port {port}/{protocol} is already in use{by}")]
+    #[error("host port {port}/{protocol} is already in use {holder}")]
     PortConflict {
         port: u16,
         protocol: &'static str,
-        /// " by server X" or " on this host".
-        by: String,
+        holder: PortHolder,
     },
 
     #[error("not enough {what} on this node: {detail}")]
     Insufficient { what: &'static str, detail: String },
+
+    /// The egg is valid but this node's policy does not allow it.
+    #[error("eggConfig.{field}: {reason}")]
+    Policy { field: &'static str, reason: String },
+
+    #[error(
+        "image {image}: pulls from registry {registry} are refused because {reason}; \
+         the node's operator can allow it (allowedRegistries)"
+    )]
+    RegistryRefused {
+        image: String,
+        registry: String,
+        reason: String,
+    },
+
+    /// A container this agent does not manage has the name (which container is not said).
+    #[error(
+        "the container name {name} is already in use by a container this agent does not manage"
+    )]
+    NameInUse { name: String },
+
+    #[error("the servers' network {name} cannot be used: {reason}")]
+    Network { name: String, reason: String },
+
+    #[error("too many commands {scope}; retry shortly")]
+    RateLimited { scope: &'static str },
+
+    /// An answer that would not fit in one frame the panel accepts.
+    #[error("{what} would take {bytes} bytes on the wire, over the {limit}-byte frame limit")]
+    TooLargeForFrame {
+        what: String,
+        bytes: usize,
+        limit: usize,
+    },
+
+    #[error("server {server_id}: {source}")]
+    Transition {
+        server_id: String,
+        source: IllegalTransition,
+    },
 
     #[error(transparent)]
     Docker(#[from] DockerError),
@@ -72,8 +131,16 @@ impl ServerError {
                 ErrorCode::Conflict
             }
             ServerError::Busy { .. } => ErrorCode::Busy,
+            ServerError::Transition { .. } => ErrorCode::Conflict,
             ServerError::PortConflict { .. } => ErrorCode::PortConflict,
             ServerError::Insufficient { .. } => ErrorCode::InsufficientResources,
+            ServerError::Policy { .. } | ServerError::RegistryRefused { .. } => {
+                ErrorCode::ConfigInvalid
+            }
+            ServerError::NameInUse { .. } => ErrorCode::Conflict,
+            ServerError::Network { .. } => ErrorCode::DockerError,
+            ServerError::RateLimited { .. } => ErrorCode::RateLimited,
+            ServerError::TooLargeForFrame { .. } => ErrorCode::PayloadTooLarge,
             ServerError::Docker(e) => e.code(),
             ServerError::Files(e) => e.code(),
             ServerError::Stats(e) => e.code(),
@@ -102,9 +169,13 @@ mod tests {
         let port = ServerError::PortConflict {
             port: 1,
             protocol: "tcp",
-            by: String::new(),
+            holder: PortHolder::Server("s2".into()),
         };
         assert_eq!(port.code(), ErrorCode::PortConflict);
+        assert_eq!(
+            port.to_string(),
+            "host port 1/tcp is already in use by server s2"
+        );
         let missing = ServerError::Docker(DockerError::SocketMissing { path: "/x".into() });
         assert_eq!(missing.code(), ErrorCode::DockerError);
         let denied = ServerError::Docker(DockerError::PermissionDenied { path: "/x".into() });

@@ -1,42 +1,61 @@
 //! The game servers of this node: one state machine per server, driven by the panel's
 //! commands and by Docker's events, and the [`Dispatch`] the link hands commands to.
 //!
-//! - Commands (`commands.rs`) validate with `proto`, act through the Docker client and the
-//!   confined files, and answer with the spec's shapes. One power action per server at a
-//!   time (`BUSY`).
-//! - Docker's `/events` (`watch.rs`) is the source of truth for a run ending: crash vs
-//!   clean stop, exit code, OOM kill. On every (re)connection to Docker the containers
-//!   labelled `ctrl.agent=<id>` are (re-)adopted: consoles and samplers resume, nothing is
-//!   restarted.
-//! - Each running server has a console task and a sampler task (`tasks.rs`).
+//! - Commands validate with `proto`, act through the Docker client and the confined files,
+//!   and answer with the spec's shapes. `dispatch` maps each action to its handler in
+//!   `create`, `power`, `status` or `files`. One power action per server at a time (`BUSY`).
+//! - A server's state moves only through the transition table in `state` (illegal moves are
+//!   a typed error).
+//! - Docker's `/events` (`watch`) is the source of truth for a run ending: crash vs clean
+//!   stop, exit code, OOM kill. On every (re)connection to Docker the containers labelled
+//!   `ctrl.agent=<id>` are (re-)adopted: consoles and samplers resume, nothing is restarted.
+//! - Each running server has a console task, a sampler task (`tasks`) and a disk watch
+//!   (`disk`: the disk limit enforced where no quota does it).
+//! - What the node allows comes from the operator's [`NodePolicy`], never from the panel:
+//!   caps (`create`), pull sources (`registry`), the servers' network (`network`), command
+//!   rates (`rate`, checked in `dispatch`).
 //!
-//! Layout: `plan` (egg → container), `server` (one server), `tasks`, `commands`, `watch`,
-//! `error`.
+//! Layout: `plan` (egg → container), `server` (one server), `state`, `tasks`, `dispatch`,
+//! the handlers (`create`, `power`, `status`, `files`), `disk`, `registry`, `network`,
+//! `rate`, `watch`, `error`. `Inner` is the shared state; its methods here are only
+//! accessors, the handlers are functions of the modules above.
 
-mod commands;
+mod create;
+mod disk;
+mod dispatch;
 mod error;
+mod files;
+mod network;
 pub mod plan;
+mod power;
+mod rate;
+mod registry;
 mod server;
+mod state;
+mod status;
 mod tasks;
 mod watch;
 
-pub use error::ServerError;
+pub use error::{PortHolder, ServerError};
 pub use plan::{LABEL_AGENT, LABEL_META, LABEL_SERVER, Meta, container_name};
 pub use server::Expected;
 
 use crate::docker::DockerClient;
+use crate::files::{FileError, Volume};
 use crate::link::Dispatch;
 use crate::link::outbox::Outbox;
+use crate::node::NodePolicy;
 use parking_lot::Mutex;
 use proto::{Command, PongData, Response, ServerState, SystemLoad};
+use rate::RateLimiter;
+use serde_json::{Value, json};
 use server::Server;
 use smol::Task;
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// How much this node offers to its servers, summed over their limits.
@@ -66,8 +85,8 @@ pub struct ServersConfig {
     pub docker_socket: PathBuf,
     /// `DATA`: volumes live in `DATA/volumes/<serverId>`.
     pub data_dir: PathBuf,
-    /// Host address ports are published on (unspecified = every interface).
-    pub host_ip: IpAddr,
+    /// What this node allows its servers (address, caps, registries, network, rates, ...).
+    pub policy: NodePolicy,
     pub resource_interval: Duration,
     /// `None`: the host's memory and CPUs.
     pub capacity: Option<Capacity>,
@@ -86,7 +105,7 @@ impl ServersConfig {
             agent_id: agent_id.into(),
             docker_socket,
             data_dir,
-            host_ip: IpAddr::from([0, 0, 0, 0]),
+            policy: NodePolicy::default(),
             resource_interval: crate::config::DEFAULT_RESOURCE_INTERVAL,
             capacity: None,
             log_rate: crate::logs::DEFAULT_RATE,
@@ -108,7 +127,54 @@ enum Slot {
 struct Reservation {
     memory: u64,
     cpu_millis: u32,
+    disk: u64,
+    pids: u64,
     ports: Vec<plan::PortMeta>,
+}
+
+/// The node-wide ceilings beyond memory and CPU (see `node.rs`), settled at start.
+#[derive(Debug, Clone, Copy)]
+struct NodeLimits {
+    servers: usize,
+    /// Sum of the servers' pids limits.
+    pids: u64,
+    /// Sum of the servers' disk limits, in bytes.
+    disk: u64,
+}
+
+impl NodeLimits {
+    fn settle(policy: &NodePolicy, volumes_dir: &Path) -> NodeLimits {
+        let pids = policy.max_total_pids.unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/pid_max")
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+                .map_or(32768 / 2, |max| max / 2)
+        });
+        let disk = policy
+            .max_disk
+            .as_deref()
+            .and_then(|d| proto::quantity::Bytes::parse(d).ok())
+            .map(|b| b.0)
+            .unwrap_or_else(|| {
+                nix::sys::statvfs::statvfs(volumes_dir)
+                    .map(|st| st.blocks().saturating_mul(st.fragment_size()))
+                    .unwrap_or(u64::MAX)
+            });
+        NodeLimits {
+            servers: policy.max_servers,
+            pids,
+            disk,
+        }
+    }
+}
+
+/// How a server's volume is shared with its container's user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VolumeAccess {
+    /// The agent runs as root: the volume is given to the container's user.
+    Chown,
+    /// The agent runs as `agent` (not root): POSIX ACLs share the volume (`files::acl`).
+    Acl { agent: u32 },
 }
 
 impl Slot {
@@ -118,6 +184,8 @@ impl Slot {
             Slot::Ready(s) => Reservation {
                 memory: s.meta.memory,
                 cpu_millis: s.meta.cpu_millis,
+                disk: s.meta.disk,
+                pids: s.meta.pids,
                 ports: s.meta.ports.clone(),
             },
         }
@@ -125,6 +193,8 @@ impl Slot {
 }
 
 struct Inner {
+    /// This manager itself, for tasks that must not keep it alive.
+    me: Weak<Inner>,
     cfg: ServersConfig,
     volumes_dir: PathBuf,
     agent_id: Arc<str>,
@@ -133,6 +203,9 @@ struct Inner {
     docker_ok: AtomicBool,
     servers: Mutex<HashMap<String, Slot>>,
     capacity: Capacity,
+    limits: NodeLimits,
+    rate: RateLimiter,
+    access: VolumeAccess,
     load: Mutex<SystemLoad>,
 }
 
@@ -159,8 +232,19 @@ impl Servers {
         let volumes_dir = std::fs::canonicalize(&volumes_dir)
             .map_err(|e| volume_err(format!("cannot resolve the data directory: {e}")))?;
         let capacity = cfg.capacity.unwrap_or_else(Capacity::detect);
-        let inner = Arc::new(Inner {
+        let limits = NodeLimits::settle(&cfg.policy, &volumes_dir);
+        let uid = nix::unistd::Uid::effective();
+        let access = if uid.is_root() {
+            VolumeAccess::Chown
+        } else {
+            VolumeAccess::Acl {
+                agent: uid.as_raw(),
+            }
+        };
+        let inner = Arc::new_cyclic(|me| Inner {
+            me: me.clone(),
             agent_id: Arc::from(cfg.agent_id.as_str()),
+            rate: RateLimiter::new(cfg.policy.rate.clone()),
             cfg,
             volumes_dir,
             outbox,
@@ -168,6 +252,8 @@ impl Servers {
             docker_ok: AtomicBool::new(false),
             servers: Mutex::new(HashMap::new()),
             capacity,
+            limits,
+            access,
             load: Mutex::new(SystemLoad {
                 cpu: 0.0,
                 memory: 0.0,
@@ -193,12 +279,12 @@ impl Servers {
     /// watcher also does this on every connection to Docker). Returns how many servers the
     /// agent now manages.
     pub async fn adopt(&self) -> Result<usize, ServerError> {
-        self.inner.adopt().await
+        watch::adopt(&self.inner).await
     }
 
     /// Executes one command (what the link calls).
     pub async fn execute(&self, cmd: Command<'static>) -> Response<'static> {
-        self.inner.clone().execute(cmd).await
+        dispatch::execute(self.inner.clone(), cmd).await
     }
 
     /// The current state of a server, if the agent manages it.
@@ -226,7 +312,11 @@ impl Dispatch for Servers {
         &self,
         cmd: Command<'static>,
     ) -> impl std::future::Future<Output = Response<'static>> + Send {
-        self.inner.clone().execute(cmd)
+        dispatch::execute(self.inner.clone(), cmd)
+    }
+
+    fn max_frame(&self) -> usize {
+        self.inner.cfg.policy.max_frame_bytes
     }
 
     fn pong(&self) -> PongData<'static> {
@@ -247,6 +337,27 @@ impl Dispatch for Servers {
             system_load: *self.inner.load.lock(),
         }
     }
+}
+
+/// What a handler answers: the response's `data`, or the error that becomes its code.
+type Outcome = Result<Value, ServerError>;
+
+/// The spec's plain acknowledgment.
+fn ack(server_id: &str, status: ServerState) -> Value {
+    json!({"serverId": server_id, "status": status})
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, marked when cut.
+pub(crate) fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str(" [...]");
+    }
+    text
 }
 
 impl Inner {
@@ -281,11 +392,42 @@ impl Inner {
         }
     }
 
+    /// A ready server, if the agent manages one by that id.
+    fn known(&self, server_id: &str) -> Option<Arc<Server>> {
+        match self.servers.lock().get(server_id)? {
+            Slot::Ready(s) => Some(s.clone()),
+            Slot::Creating(_) => None,
+        }
+    }
+
     fn volume_path(&self, server_id: &str) -> PathBuf {
         self.volumes_dir.join(server_id)
     }
 
+    /// Opens a server's volume, sharing what the agent creates with the container's user.
+    fn open_volume(&self, path: &Path, meta: &plan::Meta) -> Result<Volume, FileError> {
+        let volume = Volume::open(path)?.with_usage_max_age(self.cfg.policy.disk_check());
+        Ok(match self.access {
+            VolumeAccess::Chown => volume.with_owner(meta.uid, meta.gid),
+            VolumeAccess::Acl { .. } => volume.with_shared_access(),
+        })
+    }
+
     fn volumes_dir(&self) -> &Path {
         &self.volumes_dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        assert_eq!(cut("short".into(), 10), "short");
+        let long = "é".repeat(100);
+        let c = cut(long, 11);
+        assert!(c.starts_with("ééééé") && c.ends_with(" [...]"), "{c}");
+        assert_eq!(c.len(), 10 + " [...]".len());
     }
 }

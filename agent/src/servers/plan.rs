@@ -4,11 +4,11 @@
 //!
 //! Pure functions: no I/O, unit-tested here.
 
-use crate::docker::{CreateSpec, Mount, Protocol};
+use crate::docker::{CreateSpec, LogConfig, Mount, Protocol};
+use crate::node::NodePolicy;
 use proto::EggConfig;
 use proto::validate::{self, ValidEgg};
 use serde::{Deserialize, Serialize};
-use std::net::IpAddr;
 
 /// Label naming the agent that owns a container.
 pub const LABEL_AGENT: &str = "ctrl.agent";
@@ -20,8 +20,9 @@ pub const LABEL_META: &str = "ctrl.meta";
 pub const CONTAINER_ROOT: &str = "/server";
 /// The user a server runs as when its egg names none.
 pub const DEFAULT_USER: (u32, u32) = (1000, 1000);
-/// Processes (threads included) one server may have: enough for a JVM, not for a fork bomb.
-pub const PIDS_LIMIT: i64 = 1024;
+/// Processes (threads included) one server may have by default (`pidsPerServer`): enough
+/// for a JVM, not for a fork bomb.
+pub const PIDS_LIMIT: u32 = 1024;
 /// The address a server is told to bind to inside its network namespace.
 pub const SERVER_IP: &str = "0.0.0.0";
 
@@ -59,6 +60,13 @@ pub struct Meta {
     pub query_port: Option<u16>,
     pub uid: u32,
     pub gid: u32,
+    /// The container's pids limit (containers from before this field had the default).
+    #[serde(default = "default_pids")]
+    pub pids: u64,
+}
+
+fn default_pids() -> u64 {
+    u64::from(PIDS_LIMIT)
 }
 
 impl Meta {
@@ -86,8 +94,9 @@ pub struct PlanInput<'a> {
     pub server_id: &'a str,
     /// Absolute host path of the server's volume.
     pub volume: &'a str,
-    /// Host address ports are published on (unspecified = all interfaces).
-    pub host_ip: IpAddr,
+    /// The node policy: the address ports are published on, the pids limit, the network
+    /// and the log rotation.
+    pub policy: &'a NodePolicy,
 }
 
 /// The container's name for a server.
@@ -97,7 +106,8 @@ pub fn container_name(server_id: &str) -> String {
 
 /// Builds the hardened create body and the server's [`Meta`] from a validated egg.
 pub fn plan(input: &PlanInput<'_>, egg: &EggConfig<'_>, valid: &ValidEgg) -> (CreateSpec, Meta) {
-    let (uid, gid) = egg.user.as_deref().map_or(DEFAULT_USER, parse_user);
+    let (uid, gid) = valid.user.unwrap_or(DEFAULT_USER);
+    let policy = input.policy;
     let memory = valid.limits.memory.0;
     let first_port = valid.ports.first().map(|p| p.container);
 
@@ -129,10 +139,10 @@ pub fn plan(input: &PlanInput<'_>, egg: &EggConfig<'_>, valid: &ValidEgg) -> (Cr
     spec.working_dir = Some(CONTAINER_ROOT.into());
     spec.user = Some(format!("{uid}:{gid}"));
 
-    let host_ip = if input.host_ip.is_unspecified() {
+    let host_ip = if policy.host_ip.is_unspecified() {
         String::new()
     } else {
-        input.host_ip.to_string()
+        policy.host_ip.to_string()
     };
     let mut ports = Vec::with_capacity(valid.ports.len());
     for p in &valid.ports {
@@ -152,8 +162,13 @@ pub fn plan(input: &PlanInput<'_>, egg: &EggConfig<'_>, valid: &ValidEgg) -> (Cr
     hc.memory = i64::try_from(memory).unwrap_or(i64::MAX);
     hc.memory_swap = hc.memory; // no swap beyond the limit
     hc.nano_cpus = valid.limits.cpu.nano_cpus();
-    hc.pids_limit = Some(PIDS_LIMIT);
+    hc.pids_limit = Some(i64::from(policy.pids_per_server));
     hc.readonly_rootfs = true;
+    hc.network_mode = Some(policy.network.clone());
+    hc.log_config = Some(LogConfig::json_file(
+        &policy.log_max_size_docker(),
+        policy.log_max_files,
+    ));
     // CapDrop ALL, no-new-privileges and a noexec tmpfs /tmp come with CreateSpec::new.
 
     let stop_signal = egg
@@ -182,18 +197,10 @@ pub fn plan(input: &PlanInput<'_>, egg: &EggConfig<'_>, valid: &ValidEgg) -> (Cr
         query_port: egg.query.as_ref().map(|q| q.port),
         uid,
         gid,
+        pids: u64::from(policy.pids_per_server),
     };
     spec.labels.insert(LABEL_META.into(), meta.to_label());
     (spec, meta)
-}
-
-/// `uid` or `uid:gid` (validated numeric by `proto::validate::egg`); a lone uid is its own gid.
-fn parse_user(user: &str) -> (u32, u32) {
-    let (u, g) = user.split_once(':').unwrap_or((user, user));
-    match (u.parse(), g.parse()) {
-        (Ok(u), Ok(g)) => (u, g),
-        _ => DEFAULT_USER,
-    }
 }
 
 #[cfg(test)]
@@ -217,12 +224,12 @@ mod tests {
         "query": {"type": "minecraft", "port": 25565}
     }"#;
 
-    fn input() -> PlanInput<'static> {
+    fn input(policy: &NodePolicy) -> PlanInput<'_> {
         PlanInput {
             agent_id: "agent-1",
             server_id: "srv-1",
             volume: "/data/volumes/srv-1",
-            host_ip: IpAddr::from([0, 0, 0, 0]),
+            policy,
         }
     }
 
@@ -230,7 +237,8 @@ mod tests {
     fn builds_a_hardened_spec_with_substituted_startup() {
         let egg = egg(EGG);
         let valid = validate::egg(&egg).unwrap();
-        let (spec, meta) = plan(&input(), &egg, &valid);
+        let policy = NodePolicy::default();
+        let (spec, meta) = plan(&input(&policy), &egg, &valid);
         let startup = "java -Xmx2048M -jar server.jar --port 25565 --ip 0.0.0.0";
         assert_eq!(
             spec.cmd.as_deref(),
@@ -254,6 +262,10 @@ mod tests {
         assert_eq!(hc["MemorySwap"], 2048i64 << 20);
         assert_eq!(hc["NanoCpus"], 1_500_000_000i64);
         assert_eq!(hc["PidsLimit"], PIDS_LIMIT);
+        assert_eq!(hc["NetworkMode"], "ctrl-servers");
+        assert_eq!(hc["LogConfig"]["Type"], "json-file");
+        assert_eq!(hc["LogConfig"]["Config"]["max-size"], "16777216");
+        assert_eq!(hc["LogConfig"]["Config"]["max-file"], "3");
         assert_eq!(hc["ReadonlyRootfs"], true);
         assert_eq!(hc["CapDrop"][0], "ALL");
         assert_eq!(hc["SecurityOpt"][0], "no-new-privileges");
@@ -284,13 +296,41 @@ mod tests {
                 "startup":"run","user":"1234:5678","stop":{"signal":"INT"}}"#,
         );
         let valid = validate::egg(&egg).unwrap();
-        let mut inp = input();
-        inp.host_ip = IpAddr::from([127, 0, 0, 1]);
-        let (spec, meta) = plan(&inp, &egg, &valid);
+        let policy = NodePolicy {
+            host_ip: [127, 0, 0, 1].into(),
+            pids_per_server: 256,
+            ..NodePolicy::default()
+        };
+        let (spec, meta) = plan(&input(&policy), &egg, &valid);
         assert_eq!(spec.user.as_deref(), Some("1234:5678"));
         assert_eq!((meta.uid, meta.gid), (1234, 5678));
         assert_eq!(spec.stop_signal.as_deref(), Some("SIGINT"));
         assert!(!spec.env.iter().any(|e| e.starts_with("SERVER_PORT=")));
-        assert_eq!(parse_user("42"), (42, 42));
+        assert_eq!(spec.host_config.pids_limit, Some(256));
+        assert_eq!(meta.pids, 256);
+    }
+
+    #[test]
+    fn ports_are_published_on_the_nodes_address_when_one_is_configured() {
+        let egg = egg(EGG);
+        let valid = validate::egg(&egg).unwrap();
+        let policy = NodePolicy {
+            host_ip: [10, 1, 2, 3].into(),
+            ..NodePolicy::default()
+        };
+        let (spec, _) = plan(&input(&policy), &egg, &valid);
+        let v = serde_json::to_value(&spec).unwrap();
+        for key in ["25565/tcp", "25565/udp", "8123/tcp"] {
+            assert_eq!(
+                v["HostConfig"]["PortBindings"][key][0]["HostIp"],
+                "10.1.2.3"
+            );
+        }
+    }
+
+    #[test]
+    fn labels_from_before_the_pids_field_read_the_default() {
+        let old = r#"{"memory":1,"cpuMillis":1,"disk":1,"ports":[],"stopSignal":"SIGTERM","uid":1000,"gid":1000}"#;
+        assert_eq!(Meta::from_label(old).unwrap().pids, u64::from(PIDS_LIMIT));
     }
 }

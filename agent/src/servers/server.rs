@@ -1,10 +1,11 @@
 //! One game server: its container, its state, its console and its background tasks.
 //!
-//! The state only moves through [`Server::set_state`], which emits exactly one
-//! `server_status_changed` per real change; commands set the transitional states
-//! (`starting`, `stopping`, `restarting`), Docker's events settle the final ones.
+//! The state only moves through [`Server::apply`], which consults the transition table in
+//! `state.rs` and emits exactly one `server_status_changed` per real change.
 
+use super::error::ServerError;
 use super::plan::Meta;
+use super::state::{self, Step, Trigger};
 use super::tasks::{ConsoleSlot, StatsSlot};
 use crate::files::Volume;
 use crate::link::outbox::Outbox;
@@ -16,6 +17,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// Longest `reason` in a status event (it can quote Docker's error, which can quote
+/// anything): events must fit in a frame too.
+const MAX_REASON: usize = 1024;
+
 /// Why the next exit of the container is not a crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expected {
@@ -23,6 +28,8 @@ pub enum Expected {
     Kill,
     Restart,
     Delete,
+    /// The agent stops the server because its files exceed its disk limit.
+    DiskLimit,
 }
 
 impl Expected {
@@ -32,6 +39,7 @@ impl Expected {
             Expected::Kill => "killed by operator",
             Expected::Restart => "restarting",
             Expected::Delete => "deleted by operator",
+            Expected::DiskLimit => "stopped by the agent: disk limit exceeded",
         }
     }
 }
@@ -72,6 +80,7 @@ pub struct Server {
 struct Tasks {
     console: Option<Task<()>>,
     stats: Option<Task<()>>,
+    disk: Option<Task<()>>,
 }
 
 /// Held for the duration of one power action; a second one is refused with `BUSY`.
@@ -134,35 +143,40 @@ impl Server {
         *self.expected.lock() = None;
     }
 
+    /// Whether an exit is expected and its event not yet processed.
+    pub fn expecting(&self) -> bool {
+        self.expected.lock().is_some()
+    }
+
     pub fn take_expected(&self) -> Option<Expected> {
         self.expected.lock().take()
     }
 
-    /// Moves to `next`, emitting a status event when it differs from the current state.
-    pub fn set_state(&self, next: ServerState, change: Change) -> bool {
-        let previous = {
+    /// Applies `trigger` to the state (see `state.rs`), emitting one status event when the
+    /// state changes. Returns whether it changed; a trigger the table does not allow from
+    /// the current state is an error and changes nothing.
+    pub fn apply(&self, trigger: Trigger, change: Change) -> Result<bool, ServerError> {
+        let (previous, current) = {
             let mut state = self.state.lock();
-            if *state == next {
-                return false;
+            let step = state::next(*state, trigger).map_err(|source| ServerError::Transition {
+                server_id: self.id.clone(),
+                source,
+            })?;
+            match step {
+                Step::Stay => return Ok(false),
+                Step::To(next) => (std::mem::replace(&mut *state, next), next),
             }
-            std::mem::replace(&mut *state, next)
         };
-        self.emit_status(previous, next, change);
-        true
+        self.emit_status(previous, current, change);
+        Ok(true)
     }
 
-    /// Moves to `next` only from `from` (so a late command cannot overwrite what Docker
-    /// reported meanwhile, e.g. a crash right after start).
-    pub fn set_state_from(&self, from: ServerState, next: ServerState, change: Change) -> bool {
-        {
-            let mut state = self.state.lock();
-            if *state != from || from == next {
-                return false;
-            }
-            *state = next;
+    /// [`Server::apply`] for Docker's reports, which nobody waits on: an illegal transition
+    /// is logged and otherwise ignored.
+    pub fn observe(&self, trigger: Trigger, change: Change) {
+        if let Err(e) = self.apply(trigger, change) {
+            log::warn!("{e}");
         }
-        self.emit_status(from, next, change);
-        true
     }
 
     fn emit_status(&self, previous: ServerState, current: ServerState, change: Change) {
@@ -184,7 +198,7 @@ impl Server {
             pid: change.pid,
             exit_code: change.exit_code,
             oom_killed: change.oom_killed,
-            reason: change.reason.map(Cow::Owned),
+            reason: change.reason.map(|r| Cow::Owned(super::cut(r, MAX_REASON))),
         }));
     }
 
@@ -200,6 +214,18 @@ impl Server {
         self.tasks.lock().stats = Some(task);
     }
 
+    pub fn set_disk_task(&self, task: Task<()>) {
+        self.tasks.lock().disk = Some(task);
+    }
+
+    pub fn has_disk_task(&self) -> bool {
+        self.tasks
+            .lock()
+            .disk
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
+    }
+
     pub fn has_stats_task(&self) -> bool {
         self.tasks
             .lock()
@@ -208,11 +234,14 @@ impl Server {
             .is_some_and(|t| !t.is_finished())
     }
 
-    /// Stops resource sampling (the container stopped). The console task ends by itself
-    /// when the output stream closes, so the last lines are not lost.
+    /// Stops resource sampling and the disk watch (the container stopped). The console
+    /// task ends by itself when the output stream closes, so the last lines are not lost.
     pub fn stop_stats(&self) {
-        let task = self.tasks.lock().stats.take();
-        drop(task);
+        let tasks = {
+            let mut t = self.tasks.lock();
+            (t.stats.take(), t.disk.take())
+        };
+        drop(tasks);
         self.stats.clear();
     }
 

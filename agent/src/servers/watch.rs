@@ -5,12 +5,12 @@
 //! two. Reconnects resume from the last event's time (`since`), and re-adoption reconciles
 //! the states of runs that ended while Docker was unreachable.
 
-use super::commands::exited_state;
 use super::plan::{LABEL_AGENT, LABEL_META, LABEL_SERVER, Meta};
 use super::server::{Change, Expected, Server};
-use super::{Inner, ServerError, Slot};
+use super::state::{Exit, Trigger};
+use super::status::{exit_of, exited_state};
+use super::{Inner, ServerError, Slot, power};
 use crate::docker::{DockerClient, Event, Filters};
-use crate::files::Volume;
 use crate::link::backoff::Backoff;
 use crate::stats::HostSampler;
 use futures_lite::StreamExt;
@@ -38,7 +38,7 @@ pub(super) async fn watch(inner: Arc<Inner>) {
                     .add("label", &format!("{LABEL_AGENT}={}", inner.agent_id));
                 match docker.events(&filters, since).await {
                     Ok(mut stream) => {
-                        if let Err(e) = inner.adopt().await {
+                        if let Err(e) = adopt(&inner).await {
                             log::warn!("adopting existing servers failed: {e}");
                         }
                         backoff.reset();
@@ -46,7 +46,7 @@ pub(super) async fn watch(inner: Arc<Inner>) {
                             match item {
                                 Ok(event) => {
                                     since = Some(event.time);
-                                    inner.on_event(&docker, event).await;
+                                    on_event(&inner, &docker, event).await;
                                 }
                                 Err(e) => {
                                     log::warn!("Docker event stream failed: {e}");
@@ -73,188 +73,180 @@ pub(super) async fn watch(inner: Arc<Inner>) {
     }
 }
 
-impl Inner {
-    /// Adopts every container labelled with this agent that is not yet known, and brings
-    /// the known ones in line with Docker. Nothing is started or restarted.
-    pub(super) async fn adopt(&self) -> Result<usize, ServerError> {
-        let docker = self.docker().await?;
-        let label = format!("{LABEL_AGENT}={}", self.agent_id);
-        for summary in docker.containers_by_label(&label).await? {
-            let Some(sid) = summary.labels.get(LABEL_SERVER).cloned() else {
-                continue;
-            };
-            if validate::id(IdKind::Server, &sid).is_err() {
+/// Adopts every container labelled with this agent that is not yet known, and brings
+/// the known ones in line with Docker. Nothing is started or restarted.
+pub(super) async fn adopt(inner: &Inner) -> Result<usize, ServerError> {
+    let docker = inner.docker().await?;
+    let label = format!("{LABEL_AGENT}={}", inner.agent_id);
+    for summary in docker.containers_by_label(&label).await? {
+        let Some(sid) = summary.labels.get(LABEL_SERVER).cloned() else {
+            continue;
+        };
+        if validate::id(IdKind::Server, &sid).is_err() {
+            log::warn!(
+                "container {} has an invalid {LABEL_SERVER} label",
+                summary.id
+            );
+            continue;
+        }
+        let server = match inner.known(&sid) {
+            Some(s) if s.container_id == summary.id => s,
+            Some(_) => {
                 log::warn!(
-                    "container {} has an invalid {LABEL_SERVER} label",
+                    "container {} claims server {sid}, which runs in another container",
                     summary.id
                 );
                 continue;
             }
-            let server = match self.known(&sid) {
-                Some(s) if s.container_id == summary.id => s,
-                Some(_) => {
-                    log::warn!(
-                        "container {} claims server {sid}, which runs in another container",
-                        summary.id
-                    );
+            None => match adopt_one(inner, &docker, &sid, &summary.id, &summary.labels).await {
+                Ok(Some(s)) => s,
+                Ok(None) => continue,
+                Err(e) => {
+                    log::warn!("cannot adopt server {sid}: {e}");
                     continue;
                 }
-                None => match self
-                    .adopt_one(&docker, &sid, &summary.id, &summary.labels)
-                    .await
-                {
-                    Ok(Some(s)) => s,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        log::warn!("cannot adopt server {sid}: {e}");
-                        continue;
-                    }
-                },
-            };
-            if let Err(e) = self.resync(&docker, &server).await {
-                log::warn!("server {sid}: {e}");
-            }
-        }
-        Ok(self.servers.lock().len())
-    }
-
-    fn known(&self, sid: &str) -> Option<Arc<Server>> {
-        match self.servers.lock().get(sid)? {
-            Slot::Ready(s) => Some(s.clone()),
-            Slot::Creating(_) => None,
-        }
-    }
-
-    async fn adopt_one(
-        &self,
-        docker: &DockerClient,
-        sid: &str,
-        container_id: &str,
-        labels: &std::collections::HashMap<String, String>,
-    ) -> Result<Option<Arc<Server>>, ServerError> {
-        let Some(meta) = labels.get(LABEL_META).and_then(|m| Meta::from_label(m)) else {
-            log::warn!(
-                "container {container_id} (server {sid}) has no readable {LABEL_META} label"
-            );
-            return Ok(None);
+            },
         };
-        let inspect = docker.container_inspect(container_id).await?;
-        let volume_path = self.volume_path(sid);
-        let volume = Volume::open(&volume_path)?.with_owner(meta.uid, meta.gid);
-        let state = if inspect.state.running {
-            ServerState::Running
-        } else {
-            exited_state(&inspect.state)
-        };
-        let server = Arc::new(Server::new(
-            sid.to_owned(),
-            container_id.to_owned(),
-            meta,
-            Arc::new(volume),
-            volume_path,
-            self.agent_id.clone(),
-            self.outbox.clone(),
-            state,
-        ));
-        let mut servers = self.servers.lock();
-        if let Some(Slot::Ready(existing)) = servers.get(sid) {
-            return Ok(Some(existing.clone()));
-        }
-        if servers.contains_key(sid) {
-            return Ok(None);
-        }
-        servers.insert(sid.to_owned(), Slot::Ready(server.clone()));
-        log::info!("adopted server {sid} ({})", state.as_str());
-        Ok(Some(server))
-    }
-
-    /// Running: console and sampler resumed. Not running: the state says how it ended.
-    async fn resync(&self, docker: &DockerClient, server: &Arc<Server>) -> Result<(), ServerError> {
-        let inspect = docker.container_inspect(&server.container_id).await?;
-        if inspect.state.running {
-            return self.ensure_session(server, docker).await;
-        }
-        let _session = server.session_lock.lock().await;
-        if server.try_power().is_some() {
-            // No power action in flight: Docker's view wins.
-            let state = exited_state(&inspect.state);
-            if matches!(server.state(), ServerState::Running | ServerState::Starting) {
-                server.stop_stats();
-                server.set_state(state, ended(&inspect.state, None));
-            }
-        }
-        Ok(())
-    }
-
-    /// One container event.
-    pub(super) async fn on_event(&self, docker: &DockerClient, event: Event) {
-        let Some(sid) = event.attribute(LABEL_SERVER) else {
-            return;
-        };
-        let Some(server) = self.known(sid) else {
-            return;
-        };
-        if server.container_id != event.actor.id {
-            return;
-        }
-        match event.action.as_str() {
-            "start" => {
-                if let Err(e) = self.ensure_session(&server, docker).await {
-                    log::warn!("server {sid}: after start: {e}");
-                }
-            }
-            "die" => self.on_die(docker, &server, &event).await,
-            "destroy" => self.on_destroy(sid, &server),
-            _ => {}
+        if let Err(e) = resync(inner, &docker, &server).await {
+            log::warn!("server {sid}: {e}");
         }
     }
+    Ok(inner.servers.lock().len())
+}
 
-    /// The container was removed behind the agent's back (a delete command unlists the
-    /// server before removing it, so this finds nothing then).
-    fn on_destroy(&self, sid: &str, server: &Server) {
-        if server.deleting.load(Ordering::Acquire) {
-            return;
-        }
-        if self.servers.lock().remove(sid).is_some() {
-            server.cancel_tasks();
-            server.set_state(
-                ServerState::Deleted,
-                Change {
-                    reason: Some("the container was removed outside the agent".into()),
-                    ..Change::default()
-                },
+async fn adopt_one(
+    inner: &Inner,
+    docker: &DockerClient,
+    sid: &str,
+    container_id: &str,
+    labels: &std::collections::HashMap<String, String>,
+) -> Result<Option<Arc<Server>>, ServerError> {
+    let Some(meta) = labels.get(LABEL_META).and_then(|m| Meta::from_label(m)) else {
+        log::warn!("container {container_id} (server {sid}) has no readable {LABEL_META} label");
+        return Ok(None);
+    };
+    let inspect = docker.container_inspect(container_id).await?;
+    let volume_path = inner.volume_path(sid);
+    let volume = inner.open_volume(&volume_path, &meta)?;
+    let state = if inspect.state.running {
+        ServerState::Running
+    } else {
+        exited_state(&inspect.state)
+    };
+    let server = Arc::new(Server::new(
+        sid.to_owned(),
+        container_id.to_owned(),
+        meta,
+        Arc::new(volume),
+        volume_path,
+        inner.agent_id.clone(),
+        inner.outbox.clone(),
+        state,
+    ));
+    let mut servers = inner.servers.lock();
+    if let Some(Slot::Ready(existing)) = servers.get(sid) {
+        return Ok(Some(existing.clone()));
+    }
+    if servers.contains_key(sid) {
+        return Ok(None);
+    }
+    servers.insert(sid.to_owned(), Slot::Ready(server.clone()));
+    log::info!("adopted server {sid} ({})", state.as_str());
+    Ok(Some(server))
+}
+
+/// Running: console and sampler resumed. Not running: the state says how it ended.
+async fn resync(
+    inner: &Inner,
+    docker: &DockerClient,
+    server: &Arc<Server>,
+) -> Result<(), ServerError> {
+    let inspect = docker.container_inspect(&server.container_id).await?;
+    if inspect.state.running {
+        return power::ensure_session(inner, server, docker).await;
+    }
+    let _session = server.session_lock.lock().await;
+    if server.try_power().is_some() {
+        // No power action in flight: Docker's view wins.
+        if matches!(server.state(), ServerState::Running | ServerState::Starting) {
+            server.stop_stats();
+            server.observe(
+                Trigger::Exited(exit_of(&inspect.state)),
+                ended(&inspect.state, None),
             );
         }
     }
+    Ok(())
+}
 
-    async fn on_die(&self, docker: &DockerClient, server: &Arc<Server>, event: &Event) {
-        let _session = server.session_lock.lock().await;
-        let inspect = match docker.container_inspect(&server.container_id).await {
-            Ok(i) => i,
-            Err(e) => {
-                log::warn!("server {}: inspect after exit: {e}", server.id);
-                return;
+/// One container event.
+async fn on_event(inner: &Inner, docker: &DockerClient, event: Event) {
+    let Some(sid) = event.attribute(LABEL_SERVER) else {
+        return;
+    };
+    let Some(server) = inner.known(sid) else {
+        return;
+    };
+    if server.container_id != event.actor.id {
+        return;
+    }
+    match event.action.as_str() {
+        "start" => {
+            if let Err(e) = power::ensure_session(inner, &server, docker).await {
+                log::warn!("server {sid}: after start: {e}");
             }
-        };
-        if inspect.state.running {
-            // A stale event: the server was started again since.
+        }
+        "die" => on_die(docker, &server, &event).await,
+        "destroy" => on_destroy(inner, sid, &server),
+        _ => {}
+    }
+}
+
+/// The container was removed behind the agent's back (a delete command unlists the
+/// server before removing it, so this finds nothing then).
+fn on_destroy(inner: &Inner, sid: &str, server: &Server) {
+    if server.deleting.load(Ordering::Acquire) {
+        return;
+    }
+    if inner.servers.lock().remove(sid).is_some() {
+        server.cancel_tasks();
+        server.observe(
+            Trigger::Removed,
+            Change {
+                reason: Some("the container was removed outside the agent".into()),
+                ..Change::default()
+            },
+        );
+    }
+}
+
+async fn on_die(docker: &DockerClient, server: &Arc<Server>, event: &Event) {
+    let _session = server.session_lock.lock().await;
+    let inspect = match docker.container_inspect(&server.container_id).await {
+        Ok(i) => i,
+        Err(e) => {
+            log::warn!("server {}: inspect after exit: {e}", server.id);
             return;
         }
-        server.stop_stats();
-        let expected = server.take_expected();
-        if expected == Some(Expected::Restart) {
-            return; // the restart goes on: restarting → running
-        }
-        let mut change = ended(&inspect.state, expected);
-        if change.exit_code.is_none() {
-            change.exit_code = event.exit_code();
-        }
-        let state = match expected {
-            Some(_) => ServerState::Stopped,
-            None => exited_state(&inspect.state),
-        };
-        server.set_state(state, change);
+    };
+    if inspect.state.running {
+        // A stale event: the server was started again since.
+        return;
     }
+    server.stop_stats();
+    let expected = server.take_expected();
+    if expected == Some(Expected::Restart) {
+        return; // the restart goes on: restarting → running
+    }
+    let mut change = ended(&inspect.state, expected);
+    if change.exit_code.is_none() {
+        change.exit_code = event.exit_code();
+    }
+    let exit = match expected {
+        Some(_) => Exit::Clean,
+        None => exit_of(&inspect.state),
+    };
+    server.observe(Trigger::Exited(exit), change);
 }
 
 /// The facts of an exit: code, OOM kill, and a human reason.

@@ -2,6 +2,8 @@
 //! server config and JSON frame helpers over the accepted WebSocket.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod harness;
+
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::Message as WsMessage;
 use futures_lite::StreamExt;

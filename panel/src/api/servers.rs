@@ -14,8 +14,8 @@ use std::sync::Arc;
 use proto::ErrorCode;
 use proto::egg::EggConfig;
 use proto::message::{
-    Action, ContentEncoding, CreateServer, DeleteServer, KillServer, PathPayload, SendCommand,
-    StopServer, WriteFile,
+    Action, ContentEncoding, CreateServer, DeleteServer, KillServer, ListFiles, PathPayload,
+    SendCommand, StopServer, WriteFile,
 };
 use proto::quantity::Bytes;
 use proto::time::{format_rfc3339, unix_now};
@@ -167,7 +167,7 @@ pub(super) async fn create(api: Arc<Api>, req: Request) -> Result<Reply, ApiErro
 
     let action = Action::CreateServer(CreateServer {
         server_id: Cow::Owned(rec.server_id.clone()),
-        egg_config: egg.into_owned(),
+        egg_config: Box::new(egg.into_owned()),
     });
     let result = api.hub.command(&rec.agent_id, None, action).await;
     let forget =
@@ -399,9 +399,7 @@ fn path_param(req: &Request, default: Option<&str>) -> Result<String, ApiError> 
 pub(super) async fn list_files(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
     let rec = admin_server(&api, &req)?;
     let path = path_param(&req, Some("/server"))?;
-    let action = Action::ListFiles(PathPayload {
-        path: Cow::Owned(path),
-    });
+    let action = Action::ListFiles(ListFiles::path(Cow::Owned(path)));
     relay(&api, &rec, action, None).await
 }
 

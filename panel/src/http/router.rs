@@ -3,7 +3,9 @@
 //! Patterns are literal segments and `{name}` captures, matched segment by segment against
 //! the percent-decoded path (`/api/servers/{id}/power`). Unknown paths answer 404
 //! `NOT_FOUND`, known paths with the wrong method 405 `METHOD_NOT_ALLOWED` with an `Allow`
-//! header, and `HEAD` falls back to the `GET` route (the server drops the body).
+//! header, and `HEAD` falls back to the `GET` route (the server drops the body). A path no
+//! route knows goes to the [`fallback`](Router::fallback) handler when one is set (the web
+//! UI's assets and shell), else 404.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -89,6 +91,7 @@ struct Route {
 #[derive(Default)]
 pub struct Router {
     routes: Vec<Route>,
+    fallback: Option<Handler>,
 }
 
 fn split_path(path: &str) -> impl Iterator<Item = &str> {
@@ -149,6 +152,13 @@ impl Router {
         self
     }
 
+    /// Sets the handler for paths no route matches with any method (it sees every method and
+    /// answers its own 404s). Paths some route knows keep their 405 answers.
+    pub fn fallback(&mut self, handler: Handler) -> &mut Self {
+        self.fallback = Some(handler);
+        self
+    }
+
     fn matches(route: &Route, path: &str) -> Option<Vec<(String, String)>> {
         let mut params = Vec::new();
         let mut segs = route.segments.iter();
@@ -189,6 +199,9 @@ impl Router {
         if let Some((route, params)) = get_fallback {
             req.params = params;
             return (route.handler)(req);
+        }
+        if let (true, Some(fallback)) = (allowed.is_empty(), &self.fallback) {
+            return fallback(req);
         }
         let response = if allowed.is_empty() {
             Response::error(
@@ -309,6 +322,19 @@ mod tests {
         let r = router();
         assert_eq!(run(&r, Method::Head, "/api/servers/q").body, b"get id=q");
         assert_eq!(run(&r, Method::Head, "/api/servers/q/power").status, 405);
+    }
+
+    #[test]
+    fn fallback_gets_only_paths_no_route_knows() {
+        let mut r = router();
+        r.fallback(echo("fallback"));
+        assert_eq!(run(&r, Method::Get, "/servers/x").body, b"fallback ");
+        assert_eq!(run(&r, Method::Post, "/nowhere").body, b"fallback ");
+        assert_eq!(run(&r, Method::Head, "/api/server").body, b"fallback ");
+        // Known paths keep their own answers, including 405 for another method.
+        assert_eq!(run(&r, Method::Get, "/api/servers").body, b"list ");
+        assert_eq!(run(&r, Method::Delete, "/api/servers").status, 405);
+        assert_eq!(run(&r, Method::Head, "/api/servers/q").body, b"get id=q");
     }
 
     #[test]

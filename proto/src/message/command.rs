@@ -1,0 +1,262 @@
+//! Commands (panel → agent): the action table and the payload of each action.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Str, own};
+use crate::egg::EggConfig;
+
+/// A command from the panel. `serverId` is top-level for every action except `create_server`,
+/// which names the server inside its payload (as the spec's example does).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command<'a> {
+    pub id: Str<'a>,
+    pub timestamp: Str<'a>,
+    pub agent_id: Option<Str<'a>>,
+    pub server_id: Option<Str<'a>>,
+    pub action: Action<'a>,
+}
+
+impl<'a> Command<'a> {
+    /// The server this command is about, wherever the message put it.
+    pub fn target_server(&self) -> Option<&str> {
+        match &self.action {
+            Action::CreateServer(c) => Some(&c.server_id),
+            _ => self.server_id.as_deref(),
+        }
+    }
+
+    pub fn into_owned(self) -> Command<'static> {
+        Command {
+            id: own(self.id),
+            timestamp: own(self.timestamp),
+            agent_id: self.agent_id.map(own),
+            server_id: self.server_id.map(own),
+            action: self.action.into_owned(),
+        }
+    }
+}
+
+// The action table: one line per action (see `table.rs` for the syntax). This is the only
+// place that lists every action.
+actions! {
+    CreateServer { payload: CreateServer<'a> } => "create_server",
+    StartServer => "start_server",
+    StopServer { optional: StopServer<'a> } => "stop_server",
+    RestartServer { optional: StopServer<'a> } => "restart_server",
+    GetStatus => "get_status",
+    ListFiles { payload: ListFiles<'a> } => "list_files",
+    GetFile { payload: PathPayload<'a> } => "get_file",
+    /// Extension: SIGKILL (or the named signal) at once.
+    KillServer { optional: KillServer<'a> } => "kill_server",
+    /// Extension: remove the container; `purge` also deletes the server's files.
+    DeleteServer { optional: DeleteServer } => "delete_server",
+    /// Extension: one line to the server's console (stdin).
+    SendCommand { payload: SendCommand<'a> } => "send_command",
+    /// Extension: atomically replace a file in the server's volume.
+    WriteFile { payload: WriteFile<'a> } => "write_file",
+}
+
+impl Action<'_> {
+    /// The wire name of the action (`"start_server"`, ...).
+    pub fn name(&self) -> &str {
+        match self {
+            Action::Unknown(n) => n,
+            known => known.known_name().map_or("", ActionName::as_str),
+        }
+    }
+}
+
+/// `create_server` payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateServer<'a> {
+    #[serde(borrow)]
+    pub server_id: Str<'a>,
+    /// Boxed: with the eggs extensions it is by far the largest payload, and every other
+    /// message would otherwise pay its size on each move.
+    #[serde(borrow)]
+    pub egg_config: Box<EggConfig<'a>>,
+}
+
+impl CreateServer<'_> {
+    pub fn into_owned(self) -> CreateServer<'static> {
+        CreateServer {
+            server_id: own(self.server_id),
+            egg_config: Box::new(self.egg_config.into_owned()),
+        }
+    }
+}
+
+/// `stop_server` (and optionally `restart_server`) payload: the signal to send first and how
+/// many seconds to wait before SIGKILL.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct StopServer<'a> {
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<Str<'a>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+}
+
+impl StopServer<'_> {
+    pub fn into_owned(self) -> StopServer<'static> {
+        StopServer {
+            signal: self.signal.map(own),
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// `kill_server` payload (extension).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct KillServer<'a> {
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<Str<'a>>,
+}
+
+impl KillServer<'_> {
+    pub fn into_owned(self) -> KillServer<'static> {
+        KillServer {
+            signal: self.signal.map(own),
+        }
+    }
+}
+
+/// `delete_server` payload (extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DeleteServer {
+    #[serde(default)]
+    pub purge: bool,
+}
+
+impl DeleteServer {
+    pub fn into_owned(self) -> DeleteServer {
+        self
+    }
+}
+
+/// `get_file` payload: a container path under `/server`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PathPayload<'a> {
+    #[serde(borrow)]
+    pub path: Str<'a>,
+}
+
+impl PathPayload<'_> {
+    pub fn into_owned(self) -> PathPayload<'static> {
+        PathPayload {
+            path: own(self.path),
+        }
+    }
+}
+
+/// `list_files` payload: a directory under `/server`, and which page of it (extension:
+/// `offset` defaults to 0, `limit` to the agent's page size of 1000, which is also its
+/// maximum).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListFiles<'a> {
+    #[serde(borrow)]
+    pub path: Str<'a>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+}
+
+impl<'a> ListFiles<'a> {
+    /// The first page of `path`.
+    pub fn path(path: Str<'a>) -> ListFiles<'a> {
+        ListFiles {
+            path,
+            offset: None,
+            limit: None,
+        }
+    }
+
+    pub fn into_owned(self) -> ListFiles<'static> {
+        ListFiles {
+            path: own(self.path),
+            offset: self.offset,
+            limit: self.limit,
+        }
+    }
+}
+
+/// `send_command` payload (extension): one console line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendCommand<'a> {
+    #[serde(borrow)]
+    pub command: Str<'a>,
+}
+
+impl SendCommand<'_> {
+    pub fn into_owned(self) -> SendCommand<'static> {
+        SendCommand {
+            command: own(self.command),
+        }
+    }
+}
+
+/// How file content is carried in `write_file` and `get_file`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentEncoding {
+    #[default]
+    Utf8,
+    Base64,
+}
+
+impl ContentEncoding {
+    fn is_utf8(&self) -> bool {
+        *self == ContentEncoding::Utf8
+    }
+}
+
+/// `write_file` payload (extension).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WriteFile<'a> {
+    #[serde(borrow)]
+    pub path: Str<'a>,
+    #[serde(borrow)]
+    pub content: Str<'a>,
+    #[serde(default, skip_serializing_if = "ContentEncoding::is_utf8")]
+    pub encoding: ContentEncoding,
+}
+
+impl WriteFile<'_> {
+    pub fn into_owned(self) -> WriteFile<'static> {
+        WriteFile {
+            path: own(self.path),
+            content: own(self.content),
+            encoding: self.encoding,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_action_name_round_trips_and_required_payloads_are_required() {
+        for &name in ActionName::ALL {
+            assert_eq!(ActionName::from_wire(name.as_str()), Some(name));
+            let frame = format!(
+                r#"{{"id":"m","type":"command","timestamp":"t","serverId":"s","action":"{}"}}"#,
+                name.as_str()
+            );
+            match crate::decode(frame.as_bytes()) {
+                Ok(crate::Message::Command(c)) => {
+                    assert_eq!(c.action.known_name(), Some(name));
+                    assert_eq!(c.action.name(), name.as_str());
+                }
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => assert!(
+                    e.to_string().contains("requires a payload"),
+                    "{}: {e}",
+                    name.as_str()
+                ),
+            }
+        }
+        assert_eq!(ActionName::from_wire("format_disk"), None);
+    }
+}

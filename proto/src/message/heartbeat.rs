@@ -1,0 +1,68 @@
+//! The heartbeat: the panel's ping and the agent's pong.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Str, own};
+
+/// Panel → agent heartbeat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ping<'a> {
+    pub id: Str<'a>,
+    pub timestamp: Str<'a>,
+}
+
+impl Ping<'_> {
+    pub fn into_owned(self) -> Ping<'static> {
+        Ping {
+            id: own(self.id),
+            timestamp: own(self.timestamp),
+        }
+    }
+}
+
+/// Agent → panel heartbeat answer, echoing the ping's id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pong<'a> {
+    pub id: Str<'a>,
+    pub timestamp: Str<'a>,
+    pub agent_id: Option<Str<'a>>,
+    pub data: PongData<'a>,
+}
+
+impl Pong<'_> {
+    pub fn into_owned(self) -> Pong<'static> {
+        Pong {
+            id: own(self.id),
+            timestamp: own(self.timestamp),
+            agent_id: self.agent_id.map(own),
+            data: self.data.into_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PongData<'a> {
+    /// `"healthy"`, or `"degraded"` when e.g. Docker is unreachable.
+    #[serde(borrow)]
+    pub agent_status: Str<'a>,
+    pub active_servers: u64,
+    pub system_load: SystemLoad,
+}
+
+impl PongData<'_> {
+    pub fn into_owned(self) -> PongData<'static> {
+        PongData {
+            agent_status: own(self.agent_status),
+            ..self
+        }
+    }
+}
+
+/// Host load in percent (0–100).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SystemLoad {
+    pub cpu: f64,
+    pub memory: f64,
+    pub disk: f64,
+}
