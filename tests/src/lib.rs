@@ -51,7 +51,6 @@ pub const FAKEGAME_IMAGE: &str = "ctrl-fakegame:latest";
 /// when nothing changed). Test binaries run concurrently (and other checkouts may share the
 /// Docker Engine), so the build runs under an exclusive `flock` on a lock file in the temp
 /// dir. A failed build fails every caller with the same message.
-#[allow(unsafe_code, reason = "flock(2) through libc")]
 pub fn ensure_fakegame_image() {
     static RESULT: OnceLock<Result<(), String>> = OnceLock::new();
     let result = RESULT
@@ -80,6 +79,7 @@ pub fn ensure_installer_image() {
 }
 
 /// Runs an image build script of this repository under an exclusive lock.
+#[allow(unsafe_code, reason = "flock(2) through libc")]
 fn build_image(lock_name: &str, script: &str) -> Result<(), String> {
     let lock_path = std::env::temp_dir().join(lock_name);
     let lock = std::fs::OpenOptions::new()
