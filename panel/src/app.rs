@@ -140,6 +140,7 @@ impl Panel {
             let env_token = std::env::var("PANEL_ADMIN_TOKEN").ok();
             smol::unblock(move || -> Result<_, AppError> {
                 let store = Arc::new(Store::open(&dir)?);
+                seed_eggs(&store);
                 let (auth, origin) = Auth::init(&dir, store.clone(), env_token)?;
                 let tls = tls::setup(&dir, cert.as_deref(), key.as_deref(), &extra)?;
                 Ok((store, Arc::new(auth), origin, tls))
@@ -244,6 +245,21 @@ impl Panel {
         let store = self.api.store.clone();
         smol::unblock(move || store.sync()).await?;
         served.map_err(AppError::Serve)
+    }
+}
+
+/// On the first start, the egg library gets the example egg (the fakegame test server).
+fn seed_eggs(store: &Store) {
+    let seeded = crate::eggs::example(proto::time::unix_now())
+        .map_err(|e| e.message)
+        .and_then(|egg| store.seed_eggs(&[egg]).map_err(|e| e.to_string()));
+    match seeded {
+        Ok(true) => log::info!(
+            "egg library: added the example egg {}",
+            crate::eggs::EXAMPLE_EGG_ID
+        ),
+        Ok(false) => {}
+        Err(e) => log::error!("egg library: the example egg was not added: {e}"),
     }
 }
 

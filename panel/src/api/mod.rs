@@ -8,6 +8,7 @@
 //! and its code and message unchanged by [`agent_answer`].
 
 mod agents;
+mod eggs;
 mod error;
 mod live;
 mod servers;
@@ -171,6 +172,10 @@ pub fn router(api: &Arc<Api>) -> Router {
     );
     add(&mut r, api, Method::Get, "/api/agents", agents::list);
     add(&mut r, api, Method::Get, "/ws/agents", agents::websocket);
+    add(&mut r, api, Method::Post, "/api/eggs", eggs::create);
+    add(&mut r, api, Method::Get, "/api/eggs", eggs::list);
+    add(&mut r, api, Method::Get, "/api/eggs/{id}", eggs::get);
+    add(&mut r, api, Method::Delete, "/api/eggs/{id}", eggs::delete);
     add(&mut r, api, Method::Post, "/api/servers", servers::create);
     add(&mut r, api, Method::Get, "/api/servers", servers::list);
     add(
@@ -200,6 +205,13 @@ pub fn router(api: &Arc<Api>) -> Router {
         Method::Post,
         "/api/servers/{id}/command",
         servers::console,
+    );
+    add(
+        &mut r,
+        api,
+        Method::Post,
+        "/api/servers/{id}/reinstall",
+        servers::reinstall,
     );
     add(
         &mut r,

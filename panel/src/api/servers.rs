@@ -7,7 +7,7 @@
 //! operator can `DELETE` it.
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -22,6 +22,7 @@ use proto::time::{format_rfc3339, unix_now};
 use proto::validate::{self, IdKind};
 
 use super::{Api, ApiError, agent_answer, blocking, body};
+use crate::eggs;
 use crate::http::{Reply, Request, Response};
 use crate::hub::HubError;
 use crate::store::{DesiredState, ServerRecord};
@@ -88,15 +89,17 @@ fn admin_server(api: &Api, req: &Request) -> Result<ServerRecord, ApiError> {
     })
 }
 
-/// The body of `POST /api/servers`, field by field (shape errors name the field).
+/// The body of `POST /api/servers`, field by field (shape errors name the field): an
+/// `eggConfig`, or an `eggId` of the library with the choices `crate::eggs::FromEgg` names.
 struct CreateBody {
     agent_id: Option<String>,
     server_id: Option<String>,
     egg_value: Value,
+    egg_id: Option<String>,
 }
 
 impl CreateBody {
-    fn parse(req: &Request) -> Result<CreateBody, ApiError> {
+    fn parse(api: &Api, req: &Request) -> Result<CreateBody, ApiError> {
         let body: Value = body(req)?;
         let Value::Object(mut obj) = body else {
             return Err(refused(
@@ -116,15 +119,69 @@ impl CreateBody {
         };
         let agent_id = str_field("agentId")?;
         let server_id = str_field("serverId")?;
-        let egg_value = obj
-            .remove("eggConfig")
-            .ok_or_else(|| refused(ErrorCode::ConfigInvalid, "eggConfig is required"))?;
+        let egg_id = str_field("eggId")?;
+        let egg_value = match (&egg_id, obj.remove("eggConfig")) {
+            (None, Some(egg)) => egg,
+            (Some(id), None) => from_egg(api, id, &mut obj)?,
+            (Some(_), Some(_)) => {
+                return Err(refused(
+                    ErrorCode::ConfigInvalid,
+                    "give either eggConfig or eggId, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(refused(
+                    ErrorCode::ConfigInvalid,
+                    "eggConfig (or eggId) is required",
+                ));
+            }
+        };
         Ok(CreateBody {
             agent_id,
             server_id,
             egg_value,
+            egg_id,
         })
     }
+}
+
+/// The `eggConfig` of a server created from the library's egg `id` with the request's
+/// `image`, `startup`, `environment`, `ports` and `limits`.
+fn from_egg(api: &Api, id: &str, obj: &mut Map<String, Value>) -> Result<Value, ApiError> {
+    let rec = api
+        .store
+        .egg(id)
+        .ok_or_else(|| refused(ErrorCode::NotFound, format!("no egg `{id}` on this panel")))?;
+    let mut text = |k: &str| -> Result<Option<String>, ApiError> {
+        match obj.remove(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(refused(
+                ErrorCode::ConfigInvalid,
+                format!("{k} must be a string"),
+            )),
+        }
+    };
+    let image = text("image")?;
+    let startup = text("startup")?;
+    let environment = match obj.remove("environment") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            return Err(refused(
+                ErrorCode::ConfigInvalid,
+                "environment must be an object",
+            ));
+        }
+    };
+    let req = eggs::FromEgg {
+        image,
+        startup,
+        environment,
+        ports: obj.remove("ports").filter(|v| !v.is_null()),
+        limits: obj.remove("limits").filter(|v| !v.is_null()),
+    };
+    Ok(eggs::egg_config(&rec, &req)?)
 }
 
 /// `POST /api/servers` (admin).
@@ -134,7 +191,8 @@ pub(super) async fn create(api: Arc<Api>, req: Request) -> Result<Reply, ApiErro
         agent_id,
         server_id,
         egg_value,
-    } = CreateBody::parse(&req)?;
+        egg_id,
+    } = CreateBody::parse(&api, &req)?;
     // Typed decode of the egg from its own text, so that shape errors are CONFIG_INVALID.
     let egg_text = egg_value.to_string();
     let egg: EggConfig<'_> = serde_json::from_str(&egg_text)
@@ -162,7 +220,8 @@ pub(super) async fn create(api: Arc<Api>, req: Request) -> Result<Reply, ApiErro
     // Place and record in one critical section (on a blocking thread: it commits).
     let rec = {
         let api = api.clone();
-        blocking(move || place_and_record(&api, server_id, agent_id, egg_value, need)).await?
+        blocking(move || place_and_record(&api, server_id, agent_id, egg_value, egg_id, need))
+            .await?
     };
 
     let action = Action::CreateServer(CreateServer {
@@ -199,6 +258,7 @@ fn place_and_record(
     server_id: String,
     agent_id: Option<String>,
     egg: Value,
+    egg_id: Option<String>,
     need: Need,
 ) -> Result<ServerRecord, ApiError> {
     let _p = api.placement.lock();
@@ -223,6 +283,7 @@ fn place_and_record(
         memory_bytes: need.memory,
         cpu_millis: need.cpu,
         created_at: unix_now(),
+        egg_id,
     };
     if !api.store.insert_server(&rec)? {
         return Err(exists());
@@ -271,6 +332,7 @@ fn server_json(api: &Api, s: &ServerRecord) -> Value {
         "desiredState": s.desired_state,
         "agentOnline": api.hub.is_online(&s.agent_id),
         "createdAt": format_rfc3339(s.created_at),
+        "eggId": s.egg_id,
         "eggConfig": s.egg_config,
     })
 }
@@ -360,6 +422,13 @@ pub(super) async fn power(api: Arc<Api>, req: Request) -> Result<Reply, ApiError
         }
     };
     relay(&api, &rec, action, Some(desired)).await
+}
+
+/// `POST /api/servers/{id}/reinstall` (admin): `reinstall_server` (the egg's install script
+/// again; the server must be stopped).
+pub(super) async fn reinstall(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+    let rec = admin_server(&api, &req)?;
+    relay(&api, &rec, Action::ReinstallServer, None).await
 }
 
 #[derive(Deserialize)]

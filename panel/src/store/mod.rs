@@ -2,6 +2,7 @@
 //! transaction layer ([`txn`]):
 //!
 //! - [`agents`]: registered agents, their capabilities and token family;
+//! - [`eggs`]: the egg library (imported Pterodactyl/Pelican eggs and our own);
 //! - [`servers`]: servers placed on agents (egg, desired state, memory and CPU limits);
 //! - [`last_seen`]: when each agent was last heard from (written when a connection ends);
 //! - [`meta`]: panel-wide values (the admin token's hash).
@@ -16,12 +17,14 @@
 //! path), an `impl Store` block with its operations, and one line in [`Store::open`].
 
 mod agents;
+mod eggs;
 mod last_seen;
 mod meta;
 mod servers;
 mod txn;
 
 pub use agents::{AgentRecord, Rotation, TokenFamily};
+pub use eggs::EggRecord;
 pub use servers::{DesiredState, ServerRecord};
 
 use std::path::Path;
@@ -68,6 +71,7 @@ db_err!(
 pub struct Store {
     db: Db,
     agents: agents::Mirror,
+    eggs: eggs::Mirror,
     servers: servers::Mirror,
     last_seen: last_seen::Mirror,
 }
@@ -79,6 +83,7 @@ impl Store {
         // Every table exists, so that read transactions never see "missing table".
         db.writer().commit(|txn| {
             txn.open_table(agents::AGENTS)?;
+            txn.open_table(eggs::EGGS)?;
             txn.open_table(servers::SERVERS)?;
             txn.open_table(meta::META)?;
             txn.open_table(last_seen::LAST_SEEN)?;
@@ -86,6 +91,7 @@ impl Store {
         })?;
         Ok(Store {
             agents: agents::load(&db)?,
+            eggs: eggs::load(&db)?,
             servers: servers::load(&db)?,
             last_seen: last_seen::load(&db)?,
             db,
@@ -148,6 +154,7 @@ pub(crate) mod tests {
             memory_bytes: mem_mib << 20,
             cpu_millis: 500,
             created_at: 2,
+            egg_id: None,
         }
     }
 

@@ -42,6 +42,9 @@ pub struct ServerRecord {
     pub cpu_millis: u64,
     /// Unix seconds.
     pub created_at: u64,
+    /// The library egg it was created from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egg_id: Option<String>,
 }
 
 /// A server record as stored, including records written before `cpuMillis` existed.
@@ -55,6 +58,8 @@ struct Stored {
     memory_bytes: u64,
     cpu_millis: Option<u64>,
     created_at: u64,
+    #[serde(default)]
+    egg_id: Option<String>,
 }
 
 impl From<Stored> for ServerRecord {
@@ -70,6 +75,7 @@ impl From<Stored> for ServerRecord {
             memory_bytes: s.memory_bytes,
             cpu_millis,
             created_at: s.created_at,
+            egg_id: s.egg_id,
         }
     }
 }
