@@ -381,6 +381,28 @@ mod tests {
     }
 
     #[test]
+    fn the_fakegame_eggs_in_both_formats_import_without_warnings() {
+        for (file, source) in [
+            ("fakegame-ptdl_v2.json", "PTDL_v2"),
+            ("fakegame-plcn_v3.yaml", "PLCN_v3"),
+        ] {
+            let path = format!(
+                "{}/../tests/fakegame/eggs/{file}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let imp =
+                import(&std::fs::read(path).unwrap()).unwrap_or_else(|e| panic!("{file}: {e:?}"));
+            assert_eq!(imp.source, source);
+            assert!(imp.warnings.is_empty(), "{file}: {:?}", imp.warnings);
+            assert_eq!(imp.egg.images[0].image, "ctrl-fakegame:latest");
+            assert_eq!(
+                imp.egg.install.as_ref().unwrap().image,
+                "ctrl-installer:latest"
+            );
+        }
+    }
+
+    #[test]
     fn choices_are_checked_against_the_egg_and_messages_name_the_field() {
         let rec = import(&fixture("ptdl_v2.json"))
             .unwrap()

@@ -229,6 +229,8 @@ export function mount(root, { id }) {
         mem.push(t, toBytes(d.memory));
       } else if (ev.event === 'server_log') {
         consoleBox?.live({ ...d, timestamp: d.timestamp ?? ev.timestamp });
+      } else if (ev.event === 'install_log') {
+        consoleBox?.live({ ...d, message: `[install] ${d.message ?? ''}`, timestamp: d.timestamp ?? ev.timestamp });
       } else if (ev.event === 'players_update' && d.players) paintPlayers(d.players);
     }));
     later(events.onReconnect(refresh));
