@@ -198,9 +198,13 @@ fn an_install_over_its_time_limit_is_killed_and_removed() {
     };
     e2e::ensure_installer_image();
     let sid = "egg-slow-1";
+    // It never stops printing: the limit must not wait for a quiet moment.
     h.create(
         sid,
-        install_egg(e2e::free_port(), "echo sleeping\nsleep 600\n"),
+        install_egg(
+            e2e::free_port(),
+            "echo sleeping\nwhile true; do echo tick; sleep 0.05; done\n",
+        ),
     );
     wait_install_log(&mut h, sid, "sleeping");
     let s = h.wait_status(sid, ServerState::InstallFailed);

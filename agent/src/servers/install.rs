@@ -220,14 +220,10 @@ impl Run {
         let Some((inner, _)) = self.alive() else {
             return Watch::Abandoned;
         };
-        let policy = &inner.cfg.policy;
-        let deadline = Instant::now() + policy.install_timeout();
-        let timeout = policy.install_timeout_secs;
-        let disk_every = policy.disk_check();
+        let mut limits = Limits::new(&inner.cfg.policy);
         let mut console = Console::new(inner.cfg.log_rate, inner.cfg.log_burst);
         drop(inner);
         let mut lines = Vec::new();
-        let mut last_disk = Instant::now();
         loop {
             let next = match output.as_mut() {
                 Some(out) => {
@@ -256,33 +252,26 @@ impl Run {
                     self.emit(&mut lines);
                     return Watch::Ended;
                 }
-                None => {
-                    console.flush_dropped(&mut lines);
-                    let Some(server) = self.server.upgrade() else {
-                        return Watch::Abandoned;
-                    };
-                    if output.is_none() {
-                        match docker.container_inspect(id).await {
-                            Ok(i) if i.state.running => {}
-                            _ => return Watch::Ended,
-                        }
-                    }
-                    if Instant::now() >= deadline {
-                        return Watch::Stop(format!(
-                            "the install script ran longer than {timeout} s \
-                             (installTimeoutSecs) and was killed"
-                        ));
-                    }
-                    if last_disk.elapsed() >= disk_every {
-                        last_disk = Instant::now();
-                        if let Some(reason) = over_disk(&server).await {
-                            return Watch::Stop(reason);
-                        }
-                    }
-                }
+                None => console.flush_dropped(&mut lines),
             }
             if !lines.is_empty() && !self.emit(&mut lines) {
                 return Watch::Abandoned;
+            }
+            // Checked by the clock, not by the timer above: a script that never stops
+            // printing never lets that timer fire.
+            if limits.due() {
+                let Some(server) = self.server.upgrade() else {
+                    return Watch::Abandoned;
+                };
+                if output.is_none() {
+                    match docker.container_inspect(id).await {
+                        Ok(i) if i.state.running => {}
+                        _ => return Watch::Ended,
+                    }
+                }
+                if let Some(reason) = limits.exceeded(&server).await {
+                    return Watch::Stop(reason);
+                }
             }
         }
     }
@@ -360,6 +349,52 @@ impl Run {
             },
         ));
         server.observe(trigger, change);
+    }
+}
+
+/// The time limit and the disk check of one install, looked at once per [`TICK`].
+struct Limits {
+    deadline: Instant,
+    timeout_secs: u64,
+    disk_every: Duration,
+    last_tick: Instant,
+    last_disk: Instant,
+}
+
+impl Limits {
+    fn new(policy: &crate::node::NodePolicy) -> Limits {
+        let now = Instant::now();
+        Limits {
+            deadline: now + policy.install_timeout(),
+            timeout_secs: policy.install_timeout_secs,
+            disk_every: policy.disk_check(),
+            last_tick: now,
+            last_disk: now,
+        }
+    }
+
+    /// Whether a tick has passed since the last look.
+    fn due(&mut self) -> bool {
+        let due = self.last_tick.elapsed() >= TICK;
+        if due {
+            self.last_tick = Instant::now();
+        }
+        due
+    }
+
+    /// Why the install must stop now, if it must.
+    async fn exceeded(&mut self, server: &Arc<Server>) -> Option<String> {
+        if Instant::now() >= self.deadline {
+            return Some(format!(
+                "the install script ran longer than {} s (installTimeoutSecs) and was killed",
+                self.timeout_secs
+            ));
+        }
+        if self.last_disk.elapsed() < self.disk_every {
+            return None;
+        }
+        self.last_disk = Instant::now();
+        over_disk(server).await
     }
 }
 
