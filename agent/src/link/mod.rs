@@ -220,7 +220,7 @@ impl<D: Dispatch> Link<D> {
                 }
                 Incoming::Reply(resp) => {
                     if control
-                        .send(encode(&Message::Response(resp)))
+                        .send(encode(&Message::Response(*resp)))
                         .await
                         .is_err()
                     {
