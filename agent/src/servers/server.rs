@@ -4,6 +4,7 @@
 //! `state.rs` and emits exactly one `server_status_changed` per real change.
 
 use super::error::ServerError;
+use super::history::History;
 use super::plan::Meta;
 use super::state::{self, Step, Trigger};
 use super::tasks::{ConsoleSlot, StatsSlot};
@@ -70,6 +71,8 @@ pub struct Server {
     pub console: Arc<ConsoleSlot>,
     /// The resource sampler of the current run.
     pub stats: Arc<StatsSlot>,
+    /// The last console lines, for `get_logs`.
+    pub history: History,
     tasks: Mutex<Tasks>,
     /// Serialises "make the run's console and sampler match Docker" with the handling of
     /// the container's exit, so a late start cannot overwrite a crash.
@@ -118,6 +121,7 @@ impl Server {
             expected: Mutex::new(None),
             console: Arc::new(ConsoleSlot::default()),
             stats: Arc::new(StatsSlot::default()),
+            history: History::default(),
             tasks: Mutex::new(Tasks::default()),
             session_lock: smol::lock::Mutex::new(()),
         }
@@ -202,8 +206,14 @@ impl Server {
         }));
     }
 
+    /// Queues an event for the panel; console lines are also kept in the history.
     pub fn emit(&self, kind: EventKind<'static>) {
-        self.outbox.push(event(&self.agent_id, &self.id, kind));
+        let event = event(&self.agent_id, &self.id, kind);
+        if let EventKind::ServerLog(line) = &event.kind {
+            self.history
+                .push(&event.timestamp, &line.log_level, &line.message);
+        }
+        self.outbox.push(event);
     }
 
     pub fn set_console_task(&self, task: Task<()>) {
