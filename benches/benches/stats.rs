@@ -14,6 +14,8 @@
 //!
 //! Run: `cargo bench -p benches --bench stats`.
 
+#![allow(unsafe_code, reason = "sysconf(_SC_CLK_TCK) through libc")]
+
 use agent::docker::{CreateSpec, DockerClient};
 use agent::stats::ContainerSampler;
 use criterion::{Criterion, black_box};

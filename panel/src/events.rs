@@ -8,6 +8,14 @@
 //! The subscriber's writer sends whatever is queued with one flush per batch
 //! ([`outbox::write_batch`]), not one TLS record and syscall per event. An optional
 //! `?serverId=` (and `?agentId=`) filter applies.
+//!
+//! Subscribers only listen. Whatever they send besides a close frame is ignored but spends
+//! a small budget ([`SUBSCRIBER_RATE`] frames/s, burst [`SUBSCRIBER_BURST`]); past it —
+//! a ping flood, say, each ping answered by tungstenite with a pong — the subscriber is
+//! closed (1008). A subscriber that stops reading is closed once one write has waited
+//! [`WRITE_STALL`] (between one and one and a quarter periods: a watchdog ticks four times
+//! per period, so there is no timer per write): a slow reader loses its oldest frames, one
+//! that does not read at all loses the connection.
 
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::Message as WsMessage;
@@ -17,21 +25,28 @@ use futures_lite::{AsyncRead, AsyncWrite, StreamExt, future};
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::outbox::{self, Outbox};
 use crate::panel_metrics::PanelMetrics;
+use crate::ratelimit::TokenBucket;
 use crate::shutdown::Shutdown;
 use crate::tracker::{Token, Tracker};
 
-/// How long a subscriber's close handshake may take at shutdown.
+/// How long a subscriber's close handshake may take.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Frames per second a subscriber may send (all ignored but close).
+pub const SUBSCRIBER_RATE: f64 = 10.0;
+/// Burst of the subscriber's budget.
+pub const SUBSCRIBER_BURST: f64 = 20.0;
+/// Longest a write to a subscriber may wait for the peer to read.
+pub const WRITE_STALL: Duration = Duration::from_secs(30);
 
-fn going_away() -> CloseFrame {
+fn close_frame(code: CloseCode, reason: &'static str) -> CloseFrame {
     CloseFrame {
-        code: CloseCode::Away,
-        reason: "panel shutting down".into(),
+        code,
+        reason: reason.into(),
     }
 }
 
@@ -58,11 +73,23 @@ struct Sub {
     dropped: Arc<AtomicU64>,
 }
 
+/// Why a subscriber socket ends.
+enum End {
+    /// It closed or failed.
+    Peer,
+    Shutdown,
+    /// It sent more than its budget.
+    Flooding,
+    /// It stopped reading.
+    Stalled,
+}
+
 /// The subscriber registry.
 pub struct Events {
     subs: RwLock<HashMap<u64, Sub>>,
     next: AtomicU64,
     queue: usize,
+    write_stall: Duration,
     metrics: Arc<PanelMetrics>,
     tracker: Tracker,
 }
@@ -93,10 +120,20 @@ impl Drop for Subscription {
 
 impl Events {
     pub fn new(queue: usize, metrics: Arc<PanelMetrics>) -> Arc<Events> {
+        Events::with_write_stall(queue, WRITE_STALL, metrics)
+    }
+
+    /// [`new`](Self::new) with another limit than [`WRITE_STALL`].
+    pub fn with_write_stall(
+        queue: usize,
+        write_stall: Duration,
+        metrics: Arc<PanelMetrics>,
+    ) -> Arc<Events> {
         Arc::new(Events {
             subs: RwLock::new(HashMap::new()),
             next: AtomicU64::new(1),
             queue: queue.max(1),
+            write_stall,
             metrics,
             tracker: Tracker::new(),
         })
@@ -175,9 +212,10 @@ impl Events {
         self.serve_admitted(admitted, ws, filter, shutdown).await
     }
 
-    /// Runs one subscriber socket until the peer leaves or the panel shuts down (then with a
-    /// close frame). Frames from the subscriber other than close are ignored. `admitted` is
-    /// what [`admit`](Self::admit) returned before the upgrade.
+    /// Runs one subscriber socket until the peer leaves, floods, stops reading, or the panel
+    /// shuts down (then with a close frame). Frames from the subscriber other than close are
+    /// ignored within their budget. `admitted` is what [`admit`](Self::admit) returned
+    /// before the upgrade.
     pub async fn serve_admitted<S>(
         self: Arc<Self>,
         admitted: Option<Token>,
@@ -189,7 +227,8 @@ impl Events {
     {
         let Some(_token) = admitted else {
             // Shutdown began before this socket was admitted: say so and leave.
-            let _ = future::or(async { ws.close(Some(going_away())).await.ok() }, async {
+            let away = close_frame(CloseCode::Away, "panel shutting down");
+            let _ = future::or(async { ws.close(Some(away)).await.ok() }, async {
                 async_io::Timer::after(CLOSE_GRACE).await;
                 None
             })
@@ -198,19 +237,22 @@ impl Events {
         };
         let sub = self.subscribe(filter);
         let (mut tx, mut rx) = ws.split();
-        enum End {
-            Peer,
-            Shutdown,
-        }
         let reader = async {
+            let mut budget = TokenBucket::new(SUBSCRIBER_RATE, SUBSCRIBER_BURST);
             while let Some(msg) = rx.next().await {
                 match msg {
                     Ok(WsMessage::Close(_)) | Err(_) => break,
+                    Ok(_) if !budget.try_take(Instant::now()) => return End::Flooding,
                     Ok(_) => {}
                 }
             }
             End::Peer
         };
+        // For the watchdog: whether a batch is being written, and how many were written.
+        // One timer per subscriber ticking four times per stall period; nothing per batch
+        // but two atomic stores.
+        let writing = AtomicBool::new(false);
+        let written = AtomicU64::new(0);
         let writer = async {
             loop {
                 let next = future::or(async { Some(sub.queue.pop().await) }, async {
@@ -223,6 +265,7 @@ impl Events {
                     Some(None) => return End::Peer,
                     None => return End::Shutdown,
                 };
+                writing.store(true, Ordering::Relaxed);
                 let sent = future::or(
                     async { Some(outbox::write_batch(&mut tx, &sub.queue, frame).await) },
                     async {
@@ -231,6 +274,8 @@ impl Events {
                     },
                 )
                 .await;
+                written.fetch_add(1, Ordering::Relaxed);
+                writing.store(false, Ordering::Relaxed);
                 match sent {
                     Some(Ok(_)) => {}
                     Some(Err(_)) => return End::Peer,
@@ -238,11 +283,57 @@ impl Events {
                 }
             }
         };
-        if let End::Shutdown = future::or(writer, reader).await {
-            let _ = future::or(async { tx.close(Some(going_away())).await.ok() }, async {
-                async_io::Timer::after(CLOSE_GRACE).await;
-                None
-            })
+        let watchdog = async {
+            // Ticks during which one and the same batch has been in progress.
+            let (mut last, mut stuck) = (u64::MAX, 0u32);
+            let mut tick = async_io::Timer::interval(self.write_stall / 4);
+            loop {
+                tick.next().await;
+                let now = written.load(Ordering::Relaxed);
+                stuck = if writing.load(Ordering::Relaxed) && now == last {
+                    stuck + 1
+                } else {
+                    0
+                };
+                last = now;
+                if stuck >= 4 {
+                    return End::Stalled;
+                }
+            }
+        };
+        let close = match future::or(future::or(writer, watchdog), reader).await {
+            End::Peer => None,
+            End::Shutdown => Some(close_frame(CloseCode::Away, "panel shutting down")),
+            End::Flooding => {
+                self.metrics.subscribers_flooding.inc();
+                Some(close_frame(
+                    CloseCode::Policy,
+                    "more frames than a subscriber may send",
+                ))
+            }
+            End::Stalled => {
+                self.metrics.subscribers_stalled.inc();
+                Some(close_frame(CloseCode::Policy, "not reading"))
+            }
+        };
+        if let Some(frame) = close {
+            // The close handshake, bounded: send ours, then read (and drop) what the peer
+            // still sends until its close. Closing a socket with unread input resets it, and
+            // the peer could lose our close frame to the reset.
+            future::or(
+                async {
+                    if tx.close(Some(frame)).await.is_ok() {
+                        while let Some(Ok(m)) = rx.next().await {
+                            if m.is_close() {
+                                break;
+                            }
+                        }
+                    }
+                },
+                async {
+                    async_io::Timer::after(CLOSE_GRACE).await;
+                },
+            )
             .await;
         }
         drop(sub);
@@ -341,6 +432,47 @@ mod tests {
             }
         }
         None
+    }
+
+    #[test]
+    fn a_subscriber_that_does_not_read_is_closed() {
+        let metrics = Arc::new(PanelMetrics::default());
+        let ev = Events::with_write_stall(64, Duration::from_millis(200), metrics.clone());
+        smol::block_on(async {
+            let (server, _client) = ws_pair().await;
+            let task = smol::spawn(ev.clone().serve(server, Filter::default(), Shutdown::new()));
+            while ev.subscribers() == 0 {
+                async_io::Timer::after(Duration::from_millis(5)).await;
+            }
+            // The client never reads: the socket buffers fill, then a write stalls.
+            let big = frame(&"e".repeat(64 * 1024));
+            while metrics.subscribers_stalled.get() == 0 {
+                ev.publish("a1", Some("s1"), &big);
+                async_io::Timer::after(Duration::from_millis(10)).await;
+            }
+            task.await;
+            assert_eq!(ev.subscribers(), 0);
+        });
+    }
+
+    #[test]
+    fn a_subscriber_flooding_pings_is_closed_with_1008() {
+        let metrics = Arc::new(PanelMetrics::default());
+        let ev = Events::new(8, metrics.clone());
+        smol::block_on(async {
+            let (server, mut client) = ws_pair().await;
+            let task = smol::spawn(ev.clone().serve(server, Filter::default(), Shutdown::new()));
+            for _ in 0..(SUBSCRIBER_BURST as usize + 10) {
+                client
+                    .send(WsMessage::Ping(vec![1u8; 8].into()))
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(close_code(&mut client).await, Some(CloseCode::Policy));
+            task.await;
+            assert_eq!(metrics.subscribers_flooding.get(), 1);
+            assert_eq!(ev.subscribers(), 0);
+        });
     }
 
     #[test]

@@ -16,7 +16,10 @@ fn main() -> ExitCode {
     if std::env::var_os("SMOL_THREADS").is_none() {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
         // SAFETY: nothing else runs yet (no threads spawned), so no concurrent env access.
-        unsafe { std::env::set_var("SMOL_THREADS", n.to_string()) };
+        #[allow(unsafe_code, reason = "smol sizes its executor from SMOL_THREADS only")]
+        unsafe {
+            std::env::set_var("SMOL_THREADS", n.to_string())
+        };
     }
     ctrl_io::logger::init("PANEL_LOG", "panel");
     let shutdown = Shutdown::new();

@@ -21,15 +21,18 @@ pub enum Outcome {
     Offline,
     /// The agent answered with something that is not a response to it.
     BadResponse,
+    /// The encoded command was over the frame limit and was not sent.
+    TooLarge,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 6] = [
         Outcome::Ok,
         Outcome::AgentError,
         Outcome::Timeout,
         Outcome::Offline,
         Outcome::BadResponse,
+        Outcome::TooLarge,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -39,6 +42,7 @@ impl Outcome {
             Outcome::Timeout => "timeout",
             Outcome::Offline => "offline",
             Outcome::BadResponse => "bad_response",
+            Outcome::TooLarge => "too_large",
         }
     }
 }
@@ -66,6 +70,10 @@ pub struct PanelMetrics {
     pub events_forwarded: Counter,
     pub events_dropped: Counter,
     pub event_subscribers: Gauge,
+    /// Subscribers closed for sending frames over their budget.
+    pub subscribers_flooding: Counter,
+    /// Subscribers closed for not reading (a write stalled past the limit).
+    pub subscribers_stalled: Counter,
     pub rate_limited_agent: Counter,
     pub rate_limited_api: Counter,
 }
@@ -89,6 +97,8 @@ impl Default for PanelMetrics {
             events_forwarded: Counter::new(),
             events_dropped: Counter::new(),
             event_subscribers: Gauge::new(),
+            subscribers_flooding: Counter::new(),
+            subscribers_stalled: Counter::new(),
             rate_limited_agent: Counter::new(),
             rate_limited_api: Counter::new(),
         }
@@ -238,6 +248,23 @@ impl PanelMetrics {
             &[],
             self.event_subscribers.get(),
         );
+        write_header(
+            out,
+            "panel_event_subscribers_closed_total",
+            "Events subscribers the panel closed, by reason.",
+            "counter",
+        );
+        for (reason, c) in [
+            ("flooding", &self.subscribers_flooding),
+            ("not_reading", &self.subscribers_stalled),
+        ] {
+            write_sample(
+                out,
+                "panel_event_subscribers_closed_total",
+                &[("reason", reason)],
+                c.get(),
+            );
+        }
         write_header(
             out,
             "panel_rate_limited_total",

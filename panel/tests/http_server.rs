@@ -449,6 +449,30 @@ fn oversized_body_is_413_then_close() {
 }
 
 #[test]
+fn overflowing_chunk_size_is_413_and_nothing_behind_it_is_parsed() {
+    let srv = start(small_limits());
+    smol::block_on(guard("chunk overflow", async {
+        let mut c = Client::new(connect(&srv).await);
+        // 1 + 0xFFFFFFFFFFFFFFFF wraps to 0: an unchecked sum passes the limit check and
+        // the bytes after it would be read as a second, smuggled request.
+        let mut req = b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        req.extend_from_slice(b"1\r\nx\r\nFFFFFFFFFFFFFFFF\r\n");
+        req.extend_from_slice(b"GET /hello HTTP/1.1\r\n\r\n");
+        c.send(&req).await;
+        let r = c.response(false).await;
+        assert_eq!(r.status, 413);
+        assert_eq!(r.error_code(), "PAYLOAD_TOO_LARGE");
+        c.expect_closed().await;
+    }));
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(
+        srv.stats.requests_total.load(Relaxed),
+        0,
+        "nothing was dispatched"
+    );
+}
+
+#[test]
 fn expect_100_continue() {
     let srv = start(small_limits());
     smol::block_on(guard("100-continue", async {
@@ -711,6 +735,64 @@ fn per_ip_cap_answers_429_and_frees_slots() {
         }
         assert!(ok, "slot was never freed");
         drop(b);
+    }));
+}
+
+#[test]
+fn slow_clients_do_not_lock_a_prompt_client_of_the_same_ip_out() {
+    let srv = start(ServerConfig {
+        max_conns_per_ip: 4,
+        ..ServerConfig::default()
+    });
+    smol::block_on(guard("slow clients vs per-ip cap", async {
+        // Twice the cap in slow clients: half never start TLS, half stop inside their head.
+        let mut slow_tcp = Vec::new();
+        let mut slow_tls = Vec::new();
+        for _ in 0..4 {
+            slow_tcp.push(Async::<TcpStream>::connect(srv.addr).await.unwrap());
+            let mut c = Client::new(connect(&srv).await);
+            c.send(b"GET /hello HTTP/1.1\r\nHost: loc").await;
+            slow_tls.push(c);
+        }
+        // A client that sends its request at once is served all the same, several times.
+        for _ in 0..3 {
+            let mut c = Client::new(connect(&srv).await);
+            c.send(b"GET /hello HTTP/1.1\r\n\r\n").await;
+            assert_eq!(c.response(false).await.status, 200);
+        }
+        drop((slow_tcp, slow_tls));
+    }));
+}
+
+#[test]
+fn per_ip_cap_still_bounds_established_connections() {
+    let srv = start(ServerConfig {
+        max_conns_per_ip: 2,
+        ..ServerConfig::default()
+    });
+    smol::block_on(guard("established cap", async {
+        let mut kept = Vec::new();
+        for _ in 0..2 {
+            let mut c = Client::new(connect(&srv).await);
+            c.send(b"GET /hello HTTP/1.1\r\n\r\n").await;
+            assert_eq!(c.response(false).await.status, 200);
+            kept.push(c);
+        }
+        // Slow clients beyond the cap evict each other, never the established ones.
+        let mut slow = Vec::new();
+        for _ in 0..6 {
+            slow.push(Async::<TcpStream>::connect(srv.addr).await.unwrap());
+        }
+        let mut c = Client::new(connect(&srv).await);
+        c.send(b"GET /hello HTTP/1.1\r\n\r\n").await;
+        let r = c.response(false).await;
+        assert_eq!(r.status, 429);
+        assert_eq!(r.error_code(), "RATE_LIMITED");
+        for c in &mut kept {
+            c.send(b"GET /hello HTTP/1.1\r\n\r\n").await;
+            assert_eq!(c.response(false).await.status, 200);
+        }
+        drop(slow);
     }));
 }
 

@@ -6,6 +6,8 @@
 //! server's tasks run) is the server. Each allocation carries a small header recording its
 //! side, so frees on the other thread are still accounted correctly.
 
+#![allow(unsafe_code, reason = "a counting global allocator")]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::TcpStream;
@@ -41,6 +43,8 @@ fn header_size(layout: &Layout) -> usize {
     layout.align().max(16)
 }
 
+// SAFETY: every method forwards to `System` with a layout grown by a header that keeps the
+// caller's alignment, and hands back a pointer inside that allocation.
 unsafe impl GlobalAlloc for Tagging {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let h = header_size(&layout);
@@ -54,6 +58,7 @@ unsafe impl GlobalAlloc for Tagging {
         // SAFETY: the header lies inside the allocation and is 16-byte aligned or more.
         unsafe { (p as *mut usize).write(s) };
         LIVE[s].fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: `h < full.size()`, so the result stays inside the allocation.
         unsafe { p.add(h) }
     }
 
@@ -61,9 +66,11 @@ unsafe impl GlobalAlloc for Tagging {
         let h = header_size(&layout);
         // SAFETY: `ptr` came from `alloc` above, which offset it by `h`.
         let p = unsafe { ptr.sub(h) };
+        // SAFETY: `alloc` wrote the side into this header.
         let s = unsafe { (p as *const usize).read() };
         LIVE[s].fetch_sub(layout.size() as isize, Ordering::Relaxed);
         let full = Layout::from_size_align(layout.size() + h, layout.align()).unwrap();
+        // SAFETY: `p` and `full` are exactly what `alloc` got from `System`.
         unsafe { System.dealloc(p, full) };
     }
 }

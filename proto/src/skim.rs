@@ -11,6 +11,11 @@
 //! [`Skimmed::NeedsDecoder`]: unescaping needs a buffer, so the caller falls back to the full
 //! decoder for that rare frame.
 
+#![allow(
+    unsafe_code,
+    reason = "SSE2/AVX2 intrinsics for the string scan; each block states why it is sound"
+)]
+
 use std::borrow::Cow;
 
 use crate::codec::{DecodeError, Envelope};

@@ -277,6 +277,7 @@ impl Browser {
     /// Launches `chromium` (see [`chromium_or_skip`]) and connects to its DevTools socket.
     /// The panel's self-signed certificate is accepted with `--ignore-certificate-errors`
     /// (tests only).
+    #[allow(unsafe_code, reason = "geteuid(2) through libc")]
     pub fn launch(chromium: &Path) -> Browser {
         let profile = TempDir::new("chromium");
         let mut cmd = Command::new(chromium);
@@ -353,6 +354,10 @@ impl Browser {
 }
 
 impl Drop for Browser {
+    #[allow(
+        unsafe_code,
+        reason = "kill(2) on the browser's process group through libc"
+    )]
     fn drop(&mut self) {
         let _ = self.conn.call(None, "Browser.close", json!({}));
         let pid = self.proc.pid() as i32;

@@ -52,6 +52,7 @@ pub const FAKEGAME_IMAGE: &str = "ctrl-fakegame:latest";
 /// when nothing changed). Test binaries run concurrently (and other checkouts may share the
 /// Docker Engine), so the build runs under an exclusive `flock` on a lock file in the temp
 /// dir. A failed build fails every caller with the same message.
+#[allow(unsafe_code, reason = "flock(2) through libc")]
 pub fn ensure_fakegame_image() {
     static RESULT: OnceLock<Result<(), String>> = OnceLock::new();
     let result = RESULT.get_or_init(|| {
@@ -310,6 +311,7 @@ impl Proc {
     }
 
     /// SIGTERM, then waits for the exit status.
+    #[allow(unsafe_code, reason = "kill(2) through libc")]
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take()?;
         // SAFETY: kill(2) with a pid we own; no memory is touched.

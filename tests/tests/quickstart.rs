@@ -11,6 +11,11 @@
 //! test (other checkouts, other target dirs) are serialised by a lock file, and anything else
 //! holding the port or the name fails the test with a message saying what to remove.
 
+#![allow(
+    unsafe_code,
+    reason = "kill(2) and flock(2) through libc on the test's own processes and files"
+)]
+
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;

@@ -1,6 +1,8 @@
 //! Scenario 1: `agent register` → the agent is listed (offline until it runs), then online
 //! with the capabilities it detected on this host.
 
+#![allow(unsafe_code, reason = "sysconf(_SC_NPROCESSORS_ONLN) through libc")]
+
 use e2e::stack::Stack;
 use std::process::Command;
 

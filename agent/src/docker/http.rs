@@ -5,6 +5,11 @@
 //! microseconds, there is no idle-connection bookkeeping, and a streaming request (events,
 //! logs) can never block a short one behind it.
 
+#![allow(
+    unsafe_code,
+    reason = "hyper's ReadBuf is advanced over bytes the reader initialised"
+)]
+
 use super::error::{DockerError, Missing, from_status};
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncRead, AsyncWrite, Stream};

@@ -47,6 +47,10 @@ fn acl(users: &[u32]) -> Vec<u8> {
     out
 }
 
+#[allow(
+    unsafe_code,
+    reason = "fsetxattr(2) through libc (nix has no xattr calls)"
+)]
 fn set(dir: BorrowedFd<'_>, name: &std::ffi::CStr, value: &[u8]) -> Result<(), Errno> {
     // SAFETY: `dir` is a live descriptor, `name` is NUL-terminated, and `value` points to
     // `value.len()` initialised bytes that the kernel only reads.
@@ -103,6 +107,7 @@ mod tests {
         );
     }
 
+    #[allow(unsafe_code, reason = "fgetxattr(2) through libc")]
     fn get(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> Vec<u8> {
         let mut buf = vec![0u8; 256];
         // SAFETY: `buf` has room for `buf.len()` bytes, which is what we tell the kernel.

@@ -1,7 +1,6 @@
 //! Agent endpoints: registration, token refresh, the agent list, and the `/ws/agents`
 //! upgrade (refused with 401 before any WebSocket frame unless the agent token verifies).
 
-use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +13,7 @@ use proto::rest::{
 use proto::time::{format_rfc3339, unix_now};
 use proto::validate::ValidationError;
 
-use super::{Api, auth_error, blocking, storage_error};
+use super::{Api, ApiError, blocking, body};
 use crate::auth::AuthError;
 use crate::http::{Reply, Request, Response};
 use crate::store::AgentRecord;
@@ -40,21 +39,16 @@ fn new_agent_id() -> String {
 }
 
 /// `POST /api/agents/register` (admin).
-pub(super) async fn register(api: Arc<Api>, req: Request) -> Reply {
-    if let Err(r) = api.admin(&req) {
-        return r.into();
-    }
-    let body: RegisterRequest = match req.json() {
-        Ok(b) => b,
-        Err(r) => return r.into(),
-    };
-    if let Err(e) = body.validate() {
+pub(super) async fn register(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+    api.admin(&req)?;
+    let body: RegisterRequest = body(&req)?;
+    body.validate().map_err(|e| {
         let message = match &e.0 {
             ValidationError::Egg { field, reason } => format!("{field}: {reason}"),
             other => other.to_string(),
         };
-        return Response::error(e.code(), message).into();
-    }
+        ApiError::new(e.code(), message)
+    })?;
     let id = new_agent_id();
     let now = unix_now();
     let (tokens, pair) = api.auth.new_family(&id, now);
@@ -68,15 +62,13 @@ pub(super) async fn register(api: Arc<Api>, req: Request) -> Reply {
         tokens,
     };
     let store = api.store.clone();
-    if let Err(e) = blocking(move || store.put_agent(&rec)).await {
-        return storage_error(e).into();
-    }
+    blocking(move || store.put_agent(&rec)).await?;
     log::info!("agent {id} registered");
     let ws = match api.base_url.strip_prefix("https://") {
         Some(rest) => format!("wss://{rest}/ws/agents"),
         None => format!("{}/ws/agents", api.base_url),
     };
-    Response::json(
+    Ok(Response::json(
         200,
         &RegisterResponse {
             success: true,
@@ -88,48 +80,39 @@ pub(super) async fn register(api: Arc<Api>, req: Request) -> Reply {
             },
         },
     )
-    .into()
+    .into())
 }
 
 /// `POST /api/agents/refresh` (no admin token: the refresh token is the credential).
-pub(super) async fn refresh(api: Arc<Api>, req: Request) -> Reply {
-    if let Err(r) = api.limit(&req) {
-        return r.into();
-    }
-    let body: RefreshRequest = match req.json() {
-        Ok(b) => b,
-        Err(r) => return r.into(),
-    };
+pub(super) async fn refresh(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+    api.limit(&req)?;
+    let body: RefreshRequest = body(&req)?;
     let auth = api.auth.clone();
-    let result = blocking(move || auth.refresh(&body.refresh_token, unix_now())).await;
-    match result {
-        Ok(pair) => Response::json(
-            200,
-            &RefreshResponse {
-                success: true,
-                agent: RefreshedAgent {
-                    id: pair.agent_id,
-                    token: pair.token,
-                    refresh_token: pair.refresh_token,
-                },
-            },
-        )
-        .into(),
-        Err(e) => {
-            if let AuthError::Reused(agent) = &e {
+    let pair = blocking(move || auth.refresh(&body.refresh_token, unix_now()))
+        .await
+        .inspect_err(|e| {
+            if let AuthError::Reused(agent) = e {
                 log::warn!("refresh token reuse for agent {agent}: token family revoked");
                 api.hub.kick(agent, 1008, "token family revoked");
             }
-            auth_error(e).into()
-        }
-    }
+        })?;
+    Ok(Response::json(
+        200,
+        &RefreshResponse {
+            success: true,
+            agent: RefreshedAgent {
+                id: pair.agent_id,
+                token: pair.token,
+                refresh_token: pair.refresh_token,
+            },
+        },
+    )
+    .into())
 }
 
 /// `GET /api/agents` (admin): every agent, its health and its last pong.
-pub(super) async fn list(api: Arc<Api>, req: Request) -> Reply {
-    if let Err(r) = api.admin(&req) {
-        return r.into();
-    }
+pub(super) async fn list(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+    api.admin(&req)?;
     let mut servers: HashMap<String, usize> = HashMap::new();
     for s in api.store.servers() {
         *servers.entry(s.agent_id).or_default() += 1;
@@ -165,36 +148,32 @@ pub(super) async fn list(api: Arc<Api>, req: Request) -> Reply {
             v
         })
         .collect();
-    Response::json(200, &json!({"success": true, "agents": agents})).into()
+    Ok(Response::json(200, &json!({"success": true, "agents": agents})).into())
 }
 
 /// `GET /ws/agents`: `Authorization: Bearer <agent token>` and `X-Agent-ID` must match.
-pub(super) async fn websocket(api: Arc<Api>, req: Request) -> Reply {
-    let Some(token) = req.bearer() else {
-        return Response::error(ErrorCode::AuthFailed, "missing bearer token").into();
-    };
-    let Some(agent_id) = req.header("x-agent-id").map(str::to_owned) else {
-        return Response::error(ErrorCode::AuthFailed, "missing X-Agent-ID header").into();
-    };
-    let claims = match api.auth.verify_agent(token, &agent_id, unix_now()) {
-        Ok(c) => c,
-        Err(e) => return auth_error(e).into(),
-    };
+pub(super) async fn websocket(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+    let token = req
+        .bearer()
+        .ok_or_else(|| ApiError::new(ErrorCode::AuthFailed, "missing bearer token"))?;
+    let agent_id = req
+        .header("x-agent-id")
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::new(ErrorCode::AuthFailed, "missing X-Agent-ID header"))?;
+    let claims = api.auth.verify_agent(token, &agent_id, unix_now())?;
     let family = claims.fam.unwrap_or_default();
-    let config = WebSocketConfig::default()
-        .read_buffer_size(crate::http::WS_READ_BUFFER_MAX)
-        .max_message_size(Some(api.max_frame))
-        .max_frame_size(Some(api.max_frame));
+    // The hub never sends an agent a frame larger than it accepts from one.
+    let config = crate::http::socket_config(api.max_frame, api.max_frame);
     let hub = api.hub.clone();
     // Before the 101: a shutdown racing the upgrade then still waits for (and closes) it.
     let admitted = hub.admit();
     let shutdown = api.shutdown.clone();
-    Reply::Upgrade {
+    Ok(Reply::Upgrade {
         config,
         run: Box::new(move |ws| {
             Box::pin(hub.serve_agent_admitted(admitted, ws, agent_id, family, shutdown))
         }),
-    }
+    })
 }
 
 #[cfg(test)]

@@ -1,11 +1,10 @@
 //! Live events endpoints: `POST /api/events/ticket` and the `GET /api/events` WebSocket.
 
-use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Api, auth_error};
+use super::{Api, ApiError};
 use crate::auth::TICKET_TTL;
 use crate::events::Filter;
 use crate::http::{Reply, Request, Response};
@@ -14,47 +13,36 @@ use crate::http::{Reply, Request, Response};
 const SUBSCRIBER_MAX_MESSAGE: usize = 64 * 1024;
 
 /// `POST /api/events/ticket` (admin): a single-use ticket for `GET /api/events?ticket=`.
-pub(super) async fn ticket(api: Arc<Api>, req: Request) -> Reply {
-    if let Err(r) = api.admin(&req) {
-        return r.into();
-    }
-    match api.auth.issue_ticket(Instant::now()) {
-        Ok(t) => Response::json(
-            200,
-            &json!({"success": true, "ticket": t, "expiresIn": TICKET_TTL.as_secs()}),
-        )
-        .into(),
-        Err(e) => auth_error(e).into(),
-    }
+pub(super) async fn ticket(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+    api.admin(&req)?;
+    let t = api.auth.issue_ticket(Instant::now())?;
+    Ok(Response::json(
+        200,
+        &json!({"success": true, "ticket": t, "expiresIn": TICKET_TTL.as_secs()}),
+    )
+    .into())
 }
 
 /// `GET /api/events[?serverId=S][&agentId=A]`: admin bearer or `?ticket=`.
-pub(super) async fn subscribe(api: Arc<Api>, req: Request) -> Reply {
-    if let Err(r) = api.limit(&req) {
-        return r.into();
-    }
-    let authorised = match (req.bearer(), req.query_param("ticket")) {
+pub(super) async fn subscribe(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+    api.limit(&req)?;
+    match (req.bearer(), req.query_param("ticket")) {
         (Some(b), _) => api.auth.check_admin(Some(b)),
         (None, Some(t)) => api.auth.redeem_ticket(&t, Instant::now()),
         (None, None) => api.auth.check_admin(None),
-    };
-    if let Err(e) = authorised {
-        return auth_error(e).into();
-    }
+    }?;
     let filter = Filter {
         server_id: req.query_param("serverId").filter(|s| !s.is_empty()),
         agent_id: req.query_param("agentId").filter(|s| !s.is_empty()),
     };
-    let config = WebSocketConfig::default()
-        .read_buffer_size(crate::http::WS_READ_BUFFER_MAX)
-        .max_message_size(Some(SUBSCRIBER_MAX_MESSAGE))
-        .max_frame_size(Some(SUBSCRIBER_MAX_MESSAGE));
+    // Subscribers are sent agent event frames as received: at most `max_frame` bytes each.
+    let config = crate::http::socket_config(SUBSCRIBER_MAX_MESSAGE, api.max_frame);
     let events = api.events.clone();
     // Before the 101: a shutdown racing the upgrade then still waits for (and closes) it.
     let admitted = events.admit();
     let shutdown = api.shutdown.clone();
-    Reply::Upgrade {
+    Ok(Reply::Upgrade {
         config,
         run: Box::new(move |ws| Box::pin(events.serve_admitted(admitted, ws, filter, shutdown))),
-    }
+    })
 }

@@ -3,15 +3,17 @@
 //!
 //! Handlers are thin: check the rate limit and the admin token, validate input with `proto`,
 //! do the durable write (on a blocking thread) *before* answering, talk to agents through the
-//! [`Hub`]. Failures are mapped to wire codes in one place each: [`hub_error`],
-//! [`auth_error`], [`storage_error`], and [`agent_answer`] for an agent's own error
-//! (passed through with 502, its code and message unchanged).
+//! [`Hub`]. They return `Result<Reply, ApiError>`: failures are mapped to wire codes once, in
+//! [`ApiError::into_response`]; an agent's own error is its answer, passed through with 502
+//! and its code and message unchanged by [`agent_answer`].
 
 mod agents;
+mod error;
 mod live;
 mod servers;
 mod system;
 
+pub use error::ApiError;
 pub use servers::{Candidate, place};
 
 use parking_lot::Mutex;
@@ -23,14 +25,14 @@ use std::time::Instant;
 
 use proto::ErrorCode;
 
-use crate::auth::{Auth, AuthError};
+use crate::auth::Auth;
 use crate::events::Events;
 use crate::http::{Method, Reply, Request, Response, Router, ServerStats, handler};
-use crate::hub::{Hub, HubError};
+use crate::hub::Hub;
 use crate::panel_metrics::PanelMetrics;
 use crate::ratelimit::KeyedLimiter;
 use crate::shutdown::Shutdown;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 /// Most distinct client IPs the API limiter tracks at once (idle ones are evicted).
 const MAX_LIMITER_KEYS: usize = 100_000;
@@ -85,51 +87,26 @@ impl Api {
     }
 
     /// The per-client-IP request budget of the operator API.
-    #[allow(clippy::result_large_err)]
-    fn limit(&self, req: &Request) -> Result<(), Response> {
+    fn limit(&self, req: &Request) -> Result<(), ApiError> {
         if self.limiter.check(&req.peer.ip(), Instant::now()) {
             Ok(())
         } else {
             self.metrics.rate_limited_api.inc();
-            Err(Response::error(
-                ErrorCode::RateLimited,
-                "too many requests from this client; slow down",
-            )
-            .with_header("retry-after", "1"))
+            Err(ApiError::RateLimited)
         }
     }
 
     /// Rate limit, then `Authorization: Bearer <admin token>`.
-    #[allow(clippy::result_large_err)]
-    fn admin(&self, req: &Request) -> Result<(), Response> {
+    fn admin(&self, req: &Request) -> Result<(), ApiError> {
         self.limit(req)?;
-        self.auth.check_admin(req.bearer()).map_err(auth_error)
+        Ok(self.auth.check_admin(req.bearer())?)
     }
 }
 
-/// `AuthError` → 401 `AUTH_FAILED` (or 500 for a storage failure behind it).
-pub(crate) fn auth_error(e: AuthError) -> Response {
-    match e.code() {
-        ErrorCode::InternalError => {
-            log::error!("auth: {e}");
-            Response::error(ErrorCode::InternalError, "internal error (see panel log)")
-        }
-        code => Response::error(code, e.to_string()),
-    }
-}
-
-/// A storage failure: logged in full, answered without details.
-pub(crate) fn storage_error(e: StoreError) -> Response {
-    log::error!("{e}");
-    Response::error(
-        ErrorCode::InternalError,
-        "storage error (see panel log); nothing was changed",
-    )
-}
-
-/// A command that got no usable answer: 503 `AGENT_OFFLINE`, 504 `TIMEOUT`, 502.
-pub(crate) fn hub_error(e: HubError) -> Response {
-    Response::error_with_status(e.http_status(), e.code().as_str(), e.to_string())
+/// The request body as JSON; `INVALID_MESSAGE` if it is not what `T` expects.
+pub(crate) fn body<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+    serde_json::from_slice(&req.body)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidMessage, format!("invalid JSON body: {e}")))
 }
 
 /// An agent's answer: `{"success":true,"data":...}`, or its error passed through with 502.
@@ -160,10 +137,17 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + '
 fn add<F, Fut>(r: &mut Router, api: &Arc<Api>, method: Method, pattern: &str, f: F)
 where
     F: Fn(Arc<Api>, Request) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Reply> + Send + 'static,
+    Fut: Future<Output = Result<Reply, ApiError>> + Send + 'static,
 {
     let api = api.clone();
-    r.route(method, pattern, handler(move |req| f(api.clone(), req)));
+    r.route(
+        method,
+        pattern,
+        handler(move |req| {
+            let reply = f(api.clone(), req);
+            async move { reply.await.unwrap_or_else(|e| e.into_response().into()) }
+        }),
+    );
 }
 
 /// The whole route table.
@@ -247,4 +231,40 @@ pub fn router(api: &Arc<Api>) -> Router {
     );
     add(&mut r, api, Method::Get, "/api/events", live::subscribe);
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_that_does_not_fit_is_invalid_message() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct B {
+            a: u32,
+        }
+        let mut req = Request {
+            method: Method::Post,
+            path: "/".into(),
+            query: String::new(),
+            headers: Vec::new(),
+            body: br#"{"a":"x"}"#.to_vec(),
+            peer: "127.0.0.1:1".parse().unwrap(),
+            params: Vec::new(),
+        };
+        let r = body::<B>(&req).unwrap_err().into_response();
+        assert_eq!(r.status, 400);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["success"], false);
+        assert_eq!(v["error"]["code"], "INVALID_MESSAGE");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("invalid type")
+        );
+        req.body = br#"{"a":5}"#.to_vec();
+        assert_eq!(body::<B>(&req).unwrap().a, 5);
+    }
 }

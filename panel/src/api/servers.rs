@@ -21,7 +21,7 @@ use proto::quantity::Bytes;
 use proto::time::{format_rfc3339, unix_now};
 use proto::validate::{self, IdKind};
 
-use super::{Api, agent_answer, blocking, hub_error, storage_error};
+use super::{Api, ApiError, agent_answer, blocking, body};
 use crate::http::{Reply, Request, Response};
 use crate::hub::HubError;
 use crate::store::{DesiredState, ServerRecord};
@@ -71,168 +71,98 @@ fn new_server_id() -> String {
     format!("srv-{}", r.to_ascii_lowercase())
 }
 
-fn bad(code: ErrorCode, message: impl Into<String>) -> Reply {
-    Response::error(code, message).into()
+fn refused(code: ErrorCode, message: impl Into<String>) -> ApiError {
+    ApiError::new(code, message)
 }
 
-/// The server named in the path, or a ready 404.
-#[allow(clippy::result_large_err)]
-fn known_server(api: &Api, req: &Request) -> Result<ServerRecord, Response> {
+/// The admin check, then the server named in the path: what every per-server route
+/// starts with (in this order, so a bad token never learns which ids exist).
+fn admin_server(api: &Api, req: &Request) -> Result<ServerRecord, ApiError> {
+    api.admin(req)?;
     let id = req.param("id").unwrap_or_default();
     api.store.server(id).ok_or_else(|| {
-        Response::error(
+        refused(
             ErrorCode::NotFound,
             format!("no server `{id}` on this panel"),
         )
     })
 }
 
-/// The admin check, then the server named in the path: what every per-server route
-/// starts with (in this order, so a bad token never learns which ids exist).
-fn admin_server(api: &Api, req: &Request) -> Result<ServerRecord, Reply> {
-    api.admin(req).map_err(Reply::from)?;
-    known_server(api, req).map_err(Reply::from)
+/// The body of `POST /api/servers`, field by field (shape errors name the field).
+struct CreateBody {
+    agent_id: Option<String>,
+    server_id: Option<String>,
+    egg_value: Value,
+}
+
+impl CreateBody {
+    fn parse(req: &Request) -> Result<CreateBody, ApiError> {
+        let body: Value = body(req)?;
+        let Value::Object(mut obj) = body else {
+            return Err(refused(
+                ErrorCode::InvalidMessage,
+                "body must be a JSON object",
+            ));
+        };
+        let mut str_field = |k: &str| -> Result<Option<String>, ApiError> {
+            match obj.remove(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s)),
+                Some(_) => Err(refused(
+                    ErrorCode::InvalidMessage,
+                    format!("{k} must be a string"),
+                )),
+            }
+        };
+        let agent_id = str_field("agentId")?;
+        let server_id = str_field("serverId")?;
+        let egg_value = obj
+            .remove("eggConfig")
+            .ok_or_else(|| refused(ErrorCode::ConfigInvalid, "eggConfig is required"))?;
+        Ok(CreateBody {
+            agent_id,
+            server_id,
+            egg_value,
+        })
+    }
 }
 
 /// `POST /api/servers` (admin).
-pub(super) async fn create(api: Arc<Api>, req: Request) -> Reply {
-    if let Err(r) = api.admin(&req) {
-        return r.into();
-    }
-    let body: Value = match req.json() {
-        Ok(v) => v,
-        Err(r) => return r.into(),
-    };
-    let Some(obj) = body.as_object() else {
-        return bad(ErrorCode::InvalidMessage, "body must be a JSON object");
-    };
-    let str_field = |k: &str| -> Result<Option<String>, Reply> {
-        match obj.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(bad(
-                ErrorCode::InvalidMessage,
-                format!("{k} must be a string"),
-            )),
-        }
-    };
-    let agent_id = match str_field("agentId") {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let server_id = match str_field("serverId") {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let Some(egg_value) = obj.get("eggConfig") else {
-        return bad(ErrorCode::ConfigInvalid, "eggConfig is required");
-    };
+pub(super) async fn create(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+    api.admin(&req)?;
+    let CreateBody {
+        agent_id,
+        server_id,
+        egg_value,
+    } = CreateBody::parse(&req)?;
     // Typed decode of the egg from its own text, so that shape errors are CONFIG_INVALID.
     let egg_text = egg_value.to_string();
-    let egg: EggConfig<'_> = match serde_json::from_str(&egg_text) {
-        Ok(e) => e,
-        Err(e) => return bad(ErrorCode::ConfigInvalid, format!("eggConfig: {e}")),
-    };
-    let valid = match validate::egg(&egg) {
-        Ok(v) => v,
-        Err(e) => return bad(e.code(), e.to_string()),
-    };
+    let egg: EggConfig<'_> = serde_json::from_str(&egg_text)
+        .map_err(|e| refused(ErrorCode::ConfigInvalid, format!("eggConfig: {e}")))?;
+    let valid = validate::egg(&egg)?;
     if let Some(a) = &agent_id {
-        if let Err(e) = validate::id(IdKind::Agent, a) {
-            return bad(e.code(), e.to_string());
-        }
+        validate::id(IdKind::Agent, a)?;
         if api.store.agent(a).is_none() {
-            return bad(ErrorCode::NotFound, format!("no agent `{a}`"));
+            return Err(refused(ErrorCode::NotFound, format!("no agent `{a}`")));
         }
         if !api.hub.is_online(a) {
-            return bad(
+            return Err(refused(
                 ErrorCode::AgentOffline,
                 format!("agent {a} is not connected"),
-            );
+            ));
         }
     }
     let server_id = server_id.unwrap_or_else(new_server_id);
-    if let Err(e) = validate::id(IdKind::Server, &server_id) {
-        return bad(e.code(), e.to_string());
-    }
+    validate::id(IdKind::Server, &server_id)?;
     let need = Need {
         memory: valid.limits.memory.0,
         cpu: u64::from(valid.limits.cpu.0),
     };
 
     // Place and record in one critical section (on a blocking thread: it commits).
-    let placed = {
+    let rec = {
         let api = api.clone();
-        let server_id = server_id.clone();
-        let stored_egg = egg_value.clone();
-        blocking(move || -> Result<ServerRecord, Reply> {
-            let _p = api.placement.lock();
-            if api.store.server(&server_id).is_some() {
-                return Err(bad(
-                    ErrorCode::Conflict,
-                    format!("server `{server_id}` already exists"),
-                ));
-            }
-            let agent = match agent_id {
-                Some(a) => a,
-                None => {
-                    let committed = api.store.memory_committed();
-                    let cpu_committed = api.store.cpu_committed();
-                    let candidates: Vec<Candidate> = api
-                        .store
-                        .agents()
-                        .into_iter()
-                        .filter(|a| api.hub.is_online(&a.id) && !a.tokens.revoked)
-                        .map(|a| Candidate {
-                            capacity: Bytes::parse(&a.capabilities.max_memory)
-                                .map(|b| b.0)
-                                .unwrap_or(0),
-                            committed: committed.get(&a.id).copied().unwrap_or(0),
-                            cpu_capacity: u64::from(a.capabilities.max_cpu_cores) * 1000,
-                            cpu_committed: cpu_committed.get(&a.id).copied().unwrap_or(0),
-                            agent_id: a.id,
-                        })
-                        .collect();
-                    if candidates.is_empty() {
-                        return Err(bad(ErrorCode::AgentOffline, "no agent is online"));
-                    }
-                    match place(&candidates, need) {
-                        Some(a) => a.to_owned(),
-                        None => {
-                            return Err(bad(
-                                ErrorCode::InsufficientResources,
-                                format!(
-                                    "no online agent has {} of memory and {} CPU cores free",
-                                    Bytes(need.memory),
-                                    need.cpu as f64 / 1000.0
-                                ),
-                            ));
-                        }
-                    }
-                }
-            };
-            let rec = ServerRecord {
-                server_id,
-                agent_id: agent,
-                egg_config: stored_egg,
-                desired_state: DesiredState::Created,
-                memory_bytes: need.memory,
-                created_at: unix_now(),
-            };
-            match api.store.insert_server(&rec) {
-                Ok(true) => Ok(rec),
-                Ok(false) => Err(bad(
-                    ErrorCode::Conflict,
-                    format!("server `{}` already exists", rec.server_id),
-                )),
-                Err(e) => Err(storage_error(e).into()),
-            }
-        })
-        .await
-    };
-    let rec = match placed {
-        Ok(r) => r,
-        Err(reply) => return reply,
+        blocking(move || place_and_record(&api, server_id, agent_id, egg_value, need)).await?
     };
 
     let action = Action::CreateServer(CreateServer {
@@ -245,23 +175,93 @@ pub(super) async fn create(api: Arc<Api>, req: Request) -> Reply {
     if forget {
         let store = api.store.clone();
         let id = rec.server_id.clone();
-        if let Err(e) = blocking(move || store.remove_server(&id)).await {
-            return storage_error(e).into();
-        }
+        blocking(move || store.remove_server(&id)).await?;
     }
-    match result {
-        Ok(r) if r.success => Response::json(
-            200,
-            &json!({
-                "success": true,
-                "server": server_json(&api, &rec),
-                "data": r.data,
-            }),
+    let r = result?;
+    if !r.success {
+        return Ok(agent_answer(&r).into());
+    }
+    Ok(Response::json(
+        200,
+        &json!({
+            "success": true,
+            "server": server_json(&api, &rec),
+            "data": r.data,
+        }),
+    )
+    .into())
+}
+
+/// Picks the agent (the one asked for, else by [`place`]) and records the server, under the
+/// placement lock so that two creates cannot both take the last free memory of an agent.
+fn place_and_record(
+    api: &Api,
+    server_id: String,
+    agent_id: Option<String>,
+    egg: Value,
+    need: Need,
+) -> Result<ServerRecord, ApiError> {
+    let _p = api.placement.lock();
+    let exists = || {
+        refused(
+            ErrorCode::Conflict,
+            format!("server `{server_id}` already exists"),
         )
-        .into(),
-        Ok(r) => agent_answer(&r).into(),
-        Err(e) => hub_error(e).into(),
+    };
+    if api.store.server(&server_id).is_some() {
+        return Err(exists());
     }
+    let agent_id = match agent_id {
+        Some(a) => a,
+        None => choose_agent(api, need)?,
+    };
+    let rec = ServerRecord {
+        server_id: server_id.clone(),
+        agent_id,
+        egg_config: egg,
+        desired_state: DesiredState::Created,
+        memory_bytes: need.memory,
+        cpu_millis: need.cpu,
+        created_at: unix_now(),
+    };
+    if !api.store.insert_server(&rec)? {
+        return Err(exists());
+    }
+    Ok(rec)
+}
+
+/// The online, unrevoked agent where `need` fits best ([`place`]).
+fn choose_agent(api: &Api, need: Need) -> Result<String, ApiError> {
+    let committed = api.store.memory_committed();
+    let cpu_committed = api.store.cpu_committed();
+    let candidates: Vec<Candidate> = api
+        .store
+        .agents()
+        .into_iter()
+        .filter(|a| api.hub.is_online(&a.id) && !a.tokens.revoked)
+        .map(|a| Candidate {
+            capacity: Bytes::parse(&a.capabilities.max_memory)
+                .map(|b| b.0)
+                .unwrap_or(0),
+            committed: committed.get(&a.id).copied().unwrap_or(0),
+            cpu_capacity: u64::from(a.capabilities.max_cpu_cores) * 1000,
+            cpu_committed: cpu_committed.get(&a.id).copied().unwrap_or(0),
+            agent_id: a.id,
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Err(refused(ErrorCode::AgentOffline, "no agent is online"));
+    }
+    place(&candidates, need).map(str::to_owned).ok_or_else(|| {
+        refused(
+            ErrorCode::InsufficientResources,
+            format!(
+                "no online agent has {} of memory and {} CPU cores free",
+                Bytes(need.memory),
+                need.cpu as f64 / 1000.0
+            ),
+        )
+    })
 }
 
 fn server_json(api: &Api, s: &ServerRecord) -> Value {
@@ -276,17 +276,15 @@ fn server_json(api: &Api, s: &ServerRecord) -> Value {
 }
 
 /// `GET /api/servers` (admin).
-pub(super) async fn list(api: Arc<Api>, req: Request) -> Reply {
-    if let Err(r) = api.admin(&req) {
-        return r.into();
-    }
+pub(super) async fn list(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+    api.admin(&req)?;
     let servers: Vec<Value> = api
         .store
         .servers()
         .iter()
         .map(|s| server_json(&api, s))
         .collect();
-    Response::json(200, &json!({"success": true, "servers": servers})).into()
+    Ok(Response::json(200, &json!({"success": true, "servers": servers})).into())
 }
 
 /// Sends `action` about the server in the path and answers with the agent's reply; on
@@ -296,32 +294,22 @@ async fn relay(
     rec: &ServerRecord,
     action: Action<'static>,
     desired: Option<DesiredState>,
-) -> Reply {
-    match api
+) -> Result<Reply, ApiError> {
+    let r = api
         .hub
         .command(&rec.agent_id, Some(&rec.server_id), action)
-        .await
-    {
-        Ok(r) => {
-            if let (true, Some(state)) = (r.success, desired) {
-                let store = api.store.clone();
-                let id = rec.server_id.clone();
-                if let Err(e) = blocking(move || store.set_desired_state(&id, state)).await {
-                    return storage_error(e).into();
-                }
-            }
-            agent_answer(&r).into()
-        }
-        Err(e) => hub_error(e).into(),
+        .await?;
+    if let (true, Some(state)) = (r.success, desired) {
+        let store = api.store.clone();
+        let id = rec.server_id.clone();
+        blocking(move || store.set_desired_state(&id, state)).await?;
     }
+    Ok(agent_answer(&r).into())
 }
 
 /// `GET /api/servers/{id}` (admin): `get_status`.
-pub(super) async fn status(api: Arc<Api>, req: Request) -> Reply {
-    let rec = match admin_server(&api, &req) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
+pub(super) async fn status(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+    let rec = admin_server(&api, &req)?;
     relay(&api, &rec, Action::GetStatus, None).await
 }
 
@@ -339,25 +327,18 @@ struct PowerBody {
 const MAX_STOP_TIMEOUT: u64 = 3600;
 
 /// `POST /api/servers/{id}/power` (admin).
-pub(super) async fn power(api: Arc<Api>, req: Request) -> Reply {
-    let rec = match admin_server(&api, &req) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let body: PowerBody = match req.json() {
-        Ok(b) => b,
-        Err(r) => return r.into(),
-    };
+pub(super) async fn power(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+    let rec = admin_server(&api, &req)?;
+    let body: PowerBody = body(&req)?;
     let signal = match body.signal.as_deref().map(validate::signal) {
         None => None,
-        Some(Ok((name, _))) => Some(Cow::Borrowed(name)),
-        Some(Err(e)) => return bad(e.code(), e.to_string()),
+        Some(checked) => Some(Cow::Borrowed(checked?.0)),
     };
     if body.timeout.is_some_and(|t| t > MAX_STOP_TIMEOUT) {
-        return bad(
+        return Err(refused(
             ErrorCode::InvalidMessage,
             format!("timeout must be at most {MAX_STOP_TIMEOUT} seconds"),
-        );
+        ));
     }
     let stop = (signal.is_some() || body.timeout.is_some()).then(|| StopServer {
         signal: signal.clone(),
@@ -372,10 +353,10 @@ pub(super) async fn power(api: Arc<Api>, req: Request) -> Reply {
             DesiredState::Stopped,
         ),
         other => {
-            return bad(
+            return Err(refused(
                 ErrorCode::UnknownAction,
                 format!("action `{other}` is not one of start, stop, restart, kill"),
-            );
+            ));
         }
     };
     relay(&api, &rec, action, Some(desired)).await
@@ -388,18 +369,10 @@ struct ConsoleBody {
 }
 
 /// `POST /api/servers/{id}/command` (admin): one console line.
-pub(super) async fn console(api: Arc<Api>, req: Request) -> Reply {
-    let rec = match admin_server(&api, &req) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let body: ConsoleBody = match req.json() {
-        Ok(b) => b,
-        Err(r) => return r.into(),
-    };
-    if let Err(e) = validate::console_line(&body.command) {
-        return bad(e.code(), e.to_string());
-    }
+pub(super) async fn console(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+    let rec = admin_server(&api, &req)?;
+    let body: ConsoleBody = body(&req)?;
+    validate::console_line(&body.command)?;
     let action = Action::SendCommand(SendCommand {
         command: Cow::Owned(body.command),
     });
@@ -407,46 +380,33 @@ pub(super) async fn console(api: Arc<Api>, req: Request) -> Reply {
 }
 
 /// The `path` query parameter, validated (`INVALID_PATH`); `default` when absent.
-#[allow(clippy::result_large_err)]
-fn path_param(req: &Request, default: Option<&str>) -> Result<String, Reply> {
+fn path_param(req: &Request, default: Option<&str>) -> Result<String, ApiError> {
     let path = match (req.query_param("path"), default) {
         (Some(p), _) => p,
         (None, Some(d)) => d.to_owned(),
         (None, None) => {
-            return Err(bad(
+            return Err(refused(
                 ErrorCode::InvalidPath,
                 "the `path` query parameter is required",
             ));
         }
     };
-    validate::server_path(&path).map_err(|e| bad(e.code(), e.to_string()))?;
+    validate::server_path(&path)?;
     Ok(path)
 }
 
 /// `GET /api/servers/{id}/files?path=P` (admin).
-pub(super) async fn list_files(api: Arc<Api>, req: Request) -> Reply {
-    let rec = match admin_server(&api, &req) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let path = match path_param(&req, Some("/server")) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+pub(super) async fn list_files(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+    let rec = admin_server(&api, &req)?;
+    let path = path_param(&req, Some("/server"))?;
     let action = Action::ListFiles(ListFiles::path(Cow::Owned(path)));
     relay(&api, &rec, action, None).await
 }
 
 /// `GET /api/servers/{id}/files/content?path=P` (admin).
-pub(super) async fn get_file(api: Arc<Api>, req: Request) -> Reply {
-    let rec = match admin_server(&api, &req) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let path = match path_param(&req, None) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+pub(super) async fn get_file(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+    let rec = admin_server(&api, &req)?;
+    let path = path_param(&req, None)?;
     let action = Action::GetFile(PathPayload {
         path: Cow::Owned(path),
     });
@@ -464,19 +424,10 @@ struct WriteBody {
 
 /// `PUT /api/servers/{id}/files/content?path=P` (admin), body
 /// `{"content": "...", "encoding"?: "utf8"|"base64"}`: sends `write_file`.
-pub(super) async fn write_file(api: Arc<Api>, req: Request) -> Reply {
-    let rec = match admin_server(&api, &req) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let path = match path_param(&req, None) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let body: WriteBody = match req.json() {
-        Ok(b) => b,
-        Err(r) => return r.into(),
-    };
+pub(super) async fn write_file(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+    let rec = admin_server(&api, &req)?;
+    let path = path_param(&req, None)?;
+    let body: WriteBody = body(&req)?;
     let action = Action::WriteFile(WriteFile {
         path: Cow::Owned(path),
         content: Cow::Owned(body.content),
@@ -487,11 +438,8 @@ pub(super) async fn write_file(api: Arc<Api>, req: Request) -> Reply {
 
 /// `DELETE /api/servers/{id}[?purge=true][&force=true]` (admin): `delete_server`, then the
 /// record goes. `force=true` forgets the server even if its agent is gone or refuses.
-pub(super) async fn delete(api: Arc<Api>, req: Request) -> Reply {
-    let rec = match admin_server(&api, &req) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
+pub(super) async fn delete(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+    let rec = admin_server(&api, &req)?;
     let flag = |k: &str| {
         req.query_param(k)
             .is_some_and(|v| v.is_empty() || v == "true" || v == "1")
@@ -506,15 +454,10 @@ pub(super) async fn delete(api: Arc<Api>, req: Request) -> Reply {
     if ok || force {
         let store = api.store.clone();
         let id = rec.server_id.clone();
-        if let Err(e) = blocking(move || store.remove_server(&id)).await {
-            return storage_error(e).into();
-        }
-        return Response::json(200, &json!({"success": true})).into();
+        blocking(move || store.remove_server(&id)).await?;
+        return Ok(Response::json(200, &json!({"success": true})).into());
     }
-    match result {
-        Ok(r) => agent_answer(&r).into(),
-        Err(e) => hub_error(e).into(),
-    }
+    Ok(agent_answer(&result?).into())
 }
 
 #[cfg(test)]

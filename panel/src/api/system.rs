@@ -3,21 +3,19 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{Api, auth_error};
+use super::{Api, ApiError};
 use crate::http::{Reply, Request, Response};
 use crate::metrics::{write_counter, write_gauge};
 
 /// `GET /healthz`: liveness, no auth, no rate limit.
-pub(super) async fn healthz(_api: Arc<Api>, _req: Request) -> Reply {
-    Response::json(200, &serde_json::json!({"success": true})).into()
+pub(super) async fn healthz(_api: Arc<Api>, _req: Request) -> Result<Reply, ApiError> {
+    Ok(Response::json(200, &serde_json::json!({"success": true})).into())
 }
 
 /// `GET /metrics` (admin bearer). Not subject to the API rate limit: monitoring must keep
 /// working while a client is being throttled.
-pub(super) async fn metrics(api: Arc<Api>, req: Request) -> Reply {
-    if let Err(e) = api.auth.check_admin(req.bearer()) {
-        return auth_error(e).into();
-    }
+pub(super) async fn metrics(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+    api.auth.check_admin(req.bearer())?;
     let mut out = String::with_capacity(8 * 1024);
     api.metrics.render(&mut out);
     let s = &api.http_stats;
@@ -39,6 +37,11 @@ pub(super) async fn metrics(api: Arc<Api>, req: Request) -> Reply {
             "panel_http_connections_rejected_total",
             "Connections refused by the global or per-IP cap.",
             &s.connections_rejected,
+        ),
+        (
+            "panel_http_connections_evicted_total",
+            "Connections closed before their first request to make room for a newer one of the same IP.",
+            &s.connections_evicted,
         ),
         (
             "panel_http_tls_failures_total",
@@ -68,5 +71,5 @@ pub(super) async fn metrics(api: Arc<Api>, req: Request) -> Reply {
     ] {
         write_counter(&mut out, name, help, &[], get(c));
     }
-    Response::text(200, "text/plain; version=0.0.4; charset=utf-8", out).into()
+    Ok(Response::text(200, "text/plain; version=0.0.4; charset=utf-8", out).into())
 }

@@ -10,6 +10,7 @@
 //! - [`router`]: pattern routes with `{param}` segments, 404/405 answers, [`Reply`];
 //! - [`parse`]: the wire format — request head, `Content-Length` and chunked bodies, limits;
 //! - [`server`]: accept loop, TLS, keep-alive, timeouts, connection caps, shutdown;
+//! - [`slots`]: per-client-IP connection slots (slow clients evict each other, not others);
 //! - [`ws`]: the WebSocket handshake and the [`Upgraded`] stream handed to the app.
 
 pub mod parse;
@@ -17,6 +18,7 @@ pub mod request;
 pub mod response;
 pub mod router;
 pub mod server;
+pub mod slots;
 pub mod ws;
 
 pub use request::{Method, Request};
@@ -25,4 +27,4 @@ pub use router::{Handler, Reply, Router, UpgradeFn, handler};
 pub use server::{
     LISTEN_BACKLOG, SHUTDOWN_GRACE, ServerConfig, ServerStats, WS_READ_BUFFER_MAX, bind, serve,
 };
-pub use ws::{Upgraded, WsStream};
+pub use ws::{Upgraded, WS_WRITE_BUFFER, WsStream, socket_config};

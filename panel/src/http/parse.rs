@@ -138,20 +138,29 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Where the head ends (index just past the empty line), scanning from `from`.
-/// Returns `Err(resume)` with the position to resume from when it is not complete yet.
-pub fn find_head_end(buf: &[u8], from: usize) -> Result<usize, usize> {
+/// What [`find_head_end`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadScan {
+    /// The head ends just before this index (past its empty line).
+    Complete(usize),
+    /// Not complete yet: scan again from `resume` once more bytes arrived (everything
+    /// before it was checked and cannot start the terminating empty line).
+    Partial { resume: usize },
+}
+
+/// Looks for the end of a request head (an empty line) in `buf`, scanning from `from`.
+pub fn find_head_end(buf: &[u8], from: usize) -> HeadScan {
     let mut i = from;
     while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
         let nl = i + off;
         match (buf.get(nl + 1), buf.get(nl + 2)) {
-            (Some(b'\n'), _) => return Ok(nl + 2),
-            (Some(b'\r'), Some(b'\n')) => return Ok(nl + 3),
-            (None, _) | (Some(b'\r'), None) => return Err(nl),
+            (Some(b'\n'), _) => return HeadScan::Complete(nl + 2),
+            (Some(b'\r'), Some(b'\n')) => return HeadScan::Complete(nl + 3),
+            (None, _) | (Some(b'\r'), None) => return HeadScan::Partial { resume: nl },
             _ => i = nl + 1,
         }
     }
-    Err(buf.len())
+    HeadScan::Partial { resume: buf.len() }
 }
 
 /// Parses a complete head (request line, fields, terminating empty line).
@@ -306,11 +315,16 @@ pub fn framing(headers: &[(String, String)], max_body: usize) -> Result<Framing,
                 )))
             }
         }
-        (None, Some(n)) if n > max_body as u64 => Err(HttpError::PayloadTooLarge(format!(
-            "body of {n} bytes exceeds the limit of {max_body} bytes"
-        ))),
         (None, Some(0)) | (None, None) => Ok(Framing::Empty),
-        (None, Some(n)) => Ok(Framing::Length(n as usize)),
+        (None, Some(n)) => usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= max_body)
+            .map(Framing::Length)
+            .ok_or_else(|| {
+                HttpError::PayloadTooLarge(format!(
+                    "body of {n} bytes exceeds the limit of {max_body} bytes"
+                ))
+            }),
     }
 }
 
@@ -374,7 +388,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 scan = 0;
             }
             match find_head_end(&self.buf, scan) {
-                Ok(end) => {
+                HeadScan::Complete(end) => {
                     if end > limits.max_header_bytes {
                         return Err(too_large_head(limits).into());
                     }
@@ -382,7 +396,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     self.buf.drain(..end);
                     return Ok(head?);
                 }
-                Err(resume) => scan = resume,
+                HeadScan::Partial { resume } => scan = resume,
             }
             if self.buf.len() > limits.max_header_bytes {
                 return Err(too_large_head(limits).into());
@@ -450,7 +464,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let from_buf = n.min(self.buf.len());
         body.extend_from_slice(&self.buf[..from_buf]);
         self.buf.drain(..from_buf);
-        let target = body.len() + (n - from_buf);
+        // `n` is within the body limit (checked by the callers), so this cannot overflow;
+        // checked all the same, because `n` comes from the wire.
+        let target = body
+            .len()
+            .checked_add(n - from_buf)
+            .ok_or_else(|| HttpError::PayloadTooLarge("body size overflows".into()))?;
         while body.len() < target {
             let old = body.len();
             let want = (target - old).min(BODY_READ);
@@ -514,14 +533,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             if size == 0 {
                 break;
             }
-            if body.len() as u64 + size > limits.max_body_bytes as u64 {
-                return Err(HttpError::PayloadTooLarge(format!(
-                    "chunked body exceeds the limit of {} bytes",
-                    limits.max_body_bytes
-                ))
-                .into());
-            }
-            self.read_exact_into(&mut body, size as usize).await?;
+            // Checked: a size near u64::MAX must not wrap the sum below the limit.
+            let size = usize::try_from(size)
+                .ok()
+                .filter(|&n| {
+                    body.len()
+                        .checked_add(n)
+                        .is_some_and(|total| total <= limits.max_body_bytes)
+                })
+                .ok_or_else(|| {
+                    HttpError::PayloadTooLarge(format!(
+                        "chunked body exceeds the limit of {} bytes",
+                        limits.max_body_bytes
+                    ))
+                })?;
+            self.read_exact_into(&mut body, size).await?;
             let end = self
                 .read_line(2)
                 .await?
@@ -756,6 +782,25 @@ mod tests {
     }
 
     #[test]
+    fn chunk_sizes_that_overflow_the_sum_are_refused_without_desync() {
+        // A 1-byte chunk, then a size that wraps `1 + size` around u64: the limit must
+        // still hold, and the request behind it must never be parsed (request smuggling).
+        let mut req =
+            b"POST /x HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\nFFFFFFFFFFFFFFFF\r\n"
+                .to_vec();
+        req.extend_from_slice(b"GET /smuggled HTTP/1.1\r\n\r\n");
+        let (r, _) = read(&[&req]);
+        assert_eq!(http_err(r).to_response().status, 413);
+        // The largest size that still fits the limit after a first chunk is accepted.
+        let mut req =
+            b"POST /x HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n3F\r\n".to_vec();
+        req.extend_from_slice(&[b'b'; 0x3f]);
+        req.extend_from_slice(b"\r\n0\r\n\r\n");
+        let (r, _) = read(&[&req]);
+        assert_eq!(r.unwrap().request.body.len(), 64);
+    }
+
+    #[test]
     fn limits_map_to_statuses() {
         let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(600));
         assert_eq!(
@@ -863,11 +908,12 @@ mod tests {
 
     #[test]
     fn head_end_detection() {
-        assert_eq!(find_head_end(b"a\r\n\r\nb", 0), Ok(5));
-        assert_eq!(find_head_end(b"a\n\nb", 0), Ok(3));
-        assert_eq!(find_head_end(b"a\r\nb\r\n", 0), Err(5));
-        assert_eq!(find_head_end(b"a\r\nb\r\n\r", 0), Err(5));
-        assert_eq!(find_head_end(b"abc", 0), Err(3));
+        use HeadScan::{Complete, Partial};
+        assert_eq!(find_head_end(b"a\r\n\r\nb", 0), Complete(5));
+        assert_eq!(find_head_end(b"a\n\nb", 0), Complete(3));
+        assert_eq!(find_head_end(b"a\r\nb\r\n", 0), Partial { resume: 5 });
+        assert_eq!(find_head_end(b"a\r\nb\r\n\r", 0), Partial { resume: 5 });
+        assert_eq!(find_head_end(b"abc", 0), Partial { resume: 3 });
     }
 
     #[test]

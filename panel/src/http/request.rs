@@ -2,8 +2,6 @@
 
 use std::net::SocketAddr;
 
-use super::response::Response;
-
 /// The request method. Unknown (but syntactically valid) methods are kept verbatim.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Method {
@@ -122,17 +120,6 @@ impl Request {
         let token = token.trim();
         (!token.is_empty()).then_some(token)
     }
-
-    /// Deserializes the body as JSON; `Err` is a ready 400 `INVALID_MESSAGE` response.
-    #[allow(clippy::result_large_err)]
-    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, Response> {
-        serde_json::from_slice(&self.body).map_err(|e| {
-            Response::error(
-                proto::ErrorCode::InvalidMessage,
-                format!("invalid JSON body: {e}"),
-            )
-        })
-    }
 }
 
 /// Percent-decodes `s` (and `+` as space when `plus_as_space`); `None` on a malformed
@@ -234,30 +221,6 @@ mod tests {
             req("", &[("authorization", "bearer t")]).bearer(),
             Some("t")
         );
-    }
-
-    #[test]
-    fn json_body_errors_are_400() {
-        #[derive(serde::Deserialize, Debug)]
-        #[allow(dead_code)]
-        struct B {
-            a: u32,
-        }
-        let mut r = req("", &[]);
-        r.body = br#"{"a":"x"}"#.to_vec();
-        let err = r.json::<B>().unwrap_err();
-        assert_eq!(err.status, 400);
-        let v: serde_json::Value = serde_json::from_slice(&err.body).unwrap();
-        assert_eq!(v["success"], false);
-        assert_eq!(v["error"]["code"], "INVALID_MESSAGE");
-        assert!(
-            v["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("invalid type")
-        );
-        r.body = br#"{"a":5}"#.to_vec();
-        assert_eq!(r.json::<B>().unwrap().a, 5);
     }
 
     #[test]

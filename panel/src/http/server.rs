@@ -6,31 +6,32 @@
 //! holds one per agent and per event subscriber). Every wait is bounded: the handshake by
 //! `tls_handshake_timeout`, a request (head + body) by `request_timeout` (then 408 and
 //! close), an idle keep-alive connection by `keepalive_idle`, and each response write by
-//! `request_timeout`. Connection caps are enforced at accept time: above `max_conns` the
-//! socket is closed at once; above `max_conns_per_ip` the client gets 429 `RATE_LIMITED`
-//! (after TLS, so it can read why) and the connection is closed.
+//! `request_timeout`. Above `max_conns` a new socket is closed at once. `max_conns_per_ip`
+//! bounds each client IP's connections as described in [`super::slots`]: a connection whose
+//! first request completes while its IP has that many established connections gets 429
+//! `RATE_LIMITED` (after TLS, so it can read why) and is closed, and a new connection evicts
+//! its IP's oldest one still waiting for its first request, so slow clients cannot lock a
+//! prompt client of the same IP out.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use async_io::{Async, Timer};
-use async_tungstenite::tungstenite::protocol::Role;
-use futures_lite::future::{self, Boxed};
-use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _, FutureExt as _};
-use parking_lot::Mutex;
-
 use super::parse::{Conn, Limits, ReadError, encode_response};
 use super::request::{Method, Request};
 use super::response::Response;
 use super::router::{Reply, Router};
+use super::slots::{Eviction, Slot, Slots};
 use super::ws::{TlsConn, Upgraded, check_handshake};
 use crate::shutdown::Shutdown;
+use async_io::{Async, Timer};
+use async_tungstenite::tungstenite::protocol::Role;
+use futures_lite::future::{self, Boxed};
+use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _, FutureExt as _};
 
 /// How long [`serve`] waits, after shutdown, for in-flight HTTP requests to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -58,7 +59,9 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// An idle keep-alive connection is closed after this.
     pub keepalive_idle: Duration,
-    /// Open connections per client IP; 0 = unlimited. Excess → 429 `RATE_LIMITED` + close.
+    /// Connections per client IP, established and pending each (see [`super::slots`]);
+    /// 0 = unlimited. Excess established → 429 `RATE_LIMITED` + close; excess pending →
+    /// the oldest pending one is closed.
     pub max_conns_per_ip: usize,
     /// Open connections in total (0 = unlimited); excess connections are closed at once.
     pub max_conns: usize,
@@ -87,6 +90,9 @@ pub struct ServerStats {
     pub connections_total: AtomicU64,
     /// Connections refused by the global or per-IP cap.
     pub connections_rejected: AtomicU64,
+    /// Connections closed before their first request was complete, to make room for a
+    /// newer connection of the same IP.
+    pub connections_evicted: AtomicU64,
     /// Failed or timed-out TLS handshakes (includes plaintext HTTP on the TLS port).
     pub tls_failures: AtomicU64,
     /// Requests fully received and dispatched.
@@ -116,13 +122,13 @@ struct Shared {
     stats: Arc<ServerStats>,
     shutdown: Shutdown,
     acceptor: futures_rustls::TlsAcceptor,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    slots: Slots,
 }
 
-/// Counts a connection for its lifetime (global gauge and per-IP map).
+/// Counts a connection for its lifetime (global gauge and its per-IP slot).
 struct ConnGuard {
     shared: Arc<Shared>,
-    ip: IpAddr,
+    slot: Slot,
 }
 
 impl Drop for ConnGuard {
@@ -131,13 +137,7 @@ impl Drop for ConnGuard {
             .stats
             .connections_open
             .fetch_sub(1, Ordering::Relaxed);
-        let mut map = self.shared.per_ip.lock();
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
+        self.shared.slots.release(self.slot);
     }
 }
 
@@ -199,13 +199,14 @@ pub async fn serve(
     stats: Arc<ServerStats>,
     shutdown: Shutdown,
 ) -> io::Result<()> {
+    let cfg_per_ip = cfg.max_conns_per_ip;
     let shared = Arc::new(Shared {
         router,
         cfg,
         stats,
         shutdown: shutdown.clone(),
         acceptor: futures_rustls::TlsAcceptor::from(tls),
-        per_ip: Mutex::new(HashMap::new()),
+        slots: Slots::new(cfg_per_ip),
     });
     // Every HTTP-phase task holds a clone; when all are gone, `recv` fails: nothing in flight.
     let (inflight_tx, inflight_rx) = async_channel::bounded::<()>(1);
@@ -259,26 +260,20 @@ pub async fn serve(
             at_cap = false;
         }
         let _ = tcp.get_ref().set_nodelay(true);
-        let ip = peer.ip().to_canonical();
-        let over_ip_cap = {
-            let mut map = shared.per_ip.lock();
-            let n = map.entry(ip).or_insert(0);
-            *n += 1;
-            shared.cfg.max_conns_per_ip > 0 && *n > shared.cfg.max_conns_per_ip
-        };
-        if over_ip_cap {
-            bump(&stats.connections_rejected);
+        let admitted = shared.slots.admit(peer.ip().to_canonical());
+        if admitted.evicted_other {
+            bump(&stats.connections_evicted);
         }
         stats.connections_open.fetch_add(1, Ordering::Relaxed);
         let guard = ConnGuard {
             shared: shared.clone(),
-            ip,
+            slot: admitted.slot,
         };
         smol::spawn(connection(
             guard,
             tcp,
             peer,
-            over_ip_cap,
+            admitted.eviction,
             inflight_tx.clone(),
         ))
         .detach();
@@ -300,13 +295,14 @@ pub async fn serve(
 
 /// The long-lived task of one connection: small by construction (see the module docs).
 async fn connection(
-    guard: ConnGuard,
+    mut guard: ConnGuard,
     tcp: Async<TcpStream>,
     peer: SocketAddr,
-    over_ip_cap: bool,
+    eviction: Option<Eviction>,
     inflight: async_channel::Sender<()>,
 ) {
-    let upgraded = Box::pin(http_phase(guard.shared.clone(), tcp, peer, over_ip_cap)).await;
+    let shared = guard.shared.clone();
+    let upgraded = Box::pin(http_phase(shared, tcp, peer, &mut guard.slot, eviction)).await;
     drop(inflight);
     if let Some(run) = upgraded
         && AssertUnwindSafe(run).catch_unwind().await.is_err()
@@ -322,7 +318,8 @@ async fn http_phase(
     shared: Arc<Shared>,
     tcp: Async<TcpStream>,
     peer: SocketAddr,
-    over_ip_cap: bool,
+    slot: &mut Slot,
+    mut eviction: Option<Eviction>,
 ) -> Option<Boxed<()>> {
     let cfg = &shared.cfg;
     let stats = &shared.stats;
@@ -336,14 +333,15 @@ async fn http_phase(
             .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))
         },
         async {
-            shared.shutdown.wait().await;
-            Err(io::Error::other("shutting down"))
+            future::or(shared.shutdown.wait(), evicted(eviction.as_ref())).await;
+            Err(io::Error::other("shutting down or evicted"))
         },
     );
     let tls: TlsConn = match handshake.await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) | Err(e) => {
-            if !shared.shutdown.is_triggered() {
+            let evicted = eviction.as_ref().is_some_and(|e| e.is_closed());
+            if !shared.shutdown.is_triggered() && !evicted {
                 bump(&stats.tls_failures);
             }
             log::debug!("TLS handshake with {peer} failed: {e}");
@@ -368,7 +366,7 @@ async fn http_phase(
             let got = future::or(
                 async { deadline(Instant::now() + idle, conn.fill()).await },
                 async {
-                    shared.shutdown.wait().await;
+                    future::or(shared.shutdown.wait(), evicted(eviction.as_ref())).await;
                     None
                 },
             )
@@ -386,7 +384,14 @@ async fn http_phase(
         first = false;
 
         let request_deadline = Instant::now() + cfg.request_timeout;
-        let parsed = match deadline(request_deadline, conn.read_request(&limits, peer)).await {
+        let read = future::or(
+            deadline(request_deadline, conn.read_request(&limits, peer)),
+            async {
+                evicted(eviction.as_ref()).await;
+                Some(Err(ReadError::Eof))
+            },
+        );
+        let parsed = match read.await {
             Some(Ok(p)) => p,
             Some(Err(ReadError::Http(e))) => {
                 bump(&stats.requests_rejected);
@@ -411,7 +416,10 @@ async fn http_phase(
         };
         bump(&stats.requests_total);
         let head_only = parsed.request.method == Method::Head;
+        // The first request is complete: the connection leaves the pending queue.
+        let over_ip_cap = eviction.take().is_some() && !shared.slots.establish(slot);
         if over_ip_cap {
+            bump(&stats.connections_rejected);
             let resp = Response::error(
                 proto::ErrorCode::RateLimited,
                 format!(
@@ -480,6 +488,17 @@ async fn http_phase(
                 return Some(run(ws));
             }
         }
+    }
+}
+
+/// Resolves when `eviction` fires (never when there is none).
+async fn evicted(eviction: Option<&Eviction>) {
+    match eviction {
+        // Nothing is ever sent: `recv` returns once the sender is dropped.
+        Some(rx) => {
+            let _ = rx.recv().await;
+        }
+        None => future::pending().await,
     }
 }
 
@@ -560,7 +579,7 @@ mod tests {
             stats: Arc::new(ServerStats::new()),
             shutdown: Shutdown::new(),
             acceptor: futures_rustls::TlsAcceptor::from(test_tls_config()),
-            per_ip: Mutex::new(HashMap::new()),
+            slots: Slots::new(0),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let tcp = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
@@ -569,11 +588,11 @@ mod tests {
         let fut = connection(
             ConnGuard {
                 shared: shared.clone(),
-                ip: "127.0.0.1".parse().unwrap(),
+                slot: Slot::Unlimited,
             },
             tcp,
             "127.0.0.1:1".parse().unwrap(),
-            false,
+            None,
             tx,
         );
         let size = std::mem::size_of_val(&fut);

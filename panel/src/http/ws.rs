@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use async_io::Async;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use base64::Engine as _;
 use futures_lite::{AsyncRead, AsyncWrite};
 
@@ -119,6 +120,29 @@ impl AsyncWrite for Upgraded {
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.get_mut().io().poll_close(cx)
     }
+}
+
+/// How much tungstenite gathers before writing to the socket (its default): a batch of
+/// frames becomes one TLS write.
+pub const WS_WRITE_BUFFER: usize = 128 * 1024;
+/// Room for the control frames tungstenite queues by itself (pongs, a close).
+const CONTROL_SLACK: usize = 4 * 1024;
+
+/// Limits for an upgraded socket that accepts messages of at most `max_in` bytes and is sent
+/// frames of at most `max_out` bytes.
+///
+/// The write buffer is bounded (tungstenite's default is unbounded): a peer that does not
+/// read cannot make the panel queue without limit — not even the pongs tungstenite answers
+/// every ping with. Once the buffer is full, further pongs replace the one pending instead of
+/// queueing, and a frame of ours that does not fit is an error that ends the connection;
+/// the bound fits one batch plus the largest frame, so a peer that reads never hits it.
+pub fn socket_config(max_in: usize, max_out: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(super::server::WS_READ_BUFFER_MAX)
+        .max_message_size(Some(max_in))
+        .max_frame_size(Some(max_in))
+        .write_buffer_size(WS_WRITE_BUFFER)
+        .max_write_buffer_size(WS_WRITE_BUFFER + max_out + CONTROL_SLACK)
 }
 
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";

@@ -1,6 +1,8 @@
 //! The real fakegame binary, invoked the way the container runs it (`sh -c LINE`): console,
 //! Server List Ping over TCP, signals, crash, file writing and flag errors.
 
+#![allow(unsafe_code, reason = "kill(2) on the test's own child")]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;

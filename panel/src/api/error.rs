@@ -1,0 +1,107 @@
+//! Why an API request failed, mapped once to its response.
+//!
+//! Handlers return `Result<Reply, ApiError>` and use `?`; the route table turns an error into
+//! its JSON answer `{"success":false,"error":{"code","message"}}` here and nowhere else.
+//! Internal failures (storage, keys) are logged in full and answered without details.
+
+use proto::ErrorCode;
+use proto::validate::ValidationError;
+
+use crate::auth::AuthError;
+use crate::http::Response;
+use crate::hub::HubError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Refused with this code and message (validation, not found, conflict, …).
+    #[error("{code:?}: {message}")]
+    Refused { code: ErrorCode, message: String },
+    /// Over the client's request budget: 429 with `retry-after: 1`.
+    #[error("rate limited")]
+    RateLimited,
+    /// 401 `AUTH_FAILED` (or 500 for a storage failure behind it).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+    /// A command that got no usable answer: 503 `AGENT_OFFLINE`, 504 `TIMEOUT`, 502, 413.
+    #[error(transparent)]
+    Hub(#[from] HubError),
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError::Refused {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The JSON answer.
+    pub fn into_response(self) -> Response {
+        match self {
+            ApiError::Refused { code, message } => Response::error(code, message),
+            ApiError::RateLimited => Response::error(
+                ErrorCode::RateLimited,
+                "too many requests from this client; slow down",
+            )
+            .with_header("retry-after", "1"),
+            ApiError::Auth(e) => match e.code() {
+                ErrorCode::InternalError => {
+                    log::error!("auth: {e}");
+                    Response::error(ErrorCode::InternalError, "internal error (see panel log)")
+                }
+                code => Response::error(code, e.to_string()),
+            },
+            ApiError::Storage(e) => {
+                log::error!("{e}");
+                Response::error(
+                    ErrorCode::InternalError,
+                    "storage error (see panel log); nothing was changed",
+                )
+            }
+            ApiError::Hub(e) => {
+                Response::error_with_status(e.http_status(), e.code().as_str(), e.to_string())
+            }
+        }
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> ApiError {
+        ApiError::new(e.code(), e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(r: &Response) -> serde_json::Value {
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    #[test]
+    fn each_kind_maps_to_its_status_and_code() {
+        let r = ApiError::new(ErrorCode::NotFound, "no server `x`").into_response();
+        assert_eq!(r.status, 404);
+        assert_eq!(body(&r)["error"]["code"], "NOT_FOUND");
+        let r = ApiError::RateLimited.into_response();
+        assert_eq!((r.status, r.header("retry-after")), (429, Some("1")));
+        let r = ApiError::Hub(HubError::Offline("a1".into())).into_response();
+        assert_eq!(r.status, 503);
+        assert_eq!(body(&r)["error"]["code"], "AGENT_OFFLINE");
+        let r = ApiError::Storage(StoreError::UnknownAgent("a".into())).into_response();
+        assert_eq!(r.status, 500);
+        assert_eq!(body(&r)["error"]["code"], "INTERNAL_ERROR");
+        assert!(
+            !body(&r)["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("`a`")
+        );
+        let r = ApiError::from(ValidationError::Path("..".into())).into_response();
+        assert_eq!(body(&r)["error"]["code"], "INVALID_PATH");
+    }
+}

@@ -1,0 +1,55 @@
+//! The writer: sends what the connection's [`Outbox`](crate::outbox::Outbox) holds, one flush
+//! per batch, until the connection is killed; then the close frame (bounded by a grace).
+
+use async_io::Timer;
+use async_tungstenite::WebSocketSender;
+use futures_lite::{AsyncRead, AsyncWrite, future};
+
+use super::registry::Conn;
+use super::{CLOSE_GRACE, Hub};
+use crate::outbox;
+
+impl Hub {
+    pub(super) async fn write_loop<S>(&self, conn: &Conn, mut sink: WebSocketSender<S>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        loop {
+            let next = future::or(conn.queue.pop(), async {
+                conn.kill.wait().await;
+                None
+            })
+            .await;
+            let Some(frame) = next else { break };
+            let sent = future::or(
+                async { Some(outbox::write_batch(&mut sink, &conn.queue, frame).await) },
+                async {
+                    conn.kill.wait().await;
+                    None
+                },
+            )
+            .await;
+            match sent {
+                Some(Ok(batch)) => {
+                    self.metrics.frames_out.add(batch.frames);
+                    self.metrics.bytes_out.add(batch.bytes);
+                }
+                Some(Err(_)) => {
+                    conn.kill.trigger();
+                    return;
+                }
+                None => break,
+            }
+        }
+        let frame = conn.take_close_frame();
+        future::or(
+            async {
+                let _ = sink.close(frame).await;
+            },
+            async {
+                Timer::after(CLOSE_GRACE).await;
+            },
+        )
+        .await;
+    }
+}

@@ -1,0 +1,173 @@
+//! Servers the panel placed on agents: where, with which egg, in which desired state, and
+//! the limits placement needs (memory and CPU, as numbers — never re-read from the egg).
+
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+use super::txn::{Db, JsonTable, put_json, remove};
+use super::{Store, StoreError};
+
+pub(super) const SERVERS: JsonTable = JsonTable::new("servers");
+
+/// The in-memory copy of [`SERVERS`] (the hub asks "who owns this server?" for every frame).
+pub(super) type Mirror = RwLock<HashMap<String, ServerRecord>>;
+
+pub(super) fn load(db: &Db) -> Result<Mirror, StoreError> {
+    Ok(RwLock::new(db.load_json(SERVERS)?))
+}
+
+/// What the operator wants a server to be; the agent reports what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DesiredState {
+    /// Created (or being created), never started.
+    Created,
+    Running,
+    Stopped,
+}
+
+/// A server the panel placed on an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", from = "Stored")]
+pub struct ServerRecord {
+    pub server_id: String,
+    pub agent_id: String,
+    /// The validated egg exactly as the operator sent it.
+    pub egg_config: serde_json::Value,
+    pub desired_state: DesiredState,
+    /// Memory limit in bytes, kept for placement.
+    pub memory_bytes: u64,
+    /// CPU limit in millicores, kept for placement.
+    pub cpu_millis: u64,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+/// A server record as stored, including records written before `cpuMillis` existed.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Stored {
+    server_id: String,
+    agent_id: String,
+    egg_config: serde_json::Value,
+    desired_state: DesiredState,
+    memory_bytes: u64,
+    cpu_millis: Option<u64>,
+    created_at: u64,
+}
+
+impl From<Stored> for ServerRecord {
+    fn from(s: Stored) -> ServerRecord {
+        let cpu_millis = s
+            .cpu_millis
+            .unwrap_or_else(|| egg_cpu_millis(&s.egg_config));
+        ServerRecord {
+            server_id: s.server_id,
+            agent_id: s.agent_id,
+            egg_config: s.egg_config,
+            desired_state: s.desired_state,
+            memory_bytes: s.memory_bytes,
+            cpu_millis,
+            created_at: s.created_at,
+        }
+    }
+}
+
+/// The CPU limit of a stored egg (validated when it was stored), for records older than the
+/// `cpuMillis` field; 0 if it cannot be read.
+fn egg_cpu_millis(egg: &serde_json::Value) -> u64 {
+    let text = match &egg["limits"]["cpu"] {
+        serde_json::Value::String(t) => t.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => return 0,
+    };
+    proto::quantity::MilliCpu::parse(&text).map_or(0, |m| u64::from(m.0))
+}
+
+impl Store {
+    pub fn put_server(&self, rec: &ServerRecord) -> Result<(), StoreError> {
+        let w = self.db.writer();
+        w.commit(|txn| put_json(txn, SERVERS, &rec.server_id, rec))?;
+        self.servers
+            .write()
+            .insert(rec.server_id.clone(), rec.clone());
+        Ok(())
+    }
+
+    /// Inserts `rec` unless a server with that id exists; `false` when it does.
+    pub fn insert_server(&self, rec: &ServerRecord) -> Result<bool, StoreError> {
+        let w = self.db.writer();
+        if self.servers.read().contains_key(&rec.server_id) {
+            return Ok(false);
+        }
+        w.commit(|txn| put_json(txn, SERVERS, &rec.server_id, rec))?;
+        self.servers
+            .write()
+            .insert(rec.server_id.clone(), rec.clone());
+        Ok(true)
+    }
+
+    pub fn set_desired_state(
+        &self,
+        server_id: &str,
+        state: DesiredState,
+    ) -> Result<(), StoreError> {
+        let w = self.db.writer();
+        let Some(mut rec) = self.server(server_id) else {
+            return Ok(());
+        };
+        if rec.desired_state == state {
+            return Ok(());
+        }
+        rec.desired_state = state;
+        w.commit(|txn| put_json(txn, SERVERS, server_id, &rec))?;
+        self.servers.write().insert(server_id.to_owned(), rec);
+        Ok(())
+    }
+
+    pub fn remove_server(&self, server_id: &str) -> Result<(), StoreError> {
+        let w = self.db.writer();
+        w.commit(|txn| remove(txn, SERVERS, server_id))?;
+        self.servers.write().remove(server_id);
+        Ok(())
+    }
+
+    pub fn server(&self, id: &str) -> Option<ServerRecord> {
+        self.servers.read().get(id).cloned()
+    }
+
+    /// Every server, ordered by creation time then id.
+    pub fn servers(&self) -> Vec<ServerRecord> {
+        let mut v: Vec<_> = self.servers.read().values().cloned().collect();
+        v.sort_by(|a, b| (a.created_at, &a.server_id).cmp(&(b.created_at, &b.server_id)));
+        v
+    }
+
+    /// Whether `server_id` is placed on `agent_id` (the hub's trust check).
+    pub fn owns(&self, agent_id: &str, server_id: &str) -> bool {
+        self.servers
+            .read()
+            .get(server_id)
+            .is_some_and(|s| s.agent_id == agent_id)
+    }
+
+    /// Per agent, the sum of the memory limits (bytes) of the servers placed on it.
+    pub fn memory_committed(&self) -> HashMap<String, u64> {
+        self.committed(|s| s.memory_bytes)
+    }
+
+    /// Per agent, the sum of the CPU limits (millicores) of the servers placed on it.
+    pub fn cpu_committed(&self) -> HashMap<String, u64> {
+        self.committed(|s| s.cpu_millis)
+    }
+
+    fn committed(&self, of: impl Fn(&ServerRecord) -> u64) -> HashMap<String, u64> {
+        let mut out: HashMap<String, u64> = HashMap::new();
+        for s in self.servers.read().values() {
+            let sum = out.entry(s.agent_id.clone()).or_default();
+            *sum = sum.saturating_add(of(s));
+        }
+        out
+    }
+}
