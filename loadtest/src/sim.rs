@@ -311,7 +311,9 @@ impl AgentSim {
                 data_response(id, ts, &data)
             }
             // A simulated server prints nothing: its console history is empty.
-            Action::GetLogs(_) => data_response(id, ts, &proto::message::LogLines { lines: vec![] }),
+            Action::GetLogs(_) => {
+                data_response(id, ts, &proto::message::LogLines { lines: vec![] })
+            }
             // The file manager's transfers and tree changes are not simulated.
             Action::ReadFileChunk(_)
             | Action::WriteFileChunk(_)

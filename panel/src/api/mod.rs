@@ -9,9 +9,11 @@
 
 mod agents;
 mod error;
+mod files;
 mod live;
 mod servers;
 mod system;
+mod transfer;
 
 pub use error::ApiError;
 pub use servers::{Candidate, place};
@@ -139,15 +141,28 @@ where
     F: Fn(Arc<Api>, Request) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Reply, ApiError>> + Send + 'static,
 {
+    r.route(method, pattern, api_handler(api, f));
+}
+
+/// [`add`] for a route that streams its request body (uploads).
+fn add_streaming<F, Fut>(r: &mut Router, api: &Arc<Api>, method: Method, pattern: &str, f: F)
+where
+    F: Fn(Arc<Api>, Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Reply, ApiError>> + Send + 'static,
+{
+    r.route_streaming(method, pattern, api_handler(api, f));
+}
+
+fn api_handler<F, Fut>(api: &Arc<Api>, f: F) -> crate::http::Handler
+where
+    F: Fn(Arc<Api>, Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Reply, ApiError>> + Send + 'static,
+{
     let api = api.clone();
-    r.route(
-        method,
-        pattern,
-        handler(move |req| {
-            let reply = f(api.clone(), req);
-            async move { reply.await.unwrap_or_else(|e| e.into_response().into()) }
-        }),
-    );
+    handler(move |req| {
+        let reply = f(api.clone(), req);
+        async move { reply.await.unwrap_or_else(|e| e.into_response().into()) }
+    })
 }
 
 /// The whole route table.
@@ -205,8 +220,50 @@ pub fn router(api: &Arc<Api>) -> Router {
         &mut r,
         api,
         Method::Get,
+        "/api/servers/{id}/logs",
+        servers::logs,
+    );
+    add(
+        &mut r,
+        api,
+        Method::Get,
         "/api/servers/{id}/files",
-        servers::list_files,
+        files::list,
+    );
+    add(
+        &mut r,
+        api,
+        Method::Delete,
+        "/api/servers/{id}/files",
+        files::delete,
+    );
+    add(
+        &mut r,
+        api,
+        Method::Get,
+        "/api/servers/{id}/files/download",
+        files::download,
+    );
+    add_streaming(
+        &mut r,
+        api,
+        Method::Put,
+        "/api/servers/{id}/files/upload",
+        files::upload,
+    );
+    add(
+        &mut r,
+        api,
+        Method::Post,
+        "/api/servers/{id}/files/rename",
+        files::rename,
+    );
+    add(
+        &mut r,
+        api,
+        Method::Post,
+        "/api/servers/{id}/files/mkdir",
+        files::mkdir,
     );
     add(
         &mut r,
@@ -252,6 +309,7 @@ mod tests {
             body: br#"{"a":"x"}"#.to_vec(),
             peer: "127.0.0.1:1".parse().unwrap(),
             params: Vec::new(),
+            stream: None,
         };
         let r = body::<B>(&req).unwrap_err().into_response();
         assert_eq!(r.status, 400);

@@ -361,7 +361,10 @@ fn answers_to_awaited_commands_are_not_rate_limited() {
         assert_eq!(f.metrics.rate_limited_agent.get(), 0);
         // An answer nobody waits for spends the budget like any frame.
         for _ in 0..2 {
-            agent.send(response("cmd_nobody", "s1", true)).await.unwrap();
+            agent
+                .send(response("cmd_nobody", "s1", true))
+                .await
+                .unwrap();
         }
         let reply = next_json(&mut agent).await;
         assert_eq!(reply["error"]["code"], "RATE_LIMITED", "{reply}");
