@@ -56,6 +56,8 @@ pub struct Api {
     /// Serialises placement with the insert of the placed server, so two concurrent creates
     /// cannot both take the last free memory of an agent.
     placement: Mutex<()>,
+    /// File transfers in progress (see `transfer.rs`), bounded so their buffers are.
+    transfers: std::sync::atomic::AtomicUsize,
 }
 
 impl Api {
@@ -85,6 +87,7 @@ impl Api {
             max_frame,
             limiter: KeyedLimiter::new(admin_rate, admin_burst, MAX_LIMITER_KEYS),
             placement: Mutex::new(()),
+            transfers: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 

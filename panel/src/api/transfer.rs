@@ -12,6 +12,8 @@
 //!   Any failure (the client hanging up, the agent refusing) sends `cancel_upload`, so the
 //!   agent removes its temp file at once.
 //! - Chunk commands the agent answers `RATE_LIMITED` are retried after a short pause.
+//! - At most [`MAX_TRANSFERS`] run at once on the panel (`BUSY` beyond), so their buffers
+//!   are bounded together, not only each.
 
 use async_io::Timer;
 use base64::Engine as _;
@@ -35,6 +37,9 @@ use crate::store::ServerRecord;
 
 /// Download chunks in flight at once.
 pub const WINDOW: usize = 4;
+/// Transfers (uploads and downloads) the panel runs at once; beyond, `BUSY`. Each holds a
+/// few MiB at most (its chunks in flight), so this bounds them all together.
+pub const MAX_TRANSFERS: usize = 32;
 /// Times a chunk is sent again while the agent answers `RATE_LIMITED`.
 const RATE_RETRIES: u32 = 50;
 /// Room kept in a frame for the command's envelope and the other payload members.
@@ -51,6 +56,37 @@ fn malformed(what: &str, detail: impl std::fmt::Display) -> Response<'static> {
         ErrorCode::InternalError,
         format!("the agent's answer to {what} is malformed: {detail}"),
     )
+}
+
+/// One of the [`MAX_TRANSFERS`] places, held for a transfer's whole life.
+struct Slot(Arc<Api>);
+
+impl Slot {
+    fn take(api: &Arc<Api>) -> Result<Slot, ApiError> {
+        use std::sync::atomic::Ordering;
+        let taken = api
+            .transfers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_TRANSFERS).then_some(n + 1)
+            });
+        match taken {
+            Ok(_) => Ok(Slot(api.clone())),
+            Err(_) => Err(ApiError::new(
+                ErrorCode::Busy,
+                format!(
+                    "{MAX_TRANSFERS} file transfers are in progress on this panel; retry shortly"
+                ),
+            )),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0
+            .transfers
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// The agent and server a transfer is about.
@@ -138,6 +174,7 @@ pub async fn download(
     rec: &ServerRecord,
     path: String,
 ) -> Result<Result<Streamed, Response<'static>>, ApiError> {
+    let slot = Slot::take(&api)?;
     let target = Target::of(&api, rec);
     let first = match target.read(path.clone(), 0, MAX_CHUNK_LENGTH).await? {
         Ok(p) => p,
@@ -170,6 +207,7 @@ pub async fn download(
         pending: VecDeque::new(),
         first: Some(first.bytes).filter(|b| !b.is_empty()),
         failed: false,
+        _slot: slot,
     };
     Ok(Ok(Streamed {
         head,
@@ -196,6 +234,7 @@ struct Download {
     pending: VecDeque<InFlight>,
     first: Option<Vec<u8>>,
     failed: bool,
+    _slot: Slot,
 }
 
 impl Download {
@@ -394,6 +433,7 @@ pub async fn upload(
     path: &str,
     body: BodyStream,
 ) -> Result<Result<u64, Response<'static>>, ApiError> {
+    let _slot = Slot::take(api)?;
     let chunk = MAX_WRITE_CHUNK.min(api.max_frame.saturating_sub(ENVELOPE_RESERVE) / 4 * 3);
     if chunk == 0 {
         return Err(ApiError::new(
