@@ -38,6 +38,14 @@ pub struct RateLimits {
     pub total: f64,
     /// Commands the agent may receive at once.
     pub total_burst: f64,
+    /// Sustained file chunks (`read_file_chunk`, `write_file_chunk`) per second for one
+    /// server: transfers have their own buckets, so a download neither waits behind nor
+    /// starves the other commands.
+    pub chunks_per_server: f64,
+    pub chunks_per_server_burst: f64,
+    /// Sustained file chunks per second for the whole agent.
+    pub chunks_total: f64,
+    pub chunks_total_burst: f64,
 }
 
 impl Default for RateLimits {
@@ -47,6 +55,10 @@ impl Default for RateLimits {
             per_server_burst: 50.0,
             total: 200.0,
             total_burst: 400.0,
+            chunks_per_server: 400.0,
+            chunks_per_server_burst: 400.0,
+            chunks_total: 1000.0,
+            chunks_total_burst: 1000.0,
         }
     }
 }
@@ -164,8 +176,12 @@ impl NodePolicy {
         let positive = |v: f64| v.is_finite() && v > 0.0;
         if !(positive(r.per_server)
             && positive(r.total)
+            && positive(r.chunks_per_server)
+            && positive(r.chunks_total)
             && r.per_server_burst >= 1.0
-            && r.total_burst >= 1.0)
+            && r.total_burst >= 1.0
+            && r.chunks_per_server_burst >= 1.0
+            && r.chunks_total_burst >= 1.0)
         {
             return Err("rate limits must be positive and bursts at least 1".into());
         }

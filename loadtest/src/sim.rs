@@ -321,6 +321,22 @@ impl AgentSim {
                 };
                 data_response(id, ts, &data)
             }
+            // A simulated server prints nothing: its console history is empty.
+            Action::GetLogs(_) => {
+                data_response(id, ts, &proto::message::LogLines { lines: vec![] })
+            }
+            // The file manager's transfers and tree changes are not simulated.
+            Action::ReadFileChunk(_)
+            | Action::WriteFileChunk(_)
+            | Action::CancelUpload(_)
+            | Action::RenameFile(_)
+            | Action::DeleteFile(_)
+            | Action::CreateDirectory(_) => Response::err(
+                id,
+                ts,
+                ErrorCode::UnknownAction,
+                format!("the simulated agent does not implement {}", c.action.name()),
+            ),
             Action::CreateServer(_) | Action::Unknown(_) => unreachable!("handled above"),
         }
     }

@@ -197,6 +197,7 @@ impl Panel {
         );
         let server_config = ServerConfig {
             max_conns_per_ip: config.max_conns_per_ip,
+            max_upload_bytes: usize::try_from(config.max_upload_bytes).unwrap_or(usize::MAX),
             ..ServerConfig::default()
         };
         Ok(Panel {

@@ -35,6 +35,8 @@ pub struct Config {
     pub admin_burst: f64,
     /// Simultaneous TCP connections per client IP (0 = unlimited).
     pub max_conns_per_ip: usize,
+    /// Largest file upload (`PUT …/files/upload`), bytes; streamed, never held whole.
+    pub max_upload_bytes: u64,
     /// Frames buffered per events subscriber before the oldest are dropped. Allocated as
     /// frames queue up (56 B a slot plus the frame it keeps alive), so the default is deep
     /// enough to absorb scheduling hiccups at 100k events/s without costing idle subscribers.
@@ -60,6 +62,7 @@ impl Default for Config {
             admin_rate: 50.0,
             admin_burst: 100.0,
             max_conns_per_ip: 256,
+            max_upload_bytes: 1 << 30,
             event_queue: 16384,
             agent_queue: 64,
         }
@@ -88,7 +91,7 @@ usage: panel [up] [--listen ADDR] [--data-dir DIR] [--public-url URL]
              [--heartbeat-secs N] [--command-timeout-secs N]
              [--max-frame-bytes N] [--agent-rate N] [--agent-burst N]
              [--admin-rate N] [--admin-burst N] [--max-conns-per-ip N]
-             [--event-queue N] [--agent-queue N]
+             [--event-queue N] [--agent-queue N] [--max-upload-bytes N]
 
   up                       run the panel and one local agent (quickstart)
   --listen ADDR            HTTPS/WSS listen address        [127.0.0.1:8443]
@@ -108,6 +111,7 @@ usage: panel [up] [--listen ADDR] [--data-dir DIR] [--public-url URL]
                            queued frame plus the frame (shared between subscribers)
   --agent-queue N          frames buffered per agent writer (commands wait beyond,
                            pings are dropped) [64]; allocated as used, 56 B a frame
+  --max-upload-bytes N     largest file upload, streamed to the agent [1073741824]
 
 environment: PANEL_ADMIN_TOKEN sets the admin token (else one is generated once).";
 
@@ -229,6 +233,7 @@ where
             }
             "--event-queue" => cfg.event_queue = positive(&flag, &value()?, 1 << 20)? as usize,
             "--agent-queue" => cfg.agent_queue = positive(&flag, &value()?, 1 << 20)? as usize,
+            "--max-upload-bytes" => cfg.max_upload_bytes = positive(&flag, &value()?, 1 << 40)?,
             _ => return Err(ConfigError(format!("unknown flag `{flag}`"))),
         }
     }
@@ -307,6 +312,7 @@ mod tests {
             "--admin-rate=7.5",
             "--max-conns-per-ip",
             "0",
+            "--max-upload-bytes=1048576",
             "--public-url",
             "https://panel.example.com:8443",
         ]);
@@ -318,6 +324,7 @@ mod tests {
         assert_eq!(c.agent_rate, 5.0);
         assert_eq!(c.admin_rate, 7.5);
         assert_eq!(c.max_conns_per_ip, 0);
+        assert_eq!(c.max_upload_bytes, 1 << 20);
         assert_eq!(c.public_host().as_deref(), Some("panel.example.com"));
         assert_eq!(
             c.base_url("127.0.0.1:1".parse().unwrap()),

@@ -203,6 +203,7 @@ mod tests {
             body: Vec::new(),
             peer: "127.0.0.1:1".parse().unwrap(),
             params: Vec::new(),
+            stream: None,
         }
     }
 

@@ -97,6 +97,66 @@ fn router(release: async_channel::Receiver<()>) -> Router {
             Response::text(200, "text/plain", "unreachable").into()
         }),
     );
+    // Streaming routes: a body counted as it arrives (stopping after `stop` bytes when
+    // asked), and a streamed answer of `n` bytes (cut after `fail` bytes when asked).
+    r.route_streaming(
+        Method::Put,
+        "/sum",
+        handler(|mut req: Request| async move {
+            let mut body = req
+                .stream
+                .take()
+                .expect("a streaming route gets its stream");
+            let stop: Option<u64> = req.query_param("stop").and_then(|v| v.parse().ok());
+            let (mut len, mut sum, mut largest) = (0u64, 0u64, 0usize);
+            loop {
+                match body.next().await {
+                    Ok(Some(piece)) => {
+                        len += piece.len() as u64;
+                        largest = largest.max(piece.len());
+                        sum = piece.iter().fold(sum, |s, &b| s.wrapping_add(u64::from(b)));
+                        if stop.is_some_and(|s| len >= s) {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return e.to_response().into(),
+                }
+            }
+            let out = serde_json::json!({"len": len, "sum": sum, "largest": largest,
+                                         "declared": body.declared_len()});
+            Response::json(200, &out).into()
+        }),
+    );
+    r.route(
+        Method::Get,
+        "/stream",
+        handler(|req: Request| async move {
+            let n: u64 = req
+                .query_param("n")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let fail: Option<u64> = req.query_param("fail").and_then(|v| v.parse().ok());
+            let short = req.query_param("short").is_some();
+            let produce = if short { n / 2 } else { n };
+            let pieces = futures_lite::stream::unfold(0u64, move |sent| async move {
+                if fail.is_some_and(|f| sent >= f) {
+                    return Some((Err("the producer failed".to_string()), u64::MAX));
+                }
+                if sent >= produce {
+                    return None;
+                }
+                let len = (produce - sent).min(65_536);
+                let piece = (sent..sent + len).map(|i| (i % 251) as u8).collect();
+                Some((Ok(piece), sent + len))
+            });
+            Reply::Stream(panel::http::Streamed {
+                head: Response::text(200, "application/octet-stream", Vec::new()),
+                length: n,
+                body: Box::pin(pieces),
+            })
+        }),
+    );
     r.route(
         Method::Get,
         "/ws",
@@ -857,4 +917,171 @@ fn silent_client_is_dropped_after_the_handshake_timeout() {
         }
     }));
     assert_eq!(srv.stats.tls_failures.load(Relaxed), 1);
+}
+
+fn upload_limits() -> ServerConfig {
+    ServerConfig {
+        max_header_bytes: 1024,
+        max_body_bytes: 1024,
+        max_upload_bytes: 3_000_000,
+        request_timeout: Duration::from_secs(2),
+        ..ServerConfig::default()
+    }
+}
+
+fn sum_of(bytes: &[u8]) -> u64 {
+    bytes.iter().map(|&b| u64::from(b)).sum()
+}
+
+#[test]
+fn a_streaming_route_takes_bodies_past_the_body_limit_in_pieces() {
+    let srv = start(upload_limits());
+    smol::block_on(guard("streamed upload", async {
+        let mut c = Client::new(connect(&srv).await);
+        let big: Vec<u8> = (0..2_500_000u32).map(|i| (i % 253) as u8).collect();
+        let mut req =
+            format!("PUT /sum HTTP/1.1\r\nContent-Length: {}\r\n\r\n", big.len()).into_bytes();
+        req.extend_from_slice(&big);
+        c.send(&req).await;
+        let r = c.response(false).await;
+        assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+        let v = r.json();
+        assert_eq!(v["len"], big.len());
+        assert_eq!(v["sum"], sum_of(&big));
+        assert_eq!(v["declared"], big.len());
+        assert!(v["largest"].as_u64().unwrap() <= 65_536, "{v}");
+        // Chunked, on the same connection (the body was read to its end).
+        c.send(b"PUT /sum HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            .await;
+        c.send(b"6;x=y\r\n world\r\n0\r\nTrailer: 1\r\n\r\n").await;
+        let v = c.response(false).await.json();
+        assert_eq!(v["len"], 11);
+        assert_eq!(v["sum"], sum_of(b"hello world"));
+        assert_eq!(v["declared"], serde_json::Value::Null);
+        // Other routes keep the body limit.
+        c.send(b"POST /echo HTTP/1.1\r\nContent-Length: 2000\r\n\r\n")
+            .await;
+        assert_eq!(c.response(false).await.status, 413);
+    }));
+}
+
+#[test]
+fn a_streamed_body_over_the_upload_limit_is_413() {
+    let srv = start(upload_limits());
+    smol::block_on(guard("upload limit", async {
+        // Declared: refused before the handler runs.
+        let mut c = Client::new(connect(&srv).await);
+        c.send(b"PUT /sum HTTP/1.1\r\nContent-Length: 3000001\r\n\r\n")
+            .await;
+        let r = c.response(false).await;
+        assert_eq!(r.status, 413);
+        c.expect_closed().await;
+        // Chunked: refused once the running total passes it, even when a chunk size
+        // would wrap the sum.
+        for sizes in [&["200000"; 16][..], &["1", "FFFFFFFFFFFFFFFF"][..]] {
+            let c = Client::new(connect(&srv).await);
+            let mut req = b"PUT /sum HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            for size in sizes {
+                let n = usize::from_str_radix(size, 16).unwrap_or(0).min(0x200000);
+                req.extend_from_slice(format!("{size}\r\n").as_bytes());
+                req.extend_from_slice(&vec![b'z'; n]);
+                req.extend_from_slice(b"\r\n");
+            }
+            // The server answers and closes while the body is still being written.
+            let (mut rd, mut wr) = futures_lite::io::split(c.io);
+            let writer = smol::spawn(async move {
+                let _ = wr.write_all(&req).await;
+                let _ = wr.flush().await;
+            });
+            let mut got = Vec::new();
+            let mut tmp = [0u8; 4096];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match rd.read(&mut tmp).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&tmp[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&got);
+            assert!(head.starts_with("HTTP/1.1 413"), "{sizes:?}: {head}");
+            drop(writer);
+        }
+    }));
+}
+
+#[test]
+fn a_handler_that_stops_reading_answers_then_the_connection_closes() {
+    let srv = start(upload_limits());
+    smol::block_on(guard("early stop", async {
+        let mut c = Client::new(connect(&srv).await);
+        // A tenth of the announced body (the socket buffers take it without blocking).
+        let mut req = b"PUT /sum?stop=10 HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n".to_vec();
+        req.extend_from_slice(&[7u8; 100_000]);
+        c.send(&req).await;
+        let r = c.response(false).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("connection"), Some("close"));
+        assert!(r.json()["len"].as_u64().unwrap() < 1_000_000);
+    }));
+}
+
+#[test]
+fn a_client_that_stalls_or_vanishes_mid_body_is_seen_by_the_handler() {
+    let srv = start(upload_limits());
+    smol::block_on(guard("stalled body", async {
+        let mut c = Client::new(connect(&srv).await);
+        c.send(b"PUT /sum HTTP/1.1\r\nContent-Length: 100\r\n\r\nonly ten b")
+            .await;
+        let r = c.response(false).await;
+        assert_eq!(r.status, 408, "{:?}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.header("connection"), Some("close"));
+    }));
+}
+
+#[test]
+fn a_streamed_answer_has_its_length_and_keeps_the_connection() {
+    let srv = start(ServerConfig::default());
+    smol::block_on(guard("streamed answer", async {
+        let mut c = Client::new(connect(&srv).await);
+        c.send(b"GET /stream?n=1000000 HTTP/1.1\r\n\r\n").await;
+        let r = c.response(false).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-length"), Some("1000000"));
+        let want: Vec<u8> = (0..1_000_000u64).map(|i| (i % 251) as u8).collect();
+        assert!(r.body == want);
+        c.send(b"HEAD /stream?n=77 HTTP/1.1\r\n\r\n").await;
+        let r = c.response(true).await;
+        assert_eq!(r.header("content-length"), Some("77"));
+        c.send(b"GET /stream?n=0 HTTP/1.1\r\n\r\n").await;
+        let r = c.response(false).await;
+        assert_eq!((r.status, r.body.len()), (200, 0));
+        c.send(b"GET /hello HTTP/1.1\r\n\r\n").await;
+        assert_eq!(c.response(false).await.status, 200);
+    }));
+}
+
+#[test]
+fn a_streamed_answer_that_fails_or_falls_short_is_cut_not_completed() {
+    let srv = start(ServerConfig::default());
+    for query in ["n=300000&fail=131072", "n=300000&short"] {
+        smol::block_on(guard("cut answer", async {
+            let mut c = connect(&srv).await;
+            c.write_all(format!("GET /stream?{query} HTTP/1.1\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            c.flush().await.unwrap();
+            let mut got = Vec::new();
+            let mut tmp = vec![0u8; 65_536];
+            loop {
+                match c.read(&mut tmp).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&tmp[..n]),
+                }
+            }
+            let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            let head = String::from_utf8_lossy(&got[..head_end]);
+            assert!(head.contains("content-length: 300000"), "{head}");
+            let body = got.len() - head_end;
+            assert!(body < 300_000, "{query}: {body} bytes arrived");
+        }));
+    }
 }

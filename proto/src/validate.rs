@@ -14,6 +14,15 @@ pub const MAX_ID_LEN: usize = 64;
 pub const MAX_PATH_LEN: usize = 4096;
 /// Longest console line accepted by `send_command`.
 pub const MAX_CONSOLE_LINE: usize = 4096;
+/// Most bytes one `read_file_chunk` asks for.
+pub const MAX_CHUNK_LENGTH: u64 = 256 * 1024;
+/// Most raw bytes one `write_file_chunk` carries (its base64 still fits a 1 MiB frame).
+pub const MAX_WRITE_CHUNK: usize = 512 * 1024;
+/// Longest upload id.
+pub const MAX_UPLOAD_ID_LEN: usize = 64;
+/// Console lines `get_logs` answers by default and at most.
+pub const DEFAULT_LOG_LINES: usize = 150;
+pub const MAX_LOG_LINES: usize = 1000;
 const MAX_NAME_LEN: usize = 64;
 const MAX_IMAGE_LEN: usize = 255;
 const MAX_PORTS: usize = 64;
@@ -68,6 +77,9 @@ pub enum ValidationError {
     Signal(String),
     #[error("command: {0}")]
     ConsoleLine(String),
+    /// A field of a file or console payload (`length`, `uploadId`, `lines`, ...).
+    #[error("{field}: {reason}")]
+    Field { field: &'static str, reason: String },
 }
 
 impl ValidationError {
@@ -76,7 +88,8 @@ impl ValidationError {
             ValidationError::Path(_) => ErrorCode::InvalidPath,
             ValidationError::InvalidId { .. }
             | ValidationError::Signal(_)
-            | ValidationError::ConsoleLine(_) => ErrorCode::InvalidMessage,
+            | ValidationError::ConsoleLine(_)
+            | ValidationError::Field { .. } => ErrorCode::InvalidMessage,
             ValidationError::Egg { .. }
             | ValidationError::Quantity { .. }
             | ValidationError::UnresolvedPlaceholder { .. } => ErrorCode::ConfigInvalid,
@@ -447,6 +460,117 @@ pub fn console_line(line: &str) -> Result<(), ValidationError> {
         ));
     }
     Ok(())
+}
+
+fn field_err(field: &'static str, reason: impl Into<String>) -> ValidationError {
+    ValidationError::Field {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// `read_file_chunk`: a valid path, a length of 1 to [`MAX_CHUNK_LENGTH`] bytes, and an
+/// `offset + length` that does not overflow.
+pub fn read_chunk(c: &crate::ReadFileChunk<'_>) -> Result<(), ValidationError> {
+    server_path(&c.path)?;
+    if c.length == 0 || c.length > MAX_CHUNK_LENGTH {
+        return Err(field_err("length", "must be 1 to 262144 bytes"));
+    }
+    if c.offset
+        .checked_add(c.length)
+        .is_none_or(|end| end > i64::MAX as u64)
+    {
+        return Err(field_err("offset", "is past any possible file size"));
+    }
+    Ok(())
+}
+
+/// An upload id: 1–64 of `A-Z a-z 0-9 _ -` (it names the temp file on the agent).
+pub fn upload_id(id: &str) -> Result<(), ValidationError> {
+    if id.is_empty() || id.len() > MAX_UPLOAD_ID_LEN {
+        return Err(field_err("uploadId", "must be 1 to 64 characters"));
+    }
+    if !id
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+    {
+        return Err(field_err(
+            "uploadId",
+            "may contain only letters, digits, '_' and '-'",
+        ));
+    }
+    Ok(())
+}
+
+/// `write_file_chunk`, before its content is decoded: a path below `/server` (not the root
+/// itself), a valid upload id, content of at most [`MAX_WRITE_CHUNK`] bytes once decoded,
+/// and an end offset that does not overflow.
+pub fn write_chunk(c: &crate::WriteFileChunk<'_>) -> Result<(), ValidationError> {
+    if server_path(&c.path)?.is_empty() {
+        return Err(ValidationError::Path(
+            "`/server` itself is a directory".into(),
+        ));
+    }
+    upload_id(&c.upload_id)?;
+    let max_encoded = match c.encoding {
+        crate::ContentEncoding::Utf8 => MAX_WRITE_CHUNK,
+        crate::ContentEncoding::Base64 => MAX_WRITE_CHUNK.div_ceil(3) * 4,
+    };
+    if c.content.len() > max_encoded {
+        return Err(field_err(
+            "content",
+            "must be at most 524288 bytes per chunk",
+        ));
+    }
+    if c.offset
+        .checked_add(c.content.len() as u64)
+        .is_none_or(|end| end > i64::MAX as u64)
+    {
+        return Err(field_err("offset", "is past any possible file size"));
+    }
+    Ok(())
+}
+
+/// `rename_file`: both paths valid, neither the root, and not a directory into itself
+/// (`to` below `from`). Returns both relative to `/server`.
+pub fn rename(r: &crate::RenameFile<'_>) -> Result<(String, String), ValidationError> {
+    let from = server_path(&r.from)?;
+    let to = server_path(&r.to)?;
+    if from.is_empty() || to.is_empty() {
+        return Err(ValidationError::Path(
+            "`/server` itself cannot be moved or replaced".into(),
+        ));
+    }
+    if to
+        .strip_prefix(&from)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    {
+        return Err(ValidationError::Path(format!(
+            "`{}` cannot be moved onto or into itself",
+            truncate(&r.from)
+        )));
+    }
+    Ok((from, to))
+}
+
+/// `delete_file` and `create_directory`: a path below `/server`, not the root itself.
+pub fn file_target(path: &str) -> Result<String, ValidationError> {
+    let rel = server_path(path)?;
+    if rel.is_empty() {
+        return Err(ValidationError::Path(
+            "`/server` itself cannot be deleted or created".into(),
+        ));
+    }
+    Ok(rel)
+}
+
+/// `get_logs`'s `lines`: absent is [`DEFAULT_LOG_LINES`]; 1 to [`MAX_LOG_LINES`].
+pub fn log_lines(lines: Option<u64>) -> Result<usize, ValidationError> {
+    match lines {
+        None => Ok(DEFAULT_LOG_LINES),
+        Some(n) if (1..=MAX_LOG_LINES as u64).contains(&n) => Ok(n as usize),
+        Some(_) => Err(field_err("lines", "must be 1 to 1000")),
+    }
 }
 
 /// A container file path: `/server` or below, no NUL, no `..`, at most 4096 bytes. Returns

@@ -462,3 +462,144 @@ fn image_registries() {
     assert!(validate::registry_host("not a host").is_err());
     assert!(validate::registry_host("host:99999").is_err());
 }
+
+/// Decodes a command frame's action (the link's path).
+fn action(action: &str, payload: Value) -> Action<'static> {
+    let frame = json!({"id": "m", "type": "command", "timestamp": "t", "serverId": "s",
+                       "action": action, "payload": payload});
+    match Decoder::default().message(frame.to_string().as_bytes()) {
+        Ok(Message::Command(c)) => c.action.into_owned(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn file_manager_payloads_decode_and_validate() {
+    let Action::ReadFileChunk(r) = action(
+        "read_file_chunk",
+        json!({"path": "/server/a", "offset": 5, "length": 262144}),
+    ) else {
+        panic!()
+    };
+    validate::read_chunk(&r).unwrap();
+    for (offset, length, field) in [
+        (0, 0, "length"),
+        (0, 262_145, "length"),
+        (u64::MAX, 1, "offset"),
+    ] {
+        let mut bad = r.clone();
+        bad.offset = offset;
+        bad.length = length;
+        let e = validate::read_chunk(&bad).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidMessage);
+        assert!(e.to_string().starts_with(field), "{e}");
+    }
+
+    let Action::WriteFileChunk(w) = action(
+        "write_file_chunk",
+        json!({"path": "/server/a", "uploadId": "u-1", "offset": 0, "content": "aGk=", "final": true}),
+    ) else {
+        panic!()
+    };
+    assert!(w.is_final);
+    assert_eq!(
+        w.encoding,
+        proto::ContentEncoding::Base64,
+        "base64 by default"
+    );
+    validate::write_chunk(&w).unwrap();
+    let mut bad = w.clone();
+    bad.upload_id = "../x".into();
+    assert!(
+        validate::write_chunk(&bad)
+            .unwrap_err()
+            .to_string()
+            .starts_with("uploadId")
+    );
+    bad.upload_id = "u".repeat(65).into();
+    assert!(validate::write_chunk(&bad).is_err());
+    let mut bad = w.clone();
+    bad.path = "/server".into();
+    assert_eq!(
+        validate::write_chunk(&bad).unwrap_err().code(),
+        ErrorCode::InvalidPath
+    );
+    let mut bad = w.clone();
+    bad.content = "A".repeat(validate::MAX_WRITE_CHUNK / 3 * 4 + 8).into();
+    assert!(
+        validate::write_chunk(&bad)
+            .unwrap_err()
+            .to_string()
+            .starts_with("content")
+    );
+    let mut bad = w.clone();
+    bad.offset = u64::MAX - 1;
+    assert!(validate::write_chunk(&bad).is_err());
+    // `final` round-trips under its wire name.
+    let text = serde_json::to_string(&w).unwrap();
+    assert!(
+        text.contains("\"final\":true") && text.contains("\"uploadId\""),
+        "{text}"
+    );
+
+    let Action::RenameFile(r) = action(
+        "rename_file",
+        json!({"from": "/server/a", "to": "/server/b/c"}),
+    ) else {
+        panic!()
+    };
+    assert_eq!(validate::rename(&r).unwrap(), ("a".into(), "b/c".into()));
+    for (from, to) in [
+        ("/server/a", "/server/a/b"),
+        ("/server/a", "/server/a"),
+        ("/server", "/server/x"),
+        ("/server/x", "/server"),
+        ("/server/x", "/etc/x"),
+        ("/server/../x", "/server/y"),
+    ] {
+        let r = proto::RenameFile {
+            from: from.into(),
+            to: to.into(),
+        };
+        let e = validate::rename(&r).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidPath, "{from} -> {to}: {e}");
+    }
+    assert!(
+        validate::rename(&proto::RenameFile {
+            from: "/server/a".into(),
+            to: "/server/ab".into()
+        })
+        .is_ok()
+    );
+
+    assert!(matches!(
+        action("delete_file", json!({"path": "/server/x"})),
+        Action::DeleteFile(_)
+    ));
+    assert!(matches!(
+        action("create_directory", json!({"path": "/server/x"})),
+        Action::CreateDirectory(_)
+    ));
+    assert_eq!(
+        validate::file_target("/server").unwrap_err().code(),
+        ErrorCode::InvalidPath
+    );
+    assert_eq!(validate::file_target("/server/x/").unwrap(), "x");
+
+    assert!(matches!(
+        action("get_logs", json!({"lines": 20})),
+        Action::GetLogs(Some(proto::GetLogs { lines: Some(20) }))
+    ));
+    assert_eq!(validate::log_lines(None).unwrap(), 150);
+    assert_eq!(validate::log_lines(Some(1000)).unwrap(), 1000);
+    for n in [0, 1001, u64::MAX] {
+        assert_eq!(
+            validate::log_lines(Some(n)).unwrap_err().code(),
+            ErrorCode::InvalidMessage
+        );
+    }
+    assert!(matches!(
+        action("cancel_upload", json!({"uploadId": "u"})),
+        Action::CancelUpload(_)
+    ));
+}

@@ -7,6 +7,7 @@ pub mod egg;
 pub mod events;
 pub mod panel;
 pub mod stack;
+pub mod transfer;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

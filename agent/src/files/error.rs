@@ -62,6 +62,38 @@ pub enum FileError {
 
     #[error("I/O error on `{path}`: {errno}")]
     Io { path: String, errno: Errno },
+
+    #[error("`{path}` already exists")]
+    Exists { path: String },
+
+    #[error("`{from}` cannot be moved into itself (`{to}`)")]
+    IntoItself { from: String, to: String },
+
+    /// A directory holds more entries than one delete is willing to remove.
+    #[error("`{path}` holds more than {max} entries; delete its subdirectories first")]
+    TooManyEntries { path: String, max: u64 },
+
+    /// A chunk for an upload the agent does not know (never begun, finished, cancelled,
+    /// abandoned, or lost with an agent restart): uploads start at offset 0.
+    #[error("upload {upload_id} is not in progress; start it again from offset 0")]
+    UnknownUpload { upload_id: String },
+
+    #[error("upload {upload_id}: chunk at offset {got}, expected {expected}")]
+    UploadOffset {
+        upload_id: String,
+        expected: u64,
+        got: u64,
+    },
+
+    #[error("upload {upload_id} is for another path")]
+    UploadPath { upload_id: String },
+
+    #[error("{max} uploads are already in progress for this server; retry when one is done")]
+    TooManyUploads { max: usize },
+
+    /// The upload's temp file was removed or replaced (by the server) before it was done.
+    #[error("the temp file of upload {upload_id} was changed by someone else")]
+    UploadTampered { upload_id: String },
 }
 
 impl FileError {
@@ -73,12 +105,20 @@ impl FileError {
             | FileError::Symlink { .. }
             | FileError::IsDirectory { .. }
             | FileError::NotDirectory { .. }
-            | FileError::NotRegularFile { .. } => ErrorCode::InvalidPath,
+            | FileError::NotRegularFile { .. }
+            | FileError::IntoItself { .. } => ErrorCode::InvalidPath,
+            FileError::Exists { .. }
+            | FileError::UnknownUpload { .. }
+            | FileError::UploadOffset { .. }
+            | FileError::UploadTampered { .. } => ErrorCode::Conflict,
+            FileError::UploadPath { .. } => ErrorCode::InvalidMessage,
+            FileError::TooManyUploads { .. } => ErrorCode::Busy,
             FileError::NotFound { .. } => ErrorCode::FileNotFound,
             FileError::TooLarge { .. } => ErrorCode::PayloadTooLarge,
-            FileError::DiskLimit { .. } | FileError::NoSpace { .. } | FileError::TooDeep { .. } => {
-                ErrorCode::InsufficientResources
-            }
+            FileError::DiskLimit { .. }
+            | FileError::NoSpace { .. }
+            | FileError::TooDeep { .. }
+            | FileError::TooManyEntries { .. } => ErrorCode::InsufficientResources,
             FileError::PermissionDenied { .. } => ErrorCode::PermissionDenied,
             FileError::VolumeUnavailable(_) | FileError::Io { .. } => ErrorCode::InternalError,
         }
@@ -98,6 +138,7 @@ impl FileError {
             Errno::EACCES | Errno::EPERM => FileError::PermissionDenied { path },
             Errno::ENOSPC | Errno::EDQUOT => FileError::NoSpace { path },
             Errno::ENAMETOOLONG => FileError::InvalidPath(format!("`{path}`: name too long")),
+            Errno::EEXIST | Errno::ENOTEMPTY => FileError::Exists { path },
             errno => FileError::Io { path, errno },
         }
     }

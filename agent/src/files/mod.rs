@@ -12,18 +12,26 @@
 //! - reads and listings (walk fallback): no symlink is followed at all (stricter).
 //! - writes: no symlink anywhere on the path; a target that is a symlink is refused.
 //!
+//! Layout: `path` (validation), `resolve` (openat2 or the walk), `volume` (the directory
+//! fd, listing, whole-file read and write), `ops` (chunked reads, rename, mkdir, recursive
+//! delete), `upload` (chunked uploads), `usage` (disk usage), `acl` (sharing without root).
+//!
 //! Everything here blocks; async callers wrap calls in `smol::unblock`.
 
 pub mod acl;
 mod error;
+mod ops;
 mod path;
 mod resolve;
+mod upload;
 mod usage;
 mod volume;
 
 pub use error::FileError;
+pub use ops::{Chunk, MAX_DELETE_ENTRIES};
 pub use path::{CONTAINER_ROOT, RelPath, to_relative};
 pub use resolve::Resolver;
+pub use upload::{ChunkWrite, MAX_UPLOADS, STAGING_DIR, UPLOAD_IDLE};
 pub use usage::{DiskUsageCache, MAX_WALK_DEPTH};
 pub use volume::{
     DEFAULT_MAX_READ_BYTES, DEFAULT_USAGE_MAX_AGE, FileContent, Listing, MAX_LIST_SCAN,

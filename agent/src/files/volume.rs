@@ -17,6 +17,7 @@ use std::hash::BuildHasher;
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -37,9 +38,9 @@ const ENTRY_WIRE_OVERHEAD: usize = 110;
 pub const DEFAULT_USAGE_MAX_AGE: Duration = Duration::from_secs(30);
 
 /// Mode of newly created files (existing files keep theirs when replaced).
-const NEW_FILE_MODE: u32 = 0o644;
+pub(super) const NEW_FILE_MODE: u32 = 0o644;
 /// Mode of directories created by `create_parents`.
-const NEW_DIR_MODE: u32 = 0o755;
+pub(super) const NEW_DIR_MODE: u32 = 0o755;
 /// Attempts at a fresh temp name before giving up (collisions need a guessed random value).
 const TEMP_ATTEMPTS: usize = 8;
 /// Longest part of the target name kept in the temp name, so the temp name stays ≤ 255.
@@ -109,16 +110,18 @@ pub struct WriteOptions {
 /// write outside. All methods block: call them from `smol::unblock`.
 #[derive(Debug)]
 pub struct Volume {
-    root: OwnedFd,
-    dev: u64,
+    pub(super) root: OwnedFd,
+    pub(super) dev: u64,
     resolver: Resolver,
     owner: Option<(Uid, Gid)>,
     /// The volume is shared through ACLs (see `acl.rs`): what the agent creates keeps the
     /// group (mask) bits that let the server's user write it.
-    shared: bool,
-    usage: DiskUsageCache,
+    pub(super) shared: bool,
+    pub(super) usage: Arc<DiskUsageCache>,
     /// Serialises writes so the disk-limit check and the cache adjustment are one step.
-    write_lock: Mutex<()>,
+    pub(super) write_lock: Mutex<()>,
+    /// Uploads in progress (see `upload.rs`).
+    pub(super) uploads: super::upload::Uploads,
 }
 
 impl Volume {
@@ -142,8 +145,9 @@ impl Volume {
             resolver,
             owner: None,
             shared: false,
-            usage: DiskUsageCache::new(DEFAULT_USAGE_MAX_AGE),
+            usage: Arc::new(DiskUsageCache::new(DEFAULT_USAGE_MAX_AGE)),
             write_lock: Mutex::new(()),
+            uploads: Default::default(),
         })
     }
 
@@ -163,7 +167,7 @@ impl Volume {
 
     /// Re-measure the disk usage at most once per `max_age` (default 30 s).
     pub fn with_usage_max_age(mut self, max_age: Duration) -> Volume {
-        self.usage = DiskUsageCache::new(max_age);
+        self.usage = Arc::new(DiskUsageCache::new(max_age));
         self
     }
 
@@ -327,7 +331,12 @@ impl Volume {
         self.usage.get(|| self.disk_usage())
     }
 
-    fn open_rel(&self, rel: &RelPath, flags: OFlag, follow: Follow) -> Result<OwnedFd, FileError> {
+    pub(super) fn open_rel(
+        &self,
+        rel: &RelPath,
+        flags: OFlag,
+        follow: Follow,
+    ) -> Result<OwnedFd, FileError> {
         self.resolver
             .open(self.root.as_fd(), rel, flags, Mode::empty(), follow)
             .map_err(|e| FileError::from_errno(&rel.container_path(), e))
@@ -335,7 +344,7 @@ impl Volume {
 
     /// The parent directory of a write target, opened for `fsync` (not `O_PATH`), through no
     /// link; missing directories are created when asked.
-    fn open_parent(&self, parent: &RelPath, create: bool) -> Result<OwnedFd, FileError> {
+    pub(super) fn open_parent(&self, parent: &RelPath, create: bool) -> Result<OwnedFd, FileError> {
         if !create {
             return self.open_rel(parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Follow::Never);
         }
@@ -355,7 +364,7 @@ impl Volume {
 
     /// One step of `create_parents`: open `name` under `dir` without following a link,
     /// creating it first when it does not exist. A link in the way is an error.
-    fn open_or_mkdir(
+    pub(super) fn open_or_mkdir(
         &self,
         dir: BorrowedFd<'_>,
         name: &str,
@@ -407,7 +416,7 @@ impl Volume {
         fsync(dir)
     }
 
-    fn chown(&self, fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    pub(super) fn chown(&self, fd: BorrowedFd<'_>) -> Result<(), Errno> {
         match self.owner {
             Some((uid, gid)) => fchown(fd, Some(uid), Some(gid)),
             None => Ok(()),
@@ -417,7 +426,7 @@ impl Volume {
 
 /// The current target of a write: `None` if absent; refused if a link, directory or
 /// anything but a regular file.
-fn existing_target(
+pub(super) fn existing_target(
     dir: BorrowedFd<'_>,
     name: &str,
     shown: &str,
@@ -491,11 +500,28 @@ impl Drop for TempGuard<'_> {
     }
 }
 
-fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> Result<(), Errno> {
+pub(super) fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> Result<(), Errno> {
     while !bytes.is_empty() {
         match nix::unistd::write(fd, bytes) {
             Ok(0) => return Err(Errno::EIO),
             Ok(n) => bytes = &bytes[n..],
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Writes all of `bytes` at `offset` (`pwrite`, retried on short writes and `EINTR`).
+pub(super) fn write_all_at(fd: BorrowedFd<'_>, mut bytes: &[u8], offset: u64) -> Result<(), Errno> {
+    let mut at = i64::try_from(offset).map_err(|_| Errno::EFBIG)?;
+    while !bytes.is_empty() {
+        match nix::sys::uio::pwrite(fd, bytes, at) {
+            Ok(0) => return Err(Errno::EIO),
+            Ok(n) => {
+                bytes = &bytes[n..];
+                at = at.checked_add(n as i64).ok_or(Errno::EFBIG)?;
+            }
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(e),
         }

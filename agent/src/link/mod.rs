@@ -57,6 +57,8 @@ pub trait Dispatch: Send + Sync + 'static {
     fn max_frame(&self) -> usize {
         proto::codec::DEFAULT_MAX_FRAME
     }
+    /// The connection to the panel ended (state tied to it, such as uploads, may go).
+    fn disconnected(&self) {}
 }
 
 /// Why a connection attempt failed.
@@ -112,6 +114,7 @@ impl<D: Dispatch> Link<D> {
                     let started = Instant::now();
                     let reason = self.session(ws).await;
                     log::warn!("panel connection lost: {reason}");
+                    self.dispatch.disconnected();
                     if started.elapsed() >= HEALTHY_AFTER {
                         backoff.reset();
                     }

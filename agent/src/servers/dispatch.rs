@@ -2,7 +2,7 @@
 //! the one place that lists which function serves which action. Commands over the rate
 //! limits are answered `RATE_LIMITED` before anything runs.
 
-use super::rate::Limited;
+use super::rate::{Class, Limited};
 use super::{Inner, Outcome, ServerError, create, cut, files, install, power, status};
 use proto::validate::{self, IdKind, ValidationError};
 use proto::{Action, Command, Response};
@@ -18,7 +18,11 @@ pub(super) async fn execute(inner: Arc<Inner>, cmd: Command<'static>) -> Respons
     let id = cmd.id.clone();
     let target = cmd.target_server().map(str::to_owned);
     let action = cmd.action.name().to_owned();
-    let outcome = match admit(&inner, target.as_deref()) {
+    let class = match cmd.action {
+        Action::ReadFileChunk(_) | Action::WriteFileChunk(_) => Class::Chunk,
+        _ => Class::Command,
+    };
+    let outcome = match admit(&inner, target.as_deref(), class) {
         Ok(()) => run(&inner, cmd).await,
         Err(e) => Err(e),
     };
@@ -41,13 +45,13 @@ pub(super) async fn execute(inner: Arc<Inner>, cmd: Command<'static>) -> Respons
     resp
 }
 
-/// Takes a token for the command from the agent's and the server's buckets. Only a valid
+/// Takes a token for the command from the agent's and the server's buckets (of its class). Only a valid
 /// server id gets a bucket of its own (ids are short; anything else counts in total only).
-fn admit(inner: &Inner, server: Option<&str>) -> Result<(), ServerError> {
+fn admit(inner: &Inner, server: Option<&str>, class: Class) -> Result<(), ServerError> {
     let server = server.filter(|s| validate::id(IdKind::Server, s).is_ok());
     inner
         .rate
-        .admit(server, Instant::now())
+        .admit(server, class, Instant::now())
         .map_err(|limited| ServerError::RateLimited {
             scope: match limited {
                 Limited::Server => "for this server",
@@ -95,6 +99,15 @@ async fn run(inner: &Inner, cmd: Command<'static>) -> Outcome {
             files::write(inner, &sid, w.path.into_owned(), &w.content, w.encoding).await
         }
         Action::ReinstallServer => install::reinstall(inner, &sid).await,
+        Action::ReadFileChunk(r) => files::read_chunk(inner, &sid, r).await,
+        Action::WriteFileChunk(w) => files::write_chunk(inner, &sid, w).await,
+        Action::CancelUpload(c) => files::cancel_upload(inner, &sid, &c.upload_id).await,
+        Action::RenameFile(r) => files::rename(inner, &sid, r).await,
+        Action::DeleteFile(p) => files::delete(inner, &sid, p.path.into_owned()).await,
+        Action::CreateDirectory(p) => {
+            files::create_directory(inner, &sid, p.path.into_owned()).await
+        }
+        Action::GetLogs(p) => status::logs(inner, &sid, p.and_then(|p| p.lines)).await,
         Action::Unknown(name) => Err(ServerError::UnknownAction(name.to_string())),
     }
 }

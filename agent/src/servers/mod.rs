@@ -10,13 +10,14 @@
 //!   stop, exit code, OOM kill. On every (re)connection to Docker the containers labelled
 //!   `ctrl.agent=<id>` are (re-)adopted: consoles and samplers resume, nothing is restarted.
 //! - Each running server has a console task, a sampler task (`tasks`) and a disk watch
-//!   (`disk`: the disk limit enforced where no quota does it).
+//!   (`disk`: the disk limit enforced where no quota does it). Every server keeps its last
+//!   console lines (`history`, for `get_logs`); abandoned uploads are swept (`files`).
 //! - What the node allows comes from the operator's [`NodePolicy`], never from the panel:
 //!   caps (`create`), pull sources (`registry`), the servers' network (`network`), command
 //!   rates (`rate`, checked in `dispatch`).
 //!
-//! Layout: `plan` (egg → container), `server` (one server), `state`, `tasks`, `dispatch`,
-//! the handlers (`create`, `power`, `status`, `files`), `disk`, `registry`, `network`,
+//! Layout: `plan` (egg → container), `server` (one server), `state`, `tasks`, `history`,
+//! `dispatch`, the handlers (`create`, `power`, `status`, `files`), `disk`, `registry`, `network`,
 //! `rate`, `watch`, `error`. `Inner` is the shared state; its methods here are only
 //! accessors, the handlers are functions of the modules above.
 
@@ -28,6 +29,7 @@ mod done;
 mod error;
 pub mod extras;
 mod files;
+mod history;
 mod install;
 mod network;
 pub mod plan;
@@ -271,6 +273,7 @@ impl Servers {
         let tasks = vec![
             smol::spawn(watch::watch(inner.clone())),
             smol::spawn(watch::sample_load(Arc::downgrade(&inner))),
+            smol::spawn(files::sweep(Arc::downgrade(&inner))),
         ];
         Ok(Servers {
             inner,
@@ -325,6 +328,10 @@ impl Dispatch for Servers {
 
     fn max_frame(&self) -> usize {
         self.inner.cfg.policy.max_frame_bytes
+    }
+
+    fn disconnected(&self) {
+        files::cancel_all_uploads(&self.inner);
     }
 
     fn pong(&self) -> PongData<'static> {
@@ -429,6 +436,18 @@ impl Inner {
     /// every container's reach.
     fn eggs_dir(&self) -> PathBuf {
         self.cfg.data_dir.join("eggs")
+    }
+
+    /// The volumes of the ready servers.
+    fn volumes(&self) -> Vec<Arc<Volume>> {
+        self.servers
+            .lock()
+            .values()
+            .filter_map(|s| match s {
+                Slot::Ready(s) => Some(s.volume.clone()),
+                Slot::Creating(_) => None,
+            })
+            .collect()
     }
 }
 

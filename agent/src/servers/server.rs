@@ -5,6 +5,7 @@
 
 use super::error::ServerError;
 use super::extras::Extras;
+use super::history::History;
 use super::plan::Meta;
 use super::state::{self, Step, Trigger};
 use super::tasks::{ConsoleSlot, StatsSlot};
@@ -75,6 +76,8 @@ pub struct Server {
     pub console: Arc<ConsoleSlot>,
     /// The resource sampler of the current run.
     pub stats: Arc<StatsSlot>,
+    /// The last console lines, for `get_logs`.
+    pub history: History,
     tasks: Mutex<Tasks>,
     /// Serialises "make the run's console and sampler match Docker" with the handling of
     /// the container's exit, so a late start cannot overwrite a crash.
@@ -127,6 +130,7 @@ impl Server {
             done_seen: AtomicBool::new(false),
             console: Arc::new(ConsoleSlot::default()),
             stats: Arc::new(StatsSlot::default()),
+            history: History::default(),
             tasks: Mutex::new(Tasks::default()),
             session_lock: smol::lock::Mutex::new(()),
         }
@@ -238,8 +242,14 @@ impl Server {
         }));
     }
 
+    /// Queues an event for the panel; console lines are also kept in the history.
     pub fn emit(&self, kind: EventKind<'static>) {
-        self.outbox.push(event(&self.agent_id, &self.id, kind));
+        let event = event(&self.agent_id, &self.id, kind);
+        if let EventKind::ServerLog(line) = &event.kind {
+            self.history
+                .push(&event.timestamp, &line.log_level, &line.message);
+        }
+        self.outbox.push(event);
     }
 
     /// One line from the agent on the server's console (a `server_log` without a stream),

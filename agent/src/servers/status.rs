@@ -1,5 +1,5 @@
-//! `get_status` (Docker's view reconciled with ours, uptime, resources, players) and
-//! `send_command` (one line to the console).
+//! `get_status` (Docker's view reconciled with ours, uptime, resources, players),
+//! `send_command` (one line to the console) and `get_logs` (the console's last lines).
 
 use super::plan::Meta;
 use super::server::Server;
@@ -7,7 +7,7 @@ use super::state::Exit;
 use super::{Inner, Outcome, ServerError, ack, power, tasks};
 use crate::docker::ContainerState;
 use proto::validate;
-use proto::{MemoryAvailability, Network, Players, Resources, ServerState, StatusData};
+use proto::{LogLines, MemoryAvailability, Network, Players, Resources, ServerState, StatusData};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -23,6 +23,21 @@ pub(super) async fn send_command(inner: &Inner, sid: &str, line: &str) -> Outcom
             server_id: sid.to_owned(),
         }),
     }
+}
+
+/// `get_logs`: the last lines of the server's history, as many as fit in one frame.
+pub(super) async fn logs(inner: &Inner, sid: &str, lines: Option<u64>) -> Outcome {
+    let n = validate::log_lines(lines)?;
+    let server = inner.get(sid)?;
+    let room = inner
+        .cfg
+        .policy
+        .max_frame_bytes
+        .saturating_sub(super::files::ENVELOPE_RESERVE);
+    let data = LogLines {
+        lines: server.history.last(n, room),
+    };
+    serde_json::to_value(&data).map_err(|e| ServerError::BadContent(e.to_string()))
 }
 
 pub(super) async fn status(inner: &Inner, sid: &str) -> Outcome {

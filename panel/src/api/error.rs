@@ -8,7 +8,7 @@ use proto::ErrorCode;
 use proto::validate::ValidationError;
 
 use crate::auth::AuthError;
-use crate::http::Response;
+use crate::http::{BodyError, Response};
 use crate::hub::HubError;
 use crate::store::StoreError;
 
@@ -28,6 +28,9 @@ pub enum ApiError {
     /// A command that got no usable answer: 503 `AGENT_OFFLINE`, 504 `TIMEOUT`, 502, 413.
     #[error(transparent)]
     Hub(#[from] HubError),
+    /// A streamed request body that could not be read to its end (400, 408, 413).
+    #[error(transparent)]
+    Body(#[from] BodyError),
 }
 
 impl ApiError {
@@ -64,6 +67,7 @@ impl ApiError {
             ApiError::Hub(e) => {
                 Response::error_with_status(e.http_status(), e.code().as_str(), e.to_string())
             }
+            ApiError::Body(e) => e.to_response(),
         }
     }
 }

@@ -10,9 +10,11 @@
 mod agents;
 mod eggs;
 mod error;
+mod files;
 mod live;
 mod servers;
 mod system;
+mod transfer;
 
 pub use error::ApiError;
 pub use servers::{Candidate, place};
@@ -55,6 +57,8 @@ pub struct Api {
     /// Serialises placement with the insert of the placed server, so two concurrent creates
     /// cannot both take the last free memory of an agent.
     placement: Mutex<()>,
+    /// File transfers in progress (see `transfer.rs`), bounded so their buffers are.
+    transfers: std::sync::atomic::AtomicUsize,
 }
 
 impl Api {
@@ -84,6 +88,7 @@ impl Api {
             max_frame,
             limiter: KeyedLimiter::new(admin_rate, admin_burst, MAX_LIMITER_KEYS),
             placement: Mutex::new(()),
+            transfers: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -140,15 +145,28 @@ where
     F: Fn(Arc<Api>, Request) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Reply, ApiError>> + Send + 'static,
 {
+    r.route(method, pattern, api_handler(api, f));
+}
+
+/// [`add`] for a route that streams its request body (uploads).
+fn add_streaming<F, Fut>(r: &mut Router, api: &Arc<Api>, method: Method, pattern: &str, f: F)
+where
+    F: Fn(Arc<Api>, Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Reply, ApiError>> + Send + 'static,
+{
+    r.route_streaming(method, pattern, api_handler(api, f));
+}
+
+fn api_handler<F, Fut>(api: &Arc<Api>, f: F) -> crate::http::Handler
+where
+    F: Fn(Arc<Api>, Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Reply, ApiError>> + Send + 'static,
+{
     let api = api.clone();
-    r.route(
-        method,
-        pattern,
-        handler(move |req| {
-            let reply = f(api.clone(), req);
-            async move { reply.await.unwrap_or_else(|e| e.into_response().into()) }
-        }),
-    );
+    handler(move |req| {
+        let reply = f(api.clone(), req);
+        async move { reply.await.unwrap_or_else(|e| e.into_response().into()) }
+    })
 }
 
 /// The whole route table.
@@ -217,8 +235,50 @@ pub fn router(api: &Arc<Api>) -> Router {
         &mut r,
         api,
         Method::Get,
+        "/api/servers/{id}/logs",
+        servers::logs,
+    );
+    add(
+        &mut r,
+        api,
+        Method::Get,
         "/api/servers/{id}/files",
-        servers::list_files,
+        files::list,
+    );
+    add(
+        &mut r,
+        api,
+        Method::Delete,
+        "/api/servers/{id}/files",
+        files::delete,
+    );
+    add(
+        &mut r,
+        api,
+        Method::Get,
+        "/api/servers/{id}/files/download",
+        files::download,
+    );
+    add_streaming(
+        &mut r,
+        api,
+        Method::Put,
+        "/api/servers/{id}/files/upload",
+        files::upload,
+    );
+    add(
+        &mut r,
+        api,
+        Method::Post,
+        "/api/servers/{id}/files/rename",
+        files::rename,
+    );
+    add(
+        &mut r,
+        api,
+        Method::Post,
+        "/api/servers/{id}/files/mkdir",
+        files::mkdir,
     );
     add(
         &mut r,
@@ -264,6 +324,7 @@ mod tests {
             body: br#"{"a":"x"}"#.to_vec(),
             peer: "127.0.0.1:1".parse().unwrap(),
             params: Vec::new(),
+            stream: None,
         };
         let r = body::<B>(&req).unwrap_err().into_response();
         assert_eq!(r.status, 400);

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use proto::ErrorCode;
 use proto::egg::EggConfig;
 use proto::message::{
-    Action, ContentEncoding, CreateServer, DeleteServer, KillServer, ListFiles, PathPayload,
-    SendCommand, StopServer, WriteFile,
+    Action, ContentEncoding, CreateServer, DeleteServer, GetLogs, KillServer, LogLines,
+    PathPayload, SendCommand, StopServer, WriteFile,
 };
 use proto::quantity::Bytes;
 use proto::time::{format_rfc3339, unix_now};
@@ -78,7 +78,7 @@ fn refused(code: ErrorCode, message: impl Into<String>) -> ApiError {
 
 /// The admin check, then the server named in the path: what every per-server route
 /// starts with (in this order, so a bad token never learns which ids exist).
-fn admin_server(api: &Api, req: &Request) -> Result<ServerRecord, ApiError> {
+pub(super) fn admin_server(api: &Api, req: &Request) -> Result<ServerRecord, ApiError> {
     api.admin(req)?;
     let id = req.param("id").unwrap_or_default();
     api.store.server(id).ok_or_else(|| {
@@ -351,7 +351,7 @@ pub(super) async fn list(api: Arc<Api>, req: Request) -> Result<Reply, ApiError>
 
 /// Sends `action` about the server in the path and answers with the agent's reply; on
 /// success, records `desired` (durably) first.
-async fn relay(
+pub(super) async fn relay(
     api: &Api,
     rec: &ServerRecord,
     action: Action<'static>,
@@ -448,8 +448,40 @@ pub(super) async fn console(api: Arc<Api>, req: Request) -> Result<Reply, ApiErr
     relay(&api, &rec, action, None).await
 }
 
+/// `GET /api/servers/{id}/logs[?lines=N]` (admin): the last console lines the agent kept
+/// (`get_logs`; 150 by default, at most 1000), as `{"success":true,"lines":[…]}`.
+pub(super) async fn logs(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+    let rec = admin_server(&api, &req)?;
+    let lines = match req.query_param("lines") {
+        None => None,
+        Some(v) => Some(
+            v.parse::<u64>()
+                .map_err(|_| refused(ErrorCode::InvalidMessage, "lines: must be 1 to 1000"))?,
+        ),
+    };
+    validate::log_lines(lines)?;
+    let r = api
+        .hub
+        .command(
+            &rec.agent_id,
+            Some(&rec.server_id),
+            Action::GetLogs(Some(GetLogs { lines })),
+        )
+        .await?;
+    if !r.success {
+        return Ok(agent_answer(&r).into());
+    }
+    let data: LogLines = r.data_as().map_err(|e| {
+        refused(
+            ErrorCode::InternalError,
+            format!("the agent's get_logs answer is malformed: {e}"),
+        )
+    })?;
+    Ok(Response::json(200, &json!({"success": true, "lines": data.lines})).into())
+}
+
 /// The `path` query parameter, validated (`INVALID_PATH`); `default` when absent.
-fn path_param(req: &Request, default: Option<&str>) -> Result<String, ApiError> {
+pub(super) fn path_param(req: &Request, default: Option<&str>) -> Result<String, ApiError> {
     let path = match (req.query_param("path"), default) {
         (Some(p), _) => p,
         (None, Some(d)) => d.to_owned(),
@@ -462,14 +494,6 @@ fn path_param(req: &Request, default: Option<&str>) -> Result<String, ApiError> 
     };
     validate::server_path(&path)?;
     Ok(path)
-}
-
-/// `GET /api/servers/{id}/files?path=P` (admin).
-pub(super) async fn list_files(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
-    let path = path_param(&req, Some("/server"))?;
-    let action = Action::ListFiles(ListFiles::path(Cow::Owned(path)));
-    relay(&api, &rec, action, None).await
 }
 
 /// `GET /api/servers/{id}/files/content?path=P` (admin).

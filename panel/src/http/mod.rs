@@ -9,10 +9,12 @@
 //!   `{"success":false,"error":{"code","message"}}`;
 //! - [`router`]: pattern routes with `{param}` segments, 404/405 answers, [`Reply`];
 //! - [`parse`]: the wire format — request head, `Content-Length` and chunked bodies, limits;
+//! - [`body`]: streamed request and response bodies (file transfers), never whole in memory;
 //! - [`server`]: accept loop, TLS, keep-alive, timeouts, connection caps, shutdown;
 //! - [`slots`]: per-client-IP connection slots (slow clients evict each other, not others);
 //! - [`ws`]: the WebSocket handshake and the [`Upgraded`] stream handed to the app.
 
+pub mod body;
 pub mod parse;
 pub mod request;
 pub mod response;
@@ -21,6 +23,7 @@ pub mod server;
 pub mod slots;
 pub mod ws;
 
+pub use body::{BodyError, BodyStream, ResponseBody, Streamed};
 pub use request::{Method, Request};
 pub use response::Response;
 pub use router::{Handler, Reply, Router, UpgradeFn, handler};

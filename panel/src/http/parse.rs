@@ -123,7 +123,9 @@ impl Head {
     }
 }
 
-/// A fully read request plus what the connection needs to know about it.
+/// A request plus what the connection needs to know about it: after
+/// [`Conn::read_request_head`] its body is still on the wire; after
+/// [`Conn::read_request_body`] (or [`Conn::read_request`]) it is complete.
 #[derive(Debug)]
 pub struct Parsed {
     /// The request for the router.
@@ -132,6 +134,8 @@ pub struct Parsed {
     pub http11: bool,
     /// Whether the connection may serve another request afterwards.
     pub keep_alive: bool,
+    /// The client sent `Expect: 100-continue` and waits for it before sending the body.
+    pub expect_continue: bool,
 }
 
 fn is_tchar(b: u8) -> bool {
@@ -407,15 +411,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// Reads one whole request. `peer` is recorded in it.
+    /// Reads one whole request, its body within `limits.max_body_bytes`. `peer` is
+    /// recorded in it.
     pub async fn read_request(
+        &mut self,
+        limits: &Limits,
+        peer: SocketAddr,
+    ) -> Result<Parsed, ReadError> {
+        let parsed = self.read_request_head(limits, peer).await?;
+        let framing = framing(&parsed.request.headers, limits.max_body_bytes)?;
+        self.read_request_body(parsed, framing, limits).await
+    }
+
+    /// Reads a request's head only (the body, if any, stays on the wire): the caller picks
+    /// the body limit by route, decides the [`framing`] and then reads the body with
+    /// [`Conn::read_request_body`] or streams it.
+    pub async fn read_request_head(
         &mut self,
         limits: &Limits,
         peer: SocketAddr,
     ) -> Result<Parsed, ReadError> {
         let head = self.read_head(limits).await?;
         let (path, query) = split_target(&head.target)?;
-        let framing = framing(&head.headers, limits.max_body_bytes)?;
+        let mut expect_continue = false;
         if let Some(expect) = head.header("expect") {
             if !expect.eq_ignore_ascii_case("100-continue") {
                 return Err(HttpError::ExpectationFailed(format!(
@@ -423,21 +441,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 ))
                 .into());
             }
-            // Only worth it when the client is actually waiting for our go-ahead.
-            if head.http11 && framing != Framing::Empty && self.buf.is_empty() {
-                self.io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
-                self.io.flush().await?;
-            }
+            expect_continue = head.http11;
         }
-        let body = match framing {
-            Framing::Empty => Vec::new(),
-            Framing::Length(n) => {
-                let mut body = Vec::with_capacity(n.min(64 * 1024));
-                self.read_exact_into(&mut body, n).await?;
-                body
-            }
-            Framing::Chunked => self.read_chunked(limits).await?,
-        };
         let connection = head.header("connection");
         let keep_alive = if head.http11 {
             !has_token(connection, "close")
@@ -447,16 +452,51 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         Ok(Parsed {
             http11: head.http11,
             keep_alive,
+            expect_continue,
             request: Request {
                 method: head.method,
                 path,
                 query,
                 headers: head.headers,
-                body,
+                body: Vec::new(),
                 peer,
                 params: Vec::new(),
+                stream: None,
             },
         })
+    }
+
+    /// Answers `100 Continue` when the client waits for it and the body has not started
+    /// arriving (then it is not waiting any more).
+    pub async fn send_continue(&mut self, parsed: &mut Parsed, framing: Framing) -> io::Result<()> {
+        if std::mem::take(&mut parsed.expect_continue)
+            && framing != Framing::Empty
+            && self.buf.is_empty()
+        {
+            self.io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+            self.io.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the whole body of a request whose head [`Conn::read_request_head`] read.
+    pub async fn read_request_body(
+        &mut self,
+        mut parsed: Parsed,
+        framing: Framing,
+        limits: &Limits,
+    ) -> Result<Parsed, ReadError> {
+        self.send_continue(&mut parsed, framing).await?;
+        parsed.request.body = match framing {
+            Framing::Empty => Vec::new(),
+            Framing::Length(n) => {
+                let mut body = Vec::with_capacity(n.min(64 * 1024));
+                self.read_exact_into(&mut body, n).await?;
+                body
+            }
+            Framing::Chunked => self.read_chunked(limits).await?,
+        };
+        Ok(parsed)
     }
 
     /// Appends exactly `n` bytes to `body`: buffered input first, then the socket.
@@ -484,8 +524,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         Ok(())
     }
 
-    /// One line (without its CR LF), at most `limit` bytes; `Err(None)` if it is longer.
-    async fn read_line(&mut self, limit: usize) -> Result<Option<Vec<u8>>, ReadError> {
+    /// One line (without its CR LF), at most `limit` bytes; `Ok(None)` if it is longer.
+    pub(crate) async fn read_line(&mut self, limit: usize) -> Result<Option<Vec<u8>>, ReadError> {
         let mut scan = 0;
         loop {
             if let Some(i) = self.buf[scan..].iter().position(|&b| b == b'\n') {
@@ -513,23 +553,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     async fn read_chunked(&mut self, limits: &Limits) -> Result<Vec<u8>, ReadError> {
         let mut body = Vec::new();
         loop {
-            let line = self
-                .read_line(MAX_CHUNK_LINE)
-                .await?
-                .ok_or_else(|| HttpError::bad("chunk size line too long"))?;
-            let size_part = line
-                .split(|&b| b == b';')
-                .next()
-                .unwrap_or_default()
-                .trim_ascii();
-            if size_part.is_empty()
-                || size_part.len() > 16
-                || !size_part.iter().all(|b| b.is_ascii_hexdigit())
-            {
-                return Err(HttpError::bad("malformed chunk size").into());
-            }
-            let size = u64::from_str_radix(std::str::from_utf8(size_part).unwrap_or("x"), 16)
-                .map_err(|_| HttpError::bad("malformed chunk size"))?;
+            let size = self.read_chunk_size().await?;
             if size == 0 {
                 break;
             }
@@ -541,22 +565,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         .checked_add(n)
                         .is_some_and(|total| total <= limits.max_body_bytes)
                 })
-                .ok_or_else(|| {
-                    HttpError::PayloadTooLarge(format!(
-                        "chunked body exceeds the limit of {} bytes",
-                        limits.max_body_bytes
-                    ))
-                })?;
+                .ok_or_else(|| chunked_too_large(limits.max_body_bytes as u64))?;
             self.read_exact_into(&mut body, size).await?;
-            let end = self
-                .read_line(2)
-                .await?
-                .ok_or_else(|| HttpError::bad("chunk data not followed by CRLF"))?;
-            if !end.is_empty() {
-                return Err(HttpError::bad("chunk data not followed by CRLF").into());
-            }
+            self.read_chunk_end().await?;
         }
-        // Trailer fields: bounded like the head, then ignored.
+        self.read_trailers(limits).await?;
+        Ok(body)
+    }
+
+    /// A chunk-size line: the size (hex, extensions ignored).
+    pub(crate) async fn read_chunk_size(&mut self) -> Result<u64, ReadError> {
+        let line = self
+            .read_line(MAX_CHUNK_LINE)
+            .await?
+            .ok_or_else(|| HttpError::bad("chunk size line too long"))?;
+        let size_part = line
+            .split(|&b| b == b';')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
+        if size_part.is_empty()
+            || size_part.len() > 16
+            || !size_part.iter().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(HttpError::bad("malformed chunk size").into());
+        }
+        Ok(
+            u64::from_str_radix(std::str::from_utf8(size_part).unwrap_or("x"), 16)
+                .map_err(|_| HttpError::bad("malformed chunk size"))?,
+        )
+    }
+
+    /// The CR LF after a chunk's data.
+    pub(crate) async fn read_chunk_end(&mut self) -> Result<(), ReadError> {
+        match self.read_line(2).await? {
+            Some(end) if end.is_empty() => Ok(()),
+            _ => Err(HttpError::bad("chunk data not followed by CRLF").into()),
+        }
+    }
+
+    /// Trailer fields after the last chunk: bounded like the head, then ignored.
+    pub(crate) async fn read_trailers(&mut self, limits: &Limits) -> Result<(), ReadError> {
         let mut trailer_bytes = 0;
         loop {
             let remaining = limits.max_header_bytes.saturating_sub(trailer_bytes);
@@ -565,11 +614,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 .await?
                 .ok_or_else(|| too_large_head(limits))?;
             if line.is_empty() {
-                return Ok(body);
+                return Ok(());
             }
             trailer_bytes += line.len() + 2;
         }
     }
+}
+
+/// A chunked body over `max` bytes.
+pub(crate) fn chunked_too_large(max: u64) -> HttpError {
+    HttpError::PayloadTooLarge(format!("chunked body exceeds the limit of {max} bytes"))
 }
 
 fn too_large_head(limits: &Limits) -> HttpError {
@@ -587,6 +641,23 @@ pub fn encode_response(resp: &Response, head_only: bool, connection: Option<&str
     let no_body = resp.status < 200 || resp.status == 204 || resp.status == 304;
     let send_body = !no_body && !head_only;
     let mut out = Vec::with_capacity(128 + resp.body.len() * usize::from(send_body));
+    let length = (!no_body).then_some(resp.body.len() as u64);
+    write_head(&mut out, resp, length, connection);
+    if send_body {
+        out.extend_from_slice(&resp.body);
+    }
+    out
+}
+
+/// The head of a response whose body of `length` bytes follows separately (streamed);
+/// `resp.body` is ignored. The same header rules as [`encode_response`].
+pub fn encode_head(resp: &Response, length: u64, connection: Option<&str>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    write_head(&mut out, resp, Some(length), connection);
+    out
+}
+
+fn write_head(out: &mut Vec<u8>, resp: &Response, length: Option<u64>, connection: Option<&str>) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(resp.status.to_string().as_bytes());
     out.push(b' ');
@@ -610,9 +681,9 @@ pub fn encode_response(resp: &Response, head_only: bool, connection: Option<&str
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if !no_body {
+    if let Some(length) = length {
         out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(resp.body.len().to_string().as_bytes());
+        out.extend_from_slice(length.to_string().as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     if let Some(c) = connection {
@@ -621,10 +692,6 @@ pub fn encode_response(resp: &Response, head_only: bool, connection: Option<&str
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    if send_body {
-        out.extend_from_slice(&resp.body);
-    }
-    out
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+use super::body::BodyStream;
+
 /// The request method. Unknown (but syntactically valid) methods are kept verbatim.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Method {
@@ -59,8 +61,10 @@ impl std::fmt::Display for Method {
     }
 }
 
-/// One HTTP request with its whole body.
-#[derive(Debug, Clone)]
+/// One HTTP request with its whole body — or, on a route that streams its body
+/// ([`Router::route_streaming`](super::Router::route_streaming)), with the body still
+/// arriving in [`Request::stream`].
+#[derive(Debug)]
 pub struct Request {
     /// The method.
     pub method: Method,
@@ -76,6 +80,8 @@ pub struct Request {
     pub peer: SocketAddr,
     /// Path parameters filled by the router, e.g. `("id", "srv-1")`.
     pub params: Vec<(String, String)>,
+    /// The body as it arrives, on a streaming route (then `body` is empty).
+    pub stream: Option<BodyStream>,
 }
 
 impl Request {
@@ -180,6 +186,7 @@ mod tests {
             body: Vec::new(),
             peer: "127.0.0.1:1".parse().unwrap(),
             params: vec![("id".into(), "srv-1".into())],
+            stream: None,
         }
     }
 

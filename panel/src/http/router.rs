@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use futures_lite::future::Boxed;
 
+use super::body::Streamed;
 use super::request::{Method, Request};
 use super::response::Response;
 use super::ws::WsStream;
@@ -33,6 +34,8 @@ pub enum Reply {
         /// The socket's owner.
         run: UpgradeFn,
     },
+    /// A response whose body is written while it is produced (see [`super::body`]).
+    Stream(Streamed),
 }
 
 impl std::fmt::Debug for Reply {
@@ -43,6 +46,7 @@ impl std::fmt::Debug for Reply {
                 .debug_struct("Upgrade")
                 .field("config", config)
                 .finish_non_exhaustive(),
+            Reply::Stream(s) => f.debug_tuple("Stream").field(s).finish(),
         }
     }
 }
@@ -85,6 +89,8 @@ struct Route {
     method: Method,
     segments: Vec<Segment>,
     handler: Handler,
+    /// The handler pulls the body as it arrives (see [`Router::route_streaming`]).
+    streaming: bool,
 }
 
 /// The route table.
@@ -110,6 +116,36 @@ impl Router {
     /// On a malformed pattern (missing leading `/`, unbalanced braces, empty or duplicate
     /// parameter name) or an exact duplicate route — programming errors at start-up.
     pub fn route(&mut self, method: Method, pattern: &str, handler: Handler) -> &mut Self {
+        self.add(method, pattern, handler, false)
+    }
+
+    /// Adds a route whose handler receives the body as it arrives, in
+    /// [`Request::stream`], up to the server's upload limit instead of its body limit (see
+    /// [`super::body`]). Only such routes may take bodies larger than the body limit.
+    pub fn route_streaming(
+        &mut self,
+        method: Method,
+        pattern: &str,
+        handler: Handler,
+    ) -> &mut Self {
+        self.add(method, pattern, handler, true)
+    }
+
+    /// Whether the route `method` `path` goes to streams its request body.
+    pub fn streams_body(&self, method: &Method, path: &str) -> bool {
+        self.routes
+            .iter()
+            .find(|r| r.method == *method && Self::matches(r, path).is_some())
+            .is_some_and(|r| r.streaming)
+    }
+
+    fn add(
+        &mut self,
+        method: Method,
+        pattern: &str,
+        handler: Handler,
+        streaming: bool,
+    ) -> &mut Self {
         assert!(
             pattern.starts_with('/'),
             "route pattern {pattern:?} must start with '/'"
@@ -148,6 +184,7 @@ impl Router {
             method,
             segments,
             handler,
+            streaming,
         });
         self
     }
@@ -243,6 +280,7 @@ mod tests {
             body: Vec::new(),
             peer: "127.0.0.1:1".parse().unwrap(),
             params: Vec::new(),
+            stream: None,
         }
     }
 
@@ -256,7 +294,7 @@ mod tests {
     fn run(router: &Router, m: Method, p: &str) -> Response {
         match smol::block_on(router.dispatch(req(m, p))) {
             Reply::Http(r) => r,
-            Reply::Upgrade { .. } => panic!("unexpected upgrade"),
+            Reply::Upgrade { .. } | Reply::Stream(_) => panic!("unexpected reply"),
         }
     }
 

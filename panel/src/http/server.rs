@@ -21,7 +21,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::parse::{Conn, Limits, ReadError, encode_response};
+use super::body::{self, BodyStream, Streamed, alongside};
+use super::parse::{
+    Conn, Framing, Limits, Parsed, ReadError, encode_head, encode_response, framing,
+};
 use super::request::{Method, Request};
 use super::response::Response;
 use super::router::{Reply, Router};
@@ -31,7 +34,7 @@ use crate::shutdown::Shutdown;
 use async_io::{Async, Timer};
 use async_tungstenite::tungstenite::protocol::Role;
 use futures_lite::future::{self, Boxed};
-use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _, FutureExt as _};
+use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _, FutureExt as _, StreamExt as _};
 
 /// How long [`serve`] waits, after shutdown, for in-flight HTTP requests to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -52,6 +55,8 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// Request body; more is 413 `PAYLOAD_TOO_LARGE`.
     pub max_body_bytes: usize,
+    /// Request body of a streaming route (uploads, see [`super::body`]); more is 413.
+    pub max_upload_bytes: usize,
     /// TLS handshake must complete within this.
     pub tls_handshake_timeout: Duration,
     /// Head + body must arrive within this once a request has started (else 408 + close);
@@ -72,6 +77,7 @@ impl Default for ServerConfig {
         ServerConfig {
             max_header_bytes: 16 * 1024,
             max_body_bytes: 1024 * 1024,
+            max_upload_bytes: 1 << 30,
             tls_handshake_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(15),
             keepalive_idle: Duration::from_secs(60),
@@ -385,13 +391,16 @@ async fn http_phase(
 
         let request_deadline = Instant::now() + cfg.request_timeout;
         let read = future::or(
-            deadline(request_deadline, conn.read_request(&limits, peer)),
+            deadline(
+                request_deadline,
+                read_request(&mut conn, &shared.router, &limits, cfg, peer),
+            ),
             async {
                 evicted(eviction.as_ref()).await;
                 Some(Err(ReadError::Eof))
             },
         );
-        let parsed = match read.await {
+        let (mut parsed, streamed) = match read.await {
             Some(Ok(p)) => p,
             Some(Err(ReadError::Http(e))) => {
                 bump(&stats.requests_rejected);
@@ -441,8 +450,53 @@ async fn http_phase(
         // HTTP/1.0 clients only keep a connection open when told so.
         let keep_alive_header = (!parsed.http11).then_some("keep-alive");
 
-        let (reply, panicked) = dispatch_catching(&shared.router, parsed.request).await;
+        let (reply, panicked, body_read) = match streamed {
+            None => {
+                let (reply, panicked) = dispatch_catching(&shared.router, parsed.request).await;
+                (reply, panicked, true)
+            }
+            Some(framing) => {
+                if conn.send_continue(&mut parsed, framing).await.is_err() {
+                    return None;
+                }
+                let declared = match framing {
+                    Framing::Empty => Some(0),
+                    Framing::Length(n) => Some(n as u64),
+                    Framing::Chunked => None,
+                };
+                let (tx, stream) = BodyStream::channel(declared);
+                parsed.request.stream = Some(stream);
+                let pump = body::pump(
+                    &mut conn,
+                    framing,
+                    cfg.max_upload_bytes as u64,
+                    &limits,
+                    cfg.request_timeout,
+                    tx,
+                );
+                let ((reply, panicked), read) =
+                    alongside(dispatch_catching(&shared.router, parsed.request), pump).await;
+                (reply, panicked, read == Some(true))
+            }
+        };
+        // A body left (partly) unread cannot be skipped safely: answer, then close.
+        let keep_alive = keep_alive && body_read;
         match reply {
+            Reply::Stream(streamed) => {
+                let close = panicked || !keep_alive || shared.shutdown.is_triggered();
+                let connection = if close {
+                    Some("close")
+                } else {
+                    keep_alive_header
+                };
+                if !send_streamed(&mut conn, streamed, head_only, connection, cfg).await {
+                    return None;
+                }
+                if close {
+                    let _ = deadline(Instant::now() + LINGER, conn.io.close()).await;
+                    return None;
+                }
+            }
             Reply::Http(resp) => {
                 let close = panicked || !keep_alive || shared.shutdown.is_triggered();
                 if close {
@@ -489,6 +543,82 @@ async fn http_phase(
             }
         }
     }
+}
+
+/// Reads a request: the head, then the whole body — or, for a route that streams its body,
+/// only the head and the body's framing (checked against the upload limit), the body being
+/// left on the wire for the handler.
+async fn read_request(
+    conn: &mut Conn<TlsConn>,
+    router: &Router,
+    limits: &Limits,
+    cfg: &ServerConfig,
+    peer: SocketAddr,
+) -> Result<(Parsed, Option<Framing>), ReadError> {
+    let parsed = conn.read_request_head(limits, peer).await?;
+    let req = &parsed.request;
+    if router.streams_body(&req.method, &req.path) {
+        let framing = framing(&req.headers, cfg.max_upload_bytes)?;
+        return Ok((parsed, Some(framing)));
+    }
+    let framing = framing(&req.headers, limits.max_body_bytes)?;
+    Ok((conn.read_request_body(parsed, framing, limits).await?, None))
+}
+
+/// Writes a streamed response: the head with its `Content-Length`, then the pieces as they
+/// come. `false` when the connection must be dropped: the client went away, or the stream
+/// failed, panicked, or did not yield exactly the announced length (the client then sees
+/// a short body, never a wrong one).
+async fn send_streamed(
+    conn: &mut Conn<TlsConn>,
+    streamed: Streamed,
+    head_only: bool,
+    connection: Option<&str>,
+    cfg: &ServerConfig,
+) -> bool {
+    let head = encode_head(&streamed.head, streamed.length, connection);
+    if !write_all(conn, &head, cfg).await {
+        return false;
+    }
+    if head_only {
+        return true;
+    }
+    let mut body = streamed.body;
+    let mut sent = 0u64;
+    loop {
+        let next = AssertUnwindSafe(body.next()).catch_unwind().await;
+        let piece = match next {
+            Ok(None) => break,
+            Ok(Some(Ok(piece))) => piece,
+            Ok(Some(Err(e))) => {
+                log::warn!("streamed response cut after {sent} bytes: {e}");
+                return false;
+            }
+            Err(_) => {
+                log::error!("streamed response body panicked after {sent} bytes");
+                return false;
+            }
+        };
+        sent = sent.saturating_add(piece.len() as u64);
+        if sent > streamed.length {
+            log::error!(
+                "streamed response ran past its length of {} bytes",
+                streamed.length
+            );
+            return false;
+        }
+        if !write_all(conn, &piece, cfg).await {
+            return false;
+        }
+    }
+    if sent != streamed.length {
+        log::warn!(
+            "streamed response ended after {sent} of {} bytes",
+            streamed.length
+        );
+        return false;
+    }
+    true
 }
 
 /// Resolves when `eviction` fires (never when there is none).

@@ -4,7 +4,8 @@
 //! envelope is still borrowed from the frame; responses wake their command's waiter; pongs
 //! feed the heartbeat. Frames that cannot be parsed are answered with an `INVALID_MESSAGE`
 //! error response; data frames over the per-connection rate are answered with `RATE_LIMITED`
-//! and dropped; WebSocket control frames (ping, pong) spend the same budget and over it
+//! and dropped (answers to commands the panel is waiting for are exempt: the panel bounds
+//! those itself); WebSocket control frames (ping, pong) spend the same budget and over it
 //! close the socket (1008: they cannot be answered, and tungstenite answers every ping);
 //! messages larger than `--max-frame-bytes` close the socket (1009). Nothing here
 //! waits: decoding is synchronous, replies are queued without blocking.
@@ -139,25 +140,28 @@ impl Hub {
         self.metrics.frames_in.inc();
         self.metrics.bytes_in.add(bytes.len() as u64);
         conn.touch();
-        if !bucket.try_take(Instant::now()) {
-            self.metrics.rate_limited_agent.inc();
-            self.reply_error(
-                conn,
-                None,
-                ErrorCode::RateLimited,
-                format!(
-                    "more than {} frames/s; frame dropped",
-                    self.settings.agent_rate
-                ),
-            );
-            return;
-        }
         // Events and refused kinds are handled on the borrowed envelope; only responses and
         // pongs, which decode the frame again, take their id out.
         let env = match decoder.envelope(bytes) {
             Ok(env) => env,
-            Err(e) => return self.refuse(conn, None, e.code(), e.to_string()),
+            Err(e) => {
+                if self.over_rate(conn, bucket) {
+                    return;
+                }
+                return self.refuse(conn, None, e.code(), e.to_string());
+            }
         };
+        // An answer to a command this panel is waiting for costs no token: the panel itself
+        // bounds those (a file transfer is hundreds of them), and dropping one would fail
+        // its command. Everything else spends the frame budget.
+        let awaited = env.kind == MessageType::Response
+            && env
+                .id
+                .as_deref()
+                .is_some_and(|id| self.waiters.awaits(id, &conn.agent_id));
+        if !awaited && self.over_rate(conn, bucket) {
+            return;
+        }
         if !trusted(&self.store, &conn.agent_id, &env) {
             self.metrics.frames_foreign.inc();
             return;
@@ -182,6 +186,25 @@ impl Hub {
                 format!("agents may not send `{}` messages", kind.as_str()),
             ),
         }
+    }
+
+    /// Takes a token for a data frame; over the rate, answers `RATE_LIMITED` (the frame is
+    /// dropped) and returns true.
+    fn over_rate(&self, conn: &Conn, bucket: &mut TokenBucket) -> bool {
+        if bucket.try_take(Instant::now()) {
+            return false;
+        }
+        self.metrics.rate_limited_agent.inc();
+        self.reply_error(
+            conn,
+            None,
+            ErrorCode::RateLimited,
+            format!(
+                "more than {} frames/s; frame dropped",
+                self.settings.agent_rate
+            ),
+        );
+        true
     }
 
     /// A response (the envelope said so): wakes the command waiting for its id, if it is

@@ -333,6 +333,45 @@ fn frames_over_the_rate_are_refused_with_rate_limited() {
 }
 
 #[test]
+fn answers_to_awaited_commands_are_not_rate_limited() {
+    let f = fixture_with(
+        "hub-rate-answers",
+        HubSettings {
+            heartbeat: Duration::from_secs(3600),
+            command_timeout: Duration::from_secs(30),
+            max_frame: 4096,
+            agent_rate: 0.001,
+            agent_burst: 1.0,
+            queue: 16,
+        },
+    );
+    smol::block_on(async {
+        let mut agent = connect(&f, "a1").await;
+        // Five commands in a row (a transfer's chunks): every answer arrives although the
+        // frame budget holds one token.
+        for _ in 0..5 {
+            let hub = f.hub.clone();
+            let call =
+                smol::spawn(async move { hub.command("a1", Some("s1"), Action::GetStatus).await });
+            let cmd = next_json(&mut agent).await;
+            let id = cmd["id"].as_str().unwrap();
+            agent.send(response(id, "s1", true)).await.unwrap();
+            assert!(call.await.unwrap().success);
+        }
+        assert_eq!(f.metrics.rate_limited_agent.get(), 0);
+        // An answer nobody waits for spends the budget like any frame.
+        for _ in 0..2 {
+            agent
+                .send(response("cmd_nobody", "s1", true))
+                .await
+                .unwrap();
+        }
+        let reply = next_json(&mut agent).await;
+        assert_eq!(reply["error"]["code"], "RATE_LIMITED", "{reply}");
+    });
+}
+
+#[test]
 fn oversize_message_closes_with_1009() {
     let f = fixture(
         "hub-size",

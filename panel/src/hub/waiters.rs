@@ -79,6 +79,14 @@ impl Waiters {
         }
     }
 
+    /// Whether a command of `agent_id` waits for the answer `id`.
+    pub fn awaits(&self, id: &str, agent_id: &str) -> bool {
+        self.map
+            .lock()
+            .get(id)
+            .is_some_and(|w| w.agent_id == agent_id)
+    }
+
     /// Fails every command waiting on connection `conn_id` (their senders are dropped).
     pub fn fail_connection(&self, conn_id: u64) {
         self.map.lock().retain(|_, w| w.conn_id != conn_id);

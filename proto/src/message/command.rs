@@ -54,6 +54,20 @@ actions! {
     SendCommand { payload: SendCommand<'a> } => "send_command",
     /// Extension: atomically replace a file in the server's volume.
     WriteFile { payload: WriteFile<'a> } => "write_file",
+    /// Extension: one piece of a file, for downloads larger than a frame.
+    ReadFileChunk { payload: ReadFileChunk<'a> } => "read_file_chunk",
+    /// Extension: one piece of an upload; the last one (`final`) puts the file in place.
+    WriteFileChunk { payload: WriteFileChunk<'a> } => "write_file_chunk",
+    /// Extension: drop an upload in progress and its temp file.
+    CancelUpload { payload: CancelUpload<'a> } => "cancel_upload",
+    /// Extension: move or rename a file or directory within the volume.
+    RenameFile { payload: RenameFile<'a> } => "rename_file",
+    /// Extension: delete a file, or a directory with everything in it.
+    DeleteFile { payload: PathPayload<'a> } => "delete_file",
+    /// Extension: create a directory (and its missing parents).
+    CreateDirectory { payload: PathPayload<'a> } => "create_directory",
+    /// Extension: the last console lines the agent kept for the server.
+    GetLogs { optional: GetLogs } => "get_logs",
     /// Extension (eggs): run the egg's install script again (the server must not run).
     ReinstallServer => "reinstall_server",
 }
@@ -198,7 +212,7 @@ impl SendCommand<'_> {
     }
 }
 
-/// How file content is carried in `write_file` and `get_file`.
+/// How file content is carried in `write_file`, `get_file` and the chunked actions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ContentEncoding {
@@ -210,6 +224,11 @@ pub enum ContentEncoding {
 impl ContentEncoding {
     fn is_utf8(&self) -> bool {
         *self == ContentEncoding::Utf8
+    }
+
+    /// The default of the chunked actions.
+    pub fn base64() -> ContentEncoding {
+        ContentEncoding::Base64
     }
 }
 
@@ -231,6 +250,104 @@ impl WriteFile<'_> {
             content: own(self.content),
             encoding: self.encoding,
         }
+    }
+}
+
+/// `read_file_chunk` payload (extension): up to `length` bytes of `path` from `offset`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadFileChunk<'a> {
+    #[serde(borrow)]
+    pub path: Str<'a>,
+    pub offset: u64,
+    pub length: u64,
+}
+
+impl ReadFileChunk<'_> {
+    pub fn into_owned(self) -> ReadFileChunk<'static> {
+        ReadFileChunk {
+            path: own(self.path),
+            offset: self.offset,
+            length: self.length,
+        }
+    }
+}
+
+/// `write_file_chunk` payload (extension). Chunks of one upload share its `uploadId` and
+/// `path` and arrive in order (`offset` is the bytes already sent); `final` marks the last.
+/// `encoding` defaults to base64 here, the only sensible choice for arbitrary bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteFileChunk<'a> {
+    #[serde(borrow)]
+    pub path: Str<'a>,
+    #[serde(borrow)]
+    pub upload_id: Str<'a>,
+    pub offset: u64,
+    #[serde(borrow)]
+    pub content: Str<'a>,
+    #[serde(default = "ContentEncoding::base64")]
+    pub encoding: ContentEncoding,
+    #[serde(default, rename = "final", skip_serializing_if = "std::ops::Not::not")]
+    pub is_final: bool,
+}
+
+impl WriteFileChunk<'_> {
+    pub fn into_owned(self) -> WriteFileChunk<'static> {
+        WriteFileChunk {
+            path: own(self.path),
+            upload_id: own(self.upload_id),
+            offset: self.offset,
+            content: own(self.content),
+            encoding: self.encoding,
+            is_final: self.is_final,
+        }
+    }
+}
+
+/// `cancel_upload` payload (extension).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelUpload<'a> {
+    #[serde(borrow)]
+    pub upload_id: Str<'a>,
+}
+
+impl CancelUpload<'_> {
+    pub fn into_owned(self) -> CancelUpload<'static> {
+        CancelUpload {
+            upload_id: own(self.upload_id),
+        }
+    }
+}
+
+/// `rename_file` payload (extension): both are container paths under `/server`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RenameFile<'a> {
+    #[serde(borrow)]
+    pub from: Str<'a>,
+    #[serde(borrow)]
+    pub to: Str<'a>,
+}
+
+impl RenameFile<'_> {
+    pub fn into_owned(self) -> RenameFile<'static> {
+        RenameFile {
+            from: own(self.from),
+            to: own(self.to),
+        }
+    }
+}
+
+/// `get_logs` payload (extension): how many of the last lines (default 150, at most 1000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GetLogs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lines: Option<u64>,
+}
+
+impl GetLogs {
+    pub fn into_owned(self) -> GetLogs {
+        self
     }
 }
 

@@ -253,3 +253,56 @@ pub struct FileContent {
     pub encoding: ContentEncoding,
     pub size: u64,
 }
+
+/// `data` of a `read_file_chunk` response (extension).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileChunk {
+    pub path: String,
+    /// Where this piece starts in the file.
+    pub offset: u64,
+    /// The whole file's size when the piece was read.
+    pub size: u64,
+    /// No bytes follow this piece.
+    pub eof: bool,
+    pub content: String,
+    pub encoding: ContentEncoding,
+}
+
+/// `data` of a `write_file_chunk` response (extension).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChunkWritten {
+    pub path: String,
+    /// Bytes of the upload received so far: the `offset` of the next chunk.
+    pub written: u64,
+}
+
+/// `data` of a `rename_file` response (extension).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Renamed {
+    pub from: String,
+    pub to: String,
+}
+
+/// `data` of `delete_file` and `create_directory` responses (extension).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathData {
+    pub path: String,
+}
+
+/// `data` of a `get_logs` response (extension): oldest line first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLines {
+    pub lines: Vec<ConsoleLine>,
+}
+
+/// One kept console line, as its `server_log` event carried it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsoleLine {
+    pub timestamp: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+}
