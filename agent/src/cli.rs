@@ -12,17 +12,19 @@
 
 use crate::config::RunOptions;
 use crate::register::{DEFAULT_REPORTED_PORT, RegisterArgs};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
 pub const USAGE: &str = "\
 usage:
   agent register --panel URL --admin-token TOKEN --name NAME [--ca-cert PEM] [--config PATH]
-                 [--docker-socket PATH] [--hostname HOST]
+                 [--docker-socket PATH] [--hostname HOST] [--label KEY=VALUE]...
   agent run [--config PATH] [--docker-socket PATH] [--data-dir DIR] [--node-config PATH]
 
   register  detects this node's capabilities, registers it with the panel and writes the
-            identity and tokens to --config (default ./agent.json, mode 0600)
+            identity and tokens to --config (default ./agent.json, mode 0600);
+            --label (repeatable) tags the node for placement constraints
   run       connects to the panel and runs its game servers in Docker
             (default socket /var/run/docker.sock or DOCKER_HOST=unix://..., data ./agent-data);
             --node-config names a JSON file with the node's policy (caps, allowed
@@ -70,6 +72,37 @@ fn flags(args: &[String], allowed: &[&str]) -> Result<Vec<(String, String)>, Str
     Ok(out)
 }
 
+/// Takes every `--label KEY=VALUE` (the one repeatable flag) out of `args`; the labels are
+/// checked as the panel checks them.
+fn labels(args: &[String]) -> Result<(BTreeMap<String, String>, Vec<String>), String> {
+    let mut labels = BTreeMap::new();
+    let mut rest = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let value = if let Some(v) = args[i].strip_prefix("--label=") {
+            v.to_owned()
+        } else if args[i] == "--label" {
+            i += 1;
+            args.get(i)
+                .ok_or_else(|| "--label needs KEY=VALUE".to_owned())?
+                .clone()
+        } else {
+            rest.push(args[i].clone());
+            i += 1;
+            continue;
+        };
+        let (k, v) = value
+            .split_once('=')
+            .ok_or_else(|| format!("--label `{value}`: expected KEY=VALUE"))?;
+        if labels.insert(k.to_owned(), v.to_owned()).is_some() {
+            return Err(format!("--label {k} given twice"));
+        }
+        i += 1;
+    }
+    proto::rest::validate_labels("--label", &labels).map_err(|e| e.to_string())?;
+    Ok((labels, rest))
+}
+
 fn take(flags: &mut Vec<(String, String)>, name: &str) -> Option<String> {
     let i = flags.iter().position(|(n, _)| n == name)?;
     Some(flags.remove(i).1)
@@ -83,8 +116,9 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
     match sub.as_str() {
         "-h" | "--help" | "help" => Ok(Cli::Help),
         "register" => {
+            let (labels, rest) = labels(rest)?;
             let mut f = flags(
-                rest,
+                &rest,
                 &[
                     "panel",
                     "admin-token",
@@ -118,6 +152,7 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
                 docker_socket,
                 hostname: take(&mut f, "hostname"),
                 port: DEFAULT_REPORTED_PORT,
+                labels,
             }))
         }
         "run" => {
@@ -214,6 +249,23 @@ mod tests {
                 .unwrap_err()
                 .contains("needs a value")
         );
+    }
+
+    #[test]
+    fn labels_repeat_and_are_checked() {
+        let Cli::Register(r) = parse(&args(
+            "register --panel https://p --admin-token t --name n --label region=eu --label=tier=gold",
+        ))
+        .unwrap() else {
+            panic!("not register")
+        };
+        assert_eq!(r.labels.len(), 2);
+        assert_eq!(r.labels["region"], "eu");
+        assert_eq!(r.labels["tier"], "gold");
+        let base = "register --panel https://p --admin-token t --name n";
+        for bad in ["--label region", "--label a=1 --label a=2", "--label bad key=x", "--label"] {
+            assert!(parse(&args(&format!("{base} {bad}"))).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! themselves (`servers`), and the program (`cli`, `run`; `main.rs` only calls `cli::main`).
 //! The HTTPS/WSS client, the atomic config write and the logger are `ctrl-io`'s.
 pub mod cli;
+pub mod conditions;
 pub mod config;
 pub mod docker;
 pub mod files;

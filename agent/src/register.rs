@@ -53,6 +53,8 @@ pub struct RegisterArgs {
     /// Reported address of this node; defaults to the system host name.
     pub hostname: Option<String>,
     pub port: u16,
+    /// Extension (node health): `--label KEY=VALUE`, repeatable.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Detects the node's capabilities: memory (from `/proc/meminfo`), CPU cores, Docker version
@@ -181,6 +183,7 @@ pub async fn register(args: &RegisterArgs) -> Result<AgentConfig, RegisterError>
         hostname: args.hostname.clone().unwrap_or_else(system_hostname),
         port: args.port,
         capabilities,
+        labels: args.labels.clone(),
     };
     request
         .validate()
@@ -255,6 +258,7 @@ mod tests {
                 docker_version: "20.10".into(),
                 supported_architectures: vec!["amd64".into()],
             },
+            labels: Default::default(),
         };
         req.validate().unwrap();
     }

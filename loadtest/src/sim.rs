@@ -125,6 +125,7 @@ impl AgentSim {
                             memory: 40.0,
                             disk: 30.0,
                         },
+                        conditions: Vec::new(),
                     },
                 });
                 out.push(encode(&pong));

@@ -16,6 +16,9 @@ use crate::api::{self, Api};
 use crate::auth::{AdminTokenOrigin, Auth, AuthError};
 use crate::config::Config;
 use crate::events::Events;
+use crate::health::{Health, NodeHooks};
+use crate::history::History;
+use crate::node_metrics::NodeMetrics;
 use crate::http::{self, ServerConfig, ServerStats};
 use crate::hub::{Hub, HubSettings};
 use crate::panel_metrics::PanelMetrics;
@@ -132,18 +135,20 @@ impl Panel {
                 path: dir.clone(),
                 source,
             })?;
-        let (store, auth, origin, tls) = {
+        let (store, auth, origin, tls, history) = {
             let dir = dir.clone();
             let extra: Vec<String> = config.public_host().into_iter().collect();
             let cert = config.tls_cert.clone();
             let key = config.tls_key.clone();
             let env_token = std::env::var("PANEL_ADMIN_TOKEN").ok();
+            let step = config.history_step_secs;
             smol::unblock(move || -> Result<_, AppError> {
                 let store = Arc::new(Store::open(&dir)?);
                 seed_eggs(&store);
                 let (auth, origin) = Auth::init(&dir, store.clone(), env_token)?;
                 let tls = tls::setup(&dir, cert.as_deref(), key.as_deref(), &extra)?;
-                Ok((store, Arc::new(auth), origin, tls))
+                let history = History::load(store.clone(), step, proto::time::unix_now())?;
+                Ok((store, Arc::new(auth), origin, tls, Arc::new(history)))
             })
             .await?
         };
@@ -168,6 +173,15 @@ impl Panel {
 
         let metrics = Arc::new(PanelMetrics::default());
         let events = Events::new(config.event_queue, metrics.clone());
+        let node_metrics = Arc::new(NodeMetrics::default());
+        let nodes = NodeHooks {
+            health: Health::new(
+                config.dead_after.as_secs(),
+                events.clone(),
+                node_metrics.clone(),
+            ),
+            history,
+        };
         let hub = Hub::new(
             HubSettings {
                 heartbeat: config.heartbeat,
@@ -181,6 +195,7 @@ impl Panel {
             auth.clone(),
             events.clone(),
             metrics.clone(),
+            nodes.clone(),
         );
         let api = Api::new(
             store,
@@ -194,6 +209,9 @@ impl Panel {
             config.max_frame_bytes,
             config.admin_rate,
             config.admin_burst,
+            nodes,
+            node_metrics,
+            config.placement,
         );
         let server_config = ServerConfig {
             max_conns_per_ip: config.max_conns_per_ip,
@@ -226,6 +244,13 @@ impl Panel {
         let mut router = api::router(&self.api);
         router.fallback(crate::ui::fallback());
         let router = Arc::new(router);
+        let watcher = smol::spawn(crate::health::run(
+            self.api.nodes.health.clone(),
+            self.api.nodes.history.clone(),
+            self.api.hub.clone(),
+            self.api.store.clone(),
+            self.shutdown.clone(),
+        ));
         let served = http::serve(
             self.listener,
             self.tls,
@@ -243,6 +268,11 @@ impl Panel {
             self.api.events.drain(CLOSE_GRACE),
         )
         .await;
+        watcher.await;
+        let history = self.api.nodes.history.clone();
+        if let Err(e) = smol::unblock(move || history.flush(proto::time::unix_now())).await {
+            log::error!("resource history not saved: {e}");
+        }
         let store = self.api.store.clone();
         smol::unblock(move || store.sync()).await?;
         served.map_err(AppError::Serve)

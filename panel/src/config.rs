@@ -44,6 +44,12 @@ pub struct Config {
     /// Frames buffered per agent writer before command senders wait (pings and error replies
     /// are dropped instead). Allocated as frames queue up: an idle agent's queue is empty.
     pub agent_queue: usize,
+    /// Offline this long, an agent is `dead` (node health).
+    pub dead_after: Duration,
+    /// How servers are placed when the request names no agent.
+    pub placement: crate::placement::Strategy,
+    /// Seconds per point of the last-hour resource history (a day's points are 12 steps).
+    pub history_step_secs: u64,
 }
 
 impl Default for Config {
@@ -65,6 +71,9 @@ impl Default for Config {
             max_upload_bytes: 1 << 30,
             event_queue: 16384,
             agent_queue: 64,
+            dead_after: Duration::from_secs(300),
+            placement: crate::placement::Strategy::Spread,
+            history_step_secs: 5,
         }
     }
 }
@@ -92,6 +101,7 @@ usage: panel [up] [--listen ADDR] [--data-dir DIR] [--public-url URL]
              [--max-frame-bytes N] [--agent-rate N] [--agent-burst N]
              [--admin-rate N] [--admin-burst N] [--max-conns-per-ip N]
              [--event-queue N] [--agent-queue N] [--max-upload-bytes N]
+             [--dead-after-secs N] [--placement spread|binpack] [--history-step-secs N]
 
   up                       run the panel and one local agent (quickstart)
   --listen ADDR            HTTPS/WSS listen address        [127.0.0.1:8443]
@@ -112,6 +122,11 @@ usage: panel [up] [--listen ADDR] [--data-dir DIR] [--public-url URL]
   --agent-queue N          frames buffered per agent writer (commands wait beyond,
                            pings are dropped) [64]; allocated as used, 56 B a frame
   --max-upload-bytes N     largest file upload, streamed to the agent [1073741824]
+  --dead-after-secs N      an agent offline this long is `dead` [300]
+  --placement S            spread (most headroom first) or binpack (fullest that
+                           fits first) for servers created without an agentId [spread]
+  --history-step-secs N    resource history resolution: the last 720 steps at N s,
+                           the last 1440 at 12·N s [5]
 
 environment: PANEL_ADMIN_TOKEN sets the admin token (else one is generated once).";
 
@@ -234,6 +249,16 @@ where
             "--event-queue" => cfg.event_queue = positive(&flag, &value()?, 1 << 20)? as usize,
             "--agent-queue" => cfg.agent_queue = positive(&flag, &value()?, 1 << 20)? as usize,
             "--max-upload-bytes" => cfg.max_upload_bytes = positive(&flag, &value()?, 1 << 40)?,
+            "--dead-after-secs" => {
+                cfg.dead_after = Duration::from_secs(positive(&flag, &value()?, 30 * 86_400)?)
+            }
+            "--placement" => {
+                let v = value()?;
+                cfg.placement = crate::placement::Strategy::parse(&v).ok_or_else(|| {
+                    ConfigError(format!("--placement: `{v}` is not spread or binpack"))
+                })?;
+            }
+            "--history-step-secs" => cfg.history_step_secs = positive(&flag, &value()?, 3600)?,
             _ => return Err(ConfigError(format!("unknown flag `{flag}`"))),
         }
     }
@@ -294,6 +319,27 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(c.heartbeat, Duration::from_secs(15));
         assert_eq!(c.command_timeout, Duration::from_secs(30));
+        assert_eq!(c.dead_after, Duration::from_secs(300));
+        assert_eq!(c.placement, crate::placement::Strategy::Spread);
+        assert_eq!(c.history_step_secs, 5);
+    }
+
+    #[test]
+    fn node_health_flags() {
+        let c = run(&[
+            "--dead-after-secs",
+            "7",
+            "--placement=binpack",
+            "--history-step-secs",
+            "1",
+        ]);
+        assert_eq!(c.dead_after, Duration::from_secs(7));
+        assert_eq!(c.placement, crate::placement::Strategy::Binpack);
+        assert_eq!(c.history_step_secs, 1);
+        for bad in [["--placement", "random"], ["--dead-after-secs", "0"]] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains(bad[0]), "{e}");
+        }
     }
 
     #[test]

@@ -63,6 +63,8 @@ codes! {
     Busy => "BUSY", 409;
     HeadersTooLarge => "HEADERS_TOO_LARGE", 431;
     InternalError => "INTERNAL_ERROR", 500;
+    // A recognised request this build cannot do yet (drain with "migrate": true).
+    NotImplemented => "NOT_IMPLEMENTED", 501;
 }
 
 impl fmt::Display for ErrorCode {

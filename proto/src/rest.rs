@@ -2,6 +2,7 @@
 //! API's error envelope.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 use crate::ErrorCode;
 use crate::quantity::Bytes;
@@ -14,6 +15,46 @@ pub struct RegisterRequest {
     pub hostname: String,
     pub port: u16,
     pub capabilities: Capabilities,
+    /// Extension (node health): operator labels (`agent register --label region=eu`) that
+    /// `"constraints"` on `POST /api/servers` match. See [`validate_labels`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Most labels (or constraints) one agent (or server) may carry.
+pub const MAX_LABELS: usize = 32;
+
+/// Labels and constraints: at most [`MAX_LABELS`]; keys 1 to 63 of letters, digits, `.`,
+/// `_`, `-`, `/`; values 0 to 63 of letters, digits, `.`, `_`, `-`. `field` names the map in
+/// the error (`labels`, `constraints`).
+pub fn validate_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<(), RegistrationError> {
+    if labels.len() > MAX_LABELS {
+        return Err(RegistrationError(reg_err(
+            field,
+            &format!("at most {MAX_LABELS} entries"),
+        )));
+    }
+    let ok = |s: &str, extra: &[u8]| {
+        s.len() <= 63
+            && s
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c) || extra.contains(&c))
+    };
+    for (k, v) in labels {
+        if k.is_empty() || !ok(k, b"/") {
+            return Err(RegistrationError(reg_err(
+                &format!("{field}.{}", k.chars().take(63).collect::<String>()),
+                "keys are 1 to 63 of letters, digits, '.', '_', '-' and '/'",
+            )));
+        }
+        if !ok(v, b"") {
+            return Err(RegistrationError(reg_err(
+                &format!("{field}.{k}"),
+                "values are at most 63 of letters, digits, '.', '_' and '-'",
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// What a node offers, detected by `agent register`.
@@ -154,7 +195,7 @@ impl RegisterRequest {
                 "at most 16 names like \"amd64\"",
             );
         }
-        Ok(())
+        validate_labels("labels", &self.labels)
     }
 }
 

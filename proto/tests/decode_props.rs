@@ -219,6 +219,7 @@ fn message() -> impl Strategy<Value = Message<'static>> {
                     memory: load,
                     disk: load
                 },
+                conditions: Vec::new(),
             },
         })),
     ]

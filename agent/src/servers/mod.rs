@@ -208,6 +208,8 @@ struct Inner {
     outbox: Arc<Outbox>,
     docker: Mutex<Option<DockerClient>>,
     docker_ok: AtomicBool,
+    /// Why the last connection to (or probe of) Docker failed, for the heartbeat.
+    docker_error: Mutex<Option<String>>,
     servers: Mutex<HashMap<String, Slot>>,
     capacity: Capacity,
     limits: NodeLimits,
@@ -259,6 +261,7 @@ impl Servers {
             outbox,
             docker: Mutex::new(None),
             docker_ok: AtomicBool::new(false),
+            docker_error: Mutex::new(None),
             servers: Mutex::new(HashMap::new()),
             capacity,
             limits,
@@ -342,14 +345,24 @@ impl Dispatch for Servers {
             .values()
             .filter(|s| matches!(s, Slot::Ready(s) if s.state() == ServerState::Running))
             .count();
+        let load = *self.inner.load.lock();
+        let docker_error = (!self.inner.docker_ok.load(Ordering::Relaxed)).then(|| {
+            self.inner
+                .docker_error
+                .lock()
+                .clone()
+                .unwrap_or_else(|| "not connected yet".into())
+        });
+        let conditions = crate::conditions::conditions(docker_error.as_deref(), &load);
         PongData {
-            agent_status: Cow::Borrowed(if self.inner.docker_ok.load(Ordering::Relaxed) {
+            agent_status: Cow::Borrowed(if docker_error.is_none() {
                 "healthy"
             } else {
                 "degraded"
             }),
             active_servers: active as u64,
-            system_load: *self.inner.load.lock(),
+            system_load: load,
+            conditions,
         }
     }
 }
@@ -388,10 +401,18 @@ impl Inner {
                 Ok(d)
             }
             Err(e) => {
-                self.docker_ok.store(false, Ordering::Relaxed);
+                self.docker_unreachable(&e);
                 Err(e.into())
             }
         }
+    }
+
+    /// Docker failed to connect or to answer a probe: forget the client (the next use
+    /// connects again) and report why in the heartbeat.
+    fn docker_unreachable(&self, e: &dyn std::fmt::Display) {
+        self.docker.lock().take();
+        *self.docker_error.lock() = Some(e.to_string());
+        self.docker_ok.store(false, Ordering::Relaxed);
     }
 
     fn get(&self, server_id: &str) -> Result<Arc<Server>, ServerError> {

@@ -60,8 +60,7 @@ pub(super) async fn watch(inner: Arc<Inner>) {
                     Err(e) => log::warn!("cannot follow Docker events: {e}"),
                 }
                 // Reconnect from scratch: the daemon may have restarted.
-                inner.docker.lock().take();
-                inner.docker_ok.store(false, Ordering::Relaxed);
+                inner.docker_unreachable(&"its event stream ended");
             }
             Err(e) => {
                 if !reported {
@@ -285,6 +284,7 @@ pub(super) async fn sample_load(inner: Weak<Inner>) {
     loop {
         let Some(inner) = inner.upgrade() else { return };
         let interval = inner.cfg.load_interval;
+        probe_docker(&inner).await;
         match sampler.sample() {
             Ok(load) => {
                 let disk = disk_percent(inner.volumes_dir());
@@ -298,6 +298,20 @@ pub(super) async fn sample_load(inner: Weak<Inner>) {
         }
         drop(inner);
         smol::Timer::after(interval).await;
+    }
+}
+
+/// Asks the Engine its version (connecting if needed), so that a socket that went away —
+/// a removed or replaced socket file, a hung daemon — shows in the next heartbeat even
+/// while the event stream's old connection stays open.
+async fn probe_docker(inner: &Inner) {
+    let docker = match inner.docker().await {
+        Ok(d) => d,
+        Err(_) => return, // recorded by `docker()`
+    };
+    if let Err(e) = docker.version().await {
+        log::warn!("Docker probe failed: {e}");
+        inner.docker_unreachable(&e);
     }
 }
 

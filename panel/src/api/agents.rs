@@ -1,6 +1,7 @@
 //! Agent endpoints: registration, token refresh, the agent list, and the `/ws/agents`
 //! upgrade (refused with 401 before any WebSocket frame unless the agent token verifies).
 
+use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use proto::validate::ValidationError;
 use super::{Api, ApiError, blocking, body};
 use crate::auth::AuthError;
 use crate::http::{Reply, Request, Response};
+use crate::history::{Kind, Range};
 use crate::store::AgentRecord;
 
 /// A random UUID (version 4) for a new agent: valid as a protocol id, unguessable.
@@ -60,6 +62,8 @@ pub(super) async fn register(api: Arc<Api>, req: Request) -> Result<Reply, ApiEr
         capabilities: body.capabilities,
         registered_at: now,
         tokens,
+        labels: body.labels,
+        draining: false,
     };
     let store = api.store.clone();
     blocking(move || store.put_agent(&rec)).await?;
@@ -113,42 +117,152 @@ pub(super) async fn refresh(api: Arc<Api>, req: Request) -> Result<Reply, ApiErr
 /// `GET /api/agents` (admin): every agent, its health and its last pong.
 pub(super) async fn list(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
     api.admin(&req)?;
+    let servers = servers_per_agent(&api);
+    let agents: Vec<Value> = api
+        .store
+        .agents()
+        .iter()
+        .map(|a| agent_json(&api, a, &servers))
+        .collect();
+    Ok(Response::json(200, &json!({"success": true, "agents": agents})).into())
+}
+
+/// `GET /api/agents/{id}` (admin): one agent, as in the list.
+pub(super) async fn get(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+    let a = admin_agent(&api, &req)?;
+    let servers = servers_per_agent(&api);
+    Ok(Response::json(
+        200,
+        &json!({"success": true, "agent": agent_json(&api, &a, &servers)}),
+    )
+    .into())
+}
+
+fn servers_per_agent(api: &Api) -> HashMap<String, usize> {
     let mut servers: HashMap<String, usize> = HashMap::new();
     for s in api.store.servers() {
         *servers.entry(s.agent_id).or_default() += 1;
     }
-    let agents: Vec<Value> = api
-        .store
-        .agents()
-        .into_iter()
-        .map(|a| {
-            let live = api.hub.live(&a.id);
-            let mut v = json!({
-                "id": a.id,
-                "name": a.name,
-                "hostname": a.hostname,
-                "port": a.port,
-                "status": if live.is_some() { "online" } else { "offline" },
-                "lastSeen": api.hub.last_seen(&a.id).map(format_rfc3339),
-                "registeredAt": format_rfc3339(a.registered_at),
-                "capabilities": a.capabilities,
-                "servers": servers.get(&a.id).copied().unwrap_or(0),
-            });
-            if a.tokens.revoked {
-                v["tokensRevoked"] = json!(true);
+    servers
+}
+
+/// The admin check, then the agent named in the path (`NOT_FOUND`).
+fn admin_agent(api: &Api, req: &Request) -> Result<AgentRecord, ApiError> {
+    api.admin(req)?;
+    let id = req.param("id").unwrap_or_default();
+    api.store
+        .agent(id)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no agent `{id}`")))
+}
+
+fn agent_json(api: &Api, a: &AgentRecord, servers: &HashMap<String, usize>) -> Value {
+    let live = api.hub.live(&a.id);
+    let mut v = json!({
+        "id": a.id,
+        "name": a.name,
+        "hostname": a.hostname,
+        "port": a.port,
+        "status": if live.is_some() { "online" } else { "offline" },
+        "lastSeen": api.hub.last_seen(&a.id).map(format_rfc3339),
+        "registeredAt": format_rfc3339(a.registered_at),
+        "capabilities": a.capabilities,
+        "servers": servers.get(&a.id).copied().unwrap_or(0),
+        "labels": a.labels,
+        "draining": a.draining,
+    });
+    if let Some(h) = api.nodes.health.view(&a.id) {
+        v["health"] = h.to_json();
+    }
+    if a.tokens.revoked {
+        v["tokensRevoked"] = json!(true);
+    }
+    if let Some(live) = live {
+        v["connectedAt"] = json!(format_rfc3339(live.connected_at));
+        if let Some(p) = live.pong {
+            v["agentStatus"] = json!(p.agent_status);
+            v["activeServers"] = json!(p.active_servers);
+            v["systemLoad"] = json!(p.system_load);
+            if !p.conditions.is_empty() {
+                v["conditions"] = json!(p.conditions);
             }
-            if let Some(live) = live {
-                v["connectedAt"] = json!(format_rfc3339(live.connected_at));
-                if let Some(p) = live.pong {
-                    v["agentStatus"] = json!(p.agent_status);
-                    v["activeServers"] = json!(p.active_servers);
-                    v["systemLoad"] = json!(p.system_load);
-                }
-            }
-            v
-        })
-        .collect();
-    Ok(Response::json(200, &json!({"success": true, "agents": agents})).into())
+        }
+    }
+    v
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DrainBody {
+    #[serde(default)]
+    migrate: bool,
+}
+
+/// `POST /api/agents/{id}/drain` (admin), body optional `{"migrate": bool}`: the agent takes
+/// no new servers (durably) and shows `draining`; its servers keep running. Moving them
+/// (`"migrate": true`) is not built yet: `501 NOT_IMPLEMENTED`, and nothing changes.
+pub(super) async fn drain(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+    let a = admin_agent(&api, &req)?;
+    let body: DrainBody = if req.body.iter().all(u8::is_ascii_whitespace) {
+        DrainBody::default()
+    } else {
+        body(&req)?
+    };
+    if body.migrate {
+        return Err(ApiError::new(
+            ErrorCode::NotImplemented,
+            "draining with \"migrate\": true (moving the node's servers away) is not built yet; \
+             drain without it and transfer servers one by one",
+        ));
+    }
+    set_draining(api, a.id, true).await
+}
+
+/// `POST /api/agents/{id}/undrain` (admin): the agent takes new servers again.
+pub(super) async fn undrain(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+    let a = admin_agent(&api, &req)?;
+    set_draining(api, a.id, false).await
+}
+
+async fn set_draining(api: Arc<Api>, id: String, on: bool) -> Result<Reply, ApiError> {
+    let store = api.store.clone();
+    let rec = blocking(move || store.set_draining(&id, on))
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "the agent was removed"))?;
+    // Decide at once, so the answer (and the next GET) shows the new state.
+    api.nodes
+        .health
+        .evaluate(&crate::health::observe(&api.hub, &api.store), unix_now());
+    let servers = servers_per_agent(&api);
+    Ok(Response::json(
+        200,
+        &json!({"success": true, "agent": agent_json(&api, &rec, &servers)}),
+    )
+    .into())
+}
+
+/// `GET /api/agents/{id}/stats?range=1h|24h` (admin): the node's history
+/// (`{"t","cpu","memory","disk","servers"}` points; percentages but `servers`).
+pub(super) async fn stats(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+    let a = admin_agent(&api, &req)?;
+    let range = stats_range(&req)?;
+    let points = api
+        .nodes
+        .history
+        .points(Kind::Node, &a.id, range, unix_now());
+    Ok(Response::json(200, &json!({"success": true, "points": points})).into())
+}
+
+/// `?range=` of the stats routes: `1h` (default) or `24h`.
+pub(super) fn stats_range(req: &Request) -> Result<Range, ApiError> {
+    match req.query_param("range") {
+        None => Ok(Range::Hour),
+        Some(r) => Range::parse(&r).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidMessage,
+                format!("range `{r}` is not 1h or 24h"),
+            )
+        }),
+    }
 }
 
 /// `GET /ws/agents`: `Authorization: Bearer <agent token>` and `X-Agent-ID` must match.

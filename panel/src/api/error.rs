@@ -10,6 +10,7 @@ use proto::validate::ValidationError;
 use crate::auth::AuthError;
 use crate::http::{BodyError, Response};
 use crate::hub::HubError;
+use crate::placement::Rejection;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,10 @@ pub enum ApiError {
     /// A streamed request body that could not be read to its end (400, 408, 413).
     #[error(transparent)]
     Body(#[from] BodyError),
+    /// No node can take the server: 409 `INSUFFICIENT_RESOURCES`, with every node's reason
+    /// in `error.nodes` (`[{"agentId","reason"}]`).
+    #[error("no node can take this server")]
+    NoPlacement(Vec<Rejection>),
 }
 
 impl ApiError {
@@ -68,8 +73,31 @@ impl ApiError {
                 Response::error_with_status(e.http_status(), e.code().as_str(), e.to_string())
             }
             ApiError::Body(e) => e.to_response(),
+            ApiError::NoPlacement(nodes) => no_placement(&nodes),
         }
     }
+}
+
+fn no_placement(nodes: &[Rejection]) -> Response {
+    let why: Vec<String> = nodes
+        .iter()
+        .map(|r| format!("{}: {}", r.agent_id, r.reason))
+        .collect();
+    let code = ErrorCode::InsufficientResources;
+    Response::json(
+        code.http_status(),
+        &serde_json::json!({
+            "success": false,
+            "error": {
+                "code": code.as_str(),
+                "message": format!("no node can take this server ({})", why.join("; ")),
+                "nodes": nodes.iter().map(|r| serde_json::json!({
+                    "agentId": r.agent_id,
+                    "reason": r.reason,
+                })).collect::<Vec<_>>(),
+            },
+        }),
+    )
 }
 
 impl From<ValidationError> for ApiError {

@@ -12,12 +12,12 @@ mod eggs;
 mod error;
 mod files;
 mod live;
+mod placing;
 mod servers;
 mod system;
 mod transfer;
 
 pub use error::ApiError;
-pub use servers::{Candidate, place};
 
 use parking_lot::Mutex;
 use serde_json::json;
@@ -31,7 +31,10 @@ use proto::ErrorCode;
 use crate::auth::Auth;
 use crate::events::Events;
 use crate::http::{Method, Reply, Request, Response, Router, ServerStats, handler};
+use crate::health::NodeHooks;
 use crate::hub::Hub;
+use crate::node_metrics::NodeMetrics;
+use crate::placement::Strategy;
 use crate::panel_metrics::PanelMetrics;
 use crate::ratelimit::KeyedLimiter;
 use crate::shutdown::Shutdown;
@@ -59,6 +62,11 @@ pub struct Api {
     placement: Mutex<()>,
     /// File transfers in progress (see `transfer.rs`), bounded so their buffers are.
     transfers: std::sync::atomic::AtomicUsize,
+    /// Node health and resource history.
+    pub nodes: NodeHooks,
+    pub node_metrics: Arc<NodeMetrics>,
+    /// `--placement`.
+    pub strategy: Strategy,
 }
 
 impl Api {
@@ -75,6 +83,9 @@ impl Api {
         max_frame: usize,
         admin_rate: f64,
         admin_burst: f64,
+        nodes: NodeHooks,
+        node_metrics: Arc<NodeMetrics>,
+        strategy: Strategy,
     ) -> Arc<Api> {
         Arc::new(Api {
             store,
@@ -89,6 +100,9 @@ impl Api {
             limiter: KeyedLimiter::new(admin_rate, admin_burst, MAX_LIMITER_KEYS),
             placement: Mutex::new(()),
             transfers: std::sync::atomic::AtomicUsize::new(0),
+            nodes,
+            node_metrics,
+            strategy,
         })
     }
 
@@ -189,6 +203,28 @@ pub fn router(api: &Arc<Api>) -> Router {
         agents::refresh,
     );
     add(&mut r, api, Method::Get, "/api/agents", agents::list);
+    add(&mut r, api, Method::Get, "/api/agents/{id}", agents::get);
+    add(
+        &mut r,
+        api,
+        Method::Post,
+        "/api/agents/{id}/drain",
+        agents::drain,
+    );
+    add(
+        &mut r,
+        api,
+        Method::Post,
+        "/api/agents/{id}/undrain",
+        agents::undrain,
+    );
+    add(
+        &mut r,
+        api,
+        Method::Get,
+        "/api/agents/{id}/stats",
+        agents::stats,
+    );
     add(&mut r, api, Method::Get, "/ws/agents", agents::websocket);
     add(&mut r, api, Method::Post, "/api/eggs", eggs::create);
     add(&mut r, api, Method::Get, "/api/eggs", eggs::list);
@@ -237,6 +273,13 @@ pub fn router(api: &Arc<Api>) -> Router {
         Method::Get,
         "/api/servers/{id}/logs",
         servers::logs,
+    );
+    add(
+        &mut r,
+        api,
+        Method::Get,
+        "/api/servers/{id}/stats",
+        servers::stats,
     );
     add(
         &mut r,

@@ -9,6 +9,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use proto::ErrorCode;
@@ -17,51 +18,17 @@ use proto::message::{
     Action, ContentEncoding, CreateServer, DeleteServer, GetLogs, KillServer, LogLines,
     PathPayload, SendCommand, StopServer, WriteFile,
 };
-use proto::quantity::Bytes;
 use proto::time::{format_rfc3339, unix_now};
 use proto::validate::{self, IdKind};
 
+use super::placing::{self, Placing};
 use super::{Api, ApiError, agent_answer, blocking, body};
+use crate::history::Kind;
+use crate::placement::Need;
 use crate::eggs;
 use crate::http::{Reply, Request, Response};
 use crate::hub::HubError;
 use crate::store::{DesiredState, ServerRecord};
-
-/// An agent that could take a server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
-    pub agent_id: String,
-    /// `capabilities.maxMemory` in bytes.
-    pub capacity: u64,
-    /// Memory limits of the servers already placed on it.
-    pub committed: u64,
-    /// `capabilities.maxCpuCores` in millicores.
-    pub cpu_capacity: u64,
-    /// CPU limits (millicores) of the servers already placed on it.
-    pub cpu_committed: u64,
-}
-
-/// What a new server needs: its memory limit (bytes) and CPU limit (millicores).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Need {
-    pub memory: u64,
-    pub cpu: u64,
-}
-
-/// The candidate with the most free memory among those where both the memory and the CPU
-/// limit still fit (ties: lowest id). The agent refuses CPU overcommit too, so placing by
-/// memory alone would pick agents that then answer `INSUFFICIENT_RESOURCES`.
-pub fn place(candidates: &[Candidate], need: Need) -> Option<&str> {
-    candidates
-        .iter()
-        .filter_map(|c| {
-            let free = c.capacity.saturating_sub(c.committed);
-            let cpu_free = c.cpu_capacity.saturating_sub(c.cpu_committed);
-            (free >= need.memory && cpu_free >= need.cpu).then_some((free, c))
-        })
-        .max_by(|(fa, a), (fb, b)| fa.cmp(fb).then_with(|| b.agent_id.cmp(&a.agent_id)))
-        .map(|(_, c)| c.agent_id.as_str())
-}
 
 fn new_server_id() -> String {
     let r: String = proto::jwt::random_id()
@@ -96,6 +63,7 @@ struct CreateBody {
     server_id: Option<String>,
     egg_value: Value,
     egg_id: Option<String>,
+    constraints: BTreeMap<String, String>,
 }
 
 impl CreateBody {
@@ -107,6 +75,7 @@ impl CreateBody {
                 "body must be a JSON object",
             ));
         };
+        let constraints = placing::constraints(obj.remove("constraints"))?;
         let mut str_field = |k: &str| -> Result<Option<String>, ApiError> {
             match obj.remove(k) {
                 None | Some(Value::Null) => Ok(None),
@@ -141,6 +110,7 @@ impl CreateBody {
             server_id,
             egg_value,
             egg_id,
+            constraints,
         })
     }
 }
@@ -192,6 +162,7 @@ pub(super) async fn create(api: Arc<Api>, req: Request) -> Result<Reply, ApiErro
         server_id,
         egg_value,
         egg_id,
+        constraints,
     } = CreateBody::parse(&api, &req)?;
     // Typed decode of the egg from its own text, so that shape errors are CONFIG_INVALID.
     let egg_text = egg_value.to_string();
@@ -215,13 +186,21 @@ pub(super) async fn create(api: Arc<Api>, req: Request) -> Result<Reply, ApiErro
     let need = Need {
         memory: valid.limits.memory.0,
         cpu: u64::from(valid.limits.cpu.0),
+        ports: valid.ports.iter().map(|p| (p.host, p.protocol)).collect(),
+        constraints,
     };
 
     // Place and record in one critical section (on a blocking thread: it commits).
     let rec = {
         let api = api.clone();
-        blocking(move || place_and_record(&api, server_id, agent_id, egg_value, egg_id, need))
-            .await?
+        let placing = Placing {
+            server_id,
+            agent_id,
+            egg: egg_value,
+            egg_id,
+            need,
+        };
+        blocking(move || placing::place_and_record(&api, placing)).await?
     };
 
     let action = Action::CreateServer(CreateServer {
@@ -249,80 +228,6 @@ pub(super) async fn create(api: Arc<Api>, req: Request) -> Result<Reply, ApiErro
         }),
     )
     .into())
-}
-
-/// Picks the agent (the one asked for, else by [`place`]) and records the server, under the
-/// placement lock so that two creates cannot both take the last free memory of an agent.
-fn place_and_record(
-    api: &Api,
-    server_id: String,
-    agent_id: Option<String>,
-    egg: Value,
-    egg_id: Option<String>,
-    need: Need,
-) -> Result<ServerRecord, ApiError> {
-    let _p = api.placement.lock();
-    let exists = || {
-        refused(
-            ErrorCode::Conflict,
-            format!("server `{server_id}` already exists"),
-        )
-    };
-    if api.store.server(&server_id).is_some() {
-        return Err(exists());
-    }
-    let agent_id = match agent_id {
-        Some(a) => a,
-        None => choose_agent(api, need)?,
-    };
-    let rec = ServerRecord {
-        server_id: server_id.clone(),
-        agent_id,
-        egg_config: egg,
-        desired_state: DesiredState::Created,
-        memory_bytes: need.memory,
-        cpu_millis: need.cpu,
-        created_at: unix_now(),
-        egg_id,
-    };
-    if !api.store.insert_server(&rec)? {
-        return Err(exists());
-    }
-    Ok(rec)
-}
-
-/// The online, unrevoked agent where `need` fits best ([`place`]).
-fn choose_agent(api: &Api, need: Need) -> Result<String, ApiError> {
-    let committed = api.store.memory_committed();
-    let cpu_committed = api.store.cpu_committed();
-    let candidates: Vec<Candidate> = api
-        .store
-        .agents()
-        .into_iter()
-        .filter(|a| api.hub.is_online(&a.id) && !a.tokens.revoked)
-        .map(|a| Candidate {
-            capacity: Bytes::parse(&a.capabilities.max_memory)
-                .map(|b| b.0)
-                .unwrap_or(0),
-            committed: committed.get(&a.id).copied().unwrap_or(0),
-            cpu_capacity: u64::from(a.capabilities.max_cpu_cores) * 1000,
-            cpu_committed: cpu_committed.get(&a.id).copied().unwrap_or(0),
-            agent_id: a.id,
-        })
-        .collect();
-    if candidates.is_empty() {
-        return Err(refused(ErrorCode::AgentOffline, "no agent is online"));
-    }
-    place(&candidates, need).map(str::to_owned).ok_or_else(|| {
-        refused(
-            ErrorCode::InsufficientResources,
-            format!(
-                "no online agent has {} of memory and {} CPU cores free",
-                Bytes(need.memory),
-                need.cpu as f64 / 1000.0
-            ),
-        )
-    })
 }
 
 fn server_json(api: &Api, s: &ServerRecord) -> Value {
@@ -369,10 +274,35 @@ pub(super) async fn relay(
     Ok(agent_answer(&r).into())
 }
 
-/// `GET /api/servers/{id}` (admin): `get_status`.
+/// `GET /api/servers/{id}` (admin): `get_status` (its player count is kept for `/metrics`).
 pub(super) async fn status(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
     let rec = admin_server(&api, &req)?;
-    relay(&api, &rec, Action::GetStatus, None).await
+    let r = api
+        .hub
+        .command(&rec.agent_id, Some(&rec.server_id), Action::GetStatus)
+        .await?;
+    let online = r
+        .data
+        .as_ref()
+        .and_then(|d| d.get("players")?.get("online")?.as_u64());
+    if let Some(n) = online.filter(|_| r.success) {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        api.nodes.history.set_players(&rec.server_id, n);
+    }
+    Ok(agent_answer(&r).into())
+}
+
+/// `GET /api/servers/{id}/stats?range=1h|24h` (admin): the server's resource history,
+/// `{"t","cpu","memory","disk","networkRx","networkTx"}` points (cpu in percent of one
+/// core, memory and disk in bytes, network in bytes/s).
+pub(super) async fn stats(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+    let rec = admin_server(&api, &req)?;
+    let range = super::agents::stats_range(&req)?;
+    let points = api
+        .nodes
+        .history
+        .points(Kind::Server, &rec.server_id, range, unix_now());
+    Ok(Response::json(200, &json!({"success": true, "points": points})).into())
 }
 
 #[derive(Deserialize)]
@@ -548,6 +478,7 @@ pub(super) async fn delete(api: Arc<Api>, req: Request) -> Result<Reply, ApiErro
         let store = api.store.clone();
         let id = rec.server_id.clone();
         blocking(move || store.remove_server(&id)).await?;
+        api.nodes.history.forget(Kind::Server, &rec.server_id);
         return Ok(Response::json(200, &json!({"success": true})).into());
     }
     Ok(agent_answer(&result?).into())
@@ -557,61 +488,6 @@ pub(super) async fn delete(api: Arc<Api>, req: Request) -> Result<Reply, ApiErro
 mod tests {
     use super::*;
     use std::collections::HashMap;
-
-    fn c(id: &str, cap_gb: u64, used_gb: u64) -> Candidate {
-        Candidate {
-            agent_id: id.into(),
-            capacity: cap_gb << 30,
-            committed: used_gb << 30,
-            cpu_capacity: 4000,
-            cpu_committed: 0,
-        }
-    }
-
-    fn mem(bytes: u64) -> Need {
-        Need {
-            memory: bytes,
-            cpu: 500,
-        }
-    }
-
-    #[test]
-    fn cpu_must_fit_too() {
-        let mut busy = c("big", 8, 0);
-        busy.cpu_committed = 3800;
-        let cands = [busy, c("small", 6, 0)];
-        assert_eq!(place(&cands, mem(1 << 30)), Some("small"));
-        let need = Need {
-            memory: 1 << 30,
-            cpu: 4001,
-        };
-        assert_eq!(place(&cands, need), None);
-    }
-
-    #[test]
-    fn most_free_memory_that_fits_wins() {
-        let cands = [c("big", 8, 0), c("small", 6, 0)];
-        assert_eq!(place(&cands, mem(4 << 30)), Some("big"));
-        let cands = [c("big", 8, 4), c("small", 6, 0)];
-        assert_eq!(place(&cands, mem(4 << 30)), Some("small"));
-        // Exactly fits.
-        assert_eq!(place(&[c("a", 4, 0)], mem(4 << 30)), Some("a"));
-    }
-
-    #[test]
-    fn nothing_fits_is_none() {
-        let cands = [c("a", 8, 4), c("b", 6, 3)];
-        assert_eq!(place(&cands, mem(16 << 30)), None);
-        assert_eq!(place(&[], mem(1)), None);
-        // Over-committed agents (capacity shrank) do not underflow.
-        assert_eq!(place(&[c("a", 2, 3)], mem(1)), None);
-    }
-
-    #[test]
-    fn ties_break_on_the_lowest_id() {
-        let cands = [c("b", 8, 0), c("a", 8, 0), c("c", 8, 0)];
-        assert_eq!(place(&cands, mem(1)), Some("a"));
-    }
 
     #[test]
     fn generated_server_ids_are_valid() {

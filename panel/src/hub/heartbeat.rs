@@ -4,7 +4,8 @@
 //! pong the agent is offline and its socket is closed ([`CLOSE_HEARTBEAT`]). Only an echoed
 //! id proves the agent reads what the panel sends: a peer that never reads cannot stay
 //! online by sending pongs of its own. Each beat also re-checks the token family, so a
-//! revoked agent is disconnected within one interval.
+//! revoked agent is disconnected within one interval. Node health is told when each ping
+//! goes out and when its pong comes back (the round trip, `crate::health`).
 
 use async_io::Timer;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -42,6 +43,7 @@ impl Hub {
                 id: Cow::Borrowed(&id),
                 timestamp: now_rfc3339().into(),
             }))));
+            self.nodes.health.pinged(&conn.agent_id, n);
         }
     }
 
@@ -59,8 +61,11 @@ impl Hub {
                 let Some(n) = answered_ping(conn, id.as_deref()) else {
                     return;
                 };
-                *conn.pong.lock() = Some(p.data.into_owned());
+                let mut data = p.data.into_owned();
+                data.conditions.truncate(proto::message::MAX_CONDITIONS);
+                *conn.pong.lock() = Some(data);
                 conn.answered.fetch_max(n, Ordering::Relaxed);
+                self.nodes.health.ponged(&conn.agent_id, n);
             }
             // The skimmer and serde disagree about the frame's type: a bad frame, not a bug
             // worth a panic.

@@ -12,7 +12,9 @@
 //! - [`waiters`]: commands, their ids and waiters (answer, `TIMEOUT` or `AGENT_OFFLINE`);
 //! - [`routing`]: the reader — every agent frame routed on its envelope;
 //! - [`trust`]: an agent speaks only for itself and its own servers;
-//! - [`heartbeat`]: pings, pongs, missed heartbeats, revoked token families;
+//! - [`heartbeat`]: pings, pongs, missed heartbeats, revoked token families (and the
+//!   round trips node health measures);
+//! - [`samples`]: `resource_update` events copied into the resource history;
 //! - [`writer`]: the writer;
 //! - [`last_seen`]: when each agent was last heard from, committed when a connection ends;
 //! - [`error`]: [`HubError`] and its wire codes.
@@ -26,6 +28,7 @@ mod heartbeat;
 mod last_seen;
 mod registry;
 mod routing;
+mod samples;
 mod trust;
 mod waiters;
 mod writer;
@@ -45,6 +48,7 @@ use std::time::Duration;
 
 use crate::auth::Auth;
 use crate::events::Events;
+use crate::health::NodeHooks;
 use crate::panel_metrics::PanelMetrics;
 use crate::store::Store;
 use crate::tracker::Tracker;
@@ -83,6 +87,8 @@ pub struct Hub {
     events: Arc<Events>,
     metrics: Arc<PanelMetrics>,
     tracker: Tracker,
+    /// Node health and resource history (heartbeat round trips, `resource_update`s).
+    nodes: NodeHooks,
 }
 
 /// A text frame of encoded JSON.
@@ -102,6 +108,7 @@ impl Hub {
         auth: Arc<Auth>,
         events: Arc<Events>,
         metrics: Arc<PanelMetrics>,
+        nodes: NodeHooks,
     ) -> Arc<Hub> {
         Arc::new(Hub {
             registry: Registry::default(),
@@ -113,6 +120,7 @@ impl Hub {
             events,
             metrics,
             tracker: Tracker::new(),
+            nodes,
         })
     }
 

@@ -168,8 +168,12 @@ impl Hub {
         }
         match env.kind {
             MessageType::Event => {
+                let sample = env.name.as_deref() == Some("resource_update");
                 self.events
                     .publish(&conn.agent_id, env.server_id.as_deref(), msg);
+                if sample {
+                    self.sample(&conn.agent_id, decoder, bytes);
+                }
             }
             MessageType::Response => {
                 let id = env.id.map(Cow::into_owned);

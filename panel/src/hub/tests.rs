@@ -53,12 +53,21 @@ fn fixture_with(tag: &str, settings: HubSettings) -> Fixture {
     store.put_server(&server("s2", "a2", 100)).unwrap();
     let metrics = Arc::new(PanelMetrics::default());
     let events = Events::new(16, metrics.clone());
+    let nodes = crate::health::NodeHooks {
+        health: crate::health::Health::new(
+            300,
+            events.clone(),
+            Arc::new(crate::node_metrics::NodeMetrics::default()),
+        ),
+        history: Arc::new(crate::history::History::load(store.clone(), 5, 0).unwrap()),
+    };
     let hub = Hub::new(
         settings,
         store.clone(),
         Arc::new(auth),
         events.clone(),
         metrics.clone(),
+        nodes,
     );
     Fixture {
         hub,

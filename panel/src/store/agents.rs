@@ -2,7 +2,7 @@
 
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use proto::rest::Capabilities;
 
@@ -30,6 +30,12 @@ pub struct AgentRecord {
     /// Unix seconds.
     pub registered_at: u64,
     pub tokens: TokenFamily,
+    /// Extension (node health): labels given at registration, matched by constraints.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extension (node health): drained by an operator — no new servers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// The agent's token family: every token issued to it carries `family`; only the refresh
@@ -72,6 +78,18 @@ impl Store {
         let mut v: Vec<_> = self.agents.read().values().cloned().collect();
         v.sort_by(|a, b| (a.registered_at, &a.id).cmp(&(b.registered_at, &b.id)));
         v
+    }
+
+    /// Sets (durably) whether the agent is draining; `None` if there is no such agent.
+    pub fn set_draining(&self, id: &str, draining: bool) -> Result<Option<AgentRecord>, StoreError> {
+        let w = self.db.writer();
+        let Some(mut rec) = self.agent(id) else {
+            return Ok(None);
+        };
+        rec.draining = draining;
+        w.commit(|txn| put_json(txn, AGENTS, &rec.id, &rec))?;
+        self.agents.write().insert(rec.id.clone(), rec.clone());
+        Ok(Some(rec))
     }
 
     /// Whether tokens of `family` are still honoured for `agent_id`.

@@ -4,6 +4,7 @@
 //! - [`agents`]: registered agents, their capabilities and token family;
 //! - [`eggs`]: the egg library (imported Pterodactyl/Pelican eggs and our own);
 //! - [`servers`]: servers placed on agents (egg, desired state, memory and CPU limits);
+//! - [`history`]: resource history rows (servers and nodes), read back at start-up;
 //! - [`last_seen`]: when each agent was last heard from (written when a connection ends);
 //! - [`meta`]: panel-wide values (the admin token's hash).
 //!
@@ -18,6 +19,7 @@
 
 mod agents;
 mod eggs;
+mod history;
 mod last_seen;
 mod meta;
 mod servers;
@@ -87,6 +89,7 @@ impl Store {
             txn.open_table(servers::SERVERS)?;
             txn.open_table(meta::META)?;
             txn.open_table(last_seen::LAST_SEEN)?;
+            txn.open_table(history::HISTORY)?;
             Ok(())
         })?;
         Ok(Store {
@@ -142,6 +145,8 @@ pub(crate) mod tests {
                 revoked: false,
                 issued_at: 1,
             },
+            labels: Default::default(),
+            draining: false,
         }
     }
 
@@ -180,6 +185,9 @@ pub(crate) mod tests {
         assert_eq!(a.tokens.refresh_jti, "r2");
         assert_eq!(a.tokens.issued_at, 5);
         assert_eq!(a.capabilities.max_memory, "8g");
+        assert!(!a.draining);
+        assert!(s.set_draining("a1", true).unwrap().unwrap().draining);
+        assert_eq!(s.set_draining("nobody", true).unwrap(), None);
         let srv = s.server("srv-1").unwrap();
         assert_eq!(srv.desired_state, DesiredState::Running);
         assert_eq!(srv.agent_id, "a1");
@@ -187,6 +195,9 @@ pub(crate) mod tests {
         assert_eq!(s.servers().len(), 1);
         assert!(s.owns("a1", "srv-1"));
         assert!(!s.owns("a2", "srv-1"));
+        drop(s);
+        let s = Store::open(&dir).unwrap();
+        assert!(s.agent("a1").unwrap().draining, "drain is durable");
         std::fs::remove_dir_all(dir).ok();
     }
 

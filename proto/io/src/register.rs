@@ -24,6 +24,7 @@ pub fn registration_request(name: &str) -> RegisterRequest {
             docker_version: "24.0.0".to_owned(),
             supported_architectures: vec!["amd64".to_owned()],
         },
+        labels: Default::default(),
     }
 }
 

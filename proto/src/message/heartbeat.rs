@@ -48,7 +48,24 @@ pub struct PongData<'a> {
     pub agent_status: Str<'a>,
     pub active_servers: u64,
     pub system_load: SystemLoad,
+    /// Extension (node health): what is wrong with the node right now, if anything. An agent
+    /// that sends none is judged by `agentStatus` alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
 }
+
+/// Extension (node health): one condition the agent reports in its pong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Condition {
+    /// Short machine-readable name: `docker_unreachable`, `disk_full`, `memory_pressure`
+    /// (others may come; unknown ones still make a node `degraded`).
+    pub code: String,
+    /// What an operator reads.
+    pub message: String,
+}
+
+/// Most conditions a pong may carry; the panel keeps at most this many.
+pub const MAX_CONDITIONS: usize = 16;
 
 impl PongData<'_> {
     pub fn into_owned(self) -> PongData<'static> {
