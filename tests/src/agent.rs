@@ -26,6 +26,11 @@ pub struct Agent {
 impl Agent {
     /// `agent register` against `panel`; the agent's id is read back from `GET /api/agents`.
     pub fn register(panel: &Panel, dir: &Path, name: &str) -> Agent {
+        Agent::register_with(panel, dir, name, &[])
+    }
+
+    /// [`register`](Self::register) with extra flags.
+    pub fn register_with(panel: &Panel, dir: &Path, name: &str, extra: &[&str]) -> Agent {
         std::fs::create_dir_all(dir).expect("agent dir");
         let config = dir.join("agent.json");
         let mut cmd = Command::new(binary("agent"));
@@ -35,6 +40,7 @@ impl Agent {
             .arg(panel.ca_cert())
             .arg("--config")
             .arg(&config)
+            .args(extra)
             .current_dir(dir);
         let out = cmd.output().expect("running agent register");
         assert!(
@@ -69,6 +75,11 @@ impl Agent {
 
     /// Starts (or restarts) `agent run`.
     pub fn run(&mut self) {
+        self.run_with(&[]);
+    }
+
+    /// [`run`](Self::run) with extra flags (`--docker-socket PATH`).
+    pub fn run_with(&mut self, extra: &[&str]) {
         self.proc = None; // a previous process is killed first
         let mut cmd = Command::new(binary("agent"));
         cmd.arg("run")
@@ -76,9 +87,19 @@ impl Agent {
             .arg(&self.config)
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(extra)
             .current_dir(self.config.parent().expect("config dir"))
             .env_remove("DOCKER_HOST");
         self.proc = Some(Proc::spawn(&format!("agent {}", self.name), cmd));
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT) to the running agent.
+    #[allow(unsafe_code, reason = "kill(2) through libc")]
+    pub fn signal(&self, signal: i32) {
+        let pid = self.proc.as_ref().map(|p| p.pid()).expect("agent not running");
+        // SAFETY: kill(2) with the pid of our own child; no memory is touched.
+        let rc = unsafe { libc::kill(pid as i32, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
     }
 
     /// `kill -9` of the running agent.

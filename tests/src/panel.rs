@@ -27,15 +27,23 @@ pub struct Panel {
     pub addr: SocketAddr,
     pub token: String,
     pub api: Api,
+    /// Flags given besides the usual ones (kept for restarts).
+    pub extra: Vec<String>,
 }
 
 impl Panel {
     /// Starts a panel on `listen` (`"127.0.0.1:0"` for any port) with `data_dir`.
     pub fn start(data_dir: &Path, token: &str, listen: &str) -> Panel {
+        Panel::start_with(data_dir, token, listen, &[])
+    }
+
+    /// [`start`](Self::start) with `extra` flags (e.g. `--dead-after-secs 4`).
+    pub fn start_with(data_dir: &Path, token: &str, listen: &str, extra: &[String]) -> Panel {
         let mut cmd = Command::new(binary("panel"));
         cmd.args(["--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(["--heartbeat-secs", "1", "--command-timeout-secs", "60"])
+            .args(extra)
             .env("PANEL_ADMIN_TOKEN", token)
             .env_remove("RUST_LOG");
         let proc = Proc::spawn("panel", cmd);
@@ -62,6 +70,7 @@ impl Panel {
             addr,
             token: token.to_owned(),
             api,
+            extra: extra.to_vec(),
         }
     }
 

@@ -11,6 +11,8 @@ use crate::{TempDir, docker_or_skip, ensure_fakegame_image};
 
 /// Generous deadline for anything that involves Docker (start, stop, stats ticks).
 pub const SLOW: Duration = Duration::from_secs(90);
+/// How long a panel may take to stop on SIGTERM.
+const START_GRACE: Duration = Duration::from_secs(30);
 
 pub struct Stack {
     /// Dropped first: the events subscription.
@@ -28,13 +30,19 @@ impl Stack {
     /// A panel with no agent yet, or `None` when Docker is missing outside CI (the test is
     /// then skipped with a notice; with `CI=true` it fails instead).
     pub fn start(tag: &str) -> Option<Stack> {
+        Stack::start_with(tag, &[])
+    }
+
+    /// [`start`](Self::start) with extra panel flags.
+    pub fn start_with(tag: &str, extra: &[&str]) -> Option<Stack> {
         if !docker_or_skip(tag) {
             return None;
         }
         ensure_fakegame_image();
         let dir = TempDir::new(tag);
         let token = random_hex(24);
-        let panel = Panel::start(&dir.path().join("panel"), &token, "127.0.0.1:0");
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let panel = Panel::start_with(&dir.path().join("panel"), &token, "127.0.0.1:0", &extra);
         Some(Stack {
             events: None,
             agents: Vec::new(),
@@ -46,9 +54,15 @@ impl Stack {
 
     /// Registers an agent (name `e2e-<tag>-<pid>-<suffix>`, own dir); not started yet.
     pub fn register(&mut self, suffix: &str) -> usize {
+        self.register_with(suffix, &[])
+    }
+
+    /// [`register`](Self::register) with extra `agent register` flags (`--label k=v`).
+    pub fn register_with(&mut self, suffix: &str, extra: &[&str]) -> usize {
         let name = format!("e2e-{}-{suffix}", self.tag);
         let dir = self.dir.path().join(format!("agent-{suffix}"));
-        self.agents.push(Agent::register(&self.panel, &dir, &name));
+        self.agents
+            .push(Agent::register_with(&self.panel, &dir, &name, extra));
         self.agents.len() - 1
     }
 
@@ -78,7 +92,24 @@ impl Stack {
         let addr = self.panel.addr.to_string();
         let data = self.panel.data_dir.clone();
         let token = self.panel.token.clone();
-        self.panel = Panel::start(&data, &token, &addr);
+        let extra = self.panel.extra.clone();
+        self.panel = Panel::start_with(&data, &token, &addr, &extra);
+    }
+
+    /// SIGTERM to the panel (it saves what it keeps), then a new panel on the same address
+    /// and data dir with `extra` flags instead of the previous ones.
+    pub fn restart_panel_with(&mut self, extra: &[&str]) {
+        self.events = None;
+        let status = self.panel.proc.terminate(START_GRACE);
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "panel did not stop cleanly on SIGTERM: {status:?}"
+        );
+        let addr = self.panel.addr.to_string();
+        let data = self.panel.data_dir.clone();
+        let token = self.panel.token.clone();
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        self.panel = Panel::start_with(&data, &token, &addr, &extra);
     }
 
     /// A server id unique to this test process.
