@@ -116,8 +116,8 @@ fn a_node_whose_docker_socket_disappears_is_degraded_and_recovers() {
 
 #[test]
 fn a_stopped_agent_goes_offline_then_dead_on_schedule() {
-    const DEAD_AFTER: u64 = 4;
-    let Some(mut s) = Stack::start_with("health-dead", &["--dead-after-secs", "4"]) else {
+    const DEAD_AFTER: u64 = 12;
+    let Some(mut s) = Stack::start_with("health-dead", &["--dead-after-secs", "12"]) else {
         return;
     };
     let a = s.add_agent("a");
