@@ -24,9 +24,14 @@ async fn agent_with_memory(p: &Panel, name: &str, mem: &str) -> (String, Conn) {
     (a.id, c)
 }
 
+/// The common egg with memory limit `mem` and a host port of its own (placement refuses a
+/// node where the host port is taken).
 fn egg_with_memory(mem: &str) -> Value {
+    static PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(30000);
+    let port = PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut e = common::egg();
     e["limits"]["memory"] = json!(mem);
+    e["ports"] = json!({ port.to_string(): port });
     e
 }
 

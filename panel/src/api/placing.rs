@@ -107,8 +107,12 @@ fn choose(api: &Api, need: &Need) -> Result<String, ApiError> {
     }
 }
 
-/// Every registered agent as placement sees it.
+/// Every registered agent as placement sees it, its health decided afresh (an agent that
+/// connected a moment ago is not left `offline` until the watcher's next pass).
 fn nodes(api: &Api) -> Vec<Node> {
+    api.nodes
+        .health
+        .evaluate(&crate::health::observe(&api.hub, &api.store), unix_now());
     let committed = api.store.memory_committed();
     let cpu_committed = api.store.cpu_committed();
     let mut ports: HashMap<String, BTreeSet<(u16, Protocol)>> = HashMap::new();
