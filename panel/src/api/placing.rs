@@ -46,7 +46,7 @@ pub(super) fn place_and_record(api: &Api, p: Placing) -> Result<ServerRecord, Ap
             explicit(api, &a, &p.need)?;
             a
         }
-        None => choose(api, &p.need)?,
+        None => choose(api, &p.need, None)?,
     };
     let rec = ServerRecord {
         server_id: p.server_id.clone(),
@@ -88,9 +88,23 @@ fn explicit(api: &Api, agent_id: &str, need: &Need) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The best connected node for `need`, or why none is.
-fn choose(api: &Api, need: &Need) -> Result<String, ApiError> {
-    let nodes = nodes(api);
+/// The best connected node for `need` other than `exclude` (a transfer's source), or why
+/// none is. Call it under `api.placement`'s lock when the result is recorded.
+pub(crate) fn choose(api: &Api, need: &Need, exclude: Option<&str>) -> Result<String, ApiError> {
+    let mut nodes = nodes(api);
+    let mut excluded = Vec::new();
+    if let Some(x) = exclude {
+        nodes.retain(|n| {
+            let keep = n.agent_id != x;
+            if !keep {
+                excluded.push(Rejection {
+                    agent_id: n.agent_id.clone(),
+                    reason: "the server is already there".into(),
+                });
+            }
+            keep
+        });
+    }
     if !nodes.iter().any(|n| api.hub.is_online(&n.agent_id)) {
         api.node_metrics.placement(Placement::NoNode);
         return Err(ApiError::new(ErrorCode::AgentOffline, "no agent is online"));
@@ -100,8 +114,9 @@ fn choose(api: &Api, need: &Need) -> Result<String, ApiError> {
             api.node_metrics.placement(Placement::Placed);
             Ok(id.to_owned())
         }
-        Err(why) => {
+        Err(mut why) => {
             api.node_metrics.placement(Placement::Insufficient);
+            why.extend(excluded);
             Err(ApiError::NoPlacement(why))
         }
     }

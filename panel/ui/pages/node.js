@@ -66,7 +66,8 @@ export function mount(root, { id }) {
         h('button', { type: 'button', class: state === 'draining' ? 'btn' : 'btn btn-danger-outline', onclick: () => drain(state !== 'draining') },
           state === 'draining' ? 'Undrain' : 'Drain…')));
       const c = committed(servers).get(id) || { memory: 0, cpu: 0 };
-      const reasons = a.health?.reasons || [];
+      // The panel's human message says what each reason code means (`; `-joined).
+      const reasons = a.health?.reasons?.length && a.health.message ? a.health.message.split('; ') : (a.health?.reasons || []);
       const sys = a.systemLoad || {};
       fill(body, h('section', { class: 'panel node-facts' },
         h('p', {}, badge(state), a.health?.since ? h('span', { class: 'muted' }, ` since ${dateTime(a.health.since)}`) : null,
