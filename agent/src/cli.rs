@@ -263,7 +263,12 @@ mod tests {
         assert_eq!(r.labels["region"], "eu");
         assert_eq!(r.labels["tier"], "gold");
         let base = "register --panel https://p --admin-token t --name n";
-        for bad in ["--label region", "--label a=1 --label a=2", "--label bad key=x", "--label"] {
+        for bad in [
+            "--label region",
+            "--label a=1 --label a=2",
+            "--label bad key=x",
+            "--label",
+        ] {
             assert!(parse(&args(&format!("{base} {bad}"))).is_err(), "{bad}");
         }
     }

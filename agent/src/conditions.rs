@@ -74,7 +74,10 @@ mod tests {
             ["memory_pressure"]
         );
         let all = conditions(Some("gone"), &load(99.0, 99.0));
-        assert_eq!(codes(all.clone()), ["docker_unreachable", "disk_full", "memory_pressure"]);
+        assert_eq!(
+            codes(all.clone()),
+            ["docker_unreachable", "disk_full", "memory_pressure"]
+        );
         assert!(all[0].message.contains("gone"));
         assert!(all[1].message.contains("99.0 %"));
     }

@@ -165,8 +165,18 @@ pub fn render(out: &mut String, m: &NodeMetrics, nodes: &[NodeGauges], servers: 
         write_header(out, name, help, "gauge");
         for n in nodes {
             let (mem, cpu) = pick(n);
-            write_sample(out, name, &[("agent", &n.agent_id), ("resource", "memory")], mem);
-            write_sample(out, name, &[("agent", &n.agent_id), ("resource", "cpu")], cpu);
+            write_sample(
+                out,
+                name,
+                &[("agent", &n.agent_id), ("resource", "memory")],
+                mem,
+            );
+            write_sample(
+                out,
+                name,
+                &[("agent", &n.agent_id), ("resource", "cpu")],
+                cpu,
+            );
         }
     }
     let server_gauges: [(&str, &str, fn(&ServerGauges) -> Option<f64>); 4] = [

@@ -251,7 +251,12 @@ mod tests {
 
     #[test]
     fn only_healthy_nodes_are_candidates() {
-        for state in [State::Degraded, State::Offline, State::Dead, State::Draining] {
+        for state in [
+            State::Degraded,
+            State::Offline,
+            State::Dead,
+            State::Draining,
+        ] {
             let mut n = node("a", 8, 0);
             n.state = state;
             let why = place(&[n], &need(1), Strategy::Spread).unwrap_err();
@@ -275,7 +280,10 @@ mod tests {
         n.ports = vec![(25565, Protocol::Tcp)];
         n.constraints.insert("region".into(), "eu".into());
         let why = place(&[full, busy, disk, port, eu], &n, Strategy::Spread).unwrap_err();
-        let reasons: Vec<_> = why.iter().map(|r| (r.agent_id.as_str(), r.reason.as_str())).collect();
+        let reasons: Vec<_> = why
+            .iter()
+            .map(|r| (r.agent_id.as_str(), r.reason.as_str()))
+            .collect();
         assert_eq!(reasons.len(), 5, "{reasons:?}");
         assert!(reasons[0].1.starts_with("no label region"), "{reasons:?}");
         assert_eq!(reasons[4].1, "label region=us, constraint wants region=eu");
@@ -318,7 +326,10 @@ mod tests {
         b.labels.insert("region".into(), "eu".into());
         let mut n = need(1);
         n.constraints.insert("region".into(), "eu".into());
-        assert_eq!(place(&[a.clone(), b.clone()], &n, Strategy::Spread), Ok("b"));
+        assert_eq!(
+            place(&[a.clone(), b.clone()], &n, Strategy::Spread),
+            Ok("b")
+        );
         n.constraints.insert("tier".into(), "gold".into());
         assert_eq!(place(&[a, b], &n, Strategy::Spread), Ok("a"));
     }

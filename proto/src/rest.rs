@@ -27,7 +27,10 @@ pub const MAX_LABELS: usize = 32;
 /// Labels and constraints: at most [`MAX_LABELS`]; keys 1 to 63 of letters, digits, `.`,
 /// `_`, `-`, `/`; values 0 to 63 of letters, digits, `.`, `_`, `-`. `field` names the map in
 /// the error (`labels`, `constraints`).
-pub fn validate_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<(), RegistrationError> {
+pub fn validate_labels(
+    field: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), RegistrationError> {
     if labels.len() > MAX_LABELS {
         return Err(RegistrationError(reg_err(
             field,
@@ -36,8 +39,7 @@ pub fn validate_labels(field: &str, labels: &BTreeMap<String, String>) -> Result
     }
     let ok = |s: &str, extra: &[u8]| {
         s.len() <= 63
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c) || extra.contains(&c))
     };
     for (k, v) in labels {

@@ -96,7 +96,11 @@ impl Agent {
     /// Sends `signal` (SIGSTOP, SIGCONT) to the running agent.
     #[allow(unsafe_code, reason = "kill(2) through libc")]
     pub fn signal(&self, signal: i32) {
-        let pid = self.proc.as_ref().map(|p| p.pid()).expect("agent not running");
+        let pid = self
+            .proc
+            .as_ref()
+            .map(|p| p.pid())
+            .expect("agent not running");
         // SAFETY: kill(2) with the pid of our own child; no memory is touched.
         let rc = unsafe { libc::kill(pid as i32, signal) };
         assert_eq!(rc, 0, "kill({pid}, {signal}) failed");

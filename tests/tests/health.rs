@@ -49,7 +49,10 @@ fn create(panel: &Panel, id: &str, extra: Value) -> String {
         body[k] = v.clone();
     }
     let r = panel.api.post("/api/servers", &body).ok("create");
-    r["server"]["agentId"].as_str().unwrap_or_default().to_owned()
+    r["server"]["agentId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[test]
@@ -73,7 +76,10 @@ fn a_node_whose_docker_socket_disappears_is_degraded_and_recovers() {
     let load = &healthy["systemLoad"];
     for k in ["cpu", "memory", "disk"] {
         let v = load[k].as_f64().unwrap_or(-1.0);
-        assert!((0.0..=100.0).contains(&v), "systemLoad.{k} = {v}: {healthy}");
+        assert!(
+            (0.0..=100.0).contains(&v),
+            "systemLoad.{k} = {v}: {healthy}"
+        );
     }
     assert!(load["memory"].as_f64().unwrap_or(0.0) > 0.0, "{healthy}");
     assert!(load["disk"].as_f64().unwrap_or(0.0) > 0.0, "{healthy}");
@@ -90,22 +96,32 @@ fn a_node_whose_docker_socket_disappears_is_degraded_and_recovers() {
     let message = degraded["health"]["message"].as_str().unwrap_or("");
     assert!(message.contains("Docker"), "{degraded}");
     let id = s.agents[a].id.clone();
-    let (_, ev) = s.events().wait_after(mark, "agent_health_changed degraded", SLOW, |v| {
-        v["event"] == "agent_health_changed" && v["agentId"] == id && v["data"]["state"] == "degraded"
-    });
+    let (_, ev) = s
+        .events()
+        .wait_after(mark, "agent_health_changed degraded", SLOW, |v| {
+            v["event"] == "agent_health_changed"
+                && v["agentId"] == id
+                && v["data"]["state"] == "degraded"
+        });
     assert_eq!(ev["data"]["previousState"], "healthy", "{ev}");
     assert_eq!(ev["data"]["reasons"][0], "docker_unreachable", "{ev}");
 
     std::os::unix::fs::symlink(docker_socket(), &link).expect("restoring the link");
     let back = wait_health(&s, a, "healthy");
     assert_eq!(reasons(&back), Vec::<String>::new());
-    let (_, ev) = s.events().wait_after(mark, "agent_health_changed healthy", SLOW, |v| {
-        v["event"] == "agent_health_changed" && v["agentId"] == id && v["data"]["state"] == "healthy"
-    });
+    let (_, ev) = s
+        .events()
+        .wait_after(mark, "agent_health_changed healthy", SLOW, |v| {
+            v["event"] == "agent_health_changed"
+                && v["agentId"] == id
+                && v["data"]["state"] == "healthy"
+        });
     assert_eq!(ev["data"]["previousState"], "degraded", "{ev}");
     let metrics = metrics(&s.panel);
     assert!(
-        metrics.contains(&format!("panel_node_health{{agent=\"{id}\",state=\"healthy\"}} 1\n")),
+        metrics.contains(&format!(
+            "panel_node_health{{agent=\"{id}\",state=\"healthy\"}} 1\n"
+        )),
         "{metrics}"
     );
     assert!(
@@ -143,7 +159,9 @@ fn a_stopped_agent_goes_offline_then_dead_on_schedule() {
     let is = |v: &Value, state: &str| {
         v["event"] == "agent_health_changed" && v["agentId"] == id && v["data"]["state"] == state
     };
-    let (i_off, off) = s.events().wait_after(mark, "offline", SLOW, |v| is(v, "offline"));
+    let (i_off, off) = s
+        .events()
+        .wait_after(mark, "offline", SLOW, |v| is(v, "offline"));
     let (i_dead, d) = s.events().wait_after(mark, "dead", SLOW, |v| is(v, "dead"));
     assert!(i_off < i_dead, "offline came before dead");
     assert_eq!(off["data"]["previousState"], "healthy", "{off}");
@@ -181,7 +199,11 @@ fn spread_binpack_constraints_and_drain() {
     assert_ne!(first, second, "spread put both servers on {first}");
 
     // Constraints.
-    let on = create(&s.panel, &s.server_id("us"), json!({"constraints": {"region": "us"}}));
+    let on = create(
+        &s.panel,
+        &s.server_id("us"),
+        json!({"constraints": {"region": "us"}}),
+    );
     assert_eq!(on, idb);
     let on = create(
         &s.panel,
@@ -196,7 +218,10 @@ fn spread_binpack_constraints_and_drain() {
     );
     assert_eq!(refused.status, 409, "{}", refused.body);
     assert_eq!(refused.code(), "INSUFFICIENT_RESOURCES");
-    let nodes = refused.body["error"]["nodes"].as_array().cloned().unwrap_or_default();
+    let nodes = refused.body["error"]["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(nodes.len(), 2, "{}", refused.body);
     for n in &nodes {
         assert!(
@@ -208,7 +233,10 @@ fn spread_binpack_constraints_and_drain() {
     let (egg, _) = e2e::egg::fakegame("");
     s.panel
         .api
-        .post("/api/servers", &json!({"eggConfig": egg, "constraints": {"bad key": "x"}}))
+        .post(
+            "/api/servers",
+            &json!({"eggConfig": egg, "constraints": {"bad key": "x"}}),
+        )
         .err("bad constraint", 400, "CONFIG_INVALID");
 
     // Drain: B shows draining and gets nothing, not even when named.
@@ -237,7 +265,10 @@ fn spread_binpack_constraints_and_drain() {
     assert!(r.message().contains("draining"), "{}", r.body);
     s.panel
         .api
-        .post(&format!("/api/agents/{idb}/drain"), &json!({"migrate": true}))
+        .post(
+            &format!("/api/agents/{idb}/drain"),
+            &json!({"migrate": true}),
+        )
         .err("drain with migrate", 501, "NOT_IMPLEMENTED");
 
     // Drain is durable; binpack after the restart puts two servers on one node.
@@ -255,9 +286,14 @@ fn spread_binpack_constraints_and_drain() {
     let p2 = create(&s.panel, &s.server_id("p2"), json!({}));
     assert_eq!(p1, p2, "binpack spread the servers");
     let m = metrics(&s.panel);
-    assert!(m.contains("panel_placements_total{outcome=\"placed\"} 2\n"), "{m}");
     assert!(
-        m.contains(&format!("panel_node_committed{{agent=\"{ida}\",resource=\"memory\"}}")),
+        m.contains("panel_placements_total{outcome=\"placed\"} 2\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            "panel_node_committed{{agent=\"{ida}\",resource=\"memory\"}}"
+        )),
         "{m}"
     );
 }
@@ -285,18 +321,26 @@ fn history_survives_a_restart_and_deleted_servers_leave_metrics() {
         (p.len() >= 3).then_some(p)
     });
     for p in &node_before {
-        assert!(p["t"].is_string() && p["cpu"].is_number() && p["servers"] == 1, "{p}");
+        assert!(
+            p["t"].is_string() && p["cpu"].is_number() && p["servers"] == 1,
+            "{p}"
+        );
     }
     let server_before = eventually("2 server points", SLOW, || {
         let p = points(&s.panel, &server_path);
         (p.len() >= 2).then_some(p)
     });
     assert!(
-        server_before.iter().all(|p| p["memory"].as_u64().unwrap_or(0) > 0),
+        server_before
+            .iter()
+            .all(|p| p["memory"].as_u64().unwrap_or(0) > 0),
         "{server_before:?}"
     );
     let m = metrics(&s.panel);
-    assert!(m.contains(&format!("panel_server_memory_bytes{{server=\"{server}\"}}")), "{m}");
+    assert!(
+        m.contains(&format!("panel_server_memory_bytes{{server=\"{server}\"}}")),
+        "{m}"
+    );
 
     s.restart_panel_with(&["--history-step-secs", "1"]);
     // Every point from before the restart is still there, in order, unchanged.

@@ -16,8 +16,8 @@ use proto::validate::ValidationError;
 
 use super::{Api, ApiError, blocking, body};
 use crate::auth::AuthError;
-use crate::http::{Reply, Request, Response};
 use crate::history::{Kind, Range};
+use crate::http::{Reply, Request, Response};
 use crate::store::AgentRecord;
 
 /// A random UUID (version 4) for a new agent: valid as a protocol id, unguessable.

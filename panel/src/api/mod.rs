@@ -30,12 +30,12 @@ use proto::ErrorCode;
 
 use crate::auth::Auth;
 use crate::events::Events;
-use crate::http::{Method, Reply, Request, Response, Router, ServerStats, handler};
 use crate::health::NodeHooks;
+use crate::http::{Method, Reply, Request, Response, Router, ServerStats, handler};
 use crate::hub::Hub;
 use crate::node_metrics::NodeMetrics;
-use crate::placement::Strategy;
 use crate::panel_metrics::PanelMetrics;
+use crate::placement::Strategy;
 use crate::ratelimit::KeyedLimiter;
 use crate::shutdown::Shutdown;
 use crate::store::Store;

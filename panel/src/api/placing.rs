@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use proto::ErrorCode;
 use proto::quantity::Bytes;
-use proto::validate::Protocol;
 use proto::time::unix_now;
+use proto::validate::Protocol;
 use serde_json::Value;
 
 use super::{Api, ApiError};

@@ -23,11 +23,11 @@ use proto::validate::{self, IdKind};
 
 use super::placing::{self, Placing};
 use super::{Api, ApiError, agent_answer, blocking, body};
-use crate::history::Kind;
-use crate::placement::Need;
 use crate::eggs;
+use crate::history::Kind;
 use crate::http::{Reply, Request, Response};
 use crate::hub::HubError;
+use crate::placement::Need;
 use crate::store::{DesiredState, ServerRecord};
 
 fn new_server_id() -> String {

@@ -120,7 +120,11 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn new(dead_after_secs: u64, events: Arc<Events>, metrics: Arc<NodeMetrics>) -> Arc<Health> {
+    pub fn new(
+        dead_after_secs: u64,
+        events: Arc<Events>,
+        metrics: Arc<NodeMetrics>,
+    ) -> Arc<Health> {
         Arc::new(Health {
             dead_after_secs,
             nodes: Mutex::new(HashMap::new()),
@@ -199,7 +203,11 @@ impl Health {
     fn decide(&self, node: &mut Node, o: &Observation, now: u64) -> Option<Transition> {
         let connected = o.connected_at.is_some();
         let silent_from = o.last_seen.unwrap_or(o.registered_at);
-        let rtt_high = if connected { node.rtt.far_above() } else { None };
+        let rtt_high = if connected {
+            node.rtt.far_above()
+        } else {
+            None
+        };
         let (state, reasons) = state::assess(&state::Inputs {
             connected,
             silent_secs: now.saturating_sub(silent_from),
@@ -278,8 +286,11 @@ impl Health {
                 "rttMs": t.view.rtt_ms,
             },
         });
-        self.events
-            .publish(&t.agent_id, None, &WsMessage::Text(frame.to_string().into()));
+        self.events.publish(
+            &t.agent_id,
+            None,
+            &WsMessage::Text(frame.to_string().into()),
+        );
         self.subs.lock().retain(|tx| match tx.try_send(t.clone()) {
             Ok(()) => true,
             Err(async_channel::TrySendError::Full(_)) => {
@@ -339,7 +350,10 @@ mod tests {
         h.evaluate(&[obs(true, &["docker_unreachable"])], 105);
         h.evaluate(&[obs(true, &["docker_unreachable"])], 106);
         let t = rx.try_recv().unwrap();
-        assert_eq!((t.previous, t.view.state), (State::Healthy, State::Degraded));
+        assert_eq!(
+            (t.previous, t.view.state),
+            (State::Healthy, State::Degraded)
+        );
         assert_eq!(t.view.codes(), ["docker_unreachable"]);
         assert_eq!(t.view.since, 105);
         assert!(rx.try_recv().is_err(), "no change, no transition");

@@ -204,7 +204,11 @@ impl History {
         };
         let figures = ServerFigures {
             at: now,
-            cpu: if u.cpu.is_finite() { u.cpu.max(0.0) } else { 0.0 },
+            cpu: if u.cpu.is_finite() {
+                u.cpu.max(0.0)
+            } else {
+                0.0
+            },
             memory: bytes(&u.memory.used),
             disk: bytes(&u.disk.used),
             rx_rate,
@@ -227,7 +231,10 @@ impl History {
 
     /// Players online, from a `get_status` answer.
     pub fn set_players(&self, server_id: &str, online: u32) {
-        self.inner.lock().players.insert(server_id.to_owned(), online);
+        self.inner
+            .lock()
+            .players
+            .insert(server_id.to_owned(), online);
     }
 
     pub fn players(&self, server_id: &str) -> Option<u32> {
@@ -314,7 +321,12 @@ impl History {
         let (forgotten, ids): (Vec<(Kind, String)>, Vec<(Kind, String)>) = {
             let mut inner = self.inner.lock();
             for ((kind, id), s) in inner.series.iter_mut() {
-                let fine: Vec<Point> = s.fine.since(start32).filter(|p| p.t < end32).copied().collect();
+                let fine: Vec<Point> = s
+                    .fine
+                    .since(start32)
+                    .filter(|p| p.t < end32)
+                    .copied()
+                    .collect();
                 let Some(mean) = Point::mean(start32, &fine) else {
                     continue;
                 };
@@ -517,11 +529,74 @@ mod tests {
         assert_eq!(h.points(Kind::Node, "a1", Range::Day, base + 80), coarse);
         // A deleted server's rows go at the next write.
         h.forget(Kind::Server, "s1");
-        assert!(h.points(Kind::Server, "s1", Range::Hour, base + 80).is_empty());
+        assert!(
+            h.points(Kind::Server, "s1", Range::Hour, base + 80)
+                .is_empty()
+        );
         h.flush(base + 80).unwrap();
         let h = History::load(store, 5, base + 80).unwrap();
-        assert!(h.points(Kind::Server, "s1", Range::Hour, base + 80).is_empty());
+        assert!(
+            h.points(Kind::Server, "s1", Range::Hour, base + 80)
+                .is_empty()
+        );
         assert_eq!(h.points(Kind::Node, "a1", Range::Hour, base + 80).len(), 15);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// BENCHMARKS.md: memory and disk of a full day of history. Run with
+    /// `cargo test --release -p panel --lib history::tests::a_full_day -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn a_full_day_of_history_memory_disk_and_time() {
+        let servers: usize = std::env::var("HISTORY_SERVERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200);
+        let dir = temp_dir("history-day");
+        let store = Arc::new(Store::open(&dir).unwrap());
+        store.put_agent(&agent("a1", "64g")).unwrap();
+        let ids: Vec<String> = (0..servers).map(|i| format!("srv-{i}")).collect();
+        for id in &ids {
+            store.insert_server(&server(id, "a1", 100)).unwrap();
+        }
+        let h = History::load(store.clone(), 5, 0).unwrap();
+        let start = 1_000_000_020u64;
+        let steps = 24 * 3600 / 5 + 720;
+        let (mut tick_ns, mut slot_ns, mut slots) = (0u128, 0u128, 0u32);
+        for i in 0..steps {
+            let now = start + i * 5;
+            for id in &ids {
+                h.server_sample(&update(id, 1.0, i * 100), now);
+            }
+            let t = std::time::Instant::now();
+            let closing = now % 60 == 0;
+            h.tick(now, &[node(1.0)]).unwrap();
+            let ns = t.elapsed().as_nanos();
+            if closing {
+                slot_ns += ns;
+                slots += 1;
+            } else {
+                tick_ns += ns;
+            }
+        }
+        let (bytes, series) = h.allocated();
+        h.flush(start + steps * 5).unwrap();
+        drop(h);
+        drop(store);
+        let file = std::fs::metadata(dir.join("panel.redb")).unwrap().len();
+        let t = std::time::Instant::now();
+        let store = Arc::new(Store::open(&dir).unwrap());
+        let h = History::load(store, 5, start + steps * 5).unwrap();
+        let load_ms = t.elapsed().as_millis();
+        assert_eq!(h.allocated().1, series);
+        println!(
+            "{servers} servers + 1 node, a day at 5 s: {} B of points per series, {} KiB file              ({} B per series), tick {} µs, minute close {} ms, load {load_ms} ms",
+            bytes / series,
+            file / 1024,
+            file / series as u64,
+            tick_ns / u128::from((steps as u32 - slots).max(1)) / 1000,
+            slot_ns / u128::from(slots.max(1)) / 1_000_000,
+        );
         std::fs::remove_dir_all(dir).ok();
     }
 
@@ -542,7 +617,13 @@ mod tests {
             (FINE_POINTS + COARSE_POINTS) * std::mem::size_of::<Point>()
         );
         assert_eq!(
-            h.points(Kind::Server, "s1", Range::Hour, start + FINE_POINTS as u64 * 3).len(),
+            h.points(
+                Kind::Server,
+                "s1",
+                Range::Hour,
+                start + FINE_POINTS as u64 * 3
+            )
+            .len(),
             FINE_POINTS
         );
         std::fs::remove_dir_all(dir).ok();

@@ -1,9 +1,9 @@
 //! `resource_update` events, already trusted and forwarded, decoded once more and copied
 //! into the resource history (`crate::history`). Only this event kind pays the full decode.
 
+use proto::Decoder;
 use proto::message::{EventKind, Message};
 use proto::time::unix_now;
-use proto::Decoder;
 
 use super::Hub;
 

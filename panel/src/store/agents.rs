@@ -81,7 +81,11 @@ impl Store {
     }
 
     /// Sets (durably) whether the agent is draining; `None` if there is no such agent.
-    pub fn set_draining(&self, id: &str, draining: bool) -> Result<Option<AgentRecord>, StoreError> {
+    pub fn set_draining(
+        &self,
+        id: &str,
+        draining: bool,
+    ) -> Result<Option<AgentRecord>, StoreError> {
         let w = self.db.writer();
         let Some(mut rec) = self.agent(id) else {
             return Ok(None);
