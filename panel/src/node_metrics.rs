@@ -179,7 +179,7 @@ pub fn render(out: &mut String, m: &NodeMetrics, nodes: &[NodeGauges], servers: 
             );
         }
     }
-    let server_gauges: [(&str, &str, fn(&ServerGauges) -> Option<f64>); 4] = [
+    let server_gauges: [(&str, &str, Pick); 4] = [
         (
             "panel_server_cpu_percent",
             "The server's CPU use (100 = one core) from its last resource update.",
@@ -210,6 +210,9 @@ pub fn render(out: &mut String, m: &NodeMetrics, nodes: &[NodeGauges], servers: 
         }
     }
 }
+
+/// A server gauge's value, if it has one.
+type Pick = fn(&ServerGauges) -> Option<f64>;
 
 fn finite(v: f64) -> f64 {
     if v.is_finite() { v } else { 0.0 }

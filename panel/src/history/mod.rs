@@ -69,6 +69,9 @@ impl Range {
     }
 }
 
+/// Whose series: kind and id.
+type SeriesId = (Kind, String);
+
 /// One node's figures at a tick.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeSample {
@@ -318,7 +321,7 @@ impl History {
             return Ok(());
         };
         let mut puts = Vec::new();
-        let (forgotten, ids): (Vec<(Kind, String)>, Vec<(Kind, String)>) = {
+        let (forgotten, ids): (Vec<SeriesId>, Vec<SeriesId>) = {
             let mut inner = self.inner.lock();
             for ((kind, id), s) in inner.series.iter_mut() {
                 let fine: Vec<Point> = s
@@ -569,7 +572,7 @@ mod tests {
                 h.server_sample(&update(id, 1.0, i * 100), now);
             }
             let t = std::time::Instant::now();
-            let closing = now % 60 == 0;
+            let closing = now.is_multiple_of(60);
             h.tick(now, &[node(1.0)]).unwrap();
             let ns = t.elapsed().as_nanos();
             if closing {
