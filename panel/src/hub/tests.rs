@@ -614,7 +614,7 @@ fn a_panic_in_the_connection_task_still_detaches_the_agent() {
         // (hour-long) timeout.
         assert!(!f.hub.is_online("a1"));
         assert_eq!(f.metrics.agents_online.get(), 0);
-        assert_eq!(call.await.unwrap_err(), HubError::Offline("a1".into()));
+        assert_eq!(call.await.unwrap_err(), HubError::Lost("a1".into()));
         assert!(f.hub.waiters.is_empty());
     });
 }

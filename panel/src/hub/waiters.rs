@@ -207,7 +207,7 @@ async fn send_and_wait(
     drop(conn);
     match rx.recv().await {
         Ok(answer) => answer,
-        // The waiter was removed because the connection closed.
-        Err(_) => Err(HubError::Offline(agent_id.to_owned())),
+        // The waiter was removed because the connection closed after the command went out.
+        Err(_) => Err(HubError::Lost(agent_id.to_owned())),
     }
 }
