@@ -220,7 +220,7 @@ async fn create_reserved(
             reason: format!("cannot store the egg's install script and config files: {e}"),
         });
     }
-    let name = plan::container_name(sid);
+    let name = plan::container_name(&inner.cfg.name_prefix, sid);
     let container_id = match docker.container_create(&name, &spec).await {
         Ok(id) => id,
         Err(e) => {

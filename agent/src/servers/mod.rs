@@ -44,7 +44,9 @@ mod tasks;
 mod watch;
 
 pub use error::{PortHolder, ServerError};
-pub use plan::{LABEL_AGENT, LABEL_META, LABEL_SERVER, Meta, container_name};
+pub use plan::{
+    DEFAULT_NAME_PREFIX, LABEL_AGENT, LABEL_META, LABEL_SERVER, Meta, check_prefix, container_name,
+};
 pub use server::Expected;
 
 use crate::docker::DockerClient;
@@ -104,6 +106,8 @@ pub struct ServersConfig {
     pub stop_timeout: Duration,
     /// Interval of the host load sampling reported in pongs.
     pub load_interval: Duration,
+    /// Containers are named `<prefix><serverId>` (`agent run --name-prefix`).
+    pub name_prefix: String,
 }
 
 impl ServersConfig {
@@ -119,6 +123,7 @@ impl ServersConfig {
             log_burst: crate::logs::DEFAULT_BURST,
             stop_timeout: Duration::from_secs(30),
             load_interval: Duration::from_secs(5),
+            name_prefix: plan::DEFAULT_NAME_PREFIX.into(),
         }
     }
 }
@@ -413,6 +418,13 @@ impl Inner {
             Slot::Ready(s) => Some(s.clone()),
             Slot::Creating(_) => None,
         }
+    }
+
+    /// Whether one of Docker's names for a container carries this agent's prefix.
+    fn named_ours(&self, names: &[String]) -> bool {
+        names
+            .iter()
+            .any(|n| plan::has_prefix(n, &self.cfg.name_prefix))
     }
 
     fn volume_path(&self, server_id: &str) -> PathBuf {

@@ -106,15 +106,43 @@ pub struct PlanInput<'a> {
     pub policy: &'a NodePolicy,
 }
 
-/// The container's name for a server.
-pub fn container_name(server_id: &str) -> String {
-    format!("ctrl-{server_id}")
+/// The default container name prefix (`agent run --name-prefix`).
+pub const DEFAULT_NAME_PREFIX: &str = "ctrl-";
+
+/// The container's name for a server: the agent's prefix, then the server id.
+pub fn container_name(prefix: &str, server_id: &str) -> String {
+    format!("{prefix}{server_id}")
 }
 
-/// The install container's name for a server: the `.` cannot occur in a server id, so it
-/// never names another server's container.
-pub fn install_container_name(server_id: &str) -> String {
-    format!("ctrl-{server_id}.install")
+/// The install container's name for a server: the `.` cannot occur in a server id (nor in
+/// a prefix), so it never names another server's container.
+pub fn install_container_name(prefix: &str, server_id: &str) -> String {
+    format!("{prefix}{server_id}.install")
+}
+
+/// Whether Docker's name for a container (with or without its leading `/`) carries this
+/// agent's prefix: adoption takes only those, so agents sharing an Engine never adopt each
+/// other's containers even if a label were copied.
+pub fn has_prefix(docker_name: &str, prefix: &str) -> bool {
+    docker_name.trim_start_matches('/').starts_with(prefix)
+}
+
+/// Checks a `--name-prefix`: 1 to 32 characters Docker accepts at the start of a name
+/// (`[a-zA-Z0-9][a-zA-Z0-9_-]*`); no `.`, which separates the install suffix.
+pub fn check_prefix(prefix: &str) -> Result<(), String> {
+    let ok = !prefix.is_empty()
+        && prefix.len() <= 32
+        && prefix.as_bytes()[0].is_ascii_alphanumeric()
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "--name-prefix `{prefix}`: 1 to 32 characters, a letter or digit first, then letters, digits, `_` or `-`"
+        ))
+    }
 }
 
 /// The variables the agent sets for every container of a server, after the egg's own:
@@ -466,7 +494,16 @@ mod tests {
         assert_eq!(v["Labels"]["ctrl.install"], "srv-1");
         assert_eq!(v["Labels"]["ctrl.agent"], "agent-1");
         assert!(v["Labels"].get("ctrl.server").is_none());
-        assert_eq!(install_container_name("srv-1"), "ctrl-srv-1.install");
+        assert_eq!(
+            install_container_name(DEFAULT_NAME_PREFIX, "srv-1"),
+            "ctrl-srv-1.install"
+        );
+        assert_eq!(container_name("b-", "srv-1"), "b-srv-1");
+        assert!(has_prefix("/b-srv-1", "b-") && !has_prefix("/ctrl-srv-1", "b-"));
+        assert!(check_prefix("ctrl-").is_ok() && check_prefix("n2_").is_ok());
+        for bad in ["", "-x", "a.b", "a/b", &"x".repeat(33)] {
+            assert!(check_prefix(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
