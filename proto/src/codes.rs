@@ -63,6 +63,8 @@ codes! {
     Busy => "BUSY", 409;
     HeadersTooLarge => "HEADERS_TOO_LARGE", 431;
     InternalError => "INTERNAL_ERROR", 500;
+    // A backup archive refused at restore (links out, `..`, devices, hard links, ...).
+    InvalidArchive => "INVALID_ARCHIVE", 400;
 }
 
 impl fmt::Display for ErrorCode {

@@ -73,6 +73,7 @@ fn egg() -> impl Strategy<Value = EggConfig<'static>> {
                 install: None,
                 config_files: Vec::new(),
                 done: Vec::new(),
+                backup: None,
             },
         )
 }

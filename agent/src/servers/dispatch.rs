@@ -3,7 +3,7 @@
 //! limits are answered `RATE_LIMITED` before anything runs.
 
 use super::rate::{Class, Limited};
-use super::{Inner, Outcome, ServerError, create, cut, files, install, power, status};
+use super::{Inner, Outcome, ServerError, backup, create, cut, files, install, power, status};
 use proto::validate::{self, IdKind, ValidationError};
 use proto::{Action, Command, Response};
 use std::borrow::Cow;
@@ -19,7 +19,10 @@ pub(super) async fn execute(inner: Arc<Inner>, cmd: Command<'static>) -> Respons
     let target = cmd.target_server().map(str::to_owned);
     let action = cmd.action.name().to_owned();
     let class = match cmd.action {
-        Action::ReadFileChunk(_) | Action::WriteFileChunk(_) => Class::Chunk,
+        Action::ReadFileChunk(_)
+        | Action::WriteFileChunk(_)
+        | Action::BackupRead(_)
+        | Action::RestoreChunk(_) => Class::Chunk,
         _ => Class::Command,
     };
     let outcome = match admit(&inner, target.as_deref(), class) {
@@ -108,6 +111,10 @@ async fn run(inner: &Inner, cmd: Command<'static>) -> Outcome {
             files::create_directory(inner, &sid, p.path.into_owned()).await
         }
         Action::GetLogs(p) => status::logs(inner, &sid, p.and_then(|p| p.lines)).await,
+        Action::BackupRead(r) => backup::read(inner, &sid, r).await,
+        Action::BackupCancel(c) => backup::cancel_backup(inner, &sid, &c.backup_id).await,
+        Action::RestoreChunk(c) => backup::chunk(inner, &sid, c).await,
+        Action::RestoreCancel(c) => backup::cancel_restore(inner, &sid, &c.restore_id).await,
         Action::Unknown(name) => Err(ServerError::UnknownAction(name.to_string())),
     }
 }

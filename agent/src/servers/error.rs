@@ -126,6 +126,11 @@ pub enum ServerError {
     #[error("content: {0}")]
     BadContent(String),
 
+    /// A backup read or restore chunk for a session the agent does not have (never begun,
+    /// finished, abandoned, lost with a restart), or at the wrong offset.
+    #[error("{what}: {reason}")]
+    Session { what: String, reason: String },
+
     #[error("unknown action `{0}`")]
     UnknownAction(String),
 }
@@ -156,6 +161,7 @@ impl ServerError {
             ServerError::Stats(e) => e.code(),
             ServerError::Volume { .. } => ErrorCode::InternalError,
             ServerError::BadContent(_) => ErrorCode::InvalidMessage,
+            ServerError::Session { .. } => ErrorCode::Conflict,
             ServerError::UnknownAction(_) => ErrorCode::UnknownAction,
         }
     }

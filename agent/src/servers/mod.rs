@@ -21,6 +21,7 @@
 //! `rate`, `watch`, `error`. `Inner` is the shared state; its methods here are only
 //! accessors, the handlers are functions of the modules above.
 
+mod backup;
 mod configs;
 mod create;
 mod disk;
@@ -221,6 +222,8 @@ struct Inner {
     load: Mutex<SystemLoad>,
     /// The servers' network gateway, once known (`network::interface`).
     interface: Mutex<Option<String>>,
+    /// Backups and restores in progress (`backup`).
+    sessions: backup::Sessions,
 }
 
 /// The servers manager. Dropping it stops its tasks; containers keep running and are
@@ -274,6 +277,7 @@ impl Servers {
                 disk: 0.0,
             }),
             interface: Mutex::new(None),
+            sessions: backup::Sessions::default(),
         });
         let tasks = vec![
             smol::spawn(watch::watch(inner.clone())),
@@ -337,6 +341,10 @@ impl Dispatch for Servers {
 
     fn disconnected(&self) {
         files::cancel_all_uploads(&self.inner);
+        let dropped = self.inner.sessions.sweep(Duration::ZERO);
+        if dropped > 0 {
+            log::info!("dropped {dropped} backup/restore session(s) with the panel's connection");
+        }
     }
 
     fn pong(&self) -> PongData<'static> {

@@ -70,6 +70,14 @@ actions! {
     GetLogs { optional: GetLogs } => "get_logs",
     /// Extension (eggs): run the egg's install script again (the server must not run).
     ReinstallServer => "reinstall_server",
+    /// Extension (backups): the next piece of a tar.gz of the volume; the first read starts it.
+    BackupRead { payload: BackupRead<'a> } => "backup_read",
+    /// Extension (backups): drop an archive in progress.
+    BackupCancel { payload: BackupCancel<'a> } => "backup_cancel",
+    /// Extension (backups): one piece of an archive to restore; `final` unpacks and swaps it in.
+    RestoreChunk { payload: RestoreChunk<'a> } => "restore_chunk",
+    /// Extension (backups): drop a restore in progress (the volume is left as it was).
+    RestoreCancel { payload: RestoreCancel<'a> } => "restore_cancel",
 }
 
 impl Action<'_> {
@@ -348,6 +356,83 @@ pub struct GetLogs {
 impl GetLogs {
     pub fn into_owned(self) -> GetLogs {
         self
+    }
+}
+
+/// `backup_read` payload (extension): up to `length` bytes of the archive from `offset`,
+/// which must be the bytes read so far (reads are sequential).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRead<'a> {
+    #[serde(borrow)]
+    pub backup_id: Str<'a>,
+    pub offset: u64,
+    pub length: u64,
+}
+
+impl BackupRead<'_> {
+    pub fn into_owned(self) -> BackupRead<'static> {
+        BackupRead {
+            backup_id: own(self.backup_id),
+            offset: self.offset,
+            length: self.length,
+        }
+    }
+}
+
+/// `backup_cancel` payload (extension).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupCancel<'a> {
+    #[serde(borrow)]
+    pub backup_id: Str<'a>,
+}
+
+impl BackupCancel<'_> {
+    pub fn into_owned(self) -> BackupCancel<'static> {
+        BackupCancel {
+            backup_id: own(self.backup_id),
+        }
+    }
+}
+
+/// `restore_chunk` payload (extension): base64 `content` at `offset` (the bytes sent so far).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreChunk<'a> {
+    #[serde(borrow)]
+    pub restore_id: Str<'a>,
+    pub offset: u64,
+    #[serde(borrow)]
+    pub content: Str<'a>,
+    #[serde(default, rename = "final", skip_serializing_if = "std::ops::Not::not")]
+    pub is_final: bool,
+}
+
+impl RestoreChunk<'_> {
+    pub fn into_owned(self) -> RestoreChunk<'static> {
+        RestoreChunk {
+            restore_id: own(self.restore_id),
+            offset: self.offset,
+            content: own(self.content),
+            is_final: self.is_final,
+        }
+    }
+}
+
+/// `restore_cancel` payload (extension).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreCancel<'a> {
+    #[serde(borrow)]
+    pub restore_id: Str<'a>,
+}
+
+impl RestoreCancel<'_> {
+    pub fn into_owned(self) -> RestoreCancel<'static> {
+        RestoreCancel {
+            restore_id: own(self.restore_id),
+        }
     }
 }
 
