@@ -82,7 +82,8 @@ fn action() -> impl Strategy<Value = Action<'static>> {
     prop_oneof![
         (ident(), egg()).prop_map(|(id, egg)| Action::CreateServer(CreateServer {
             server_id: s(id),
-            egg_config: Box::new(egg)
+            egg_config: Box::new(egg),
+            skip_install: false,
         })),
         Just(Action::StartServer),
         (

@@ -46,8 +46,11 @@ pub(super) async fn create(inner: &Inner, c: CreateServer<'static>) -> Outcome {
                 .servers
                 .lock()
                 .insert(sid.clone(), Slot::Ready(server.clone()));
-            // With an install script the server is `installing` until it ends.
-            install::begin(inner, &server)?;
+            // With an install script the server is `installing` until it ends (unless its
+            // files come by a restore: a transfer).
+            if !c.skip_install {
+                install::begin(inner, &server)?;
+            }
             Ok(json!({
                 "serverId": sid,
                 "status": server.state(),

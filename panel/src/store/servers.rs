@@ -45,6 +45,13 @@ pub struct ServerRecord {
     /// The library egg it was created from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egg_id: Option<String>,
+    /// Incremented on every move to another agent (transfer): the start of fencing.
+    #[serde(default)]
+    pub epoch: u64,
+    /// The agent a transfer in progress is moving the server to: it may speak for the
+    /// server meanwhile (the hub's trust check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving_to: Option<String>,
 }
 
 /// A server record as stored, including records written before `cpuMillis` existed.
@@ -60,6 +67,10 @@ struct Stored {
     created_at: u64,
     #[serde(default)]
     egg_id: Option<String>,
+    #[serde(default)]
+    epoch: u64,
+    #[serde(default)]
+    moving_to: Option<String>,
 }
 
 impl From<Stored> for ServerRecord {
@@ -76,6 +87,8 @@ impl From<Stored> for ServerRecord {
             cpu_millis,
             created_at: s.created_at,
             egg_id: s.egg_id,
+            epoch: s.epoch,
+            moving_to: s.moving_to,
         }
     }
 }
@@ -150,12 +163,13 @@ impl Store {
         v
     }
 
-    /// Whether `server_id` is placed on `agent_id` (the hub's trust check).
+    /// Whether `server_id` is placed on `agent_id`, or being moved to it (the hub's trust
+    /// check).
     pub fn owns(&self, agent_id: &str, server_id: &str) -> bool {
         self.servers
             .read()
             .get(server_id)
-            .is_some_and(|s| s.agent_id == agent_id)
+            .is_some_and(|s| s.agent_id == agent_id || s.moving_to.as_deref() == Some(agent_id))
     }
 
     /// Per agent, the sum of the memory limits (bytes) of the servers placed on it.

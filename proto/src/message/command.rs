@@ -100,6 +100,10 @@ pub struct CreateServer<'a> {
     /// message would otherwise pay its size on each move.
     #[serde(borrow)]
     pub egg_config: Box<EggConfig<'a>>,
+    /// Extension (transfers): do not run the egg's install script; the server's files
+    /// arrive by a restore instead.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_install: bool,
 }
 
 impl CreateServer<'_> {
@@ -107,6 +111,7 @@ impl CreateServer<'_> {
         CreateServer {
             server_id: own(self.server_id),
             egg_config: Box::new(self.egg_config.into_owned()),
+            skip_install: self.skip_install,
         }
     }
 }
