@@ -2,9 +2,10 @@
 //!
 //! Steps, each announced as a `transfer_progress` event: stop it on the source (if it
 //! runs), take a backup (kept in the store like any other), mark the move in the record
-//! (`movingTo`: the target may now speak for the server), create it on the target without
+//! (`handover`: the target may now speak for the server), create it on the target without
 //! its install script, restore the backup there, start it there if it ran, then commit the
-//! record (new agent, `epoch` + 1) and remove the source's copy.
+//! record (new agent, `epoch` + 1, `handover` the source) and remove the source's copy
+//! (then `handover` is cleared).
 //!
 //! Until the commit, any failure undoes what was done: the target's copy is deleted, the
 //! mark is cleared and the server is started again on the source if it ran — so the server
@@ -42,10 +43,13 @@ pub(super) async fn transfer(api: Arc<Api>, req: Request) -> Result<Reply, ApiEr
         body(&req)?
     };
     let _busy = BusyGuard::take(&api, &rec.server_id)?;
-    if rec.moving_to.is_some() {
+    if rec.handover.is_some() {
         return Err(ApiError::new(
             ErrorCode::Conflict,
-            format!("server {} was being moved when the panel stopped; delete or re-create it", rec.server_id),
+            format!(
+                "server {} was being moved when the panel stopped; check both agents",
+                rec.server_id
+            ),
         ));
     }
     let target = target(&api, &rec, body.agent_id)?;
@@ -184,6 +188,9 @@ impl Move {
                 false
             }
         };
+        if let Err(e) = self.set_moving(None).await {
+            log::error!("server {sid}: cannot clear its transfer mark: {e}");
+        }
         self.progress("done", json!({"epoch": epoch, "sourceRemoved": removed}));
         let server = self.api.store.server(sid);
         Ok(json!({
@@ -198,7 +205,7 @@ impl Move {
         }))
     }
 
-    /// Sets or clears the record's `movingTo`.
+    /// Sets or clears the record's `handover`.
     async fn set_moving(&self, to: Option<String>) -> Result<(), ApiError> {
         let store = self.api.store.clone();
         let sid = self.rec.server_id.clone();
@@ -206,7 +213,7 @@ impl Move {
             let Some(mut rec) = store.server(&sid) else {
                 return Ok(());
             };
-            rec.moving_to = to;
+            rec.handover = to;
             store.put_server(&rec)
         })
         .await?;
@@ -225,9 +232,8 @@ impl Move {
                     format!("server {sid} was deleted during its transfer"),
                 ));
             };
-            rec.agent_id = to;
+            rec.handover = Some(std::mem::replace(&mut rec.agent_id, to));
             rec.epoch = rec.epoch.saturating_add(1);
-            rec.moving_to = None;
             store.put_server(&rec)?;
             Ok(rec.epoch)
         })

@@ -286,7 +286,7 @@ fn place_and_record(
         created_at: unix_now(),
         egg_id,
         epoch: 0,
-        moving_to: None,
+        handover: None,
     };
     if !api.store.insert_server(&rec)? {
         return Err(exists());

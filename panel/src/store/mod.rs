@@ -163,7 +163,7 @@ pub(crate) mod tests {
             created_at: 2,
             egg_id: None,
             epoch: 0,
-            moving_to: None,
+            handover: None,
         }
     }
 

@@ -48,10 +48,11 @@ pub struct ServerRecord {
     /// Incremented on every move to another agent (transfer): the start of fencing.
     #[serde(default)]
     pub epoch: u64,
-    /// The agent a transfer in progress is moving the server to: it may speak for the
-    /// server meanwhile (the hub's trust check).
+    /// The other agent of a transfer in progress, which may also speak for the server (the
+    /// hub's trust check): the target until the move is committed, then the source until
+    /// its copy is removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub moving_to: Option<String>,
+    pub handover: Option<String>,
 }
 
 /// A server record as stored, including records written before `cpuMillis` existed.
@@ -70,7 +71,7 @@ struct Stored {
     #[serde(default)]
     epoch: u64,
     #[serde(default)]
-    moving_to: Option<String>,
+    handover: Option<String>,
 }
 
 impl From<Stored> for ServerRecord {
@@ -88,7 +89,7 @@ impl From<Stored> for ServerRecord {
             created_at: s.created_at,
             egg_id: s.egg_id,
             epoch: s.epoch,
-            moving_to: s.moving_to,
+            handover: s.handover,
         }
     }
 }
@@ -163,13 +164,13 @@ impl Store {
         v
     }
 
-    /// Whether `server_id` is placed on `agent_id`, or being moved to it (the hub's trust
-    /// check).
+    /// Whether `server_id` is placed on `agent_id`, or `agent_id` is the other end of its
+    /// transfer in progress (the hub's trust check).
     pub fn owns(&self, agent_id: &str, server_id: &str) -> bool {
         self.servers
             .read()
             .get(server_id)
-            .is_some_and(|s| s.agent_id == agent_id || s.moving_to.as_deref() == Some(agent_id))
+            .is_some_and(|s| s.agent_id == agent_id || s.handover.as_deref() == Some(agent_id))
     }
 
     /// Per agent, the sum of the memory limits (bytes) of the servers placed on it.
