@@ -48,6 +48,34 @@ fn push(h: &Harness, sid: &str, id: &str, archive: &[u8]) -> proto::Response<'st
     unreachable!("an archive has at least one piece")
 }
 
+/// A command with the fencing `epoch` (or none), as the link would deliver it.
+fn with_epoch(
+    h: &Harness,
+    sid: &str,
+    action: &str,
+    payload: Option<serde_json::Value>,
+    epoch: Option<u64>,
+) -> proto::Response<'static> {
+    let mut msg = json!({
+        "id": format!("m-{}", fastrand::u32(..)),
+        "type": "command",
+        "timestamp": proto::time::now_rfc3339(),
+        "serverId": sid,
+        "action": action,
+    });
+    if let Some(e) = epoch {
+        msg["epoch"] = json!(e);
+    }
+    if let Some(p) = payload {
+        msg["payload"] = p;
+    }
+    let cmd = match proto::decode(msg.to_string().as_bytes()).expect("decodes") {
+        proto::Message::Command(c) => c.into_owned(),
+        other => panic!("not a command: {other:?}"),
+    };
+    smol::block_on(h.servers().execute(cmd))
+}
+
 fn write(path: &std::path::Path, bytes: &[u8]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, bytes).unwrap();
@@ -73,6 +101,44 @@ fn containers_carry_the_prefix_and_adoption_takes_only_prefixed_ones() {
     let outbox = std::sync::Arc::new(agent::link::outbox::Outbox::new(1000));
     let twin = agent::servers::Servers::start(h.cfg.clone(), outbox).unwrap();
     assert_eq!(smol::block_on(twin.adopt()).unwrap(), 1);
+}
+
+#[test]
+fn commands_of_an_older_epoch_are_refused_even_after_a_restart() {
+    let Some(h) = harness("epoch", |_| {}) else {
+        return;
+    };
+    let sid = format!("ep-{}", fastrand::u32(..));
+    let r = with_epoch(
+        &h,
+        &sid,
+        "create_server",
+        Some(json!({"serverId": sid, "eggConfig": egg(e2e::free_port(), STARTUP)})),
+        Some(2),
+    );
+    assert!(r.success, "{:?}", r.error);
+    let stale = with_epoch(&h, &sid, "start_server", None, Some(1));
+    assert_eq!(stale.error.expect("refused").code, "STALE_EPOCH");
+    assert!(with_epoch(&h, &sid, "get_status", None, Some(2)).success);
+    assert!(with_epoch(&h, &sid, "get_status", None, Some(3)).success);
+    assert!(with_epoch(&h, &sid, "get_status", None, None).success);
+    // The epoch lives in the container's meta label: a restarted agent still fences.
+    let outbox = std::sync::Arc::new(agent::link::outbox::Outbox::new(1000));
+    let restarted = agent::servers::Servers::start(h.cfg.clone(), outbox).unwrap();
+    assert_eq!(smol::block_on(restarted.adopt()).unwrap(), 1);
+    let cmd = match proto::decode(
+        json!({"id": "m1", "type": "command", "timestamp": "t", "serverId": sid,
+               "epoch": 1, "action": "delete_server"})
+        .to_string()
+        .as_bytes(),
+    )
+    .expect("decodes")
+    {
+        proto::Message::Command(c) => c.into_owned(),
+        other => panic!("{other:?}"),
+    };
+    let r = smol::block_on(restarted.execute(cmd));
+    assert_eq!(r.error.expect("refused").code, "STALE_EPOCH");
 }
 
 #[test]

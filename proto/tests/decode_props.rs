@@ -182,6 +182,7 @@ fn message() -> impl Strategy<Value = Message<'static>> {
                 timestamp: "2025-01-23T10:00:00Z".into(),
                 agent_id: agent.map(s),
                 server_id: server.map(s),
+                epoch: None,
                 action,
             })),
         (ident(), any::<bool>(), text()).prop_map(|(id, ok, msg)| {

@@ -254,7 +254,7 @@ fn one_gib_backup_and_restore_memory() {
             assert!(peak < 32 * MIB, "{what}: the {name}'s peak RSS reached {peak} bytes");
         }
     };
-    let api = &s.panel.api;
+    let api = &s.panel.api.with_timeout(std::time::Duration::from_secs(1800));
     let bid = std::cell::RefCell::new(String::new());
     measure("backup of 1 GiB", &|| {
         let r = api

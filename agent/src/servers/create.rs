@@ -18,7 +18,8 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::Arc;
 
-pub(super) async fn create(inner: &Inner, c: CreateServer<'static>) -> Outcome {
+/// `create_server`; `epoch` is the command's (fencing), kept in the container's meta label.
+pub(super) async fn create(inner: &Inner, c: CreateServer<'static>, epoch: u64) -> Outcome {
     let sid = c.server_id.to_string();
     validate::id(IdKind::Server, &sid)?;
     let valid = validate::egg(&c.egg_config)?;
@@ -40,7 +41,7 @@ pub(super) async fn create(inner: &Inner, c: CreateServer<'static>) -> Outcome {
             .collect(),
     };
     reserve(inner, &sid, reservation)?;
-    match create_reserved(inner, &docker, &sid, &c, &valid).await {
+    match create_reserved(inner, &docker, &sid, &c, &valid, epoch).await {
         Ok(server) => {
             inner
                 .servers
@@ -180,6 +181,7 @@ async fn create_reserved(
     sid: &str,
     c: &CreateServer<'static>,
     valid: &ValidEgg,
+    epoch: u64,
 ) -> Result<Arc<Server>, ServerError> {
     let policy = &inner.cfg.policy;
     for p in &valid.ports {
@@ -199,6 +201,7 @@ async fn create_reserved(
         server_id: sid,
         volume: &volume_str,
         policy,
+        epoch,
     };
     let (spec, meta) = plan::plan(&input, &c.egg_config, valid);
     let created_dir = prepare_volume_dir(sid, &volume_path, &meta, inner.access)?;

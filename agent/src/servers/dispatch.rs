@@ -78,8 +78,11 @@ async fn run(inner: &Inner, cmd: Command<'static>) -> Outcome {
         Action::Unknown(name) => return Err(ServerError::UnknownAction(name.to_string())),
         _ => required_server(&cmd)?,
     };
+    if !sid.is_empty() {
+        fenced(inner, &sid, cmd.epoch)?;
+    }
     match cmd.action {
-        Action::CreateServer(c) => create::create(inner, c).await,
+        Action::CreateServer(c) => create::create(inner, c, cmd.epoch.unwrap_or(0)).await,
         Action::StartServer => power::start(inner, &sid).await,
         Action::StopServer(p) => {
             let p = p.unwrap_or_default();
@@ -117,6 +120,23 @@ async fn run(inner: &Inner, cmd: Command<'static>) -> Outcome {
         Action::RestoreCancel(c) => backup::cancel_restore(inner, &sid, &c.restore_id).await,
         Action::Unknown(name) => Err(ServerError::UnknownAction(name.to_string())),
     }
+}
+
+/// Fencing: a command carrying an epoch older than this agent's copy of the server was
+/// meant for an assignment that has moved on (`STALE_EPOCH`). Commands without an epoch
+/// (older panels) pass.
+fn fenced(inner: &Inner, sid: &str, epoch: Option<u64>) -> Result<(), ServerError> {
+    let (Some(got), Some(server)) = (epoch, inner.known(sid)) else {
+        return Ok(());
+    };
+    if got < server.meta.epoch {
+        return Err(ServerError::StaleEpoch {
+            server_id: sid.to_owned(),
+            got,
+            current: server.meta.epoch,
+        });
+    }
+    Ok(())
 }
 
 fn required_server(cmd: &Command<'_>) -> Result<String, ServerError> {

@@ -428,6 +428,7 @@ async fn prepare(
         server_id: sid,
         volume: &volume,
         policy: &inner.cfg.policy,
+        epoch: server.meta.epoch,
     };
     let spec = plan::plan_install(&input, &server.meta, &server.extras, install);
     let id = docker.container_create(&name, &spec).await?;

@@ -70,6 +70,9 @@ pub struct Meta {
     /// The container's pids limit (containers from before this field had the default).
     #[serde(default = "default_pids")]
     pub pids: u64,
+    /// The epoch of the assignment this copy was created for (fencing; 0 before epochs).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 fn default_pids() -> u64 {
@@ -104,6 +107,8 @@ pub struct PlanInput<'a> {
     /// The node policy: the address ports are published on, the pids limit, the network
     /// and the log rotation.
     pub policy: &'a NodePolicy,
+    /// The assignment's epoch (`create_server`'s command `epoch`), kept in the meta label.
+    pub epoch: u64,
 }
 
 /// The default container name prefix (`agent run --name-prefix`).
@@ -300,6 +305,7 @@ pub fn plan(input: &PlanInput<'_>, egg: &EggConfig<'_>, valid: &ValidEgg) -> (Cr
         uid,
         gid,
         pids: u64::from(policy.pids_per_server),
+        epoch: input.epoch,
     };
     spec.labels.insert(LABEL_META.into(), meta.to_label());
     (spec, meta)
@@ -332,6 +338,7 @@ mod tests {
             server_id: "srv-1",
             volume: "/data/volumes/srv-1",
             policy,
+            epoch: 3,
         }
     }
 

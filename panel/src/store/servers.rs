@@ -173,6 +173,17 @@ impl Store {
             .is_some_and(|s| s.agent_id == agent_id || s.handover.as_deref() == Some(agent_id))
     }
 
+    /// The epoch a command to `agent_id` about `server_id` carries (fencing): the record's,
+    /// one more for the other end of a transfer in progress (the target's new copy is
+    /// created for the next epoch; the source's old copy is older still). `None` for a
+    /// server the panel does not know.
+    pub fn epoch_for(&self, agent_id: &str, server_id: &str) -> Option<u64> {
+        let servers = self.servers.read();
+        let s = servers.get(server_id)?;
+        let other_end = s.handover.as_deref() == Some(agent_id) && s.agent_id != agent_id;
+        Some(s.epoch.saturating_add(u64::from(other_end)))
+    }
+
     /// Per agent, the sum of the memory limits (bytes) of the servers placed on it.
     pub fn memory_committed(&self) -> HashMap<String, u64> {
         self.committed(|s| s.memory_bytes)

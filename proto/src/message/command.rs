@@ -13,6 +13,9 @@ pub struct Command<'a> {
     pub timestamp: Str<'a>,
     pub agent_id: Option<Str<'a>>,
     pub server_id: Option<Str<'a>>,
+    /// Extension (fencing): the epoch of the server's assignment the panel holds; an agent
+    /// refuses a command older than its copy of the server (`STALE_EPOCH`).
+    pub epoch: Option<u64>,
     pub action: Action<'a>,
 }
 
@@ -31,6 +34,7 @@ impl<'a> Command<'a> {
             timestamp: own(self.timestamp),
             agent_id: self.agent_id.map(own),
             server_id: self.server_id.map(own),
+            epoch: self.epoch,
             action: self.action.into_owned(),
         }
     }
@@ -467,5 +471,23 @@ mod tests {
             }
         }
         assert_eq!(ActionName::from_wire("format_disk"), None);
+    }
+
+    #[test]
+    fn the_epoch_extension_round_trips_and_is_optional() {
+        let frame = br#"{"id":"m","type":"command","timestamp":"t","serverId":"s","epoch":7,"action":"start_server"}"#;
+        let Ok(crate::Message::Command(c)) = crate::decode(frame) else {
+            panic!("not a command")
+        };
+        assert_eq!(c.epoch, Some(7));
+        let again = crate::encode(&crate::Message::Command(c.clone()));
+        assert!(String::from_utf8_lossy(&again).contains(r#""epoch":7"#));
+        let frame = br#"{"id":"m","type":"command","timestamp":"t","serverId":"s","action":"start_server"}"#;
+        let Ok(crate::Message::Command(c)) = crate::decode(frame) else {
+            panic!("not a command")
+        };
+        assert_eq!(c.epoch, None);
+        let bad = br#"{"id":"m","type":"command","timestamp":"t","epoch":-1,"action":"start_server"}"#;
+        assert!(crate::decode(bad).is_err());
     }
 }
