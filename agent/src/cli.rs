@@ -126,7 +126,13 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
         "run" => {
             let mut f = flags(
                 rest,
-                &["config", "docker-socket", "data-dir", "node-config", "name-prefix"],
+                &[
+                    "config",
+                    "docker-socket",
+                    "data-dir",
+                    "node-config",
+                    "name-prefix",
+                ],
             )?;
             let mut opts = RunOptions::with_defaults().map_err(|e| e.to_string())?;
             if let Some(p) = take(&mut f, "config") {
@@ -233,9 +239,10 @@ mod tests {
         assert_eq!(o.config_path, PathBuf::from("./agent.json"));
         assert_eq!(o.node_config, None);
         assert_eq!(o.name_prefix, "ctrl-");
-        let Cli::Run(o) = parse(&args("run --node-config /etc/ctrl/node.json --name-prefix b-"))
-            .unwrap()
-        else {
+        let Cli::Run(o) = parse(&args(
+            "run --node-config /etc/ctrl/node.json --name-prefix b-",
+        ))
+        .unwrap() else {
             panic!("not run")
         };
         assert_eq!(o.node_config, Some(PathBuf::from("/etc/ctrl/node.json")));

@@ -126,7 +126,9 @@ fn a_backup_restores_byte_identical_files_and_replaces_what_was_there() {
     assert!(done.entries >= 8 && done.bytes > 300_000, "{done:?}");
     let got = snapshot(&b.root);
     assert_eq!(got, expected);
-    let staging: Vec<_> = std::fs::read_dir(b.root.join(RESTORE_DIR)).unwrap().collect();
+    let staging: Vec<_> = std::fs::read_dir(b.root.join(RESTORE_DIR))
+        .unwrap()
+        .collect();
     assert!(staging.is_empty(), "staging left behind: {staging:?}");
     b.secret_intact();
 }
@@ -180,9 +182,16 @@ fn refused(f: &Fixture, archive: &[u8], code: ErrorCode, why: &str) {
     let staging: Vec<_> = std::fs::read_dir(f.root.join(RESTORE_DIR))
         .map(|d| d.map(|e| e.unwrap().file_name()).collect())
         .unwrap_or_default();
-    assert!(staging.is_empty(), "{why}: staging left behind: {staging:?}");
+    assert!(
+        staging.is_empty(),
+        "{why}: staging left behind: {staging:?}"
+    );
     assert_eq!(after, before, "{why}: the volume changed");
-    assert_eq!(snapshot(&f.outside), outside_before, "{why}: outside changed");
+    assert_eq!(
+        snapshot(&f.outside),
+        outside_before,
+        "{why}: outside changed"
+    );
     f.secret_intact();
 }
 
@@ -195,31 +204,69 @@ fn hostile_archives_are_refused_and_change_nothing() {
     let bad = ErrorCode::InvalidArchive;
     let ok_first = || Crafted::new().file("a.txt", b"fine");
     let cases: Vec<(Vec<u8>, ErrorCode, &str)> = vec![
-        (ok_first().file("../outside/secret", b"pwned").gz(), bad, "dot-dot"),
-        (ok_first().file("world/../../x", b"pwned").gz(), bad, "inner dot-dot"),
+        (
+            ok_first().file("../outside/secret", b"pwned").gz(),
+            bad,
+            "dot-dot",
+        ),
+        (
+            ok_first().file("world/../../x", b"pwned").gz(),
+            bad,
+            "inner dot-dot",
+        ),
         (ok_first().file("/tmp/pwned", b"x").gz(), bad, "absolute"),
         (
-            ok_first().raw(K::Symlink, b"out", b"../outside", b"").file("out/secret", b"x").gz(),
+            ok_first()
+                .raw(K::Symlink, b"out", b"../outside", b"")
+                .file("out/secret", b"x")
+                .gz(),
             bad,
             "link out, then through it",
         ),
-        (ok_first().raw(K::Symlink, b"abs", b"/etc", b"").gz(), bad, "absolute link"),
+        (
+            ok_first().raw(K::Symlink, b"abs", b"/etc", b"").gz(),
+            bad,
+            "absolute link",
+        ),
         (
             ok_first().raw(K::Symlink, b"w/l", b"d/../..", b"").gz(),
             bad,
             "link with inner dot-dot",
         ),
         (
-            ok_first().raw(K::Symlink, b"d", b"world", b"").file("d/evil", b"x").gz(),
+            ok_first()
+                .raw(K::Symlink, b"d", b"world", b"")
+                .file("d/evil", b"x")
+                .gz(),
             bad,
             "write through an archived link",
         ),
-        (ok_first().raw(K::Link, b"h", b"a.txt", b"").gz(), bad, "hard link"),
-        (ok_first().raw(K::Char, b"null", b"", b"").gz(), bad, "char device"),
-        (ok_first().raw(K::Block, b"sda", b"", b"").gz(), bad, "block device"),
+        (
+            ok_first().raw(K::Link, b"h", b"a.txt", b"").gz(),
+            bad,
+            "hard link",
+        ),
+        (
+            ok_first().raw(K::Char, b"null", b"", b"").gz(),
+            bad,
+            "char device",
+        ),
+        (
+            ok_first().raw(K::Block, b"sda", b"", b"").gz(),
+            bad,
+            "block device",
+        ),
         (ok_first().raw(K::Fifo, b"pipe", b"", b"").gz(), bad, "FIFO"),
-        (ok_first().file(".ctrl-restore/x", b"x").gz(), bad, "agent's staging"),
-        (ok_first().file("a.txt", b"twice").gz(), bad, "duplicate entry"),
+        (
+            ok_first().file(".ctrl-restore/x", b"x").gz(),
+            bad,
+            "agent's staging",
+        ),
+        (
+            ok_first().file("a.txt", b"twice").gz(),
+            bad,
+            "duplicate entry",
+        ),
         (
             ok_first().file("big", &vec![0u8; (1 << 20) + 1]).gz(),
             ErrorCode::InsufficientResources,
@@ -244,7 +291,10 @@ fn an_abandoned_input_swaps_nothing_in() {
     impl std::io::Read for Failing<'_> {
         fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
             if self.0.is_empty() {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "gone"));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "gone",
+                ));
             }
             let n = out.len().min(self.0.len());
             out[..n].copy_from_slice(&self.0[..n]);

@@ -38,7 +38,9 @@ fn push(h: &Harness, sid: &str, id: &str, archive: &[u8]) -> proto::Response<'st
         let r = h.send(
             Some(sid),
             "restore_chunk",
-            Some(json!({"restoreId": id, "offset": offset, "content": B64.encode(p), "final": last})),
+            Some(
+                json!({"restoreId": id, "offset": offset, "content": B64.encode(p), "final": last}),
+            ),
         );
         if last || !r.success {
             return r;
@@ -152,7 +154,9 @@ fn a_backup_restores_byte_identical_and_a_hostile_archive_changes_nothing() {
     );
     h.create(&a, egg(e2e::free_port(), STARTUP));
     h.create(&b, egg(e2e::free_port(), STARTUP));
-    let blob: Vec<u8> = (0..700_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let blob: Vec<u8> = (0..700_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     write(&h.volume(&a).join("world/region/r.0.0.mca"), &blob);
     write(&h.volume(&a).join("server.properties"), b"motd=backed up\n");
     std::os::unix::fs::symlink("world/region", h.volume(&a).join("regions")).unwrap();
@@ -180,7 +184,10 @@ fn a_backup_restores_byte_identical_and_a_hostile_archive_changes_nothing() {
     let r = push(&h, &b, "rs2", &archive);
     assert!(r.success, "{:?}", r.error);
     let vb = h.volume(&b);
-    assert_eq!(std::fs::read(vb.join("world/region/r.0.0.mca")).unwrap(), blob);
+    assert_eq!(
+        std::fs::read(vb.join("world/region/r.0.0.mca")).unwrap(),
+        blob
+    );
     assert_eq!(
         std::fs::read(vb.join("server.properties")).unwrap(),
         b"motd=backed up\n"
@@ -215,7 +222,10 @@ fn a_backup_restores_byte_identical_and_a_hostile_archive_changes_nothing() {
         std::fs::read(vb.join("server.properties")).unwrap(),
         b"motd=backed up\n"
     );
-    assert_eq!(std::fs::read(vb.join("world/region/r.0.0.mca")).unwrap(), blob);
+    assert_eq!(
+        std::fs::read(vb.join("world/region/r.0.0.mca")).unwrap(),
+        blob
+    );
     // The server still starts on its restored files.
     h.ok(&b, "start_server", None);
     e2e::eventually("b running again", WAIT, || {

@@ -40,7 +40,10 @@ fn wait_state(s: &Stack, sid: &str, want: &str) {
 fn power(s: &Stack, sid: &str, action: &str) {
     s.panel
         .api
-        .post(&format!("/api/servers/{sid}/power"), &json!({"action": action}))
+        .post(
+            &format!("/api/servers/{sid}/power"),
+            &json!({"action": action}),
+        )
         .ok(action);
 }
 
@@ -124,7 +127,8 @@ fn backups_restore_and_transfers_move_a_running_server_or_leave_it_where_it_was(
     // Restore: refused while running; byte-identical once stopped.
     upload(&c, &sid, "/server/world/blob.bin", 2, MIB);
     let restore = format!("/api/servers/{sid}/backups/{bid}/restore");
-    api.post(&restore, &json!({})).err("restore while running", 502, "CONFLICT");
+    api.post(&restore, &json!({}))
+        .err("restore while running", 502, "CONFLICT");
     power(&s, &sid, "stop");
     wait_state(&s, &sid, "stopped");
     api.post(&restore, &json!({})).ok("restore");
@@ -134,26 +138,39 @@ fn backups_restore_and_transfers_move_a_running_server_or_leave_it_where_it_was(
     power(&s, &sid, "start");
     wait_state(&s, &sid, "running");
     let refused = api
-        .post(&format!("/api/servers/{sid}/transfer"), &json!({"agentId": idb}))
+        .post(
+            &format!("/api/servers/{sid}/transfer"),
+            &json!({"agentId": idb}),
+        )
         .err("transfer onto a held port", 502, "PORT_CONFLICT");
     assert!(refused.contains(&port.to_string()), "{refused}");
     wait_state(&s, &sid, "running");
     assert_eq!(docker_running(&format!("{pa}{sid}")), Some(true));
     assert_eq!(docker_running(&format!("{pb}{sid}")), None);
     let rec = server_record(&s, &sid);
-    assert_eq!((rec["agentId"].as_str(), rec["epoch"].as_u64()), (Some(ida.as_str()), Some(0)));
+    assert_eq!(
+        (rec["agentId"].as_str(), rec["epoch"].as_u64()),
+        (Some(ida.as_str()), Some(0))
+    );
 
     // Without the blocker, the transfer moves the running server with its files.
     let api = &s.panel.api;
-    api.delete(&format!("/api/servers/{blocker}")).ok("delete blocker");
+    api.delete(&format!("/api/servers/{blocker}"))
+        .ok("delete blocker");
     let moved = api
-        .post(&format!("/api/servers/{sid}/transfer"), &json!({"agentId": idb}))
+        .post(
+            &format!("/api/servers/{sid}/transfer"),
+            &json!({"agentId": idb}),
+        )
         .ok("transfer");
     assert_eq!(moved["agentId"], idb.as_str(), "{moved}");
     assert_eq!(moved["epoch"], 1, "{moved}");
     assert_eq!(moved["sourceRemoved"], true, "{moved}");
     let rec = server_record(&s, &sid);
-    assert_eq!((rec["agentId"].as_str(), rec["epoch"].as_u64()), (Some(idb.as_str()), Some(1)));
+    assert_eq!(
+        (rec["agentId"].as_str(), rec["epoch"].as_u64()),
+        (Some(idb.as_str()), Some(1))
+    );
     wait_state(&s, &sid, "running");
     assert_eq!(docker_running(&format!("{pb}{sid}")), Some(true));
     assert_eq!(docker_running(&format!("{pa}{sid}")), None);
@@ -167,24 +184,42 @@ fn backups_restore_and_transfers_move_a_running_server_or_leave_it_where_it_was(
         .filter(|e| kind(e) == "transfer_progress")
         .filter_map(|e| e["data"]["step"].as_str())
         .collect();
-    for step in ["stopping", "backing_up", "creating", "failed", "restoring", "starting", "done"] {
+    for step in [
+        "stopping",
+        "backing_up",
+        "creating",
+        "failed",
+        "restoring",
+        "starting",
+        "done",
+    ] {
         assert!(steps.contains(&step), "no {step} in {steps:?}");
     }
     assert!(seen.iter().any(|e| kind(e) == "backup_completed"));
 
     // Delete a backup: gone from the list.
     let api = &s.panel.api;
-    api.delete(&format!("/api/servers/{sid}/backups/{bid}")).ok("delete backup");
+    api.delete(&format!("/api/servers/{sid}/backups/{bid}"))
+        .ok("delete backup");
     let list = api.get(&format!("/api/servers/{sid}/backups")).ok("list");
     assert!(
-        list["backups"].as_array().unwrap().iter().all(|b| b["id"] != bid.as_str()),
+        list["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["id"] != bid.as_str()),
         "{list}"
     );
     // A schedule is stored and shown; out-of-range intervals are refused.
     let path = format!("/api/servers/{sid}/backup-schedule");
-    let r = api.call("PUT", &path, Some(&json!({"intervalSecs": 21600}))).ok("schedule");
+    let r = api
+        .call("PUT", &path, Some(&json!({"intervalSecs": 21600})))
+        .ok("schedule");
     assert_eq!(r["schedule"]["intervalSecs"], 21600);
-    assert_eq!(api.get(&path).ok("get schedule")["schedule"]["intervalSecs"], 21600);
+    assert_eq!(
+        api.get(&path).ok("get schedule")["schedule"]["intervalSecs"],
+        21600
+    );
     api.call("PUT", &path, Some(&json!({"intervalSecs": 5})))
         .err("too short", 400, "INVALID_MESSAGE");
 }
@@ -251,10 +286,16 @@ fn one_gib_backup_and_restore_memory() {
                 before as f64 / MIB as f64,
                 grew as f64 / MIB as f64
             );
-            assert!(peak < 32 * MIB, "{what}: the {name}'s peak RSS reached {peak} bytes");
+            assert!(
+                peak < 32 * MIB,
+                "{what}: the {name}'s peak RSS reached {peak} bytes"
+            );
         }
     };
-    let api = &s.panel.api.with_timeout(std::time::Duration::from_secs(1800));
+    let api = &s
+        .panel
+        .api
+        .with_timeout(std::time::Duration::from_secs(1800));
     let bid = std::cell::RefCell::new(String::new());
     measure("backup of 1 GiB", &|| {
         let r = api

@@ -220,7 +220,9 @@ impl Read for Exactly {
         if self.left == 0 {
             return Ok(0);
         }
-        let want = usize::try_from(self.left).unwrap_or(usize::MAX).min(buf.len());
+        let want = usize::try_from(self.left)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
         let n = match self.inner.read(&mut buf[..want])? {
             0 => {
                 buf[..want].fill(0);

@@ -173,10 +173,7 @@ fn names(dir: BorrowedFd<'_>, at_root: bool) -> Result<Vec<OsString>, FileError>
 
 fn move_entry(from: BorrowedFd<'_>, to: BorrowedFd<'_>, name: &OsStr) -> Result<(), FileError> {
     renameat(from, name, to, name).map_err(|e| {
-        FileError::from_errno(
-            &format!("{CONTAINER_ROOT}/{}", name.to_string_lossy()),
-            e,
-        )
+        FileError::from_errno(&format!("{CONTAINER_ROOT}/{}", name.to_string_lossy()), e)
     })
 }
 
@@ -238,7 +235,11 @@ impl Unpack<'_> {
                 if copied != size {
                     return Err(refuse(&raw, "its content is shorter than its header says"));
                 }
-                let file_mode = if self.volume.shared { mode | 0o060 } else { mode };
+                let file_mode = if self.volume.shared {
+                    mode | 0o060
+                } else {
+                    mode
+                };
                 let fd = OwnedFd::from(file);
                 fchmod(fd.as_fd(), Mode::from_bits_truncate(file_mode))
                     .map_err(|e| FileError::from_errno(&show(&raw), e))?;
@@ -271,7 +272,10 @@ impl Unpack<'_> {
                 Err(refuse(&raw, "device files are refused"))
             }
             tar::EntryType::Fifo => Err(refuse(&raw, "FIFOs are refused")),
-            other => Err(refuse(&raw, format!("entries of type {other:?} are refused"))),
+            other => Err(refuse(
+                &raw,
+                format!("entries of type {other:?} are refused"),
+            )),
         }
     }
 
@@ -320,15 +324,13 @@ impl Unpack<'_> {
         name: &OsStr,
         raw: &[u8],
     ) -> Result<OwnedFd, FileError> {
-        let flags = OFlag::O_WRONLY
-            | OFlag::O_CREAT
-            | OFlag::O_EXCL
-            | OFlag::O_NOFOLLOW
-            | OFlag::O_CLOEXEC;
-        let fd = openat(dir, name, flags, Mode::from_bits_truncate(0o600)).map_err(|e| match e {
-            Errno::EEXIST => refuse(raw, "the archive names this entry twice"),
-            e => FileError::from_errno(&show(raw), e),
-        })?;
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd =
+            openat(dir, name, flags, Mode::from_bits_truncate(0o600)).map_err(|e| match e {
+                Errno::EEXIST => refuse(raw, "the archive names this entry twice"),
+                e => FileError::from_errno(&show(raw), e),
+            })?;
         self.volume
             .chown(fd.as_fd())
             .map_err(|e| FileError::from_errno(&show(raw), e))?;
@@ -364,7 +366,10 @@ fn components(raw: &[u8]) -> Result<Vec<OsString>, FileError> {
     if let Some(first) = out.first()
         && RESERVED.iter().any(|r| first.as_bytes() == r.as_bytes())
     {
-        return Err(refuse(raw, "the agent's own directories cannot be restored"));
+        return Err(refuse(
+            raw,
+            "the agent's own directories cannot be restored",
+        ));
     }
     Ok(out)
 }

@@ -33,13 +33,31 @@ pub(super) fn routes(r: &mut Router, api: &Arc<Api>) {
     let base = "/api/servers/{id}/backups";
     add(r, api, Method::Post, base, create);
     add(r, api, Method::Get, base, list);
-    add(r, api, Method::Get, &format!("{base}/{{bid}}/download"), download);
-    add(r, api, Method::Post, &format!("{base}/{{bid}}/restore"), restore);
+    add(
+        r,
+        api,
+        Method::Get,
+        &format!("{base}/{{bid}}/download"),
+        download,
+    );
+    add(
+        r,
+        api,
+        Method::Post,
+        &format!("{base}/{{bid}}/restore"),
+        restore,
+    );
     add(r, api, Method::Delete, &format!("{base}/{{bid}}"), delete);
     let schedule = "/api/servers/{id}/backup-schedule";
     add(r, api, Method::Put, schedule, set_schedule);
     add(r, api, Method::Get, schedule, get_schedule);
-    add(r, api, Method::Post, "/api/servers/{id}/transfer", moves::transfer);
+    add(
+        r,
+        api,
+        Method::Post,
+        "/api/servers/{id}/transfer",
+        moves::transfer,
+    );
 }
 
 /// `POST /api/servers/{id}/backups` (admin): takes a backup now.
@@ -118,7 +136,11 @@ async fn restore(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
     let (rec, b) = named(&api, &req)?;
     let _busy = BusyGuard::take(&api, &rec.server_id)?;
     let data = backup_run::push(&api, &rec.agent_id, &rec.server_id, &b).await?;
-    Ok(Response::json(200, &json!({"success": true, "backup": backup_json(&b), "data": data})).into())
+    Ok(Response::json(
+        200,
+        &json!({"success": true, "backup": backup_json(&b), "data": data}),
+    )
+    .into())
 }
 
 /// `DELETE …/backups/{bid}` (admin).

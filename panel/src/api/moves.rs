@@ -80,7 +80,10 @@ fn target(api: &Api, rec: &ServerRecord, asked: Option<String>) -> Result<String
         ));
     }
     if api.store.agent(&a).is_none() {
-        return Err(ApiError::new(ErrorCode::NotFound, format!("no agent `{a}`")));
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no agent `{a}`"),
+        ));
     }
     if !api.hub.is_online(&a) {
         return Err(ApiError::new(
@@ -117,7 +120,13 @@ impl Move {
         if let (Value::Object(d), Value::Object(e)) = (&mut data, extra) {
             d.extend(e);
         }
-        publish(&self.api, &self.from, &self.rec.server_id, "transfer_progress", data);
+        publish(
+            &self.api,
+            &self.from,
+            &self.rec.server_id,
+            "transfer_progress",
+            data,
+        );
     }
 
     async fn send(&self, agent: &str, action: Action<'static>) -> Result<Value, ApiError> {
@@ -141,7 +150,9 @@ impl Move {
         let sid = &self.rec.server_id;
         let status = self.send(&self.from, Action::GetStatus).await?;
         let running = matches!(
-            status.get("status").and_then(|s| serde_json::from_value(s.clone()).ok()),
+            status
+                .get("status")
+                .and_then(|s| serde_json::from_value(s.clone()).ok()),
             Some(ServerState::Running | ServerState::Starting)
         );
         if running {
@@ -180,7 +191,11 @@ impl Move {
         let removed = match self.api.hub.command(&self.from, Some(sid), purge).await {
             Ok(r) if r.success => true,
             Ok(r) => {
-                log::warn!("server {sid}: its copy on {} stays: {:?}", self.from, r.error);
+                log::warn!(
+                    "server {sid}: its copy on {} stays: {:?}",
+                    self.from,
+                    r.error
+                );
                 false
             }
             Err(e) => {

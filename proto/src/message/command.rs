@@ -487,7 +487,8 @@ mod tests {
             panic!("not a command")
         };
         assert_eq!(c.epoch, None);
-        let bad = br#"{"id":"m","type":"command","timestamp":"t","epoch":-1,"action":"start_server"}"#;
+        let bad =
+            br#"{"id":"m","type":"command","timestamp":"t","epoch":-1,"action":"start_server"}"#;
         assert!(crate::decode(bad).is_err());
     }
 }
