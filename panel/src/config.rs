@@ -44,6 +44,8 @@ pub struct Config {
     /// Frames buffered per agent writer before command senders wait (pings and error replies
     /// are dropped instead). Allocated as frames queue up: an idle agent's queue is empty.
     pub agent_queue: usize,
+    /// Backups kept per server in `DATA/backups/` (the oldest go after a new one).
+    pub backup_keep: usize,
 }
 
 impl Default for Config {
@@ -65,6 +67,7 @@ impl Default for Config {
             max_upload_bytes: 1 << 30,
             event_queue: 16384,
             agent_queue: 64,
+            backup_keep: 5,
         }
     }
 }
@@ -92,6 +95,7 @@ usage: panel [up] [--listen ADDR] [--data-dir DIR] [--public-url URL]
              [--max-frame-bytes N] [--agent-rate N] [--agent-burst N]
              [--admin-rate N] [--admin-burst N] [--max-conns-per-ip N]
              [--event-queue N] [--agent-queue N] [--max-upload-bytes N]
+             [--backup-keep N]
 
   up                       run the panel and one local agent (quickstart)
   --listen ADDR            HTTPS/WSS listen address        [127.0.0.1:8443]
@@ -112,6 +116,7 @@ usage: panel [up] [--listen ADDR] [--data-dir DIR] [--public-url URL]
   --agent-queue N          frames buffered per agent writer (commands wait beyond,
                            pings are dropped) [64]; allocated as used, 56 B a frame
   --max-upload-bytes N     largest file upload, streamed to the agent [1073741824]
+  --backup-keep N          backups kept per server in DATA/backups (oldest removed) [5]
 
 environment: PANEL_ADMIN_TOKEN sets the admin token (else one is generated once).";
 
@@ -234,6 +239,7 @@ where
             "--event-queue" => cfg.event_queue = positive(&flag, &value()?, 1 << 20)? as usize,
             "--agent-queue" => cfg.agent_queue = positive(&flag, &value()?, 1 << 20)? as usize,
             "--max-upload-bytes" => cfg.max_upload_bytes = positive(&flag, &value()?, 1 << 40)?,
+            "--backup-keep" => cfg.backup_keep = positive(&flag, &value()?, 1000)? as usize,
             _ => return Err(ConfigError(format!("unknown flag `{flag}`"))),
         }
     }

@@ -148,6 +148,14 @@ pub(super) async fn adopt(inner: &Inner) -> Result<usize, ServerError> {
         let Some(sid) = summary.labels.get(LABEL_SERVER).cloned() else {
             continue;
         };
+        if !inner.named_ours(&summary.names) {
+            log::warn!(
+                "container {} (server {sid}) lacks the name prefix `{}`; not adopted",
+                summary.id,
+                inner.cfg.name_prefix
+            );
+            continue;
+        }
         if validate::id(IdKind::Server, &sid).is_err() {
             log::warn!(
                 "container {} has an invalid {LABEL_SERVER} label",

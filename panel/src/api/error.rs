@@ -31,6 +31,10 @@ pub enum ApiError {
     /// A streamed request body that could not be read to its end (400, 408, 413).
     #[error(transparent)]
     Body(#[from] BodyError),
+    /// An agent refused a step of a longer operation (backup, restore, transfer): 502 with
+    /// its code and message.
+    #[error("{code}: {message}")]
+    Agent { code: String, message: String },
 }
 
 impl ApiError {
@@ -68,6 +72,23 @@ impl ApiError {
                 Response::error_with_status(e.http_status(), e.code().as_str(), e.to_string())
             }
             ApiError::Body(e) => e.to_response(),
+            ApiError::Agent { code, message } => Response::error_with_status(502, &code, message),
+        }
+    }
+}
+
+impl ApiError {
+    /// An agent's refusal (a response with `success: false`).
+    pub fn from_agent(r: &proto::message::Response<'_>) -> ApiError {
+        match &r.error {
+            Some(e) => ApiError::Agent {
+                code: e.code.to_string(),
+                message: e.message.to_string(),
+            },
+            None => ApiError::Agent {
+                code: ErrorCode::InternalError.as_str().into(),
+                message: "the agent reported a failure without an error body".into(),
+            },
         }
     }
 }

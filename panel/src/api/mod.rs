@@ -8,14 +8,18 @@
 //! and its code and message unchanged by [`agent_answer`].
 
 mod agents;
+mod backup_run;
+mod backups;
 mod eggs;
 mod error;
 mod files;
 mod live;
+mod moves;
 mod servers;
 mod system;
 mod transfer;
 
+pub use backups::schedule_loop;
 pub use error::ApiError;
 pub use servers::{Candidate, place};
 
@@ -59,6 +63,17 @@ pub struct Api {
     placement: Mutex<()>,
     /// File transfers in progress (see `transfer.rs`), bounded so their buffers are.
     transfers: std::sync::atomic::AtomicUsize,
+    /// The backup store (`DATA/backups`) and its retention.
+    pub backups: BackupSettings,
+    /// Servers with a backup, restore or transfer in progress (one at a time each).
+    busy: Mutex<std::collections::HashSet<String>>,
+}
+
+/// Where backups are kept and how many per server.
+#[derive(Debug, Clone)]
+pub struct BackupSettings {
+    pub dir: std::path::PathBuf,
+    pub keep: usize,
 }
 
 impl Api {
@@ -75,6 +90,7 @@ impl Api {
         max_frame: usize,
         admin_rate: f64,
         admin_burst: f64,
+        backups: BackupSettings,
     ) -> Arc<Api> {
         Arc::new(Api {
             store,
@@ -89,6 +105,8 @@ impl Api {
             limiter: KeyedLimiter::new(admin_rate, admin_burst, MAX_LIMITER_KEYS),
             placement: Mutex::new(()),
             transfers: std::sync::atomic::AtomicUsize::new(0),
+            backups,
+            busy: Mutex::new(Default::default()),
         })
     }
 
@@ -294,6 +312,7 @@ pub fn router(api: &Arc<Api>) -> Router {
         "/api/servers/{id}/files/content",
         servers::write_file,
     );
+    backups::routes(&mut r, api);
     add(
         &mut r,
         api,

@@ -228,6 +228,7 @@ pub(super) async fn create(api: Arc<Api>, req: Request) -> Result<Reply, ApiErro
     let action = Action::CreateServer(CreateServer {
         server_id: Cow::Owned(rec.server_id.clone()),
         egg_config: Box::new(egg.into_owned()),
+        skip_install: false,
     });
     let result = api.hub.command(&rec.agent_id, None, action).await;
     // Forgotten only when the agent surely did nothing: it refused, or never got the command.
@@ -275,7 +276,7 @@ fn place_and_record(
     }
     let agent_id = match agent_id {
         Some(a) => a,
-        None => choose_agent(api, need)?,
+        None => choose_agent(api, need, None)?,
     };
     let rec = ServerRecord {
         server_id: server_id.clone(),
@@ -286,6 +287,8 @@ fn place_and_record(
         cpu_millis: need.cpu,
         created_at: unix_now(),
         egg_id,
+        epoch: 0,
+        handover: None,
     };
     if !api.store.insert_server(&rec)? {
         return Err(exists());
@@ -293,8 +296,12 @@ fn place_and_record(
     Ok(rec)
 }
 
-/// The online, unrevoked agent where `need` fits best ([`place`]).
-fn choose_agent(api: &Api, need: Need) -> Result<String, ApiError> {
+/// The online, unrevoked agent (other than `exclude`) where `need` fits best ([`place`]).
+pub(super) fn choose_agent(
+    api: &Api,
+    need: Need,
+    exclude: Option<&str>,
+) -> Result<String, ApiError> {
     let committed = api.store.memory_committed();
     let cpu_committed = api.store.cpu_committed();
     let candidates: Vec<Candidate> = api
@@ -302,6 +309,7 @@ fn choose_agent(api: &Api, need: Need) -> Result<String, ApiError> {
         .agents()
         .into_iter()
         .filter(|a| api.hub.is_online(&a.id) && !a.tokens.revoked)
+        .filter(|a| exclude != Some(a.id.as_str()))
         .map(|a| Candidate {
             capacity: Bytes::parse(&a.capabilities.max_memory)
                 .map(|b| b.0)
@@ -336,6 +344,7 @@ fn server_json(api: &Api, s: &ServerRecord) -> Value {
         "createdAt": format_rfc3339(s.created_at),
         "eggId": s.egg_id,
         "eggConfig": s.egg_config,
+        "epoch": s.epoch,
     })
 }
 

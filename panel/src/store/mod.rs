@@ -5,7 +5,8 @@
 //! - [`eggs`]: the egg library (imported Pterodactyl/Pelican eggs and our own);
 //! - [`servers`]: servers placed on agents (egg, desired state, memory and CPU limits);
 //! - [`last_seen`]: when each agent was last heard from (written when a connection ends);
-//! - [`meta`]: panel-wide values (the admin token's hash).
+//! - [`meta`]: panel-wide values (the admin token's hash);
+//! - [`backups`]: stored backups (size, SHA-256) and per-server backup schedules.
 //!
 //! Every write is its own transaction committed with `Durability::Immediate` and returns only
 //! after the commit, so an API handler that awaits a write before answering never
@@ -17,6 +18,7 @@
 //! path), an `impl Store` block with its operations, and one line in [`Store::open`].
 
 mod agents;
+mod backups;
 mod eggs;
 mod last_seen;
 mod meta;
@@ -24,6 +26,7 @@ mod servers;
 mod txn;
 
 pub use agents::{AgentRecord, Rotation, TokenFamily};
+pub use backups::{BackupRecord, Schedule};
 pub use eggs::EggRecord;
 pub use servers::{DesiredState, ServerRecord};
 
@@ -74,6 +77,7 @@ pub struct Store {
     eggs: eggs::Mirror,
     servers: servers::Mirror,
     last_seen: last_seen::Mirror,
+    backups: backups::Mirror,
 }
 
 impl Store {
@@ -87,6 +91,8 @@ impl Store {
             txn.open_table(servers::SERVERS)?;
             txn.open_table(meta::META)?;
             txn.open_table(last_seen::LAST_SEEN)?;
+            txn.open_table(backups::BACKUPS)?;
+            txn.open_table(backups::SCHEDULES)?;
             Ok(())
         })?;
         Ok(Store {
@@ -94,6 +100,7 @@ impl Store {
             eggs: eggs::load(&db)?,
             servers: servers::load(&db)?,
             last_seen: last_seen::load(&db)?,
+            backups: backups::load(&db)?,
             db,
         })
     }
@@ -155,6 +162,8 @@ pub(crate) mod tests {
             cpu_millis: 500,
             created_at: 2,
             egg_id: None,
+            epoch: 0,
+            handover: None,
         }
     }
 
