@@ -212,6 +212,10 @@ impl Panel {
             nodes,
             node_metrics,
             config.placement,
+            crate::api::BackupSettings {
+                dir: dir.join("backups"),
+                keep: config.backup_keep,
+            },
         );
         let server_config = ServerConfig {
             max_conns_per_ip: config.max_conns_per_ip,
@@ -251,6 +255,8 @@ impl Panel {
             self.api.store.clone(),
             self.shutdown.clone(),
         ));
+        // Scheduled backups; dropped (cancelled) when serving ends.
+        let _schedules = smol::spawn(api::schedule_loop(self.api.clone()));
         let served = http::serve(
             self.listener,
             self.tls,

@@ -50,6 +50,8 @@ pub struct Config {
     pub placement: crate::placement::Strategy,
     /// Seconds per point of the last-hour resource history (a day's points are 12 steps).
     pub history_step_secs: u64,
+    /// Backups kept per server in `DATA/backups/` (the oldest go after a new one).
+    pub backup_keep: usize,
 }
 
 impl Default for Config {
@@ -74,6 +76,7 @@ impl Default for Config {
             dead_after: Duration::from_secs(300),
             placement: crate::placement::Strategy::Spread,
             history_step_secs: 5,
+            backup_keep: 5,
         }
     }
 }
@@ -102,6 +105,7 @@ usage: panel [up] [--listen ADDR] [--data-dir DIR] [--public-url URL]
              [--admin-rate N] [--admin-burst N] [--max-conns-per-ip N]
              [--event-queue N] [--agent-queue N] [--max-upload-bytes N]
              [--dead-after-secs N] [--placement spread|binpack] [--history-step-secs N]
+             [--backup-keep N]
 
   up                       run the panel and one local agent (quickstart)
   --listen ADDR            HTTPS/WSS listen address        [127.0.0.1:8443]
@@ -127,6 +131,7 @@ usage: panel [up] [--listen ADDR] [--data-dir DIR] [--public-url URL]
                            fits first) for servers created without an agentId [spread]
   --history-step-secs N    resource history resolution: the last 720 steps at N s,
                            the last 1440 at 12·N s [5]
+  --backup-keep N          backups kept per server in DATA/backups (oldest removed) [5]
 
 environment: PANEL_ADMIN_TOKEN sets the admin token (else one is generated once).";
 
@@ -259,6 +264,7 @@ where
                 })?;
             }
             "--history-step-secs" => cfg.history_step_secs = positive(&flag, &value()?, 3600)?,
+            "--backup-keep" => cfg.backup_keep = positive(&flag, &value()?, 1000)? as usize,
             _ => return Err(ConfigError(format!("unknown flag `{flag}`"))),
         }
     }

@@ -65,6 +65,10 @@ codes! {
     InternalError => "INTERNAL_ERROR", 500;
     // A recognised request this build cannot do yet (drain with "migrate": true).
     NotImplemented => "NOT_IMPLEMENTED", 501;
+    // A backup archive refused at restore (links out, `..`, devices, hard links, ...).
+    InvalidArchive => "INVALID_ARCHIVE", 400;
+    // A command older than the agent's copy of the server (fencing: it moved since).
+    StaleEpoch => "STALE_EPOCH", 409;
 }
 
 impl fmt::Display for ErrorCode {

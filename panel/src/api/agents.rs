@@ -211,7 +211,7 @@ pub(super) async fn drain(api: Arc<Api>, req: Request) -> Result<Reply, ApiError
         return Err(ApiError::new(
             ErrorCode::NotImplemented,
             "draining with \"migrate\": true (moving the node's servers away) is not built yet; \
-             drain without it and transfer servers one by one",
+             drain without it and move servers one by one with POST /api/servers/{id}/transfer",
         ));
     }
     set_draining(api, a.id, true).await

@@ -36,6 +36,10 @@ pub enum ApiError {
     /// in `error.nodes` (`[{"agentId","reason"}]`).
     #[error("no node can take this server")]
     NoPlacement(Vec<Rejection>),
+    /// An agent refused a step of a longer operation (backup, restore, transfer): 502 with
+    /// its code and message.
+    #[error("{code}: {message}")]
+    Agent { code: String, message: String },
 }
 
 impl ApiError {
@@ -74,6 +78,23 @@ impl ApiError {
             }
             ApiError::Body(e) => e.to_response(),
             ApiError::NoPlacement(nodes) => no_placement(&nodes),
+            ApiError::Agent { code, message } => Response::error_with_status(502, &code, message),
+        }
+    }
+}
+
+impl ApiError {
+    /// An agent's refusal (a response with `success: false`).
+    pub fn from_agent(r: &proto::message::Response<'_>) -> ApiError {
+        match &r.error {
+            Some(e) => ApiError::Agent {
+                code: e.code.to_string(),
+                message: e.message.to_string(),
+            },
+            None => ApiError::Agent {
+                code: ErrorCode::InternalError.as_str().into(),
+                message: "the agent reported a failure without an error body".into(),
+            },
         }
     }
 }

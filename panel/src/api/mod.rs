@@ -8,15 +8,19 @@
 //! and its code and message unchanged by [`agent_answer`].
 
 mod agents;
+mod backup_run;
+mod backups;
 mod eggs;
 mod error;
 mod files;
 mod live;
 mod placing;
+mod moves;
 mod servers;
 mod system;
 mod transfer;
 
+pub use backups::schedule_loop;
 pub use error::ApiError;
 
 use parking_lot::Mutex;
@@ -67,6 +71,17 @@ pub struct Api {
     pub node_metrics: Arc<NodeMetrics>,
     /// `--placement`.
     pub strategy: Strategy,
+    /// The backup store (`DATA/backups`) and its retention.
+    pub backups: BackupSettings,
+    /// Servers with a backup, restore or transfer in progress (one at a time each).
+    busy: Mutex<std::collections::HashSet<String>>,
+}
+
+/// Where backups are kept and how many per server.
+#[derive(Debug, Clone)]
+pub struct BackupSettings {
+    pub dir: std::path::PathBuf,
+    pub keep: usize,
 }
 
 impl Api {
@@ -86,6 +101,7 @@ impl Api {
         nodes: NodeHooks,
         node_metrics: Arc<NodeMetrics>,
         strategy: Strategy,
+        backups: BackupSettings,
     ) -> Arc<Api> {
         Arc::new(Api {
             store,
@@ -103,6 +119,8 @@ impl Api {
             nodes,
             node_metrics,
             strategy,
+            backups,
+            busy: Mutex::new(Default::default()),
         })
     }
 
@@ -337,6 +355,7 @@ pub fn router(api: &Arc<Api>) -> Router {
         "/api/servers/{id}/files/content",
         servers::write_file,
     );
+    backups::routes(&mut r, api);
     add(
         &mut r,
         api,

@@ -57,6 +57,8 @@ pub(super) fn place_and_record(api: &Api, p: Placing) -> Result<ServerRecord, Ap
         cpu_millis: p.need.cpu,
         created_at: unix_now(),
         egg_id: p.egg_id,
+        epoch: 0,
+        handover: None,
     };
     if !api.store.insert_server(&rec)? {
         return Err(exists());

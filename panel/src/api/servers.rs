@@ -3,7 +3,8 @@
 //!
 //! The server record is written before `create_server` is sent, so the agent's answer (which
 //! names the server) passes the hub's ownership check. If the agent refuses or is offline the
-//! record is removed again; on a timeout it is kept (the agent may have acted) and the
+//! record is removed again; on a timeout, or a connection lost after the command went out,
+//! it is kept (the agent may have acted: a restarted agent adopts the container) and the
 //! operator can `DELETE` it.
 
 use serde::Deserialize;
@@ -206,8 +207,10 @@ pub(super) async fn create(api: Arc<Api>, req: Request) -> Result<Reply, ApiErro
     let action = Action::CreateServer(CreateServer {
         server_id: Cow::Owned(rec.server_id.clone()),
         egg_config: Box::new(egg.into_owned()),
+        skip_install: false,
     });
     let result = api.hub.command(&rec.agent_id, None, action).await;
+    // Forgotten only when the agent surely did nothing: it refused, or never got the command.
     let forget =
         matches!(&result, Ok(r) if !r.success) || matches!(result, Err(HubError::Offline(_)));
     if forget {
@@ -239,6 +242,7 @@ fn server_json(api: &Api, s: &ServerRecord) -> Value {
         "createdAt": format_rfc3339(s.created_at),
         "eggId": s.egg_id,
         "eggConfig": s.egg_config,
+        "epoch": s.epoch,
     })
 }
 
@@ -473,7 +477,10 @@ pub(super) async fn delete(api: Arc<Api>, req: Request) -> Result<Reply, ApiErro
         .hub
         .command(&rec.agent_id, Some(&rec.server_id), action)
         .await;
-    let ok = matches!(&result, Ok(r) if r.success);
+    // An agent that does not know the server has nothing left to delete (a create lost
+    // with the connection may never have reached it).
+    let ok = matches!(&result, Ok(r) if r.success
+        || r.error.as_ref().is_some_and(|e| e.code == ErrorCode::ServerNotFound.as_str()));
     if ok || force {
         let store = api.store.clone();
         let id = rec.server_id.clone();

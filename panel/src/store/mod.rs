@@ -6,7 +6,8 @@
 //! - [`servers`]: servers placed on agents (egg, desired state, memory and CPU limits);
 //! - [`history`]: resource history rows (servers and nodes), read back at start-up;
 //! - [`last_seen`]: when each agent was last heard from (written when a connection ends);
-//! - [`meta`]: panel-wide values (the admin token's hash).
+//! - [`meta`]: panel-wide values (the admin token's hash);
+//! - [`backups`]: stored backups (size, SHA-256) and per-server backup schedules.
 //!
 //! Every write is its own transaction committed with `Durability::Immediate` and returns only
 //! after the commit, so an API handler that awaits a write before answering never
@@ -18,6 +19,7 @@
 //! path), an `impl Store` block with its operations, and one line in [`Store::open`].
 
 mod agents;
+mod backups;
 mod eggs;
 mod history;
 mod last_seen;
@@ -26,6 +28,7 @@ mod servers;
 mod txn;
 
 pub use agents::{AgentRecord, Rotation, TokenFamily};
+pub use backups::{BackupRecord, Schedule};
 pub use eggs::EggRecord;
 pub use servers::{DesiredState, ServerRecord};
 
@@ -76,6 +79,7 @@ pub struct Store {
     eggs: eggs::Mirror,
     servers: servers::Mirror,
     last_seen: last_seen::Mirror,
+    backups: backups::Mirror,
 }
 
 impl Store {
@@ -90,6 +94,8 @@ impl Store {
             txn.open_table(meta::META)?;
             txn.open_table(last_seen::LAST_SEEN)?;
             txn.open_table(history::HISTORY)?;
+            txn.open_table(backups::BACKUPS)?;
+            txn.open_table(backups::SCHEDULES)?;
             Ok(())
         })?;
         Ok(Store {
@@ -97,6 +103,7 @@ impl Store {
             eggs: eggs::load(&db)?,
             servers: servers::load(&db)?,
             last_seen: last_seen::load(&db)?,
+            backups: backups::load(&db)?,
             db,
         })
     }
@@ -160,6 +167,8 @@ pub(crate) mod tests {
             cpu_millis: 500,
             created_at: 2,
             egg_id: None,
+            epoch: 0,
+            handover: None,
         }
     }
 
