@@ -25,9 +25,9 @@ use proto::validate::{self, IdKind};
 use super::backup_run::{self, BusyGuard, command, publish};
 use super::placing;
 use super::servers::admin_server;
-use crate::placement::{self, Need};
 use super::{Api, ApiError, blocking, body};
 use crate::http::{Reply, Request, Response};
+use crate::placement::{self, Need};
 use crate::store::ServerRecord;
 
 #[derive(Deserialize, Default)]
