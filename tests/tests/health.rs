@@ -193,8 +193,11 @@ fn spread_binpack_constraints_and_drain() {
     }
     let (ida, idb) = (s.agents[a].id.clone(), s.agents[b].id.clone());
 
-    // Spread: two servers, two nodes.
+    // Spread: two servers, two nodes (both healthy: on a loaded host a node can turn
+    // degraded for a moment, and a degraded node rightly gets nothing).
     let first = create(&s.panel, &s.server_id("s1"), json!({}));
+    wait_health(&s, a, "healthy");
+    wait_health(&s, b, "healthy");
     let second = create(&s.panel, &s.server_id("s2"), json!({}));
     assert_ne!(first, second, "spread put both servers on {first}");
 
