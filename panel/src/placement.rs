@@ -10,14 +10,16 @@
 //! candidates the strategy scores (ties: lowest id):
 //!
 //! - [`Strategy::Spread`] (default, Nomad's and Agones' "distributed"): the most headroom
-//!   after placing — the mean of the free memory and CPU fractions and the free data disk
-//!   fraction. Servers fan out, so one node's failure hits few of them.
+//!   after placing — the mean of the uncommitted memory and CPU fractions. Servers fan out,
+//!   so one node's failure hits few of them.
 //! - [`Strategy::Binpack`]: the fullest node that still fits — the mean of the committed
 //!   memory and CPU fractions after placing. Servers pile up, leaving whole nodes empty for
 //!   big servers (or to be switched off).
 //!
-//! Scores use committed limits, not live CPU load: a live figure changes between two creates
-//! and would make placement flap between nodes that are in truth equally free.
+//! Scores use committed limits, not live figures (CPU load, disk use): a live figure changes
+//! between two creates — nodes sharing a disk see it move with everyone's writes — and
+//! would make placement flap between nodes that are in truth equally free. The data disk is
+//! a filter (full from [`DISK_FULL_PERCENT`]), not a score.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -180,10 +182,7 @@ fn score(node: &Node, need: &Need, strategy: Strategy) -> f64 {
         node.cpu_capacity,
     );
     match strategy {
-        Strategy::Spread => {
-            let disk_free = 1.0 - node.disk_percent.unwrap_or(0.0).clamp(0.0, 100.0) / 100.0;
-            ((1.0 - mem_used) + (1.0 - cpu_used) + disk_free) / 3.0
-        }
+        Strategy::Spread => ((1.0 - mem_used) + (1.0 - cpu_used)) / 2.0,
         Strategy::Binpack => (mem_used + cpu_used) / 2.0,
     }
 }
@@ -240,6 +239,15 @@ mod tests {
         assert_eq!(place(&nodes, &need(1), Strategy::Binpack), Ok("a"));
         // Binpack still skips a node where it does not fit.
         assert_eq!(place(&nodes, &need(5), Strategy::Binpack), Ok("b"));
+    }
+
+    #[test]
+    fn live_disk_use_does_not_sway_the_score() {
+        let mut a = node("a", 8, 1);
+        a.disk_percent = Some(10.0);
+        let mut b = node("b", 8, 0);
+        b.disk_percent = Some(80.0);
+        assert_eq!(place(&[a, b], &need(1), Strategy::Spread), Ok("b"));
     }
 
     #[test]

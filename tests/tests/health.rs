@@ -199,7 +199,12 @@ fn spread_binpack_constraints_and_drain() {
     wait_health(&s, a, "healthy");
     wait_health(&s, b, "healthy");
     let second = create(&s.panel, &s.server_id("s2"), json!({}));
-    assert_ne!(first, second, "spread put both servers on {first}");
+    assert_ne!(
+        first,
+        second,
+        "spread put both servers on {first}: {}",
+        s.panel.api.get("/api/agents").body
+    );
 
     // Constraints.
     let on = create(
