@@ -9,6 +9,13 @@
 //! ([`outbox::write_batch`]), not one TLS record and syscall per event. An optional
 //! `?serverId=` (and `?agentId=`) filter applies.
 //!
+//! Each subscriber has an [`Audience`]: admins see everything; a user sees only the servers
+//! they have access to, and console output (`server_log`, `install_log`) only where they
+//! hold `console.read`. Subscribers are indexed by server, so publishing an event costs the
+//! all-seeing subscribers plus the subscribers of *that* server — never a scan of everyone.
+//! When a user's rights change (subuser removed, owner changed, user deleted, session or
+//! key revoked) [`Events::rescope_user`] re-indexes or closes their live sockets (1008).
+//!
 //! Subscribers only listen. Whatever they send besides a close frame is ignored but spends
 //! a small budget ([`SUBSCRIBER_RATE`] frames/s, burst [`SUBSCRIBER_BURST`]); past it —
 //! a ping flood, say, each ping answered by tungstenite with a pong — the subscriber is
@@ -23,7 +30,7 @@ use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use futures_lite::{AsyncRead, AsyncWrite, StreamExt, future};
 use parking_lot::RwLock;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -67,10 +74,123 @@ impl Filter {
     }
 }
 
+/// Which servers a subscriber may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every event (admins).
+    All,
+    /// These servers only; `true` where console output may be read.
+    Servers(HashMap<String, bool>),
+}
+
+/// Who a subscriber is, for [`Events::rescope_user`]: a user id and the credential
+/// (session key or API key id) the socket was opened with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub user_id: String,
+    pub credential: crate::users::Via,
+}
+
+/// What a subscriber may receive and on whose behalf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audience {
+    pub scope: Scope,
+    /// `None` for the admin token (never rescoped).
+    pub owner: Option<Owner>,
+}
+
+impl Audience {
+    /// Everything, for the admin token.
+    pub fn all() -> Audience {
+        Audience {
+            scope: Scope::All,
+            owner: None,
+        }
+    }
+}
+
+/// Event names that carry console output (need `console.read`).
+fn is_console(event: Option<&str>) -> bool {
+    matches!(event, Some("server_log" | "install_log"))
+}
+
 struct Sub {
     filter: Filter,
     queue: Arc<Outbox<WsMessage>>,
     dropped: Arc<AtomicU64>,
+    revoked: Arc<AtomicBool>,
+    owner: Option<Owner>,
+    /// Indexed in `wide` (else under `servers` in `by_server`).
+    wide: bool,
+    servers: Vec<String>,
+}
+
+impl Sub {
+    fn deliver(&self, frame: &WsMessage, metrics: &PanelMetrics) {
+        match self.queue.force_push(frame.clone()) {
+            Ok(None) => metrics.events_forwarded.inc(),
+            Ok(Some(_oldest)) => {
+                metrics.events_forwarded.inc();
+                metrics.events_dropped.inc();
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            // The subscriber is going away; its Subscription will unregister it.
+            Err(_) => {}
+        }
+    }
+}
+
+/// Subscribers and the index publishing walks.
+#[derive(Default)]
+struct Index {
+    subs: HashMap<u64, Sub>,
+    /// All-seeing subscribers without a server filter.
+    wide: HashSet<u64>,
+    /// Server id → subscriber → may read console output.
+    by_server: HashMap<String, HashMap<u64, bool>>,
+    /// User id → their subscribers.
+    by_user: HashMap<String, HashSet<u64>>,
+}
+
+impl Index {
+    /// Indexes subscriber `id` for `scope`.
+    fn place(&mut self, id: u64, scope: &Scope) {
+        let Some(sub) = self.subs.get_mut(&id) else {
+            return;
+        };
+        let servers: Vec<(String, bool)> = match (scope, &sub.filter.server_id) {
+            (Scope::All, None) => {
+                sub.wide = true;
+                self.wide.insert(id);
+                return;
+            }
+            (Scope::All, Some(s)) => vec![(s.clone(), true)],
+            (Scope::Servers(m), Some(s)) => m.get(s).map(|c| (s.clone(), *c)).into_iter().collect(),
+            (Scope::Servers(m), None) => m.iter().map(|(s, c)| (s.clone(), *c)).collect(),
+        };
+        sub.servers = servers.iter().map(|(s, _)| s.clone()).collect();
+        for (s, console) in servers {
+            self.by_server.entry(s).or_default().insert(id, console);
+        }
+    }
+
+    /// Removes subscriber `id` from the index (not from `subs`).
+    fn unplace(&mut self, id: u64) {
+        let Some(sub) = self.subs.get_mut(&id) else {
+            return;
+        };
+        if std::mem::take(&mut sub.wide) {
+            self.wide.remove(&id);
+        }
+        for s in std::mem::take(&mut sub.servers) {
+            if let Some(m) = self.by_server.get_mut(&s) {
+                m.remove(&id);
+                if m.is_empty() {
+                    self.by_server.remove(&s);
+                }
+            }
+        }
+    }
 }
 
 /// Why a subscriber socket ends.
@@ -82,11 +202,13 @@ enum End {
     Flooding,
     /// It stopped reading.
     Stalled,
+    /// Its access was withdrawn.
+    Revoked,
 }
 
 /// The subscriber registry.
 pub struct Events {
-    subs: RwLock<HashMap<u64, Sub>>,
+    index: RwLock<Index>,
     next: AtomicU64,
     queue: usize,
     write_stall: Duration,
@@ -100,6 +222,7 @@ pub struct Subscription {
     events: Arc<Events>,
     pub queue: Arc<Outbox<WsMessage>>,
     dropped: Arc<AtomicU64>,
+    revoked: Arc<AtomicBool>,
 }
 
 impl Subscription {
@@ -107,12 +230,27 @@ impl Subscription {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// Whether its access was withdrawn (its queue is closed too).
+    pub fn revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
+    }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.queue.close();
-        if self.events.subs.write().remove(&self.id).is_some() {
+        let mut idx = self.events.index.write();
+        idx.unplace(self.id);
+        if let Some(sub) = idx.subs.remove(&self.id) {
+            if let Some(o) = sub.owner {
+                if let Some(set) = idx.by_user.get_mut(&o.user_id) {
+                    set.remove(&self.id);
+                    if set.is_empty() {
+                        idx.by_user.remove(&o.user_id);
+                    }
+                }
+            }
             self.events.metrics.event_subscribers.dec();
         }
     }
@@ -130,7 +268,7 @@ impl Events {
         metrics: Arc<PanelMetrics>,
     ) -> Arc<Events> {
         Arc::new(Events {
-            subs: RwLock::new(HashMap::new()),
+            index: RwLock::new(Index::default()),
             next: AtomicU64::new(1),
             queue: queue.max(1),
             write_stall,
@@ -139,24 +277,74 @@ impl Events {
         })
     }
 
+    /// An all-seeing subscriber (the admin token).
     pub fn subscribe(self: &Arc<Self>, filter: Filter) -> Subscription {
+        self.subscribe_as(filter, Audience::all())
+    }
+
+    /// A subscriber that receives what `audience` may see.
+    pub fn subscribe_as(self: &Arc<Self>, filter: Filter, audience: Audience) -> Subscription {
         let queue = Arc::new(Outbox::new(self.queue));
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let dropped = Arc::new(AtomicU64::new(0));
-        self.subs.write().insert(
+        let revoked = Arc::new(AtomicBool::new(false));
+        let mut idx = self.index.write();
+        if let Some(o) = &audience.owner {
+            idx.by_user.entry(o.user_id.clone()).or_default().insert(id);
+        }
+        idx.subs.insert(
             id,
             Sub {
                 filter,
                 queue: queue.clone(),
                 dropped: dropped.clone(),
+                revoked: revoked.clone(),
+                owner: audience.owner,
+                wide: false,
+                servers: Vec::new(),
             },
         );
+        idx.place(id, &audience.scope);
+        drop(idx);
         self.metrics.event_subscribers.inc();
         Subscription {
             id,
             events: self.clone(),
             queue,
             dropped,
+            revoked,
+        }
+    }
+
+    /// Applies a change of `user_id`'s rights to their live subscribers: `scope_for` gives
+    /// the new scope for a subscriber opened with that credential, or `None` when the
+    /// credential (or the user) is gone — that subscriber is closed.
+    pub fn rescope_user(
+        &self,
+        user_id: &str,
+        scope_for: impl Fn(&crate::users::Via) -> Option<Scope>,
+    ) {
+        let mut idx = self.index.write();
+        let ids: Vec<u64> = idx
+            .by_user
+            .get(user_id)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for id in ids {
+            let scope = match idx.subs.get(&id).and_then(|s| s.owner.as_ref()) {
+                Some(o) => scope_for(&o.credential),
+                None => continue,
+            };
+            idx.unplace(id);
+            match scope {
+                Some(scope) => idx.place(id, &scope),
+                None => {
+                    if let Some(sub) = idx.subs.get(&id) {
+                        sub.revoked.store(true, Ordering::Release);
+                        sub.queue.close();
+                    }
+                }
+            }
         }
     }
 
@@ -169,25 +357,38 @@ impl Events {
     }
 
     pub fn subscribers(&self) -> usize {
-        self.subs.read().len()
+        self.index.read().subs.len()
     }
 
-    /// Queues `frame` (the original bytes) to every matching subscriber without waiting.
-    pub fn publish(&self, agent_id: &str, server_id: Option<&str>, frame: &WsMessage) {
-        let subs = self.subs.read();
-        for sub in subs.values() {
-            if !sub.filter.matches(agent_id, server_id) {
+    /// Queues `frame` (the original bytes) to every subscriber that matches and may see it,
+    /// without waiting. `event` is the event's name (console output needs `console.read`).
+    pub fn publish(
+        &self,
+        agent_id: &str,
+        server_id: Option<&str>,
+        event: Option<&str>,
+        frame: &WsMessage,
+    ) {
+        let idx = self.index.read();
+        for id in &idx.wide {
+            if let Some(sub) = idx.subs.get(id)
+                && sub.filter.matches(agent_id, server_id)
+            {
+                sub.deliver(frame, &self.metrics);
+            }
+        }
+        let Some(subs) = server_id.and_then(|s| idx.by_server.get(s)) else {
+            return;
+        };
+        let console = is_console(event);
+        for (id, may_read_console) in subs {
+            if console && !may_read_console {
                 continue;
             }
-            match sub.queue.force_push(frame.clone()) {
-                Ok(None) => self.metrics.events_forwarded.inc(),
-                Ok(Some(_oldest)) => {
-                    self.metrics.events_forwarded.inc();
-                    self.metrics.events_dropped.inc();
-                    sub.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-                // The subscriber is going away; its Subscription will unregister it.
-                Err(_) => {}
+            if let Some(sub) = idx.subs.get(id)
+                && sub.filter.matches(agent_id, server_id)
+            {
+                sub.deliver(frame, &self.metrics);
             }
         }
     }
@@ -209,7 +410,8 @@ impl Events {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let admitted = self.admit();
-        self.serve_admitted(admitted, ws, filter, shutdown).await
+        self.serve_admitted(admitted, ws, filter, Audience::all(), shutdown)
+            .await
     }
 
     /// Runs one subscriber socket until the peer leaves, floods, stops reading, or the panel
@@ -221,6 +423,7 @@ impl Events {
         admitted: Option<Token>,
         mut ws: WebSocketStream<S>,
         filter: Filter,
+        audience: Audience,
         shutdown: Shutdown,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -235,7 +438,7 @@ impl Events {
             .await;
             return;
         };
-        let sub = self.subscribe(filter);
+        let sub = self.subscribe_as(filter, audience);
         let (mut tx, mut rx) = ws.split();
         let reader = async {
             let mut budget = TokenBucket::new(SUBSCRIBER_RATE, SUBSCRIBER_BURST);
@@ -262,6 +465,7 @@ impl Events {
                 .await;
                 let frame = match next {
                     Some(Some(frame)) => frame,
+                    Some(None) if sub.revoked() => return End::Revoked,
                     Some(None) => return End::Peer,
                     None => return End::Shutdown,
                 };
@@ -315,6 +519,7 @@ impl Events {
                 self.metrics.subscribers_stalled.inc();
                 Some(close_frame(CloseCode::Policy, "not reading"))
             }
+            End::Revoked => Some(close_frame(CloseCode::Policy, "access revoked")),
         };
         if let Some(frame) = close {
             // The close handshake, bounded: send ours, then read (and drop) what the peer
@@ -354,7 +559,7 @@ mod tests {
         let ev = Events::new(2, metrics.clone());
         let sub = ev.subscribe(Filter::default());
         for i in 0..5 {
-            ev.publish("a1", Some("s1"), &frame(&format!("{i}")));
+            ev.publish("a1", Some("s1"), None, &frame(&format!("{i}")));
         }
         assert_eq!(sub.dropped(), 3);
         assert_eq!(metrics.events_dropped.get(), 3);
@@ -376,9 +581,9 @@ mod tests {
             server_id: None,
             agent_id: Some("a2".into()),
         });
-        ev.publish("a1", Some("s1"), &frame("x"));
-        ev.publish("a1", Some("s2"), &frame("y"));
-        ev.publish("a2", None, &frame("z"));
+        ev.publish("a1", Some("s1"), None, &frame("x"));
+        ev.publish("a1", Some("s2"), None, &frame("y"));
+        ev.publish("a2", None, None, &frame("z"));
         assert_eq!(all.queue.len(), 3);
         assert_eq!(s1.queue.len(), 1);
         assert_eq!(s1.queue.try_pop().unwrap(), frame("x"));
@@ -395,7 +600,7 @@ mod tests {
         let ev = Events::new(8, metrics);
         let sub = ev.subscribe(Filter::default());
         let original = frame(r#"{"type":"event","event":"server_log"}"#);
-        ev.publish("a1", None, &original);
+        ev.publish("a1", None, None, &original);
         let (WsMessage::Text(got), WsMessage::Text(orig)) =
             (sub.queue.try_pop().unwrap(), original)
         else {
@@ -447,7 +652,7 @@ mod tests {
             // The client never reads: the socket buffers fill, then a write stalls.
             let big = frame(&"e".repeat(64 * 1024));
             while metrics.subscribers_stalled.get() == 0 {
-                ev.publish("a1", Some("s1"), &big);
+                ev.publish("a1", Some("s1"), None, &big);
                 async_io::Timer::after(Duration::from_millis(10)).await;
             }
             task.await;
@@ -496,6 +701,7 @@ mod tests {
                 admitted,
                 server,
                 Filter::default(),
+                Audience::all(),
                 shutdown.clone(),
             ));
             assert_eq!(close_code(&mut client).await, Some(CloseCode::Away));
@@ -507,6 +713,7 @@ mod tests {
                 None,
                 server,
                 Filter::default(),
+                Audience::all(),
                 shutdown.clone(),
             ));
             assert_eq!(close_code(&mut client).await, Some(CloseCode::Away));

@@ -10,9 +10,9 @@ use proto::ErrorCode;
 use proto::message::{Action, ListFiles, PathPayload, RenameFile};
 use proto::validate;
 
-use super::servers::{admin_server, path_param, relay};
+use super::servers::{path_param, relay};
 use super::transfer;
-use super::{Api, ApiError, agent_answer, body};
+use super::{Api, ApiError, Caller, agent_answer, body};
 use crate::http::{Reply, Request, Response};
 
 /// A whole-number query parameter, if present.
@@ -30,8 +30,8 @@ fn number_param(req: &Request, name: &str) -> Result<Option<u64>, ApiError> {
 
 /// `GET /api/servers/{id}/files?path=P[&offset=N][&limit=N]` (admin): one page of
 /// `list_files` (the agent caps `limit` at 1000 and ends a page early to fit a frame).
-pub(super) async fn list(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn list(api: Arc<Api>, req: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let path = path_param(&req, Some("/server"))?;
     let action = Action::ListFiles(ListFiles {
         path: Cow::Owned(path),
@@ -49,8 +49,8 @@ struct RenameBody {
 }
 
 /// `POST /api/servers/{id}/files/rename` `{"from","to"}` (admin).
-pub(super) async fn rename(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn rename(api: Arc<Api>, req: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let b: RenameBody = body(&req)?;
     let r = RenameFile {
         from: Cow::Owned(b.from),
@@ -67,8 +67,8 @@ struct PathBody {
 }
 
 /// `POST /api/servers/{id}/files/mkdir` `{"path"}` (admin).
-pub(super) async fn mkdir(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn mkdir(api: Arc<Api>, req: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let b: PathBody = body(&req)?;
     validate::file_target(&b.path)?;
     let action = Action::CreateDirectory(PathPayload {
@@ -79,8 +79,8 @@ pub(super) async fn mkdir(api: Arc<Api>, req: Request) -> Result<Reply, ApiError
 
 /// `DELETE /api/servers/{id}/files?path=P` (admin): a file, or a directory with everything
 /// in it.
-pub(super) async fn delete(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn delete(api: Arc<Api>, req: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let path = path_param(&req, None)?;
     validate::file_target(&path)?;
     let action = Action::DeleteFile(PathPayload {
@@ -92,8 +92,12 @@ pub(super) async fn delete(api: Arc<Api>, req: Request) -> Result<Reply, ApiErro
 /// `GET /api/servers/{id}/files/download?path=P` (admin): the file's raw bytes, streamed.
 /// Errors before the first byte (no such file, a directory, the agent offline) are JSON
 /// answers; a failure later cuts the body short.
-pub(super) async fn download(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn download(
+    api: Arc<Api>,
+    req: Request,
+    caller: Caller,
+) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let path = path_param(&req, None)?;
     validate::file_target(&path)?;
     match transfer::download(api, &rec, path).await? {
@@ -104,8 +108,12 @@ pub(super) async fn download(api: Arc<Api>, req: Request) -> Result<Reply, ApiEr
 
 /// `PUT /api/servers/{id}/files/upload?path=P` (admin): the raw request body (up to
 /// `--max-upload-bytes`, `Content-Length` or chunked) becomes the file, streamed.
-pub(super) async fn upload(api: Arc<Api>, mut req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn upload(
+    api: Arc<Api>,
+    mut req: Request,
+    caller: Caller,
+) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let path = path_param(&req, None)?;
     validate::file_target(&path)?;
     let Some(stream) = req.stream.take() else {

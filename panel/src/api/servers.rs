@@ -21,11 +21,12 @@ use proto::quantity::Bytes;
 use proto::time::{format_rfc3339, unix_now};
 use proto::validate::{self, IdKind};
 
-use super::{Api, ApiError, agent_answer, blocking, body};
+use super::{Api, ApiError, Caller, agent_answer, blocking, body};
 use crate::eggs;
 use crate::http::{Reply, Request, Response};
 use crate::hub::HubError;
 use crate::store::{DesiredState, ServerRecord};
+use crate::users::rights::Perms;
 
 /// An agent that could take a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,24 +77,12 @@ fn refused(code: ErrorCode, message: impl Into<String>) -> ApiError {
     ApiError::new(code, message)
 }
 
-/// The admin check, then the server named in the path: what every per-server route
-/// starts with (in this order, so a bad token never learns which ids exist).
-pub(super) fn admin_server(api: &Api, req: &Request) -> Result<ServerRecord, ApiError> {
-    api.admin(req)?;
-    let id = req.param("id").unwrap_or_default();
-    api.store.server(id).ok_or_else(|| {
-        refused(
-            ErrorCode::NotFound,
-            format!("no server `{id}` on this panel"),
-        )
-    })
-}
-
 /// The body of `POST /api/servers`, field by field (shape errors name the field): an
 /// `eggConfig`, or an `eggId` of the library with the choices `crate::eggs::FromEgg` names.
 struct CreateBody {
     agent_id: Option<String>,
     server_id: Option<String>,
+    owner_id: Option<String>,
     egg_value: Value,
     egg_id: Option<String>,
 }
@@ -119,6 +108,12 @@ impl CreateBody {
         };
         let agent_id = str_field("agentId")?;
         let server_id = str_field("serverId")?;
+        let owner_id = str_field("ownerId")?;
+        if let Some(o) = &owner_id
+            && api.store.user(o).is_none()
+        {
+            return Err(refused(ErrorCode::NotFound, format!("no user `{o}`")));
+        }
         let egg_id = str_field("eggId")?;
         let egg_value = match (&egg_id, obj.remove("eggConfig")) {
             (None, Some(egg)) => egg,
@@ -139,6 +134,7 @@ impl CreateBody {
         Ok(CreateBody {
             agent_id,
             server_id,
+            owner_id,
             egg_value,
             egg_id,
         })
@@ -185,11 +181,15 @@ fn from_egg(api: &Api, id: &str, obj: &mut Map<String, Value>) -> Result<Value, 
 }
 
 /// `POST /api/servers` (admin).
-pub(super) async fn create(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    api.admin(&req)?;
+pub(super) async fn create(
+    api: Arc<Api>,
+    req: Request,
+    _caller: Caller,
+) -> Result<Reply, ApiError> {
     let CreateBody {
         agent_id,
         server_id,
+        owner_id,
         egg_value,
         egg_id,
     } = CreateBody::parse(&api, &req)?;
@@ -220,9 +220,15 @@ pub(super) async fn create(api: Arc<Api>, req: Request) -> Result<Reply, ApiErro
     // Place and record in one critical section (on a blocking thread: it commits).
     let rec = {
         let api = api.clone();
-        blocking(move || place_and_record(&api, server_id, agent_id, egg_value, egg_id, need))
-            .await?
+        let owner = owner_id.clone();
+        blocking(move || {
+            place_and_record(&api, server_id, agent_id, egg_value, egg_id, owner, need)
+        })
+        .await?
     };
+    if let Some(o) = &owner_id {
+        api.rescope(o);
+    }
 
     let action = Action::CreateServer(CreateServer {
         server_id: Cow::Owned(rec.server_id.clone()),
@@ -244,7 +250,7 @@ pub(super) async fn create(api: Arc<Api>, req: Request) -> Result<Reply, ApiErro
         200,
         &json!({
             "success": true,
-            "server": server_json(&api, &rec),
+            "server": server_json(&api, &rec, Perms::ALL),
             "data": r.data,
         }),
     )
@@ -259,6 +265,7 @@ fn place_and_record(
     agent_id: Option<String>,
     egg: Value,
     egg_id: Option<String>,
+    owner: Option<String>,
     need: Need,
 ) -> Result<ServerRecord, ApiError> {
     let _p = api.placement.lock();
@@ -285,7 +292,7 @@ fn place_and_record(
         created_at: unix_now(),
         egg_id,
     };
-    if !api.store.insert_server(&rec)? {
+    if !api.store.insert_owned_server(&rec, owner.as_deref())? {
         return Err(exists());
     }
     Ok(rec)
@@ -325,7 +332,8 @@ fn choose_agent(api: &Api, need: Need) -> Result<String, ApiError> {
     })
 }
 
-fn server_json(api: &Api, s: &ServerRecord) -> Value {
+/// A server as the API shows it, with its owner and the caller's `permissions` on it.
+pub(super) fn server_json(api: &Api, s: &ServerRecord, perms: Perms) -> Value {
     json!({
         "serverId": s.server_id,
         "agentId": s.agent_id,
@@ -334,17 +342,22 @@ fn server_json(api: &Api, s: &ServerRecord) -> Value {
         "createdAt": format_rfc3339(s.created_at),
         "eggId": s.egg_id,
         "eggConfig": s.egg_config,
+        "ownerId": api.store.access(&s.server_id).owner_id,
+        "permissions": perms.names(),
     })
 }
 
-/// `GET /api/servers` (admin).
-pub(super) async fn list(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    api.admin(&req)?;
+/// `GET /api/servers`: the servers the caller has any access to.
+pub(super) async fn list(api: Arc<Api>, _: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let who = caller.who()?;
     let servers: Vec<Value> = api
         .store
         .servers()
         .iter()
-        .map(|s| server_json(&api, s))
+        .filter_map(|s| {
+            let perms = who.perms_on(&api.store, &s.server_id);
+            (!perms.is_empty()).then(|| server_json(&api, s, perms))
+        })
         .collect();
     Ok(Response::json(200, &json!({"success": true, "servers": servers})).into())
 }
@@ -370,8 +383,12 @@ pub(super) async fn relay(
 }
 
 /// `GET /api/servers/{id}` (admin): `get_status`.
-pub(super) async fn status(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn status(
+    api: Arc<Api>,
+    _req: Request,
+    caller: Caller,
+) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     relay(&api, &rec, Action::GetStatus, None).await
 }
 
@@ -389,8 +406,8 @@ struct PowerBody {
 const MAX_STOP_TIMEOUT: u64 = 3600;
 
 /// `POST /api/servers/{id}/power` (admin).
-pub(super) async fn power(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn power(api: Arc<Api>, req: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let body: PowerBody = body(&req)?;
     let signal = match body.signal.as_deref().map(validate::signal) {
         None => None,
@@ -426,8 +443,12 @@ pub(super) async fn power(api: Arc<Api>, req: Request) -> Result<Reply, ApiError
 
 /// `POST /api/servers/{id}/reinstall` (admin): `reinstall_server` (the egg's install script
 /// again; the server must be stopped).
-pub(super) async fn reinstall(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn reinstall(
+    api: Arc<Api>,
+    _req: Request,
+    caller: Caller,
+) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     relay(&api, &rec, Action::ReinstallServer, None).await
 }
 
@@ -438,8 +459,12 @@ struct ConsoleBody {
 }
 
 /// `POST /api/servers/{id}/command` (admin): one console line.
-pub(super) async fn console(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn console(
+    api: Arc<Api>,
+    req: Request,
+    caller: Caller,
+) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let body: ConsoleBody = body(&req)?;
     validate::console_line(&body.command)?;
     let action = Action::SendCommand(SendCommand {
@@ -450,8 +475,8 @@ pub(super) async fn console(api: Arc<Api>, req: Request) -> Result<Reply, ApiErr
 
 /// `GET /api/servers/{id}/logs[?lines=N]` (admin): the last console lines the agent kept
 /// (`get_logs`; 150 by default, at most 1000), as `{"success":true,"lines":[…]}`.
-pub(super) async fn logs(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn logs(api: Arc<Api>, req: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let lines = match req.query_param("lines") {
         None => None,
         Some(v) => Some(
@@ -497,8 +522,12 @@ pub(super) fn path_param(req: &Request, default: Option<&str>) -> Result<String,
 }
 
 /// `GET /api/servers/{id}/files/content?path=P` (admin).
-pub(super) async fn get_file(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn get_file(
+    api: Arc<Api>,
+    req: Request,
+    caller: Caller,
+) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let path = path_param(&req, None)?;
     let action = Action::GetFile(PathPayload {
         path: Cow::Owned(path),
@@ -517,8 +546,12 @@ struct WriteBody {
 
 /// `PUT /api/servers/{id}/files/content?path=P` (admin), body
 /// `{"content": "...", "encoding"?: "utf8"|"base64"}`: sends `write_file`.
-pub(super) async fn write_file(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn write_file(
+    api: Arc<Api>,
+    req: Request,
+    caller: Caller,
+) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let path = path_param(&req, None)?;
     let body: WriteBody = body(&req)?;
     let action = Action::WriteFile(WriteFile {
@@ -531,8 +564,8 @@ pub(super) async fn write_file(api: Arc<Api>, req: Request) -> Result<Reply, Api
 
 /// `DELETE /api/servers/{id}[?purge=true][&force=true]` (admin): `delete_server`, then the
 /// record goes. `force=true` forgets the server even if its agent is gone or refuses.
-pub(super) async fn delete(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn delete(api: Arc<Api>, req: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let flag = |k: &str| {
         req.query_param(k)
             .is_some_and(|v| v.is_empty() || v == "true" || v == "1")
@@ -545,9 +578,13 @@ pub(super) async fn delete(api: Arc<Api>, req: Request) -> Result<Reply, ApiErro
         .await;
     let ok = matches!(&result, Ok(r) if r.success);
     if ok || force {
+        let access = api.store.access(&rec.server_id);
         let store = api.store.clone();
         let id = rec.server_id.clone();
         blocking(move || store.remove_server(&id)).await?;
+        for uid in access.owner_id.iter().chain(access.subusers.keys()) {
+            api.rescope(uid);
+        }
         return Ok(Response::json(200, &json!({"success": true})).into());
     }
     Ok(agent_answer(&result?).into())
