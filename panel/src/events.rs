@@ -594,6 +594,50 @@ mod tests {
         assert_eq!(metrics.event_subscribers.get(), 2);
     }
 
+    fn user(id: &str, servers: &[(&str, bool)]) -> Audience {
+        Audience {
+            scope: Scope::Servers(servers.iter().map(|(s, c)| (s.to_string(), *c)).collect()),
+            owner: Some(Owner {
+                user_id: id.into(),
+                credential: crate::users::Via::Session("k1".into()),
+            }),
+        }
+    }
+
+    #[test]
+    fn users_see_only_their_servers_and_console_only_with_the_right() {
+        let ev = Events::new(8, Arc::new(PanelMetrics::default()));
+        let admin = ev.subscribe(Filter::default());
+        let a = ev.subscribe_as(Filter::default(), user("ua", &[("s1", true)]));
+        let b = ev.subscribe_as(Filter::default(), user("ub", &[("s2", false)]));
+        ev.publish("a1", Some("s1"), Some("server_log"), &frame("a-log"));
+        ev.publish("a1", Some("s2"), Some("server_log"), &frame("b-log"));
+        ev.publish("a1", Some("s2"), Some("server_status"), &frame("b-status"));
+        ev.publish("a1", None, Some("agent_health_changed"), &frame("agent"));
+        assert_eq!(admin.queue.len(), 4);
+        assert_eq!(a.queue.try_pop().unwrap(), frame("a-log"));
+        assert!(a.queue.try_pop().is_none());
+        // b may see s2 but not read its console.
+        assert_eq!(b.queue.try_pop().unwrap(), frame("b-status"));
+        assert!(b.queue.try_pop().is_none());
+        // Only the subscribers of s1 are in its index entry: the cost of an s1 event does
+        // not grow with other users' subscribers.
+        assert_eq!(ev.index.read().by_server["s1"].len(), 1);
+        // A rights change re-indexes b live; a withdrawn credential closes a.
+        ev.rescope_user("ub", |_| Some(Scope::Servers([("s1".into(), true)].into())));
+        ev.rescope_user("ua", |_| None);
+        ev.publish("a1", Some("s1"), Some("server_log"), &frame("a-log2"));
+        ev.publish("a1", Some("s2"), Some("server_status"), &frame("b-status2"));
+        assert_eq!(b.queue.try_pop().unwrap(), frame("a-log2"));
+        assert!(b.queue.try_pop().is_none());
+        assert!(a.revoked());
+        assert!(a.queue.try_pop().is_none());
+        drop((a, b));
+        let idx = ev.index.read();
+        assert!(idx.by_server.is_empty() && idx.by_user.is_empty());
+        assert_eq!(idx.subs.len(), 1);
+    }
+
     #[test]
     fn forwarded_frames_share_the_original_bytes() {
         let metrics = Arc::new(PanelMetrics::default());
