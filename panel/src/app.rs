@@ -244,6 +244,7 @@ impl Panel {
         let mut router = api::router(&self.api);
         router.fallback(crate::ui::fallback());
         let router = Arc::new(router);
+        let sweeper = smol::spawn(self.api.clone().sweep_sessions());
         let served = http::serve(
             self.listener,
             self.tls,
@@ -261,6 +262,7 @@ impl Panel {
             self.api.events.drain(CLOSE_GRACE),
         )
         .await;
+        sweeper.await;
         let store = self.api.store.clone();
         smol::unblock(move || store.sync()).await?;
         served.map_err(AppError::Serve)

@@ -131,7 +131,10 @@ fn responder(conn: &Conn) -> common::agent::AutoResponder {
                     .decode(p["content"].as_str().unwrap_or_default())
                     .map_or(0, |b| b.len() as u64);
                 let written = p["offset"].as_u64().unwrap_or(0) + n;
-                Some(ok_response(id, json!({"path": p["path"], "written": written})))
+                Some(ok_response(
+                    id,
+                    json!({"path": p["path"], "written": written}),
+                ))
             }
             _ => standard_response(cmd),
         }
@@ -638,7 +641,9 @@ fn an_expired_session_is_refused() {
     let p = &h.panel;
     run(async {
         add_user(p, "eve", "eve-password", false).await;
-        let c = Cred::Cookie(login(p, "eve", "eve-password").await);
+        let id = login(p, "eve", "eve-password").await;
+        let live = Sub::open(p, &id).await;
+        let c = Cred::Cookie(id);
         assert_eq!(call(p, &c, "GET", "/api/auth/me", None).await.0, 200);
         // Past the idle limit (the session was last seen at login).
         eventually("the session to expire", || async {
@@ -646,6 +651,8 @@ fn an_expired_session_is_refused() {
         })
         .await;
         assert_eq!(call(p, &c, "GET", "/api/servers", None).await.0, 401);
+        // The socket opened with it is closed by the session sweep.
+        assert_eq!(live.closed().await, Some(1008));
     });
 }
 
@@ -1028,7 +1035,24 @@ fn a_login_flood_leaves_the_panel_answering() {
     run(async {
         add_user(p, "victim", "victim-password", false).await;
         let pid = p.pid().as_raw();
+        // The same number of concurrent connections asking for nothing: what connections
+        // alone cost, to compare with.
+        let idle = rss_kib(pid);
+        let cheap: Vec<_> = (0..200)
+            .map(|_| {
+                let (base, tls) = (p.base_url(), p.tls.clone());
+                smol::spawn(async move {
+                    common::net::raw(&base, &tls, "GET", "/healthz", &[], None)
+                        .await
+                        .map_or(0, |r| r.0)
+                })
+            })
+            .collect();
+        for c in cheap {
+            assert_eq!(c.await, 200);
+        }
         let before = rss_kib(pid);
+        eprintln!("200 concurrent /healthz connections: RSS {idle} KiB -> {before} KiB");
         let started = Instant::now();
         let body = json!({"username": "victim", "password": "wrong-guess"}).to_string();
         let mut counts = std::collections::BTreeMap::new();

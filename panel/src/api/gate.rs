@@ -149,13 +149,15 @@ async fn touch_session(api: &Api, who: &Principal) -> Result<(), ApiError> {
         return Ok(());
     };
     let now = unix_now();
+    // Often enough that the idle limit is honoured to a quarter of itself.
+    let every = TOUCH_EVERY.min(api.users.policy.idle.as_secs() / 4);
     let stale = api
         .store
         .session(key)
-        .is_some_and(|s| now.saturating_sub(s.last_seen) >= TOUCH_EVERY);
+        .is_some_and(|s| now.saturating_sub(s.last_seen) >= every);
     if stale {
         let (store, key) = (api.store.clone(), key.clone());
-        blocking(move || store.touch_session(&key, now)).await?;
+        blocking(move || store.touch_session(&key, now, every)).await?;
     }
     Ok(())
 }

@@ -45,6 +45,9 @@ use crate::users::rights::{Perm, ServerRight};
 use crate::users::{Principal, Users, Via};
 use gate::gate;
 
+/// How often expired sessions are swept (and their live sockets closed).
+const SESSION_SWEEP: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Most distinct client IPs the API limiter tracks at once (idle ones are evicted).
 const MAX_LIMITER_KEYS: usize = 100_000;
 
@@ -132,6 +135,37 @@ impl Api {
                 .map(|(id, p)| (id, p.has(ServerRight::Perm(Perm::ConsoleRead))))
                 .collect(),
         )
+    }
+
+    /// Housekeeping, every [`SESSION_SWEEP`] (or the idle limit if shorter) until shutdown: ends expired sessions and
+    /// closes the live event sockets opened with them.
+    pub async fn sweep_sessions(self: Arc<Self>) {
+        let every = SESSION_SWEEP
+            .min(self.users.policy.idle)
+            .max(std::time::Duration::from_secs(1));
+        let mut tick = async_io::Timer::interval(every);
+        loop {
+            let stop = futures_lite::future::or(
+                async {
+                    futures_lite::StreamExt::next(&mut tick).await;
+                    false
+                },
+                async {
+                    self.shutdown.wait().await;
+                    true
+                },
+            )
+            .await;
+            if stop {
+                return;
+            }
+            let (store, policy) = (self.store.clone(), self.users.policy);
+            let now = proto::time::unix_now();
+            match blocking(move || store.prune_sessions(|s| policy.expired(s, now))).await {
+                Ok(users) => users.iter().for_each(|u| self.rescope(u)),
+                Err(e) => log::error!("pruning expired sessions: {e}"),
+            }
+        }
     }
 
     /// Applies a change of `user_id`'s rights (or credentials) to their live event sockets:

@@ -2,7 +2,8 @@
 //! never stored, so a copy of the database does not log anyone in.
 //!
 //! `lastSeen` feeds the idle expiry; it is written at most once per [`TOUCH_EVERY`] seconds
-//! per session, so browsing does not cost a durable commit per request.
+//! per session (more often only when the idle limit is shorter), so browsing does not cost a
+//! durable commit per request.
 
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
@@ -64,13 +65,13 @@ impl Store {
         Ok(())
     }
 
-    /// Records activity at `now` if the stored `lastSeen` is [`TOUCH_EVERY`] old.
-    pub fn touch_session(&self, key: &str, now: u64) -> Result<(), StoreError> {
+    /// Records activity at `now` if the stored `lastSeen` is `every` seconds old.
+    pub fn touch_session(&self, key: &str, now: u64, every: u64) -> Result<(), StoreError> {
         let w = self.db.writer();
         let Some(mut rec) = self.session(key) else {
             return Ok(());
         };
-        if now.saturating_sub(rec.last_seen) < TOUCH_EVERY {
+        if now.saturating_sub(rec.last_seen) < every {
             return Ok(());
         }
         rec.last_seen = now;
@@ -90,24 +91,25 @@ impl Store {
         Ok(Some(rec))
     }
 
-    /// Removes every session `expired` says is over (start-up and periodic housekeeping).
+    /// Removes every session `expired` says is over (at login and by the periodic
+    /// housekeeping); the users whose sessions ended.
     pub fn prune_sessions(
         &self,
         expired: impl Fn(&SessionRecord) -> bool,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         let w = self.db.writer();
-        let keys: Vec<String> = self
+        let (keys, users): (Vec<String>, Vec<String>) = self
             .sessions
             .read()
             .iter()
             .filter(|(_, s)| expired(s))
-            .map(|(k, _)| k.clone())
-            .collect();
+            .map(|(k, s)| (k.clone(), s.user_id.clone()))
+            .unzip();
         if keys.is_empty() {
-            return Ok(0);
+            return Ok(users);
         }
         w.commit(|txn| remove_all(txn, &keys))?;
         forget(&self.sessions, &keys);
-        Ok(keys.len())
+        Ok(users)
     }
 }

@@ -200,16 +200,14 @@ impl Users {
     }
 
     /// Opens a session for `user_id`: the session id for the cookie (only its hash is
-    /// stored). Expired sessions are pruned on the way.
+    /// stored). Expired sessions are pruned by `Api::sweep_sessions`.
     pub async fn open_session(&self, user_id: &str) -> Result<String, StoreError> {
         let id = secret::token(32);
         let key = secret::digest(&id);
         let store = self.store.clone();
-        let policy = self.policy;
         let user_id = user_id.to_owned();
         smol::unblock(move || {
             let t = unix_now();
-            store.prune_sessions(|s| policy.expired(s, t))?;
             store.insert_session(
                 &key,
                 &SessionRecord {
