@@ -243,12 +243,12 @@ impl Drop for Subscription {
         let mut idx = self.events.index.write();
         idx.unplace(self.id);
         if let Some(sub) = idx.subs.remove(&self.id) {
-            if let Some(o) = sub.owner {
-                if let Some(set) = idx.by_user.get_mut(&o.user_id) {
-                    set.remove(&self.id);
-                    if set.is_empty() {
-                        idx.by_user.remove(&o.user_id);
-                    }
+            if let Some(o) = sub.owner
+                && let Some(set) = idx.by_user.get_mut(&o.user_id)
+            {
+                set.remove(&self.id);
+                if set.is_empty() {
+                    idx.by_user.remove(&o.user_id);
                 }
             }
             self.events.metrics.event_subscribers.dec();

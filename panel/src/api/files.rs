@@ -38,7 +38,7 @@ pub(super) async fn list(api: Arc<Api>, req: Request, caller: Caller) -> Result<
         offset: number_param(&req, "offset")?,
         limit: number_param(&req, "limit")?,
     });
-    relay(&api, &rec, action, None).await
+    relay(&api, rec, action, None).await
 }
 
 #[derive(Deserialize)]
@@ -57,7 +57,7 @@ pub(super) async fn rename(api: Arc<Api>, req: Request, caller: Caller) -> Resul
         to: Cow::Owned(b.to),
     };
     validate::rename(&r)?;
-    relay(&api, &rec, Action::RenameFile(r), None).await
+    relay(&api, rec, Action::RenameFile(r), None).await
 }
 
 #[derive(Deserialize)]
@@ -74,7 +74,7 @@ pub(super) async fn mkdir(api: Arc<Api>, req: Request, caller: Caller) -> Result
     let action = Action::CreateDirectory(PathPayload {
         path: Cow::Owned(b.path),
     });
-    relay(&api, &rec, action, None).await
+    relay(&api, rec, action, None).await
 }
 
 /// `DELETE /api/servers/{id}/files?path=P` (admin): a file, or a directory with everything
@@ -86,7 +86,7 @@ pub(super) async fn delete(api: Arc<Api>, req: Request, caller: Caller) -> Resul
     let action = Action::DeleteFile(PathPayload {
         path: Cow::Owned(path),
     });
-    relay(&api, &rec, action, None).await
+    relay(&api, rec, action, None).await
 }
 
 /// `GET /api/servers/{id}/files/download?path=P` (admin): the file's raw bytes, streamed.
@@ -100,7 +100,7 @@ pub(super) async fn download(
     let rec = caller.server()?;
     let path = path_param(&req, None)?;
     validate::file_target(&path)?;
-    match transfer::download(api, &rec, path).await? {
+    match transfer::download(api, rec, path).await? {
         Ok(streamed) => Ok(Reply::Stream(streamed)),
         Err(agent_refusal) => Ok(agent_answer(&agent_refusal).into()),
     }
@@ -122,7 +122,7 @@ pub(super) async fn upload(
             "the upload route did not receive its body stream",
         ));
     };
-    match transfer::upload(&api, &rec, &path, stream).await? {
+    match transfer::upload(&api, rec, &path, stream).await? {
         Ok(size) => Ok(Response::json(
             200,
             &serde_json::json!({"success": true, "path": path, "size": size}),

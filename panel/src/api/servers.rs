@@ -389,7 +389,7 @@ pub(super) async fn status(
     caller: Caller,
 ) -> Result<Reply, ApiError> {
     let rec = caller.server()?;
-    relay(&api, &rec, Action::GetStatus, None).await
+    relay(&api, rec, Action::GetStatus, None).await
 }
 
 #[derive(Deserialize)]
@@ -438,7 +438,7 @@ pub(super) async fn power(api: Arc<Api>, req: Request, caller: Caller) -> Result
             ));
         }
     };
-    relay(&api, &rec, action, Some(desired)).await
+    relay(&api, rec, action, Some(desired)).await
 }
 
 /// `POST /api/servers/{id}/reinstall` (admin): `reinstall_server` (the egg's install script
@@ -449,7 +449,7 @@ pub(super) async fn reinstall(
     caller: Caller,
 ) -> Result<Reply, ApiError> {
     let rec = caller.server()?;
-    relay(&api, &rec, Action::ReinstallServer, None).await
+    relay(&api, rec, Action::ReinstallServer, None).await
 }
 
 #[derive(Deserialize)]
@@ -470,7 +470,7 @@ pub(super) async fn console(
     let action = Action::SendCommand(SendCommand {
         command: Cow::Owned(body.command),
     });
-    relay(&api, &rec, action, None).await
+    relay(&api, rec, action, None).await
 }
 
 /// `GET /api/servers/{id}/logs[?lines=N]` (admin): the last console lines the agent kept
@@ -532,7 +532,7 @@ pub(super) async fn get_file(
     let action = Action::GetFile(PathPayload {
         path: Cow::Owned(path),
     });
-    relay(&api, &rec, action, None).await
+    relay(&api, rec, action, None).await
 }
 
 /// Body of `PUT /api/servers/{id}/files/content?path=P`.
@@ -559,7 +559,7 @@ pub(super) async fn write_file(
         content: Cow::Owned(body.content),
         encoding: body.encoding,
     });
-    relay(&api, &rec, action, None).await
+    relay(&api, rec, action, None).await
 }
 
 /// `DELETE /api/servers/{id}[?purge=true][&force=true]` (admin): `delete_server`, then the
