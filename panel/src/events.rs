@@ -91,6 +91,11 @@ pub struct Owner {
     pub credential: crate::users::Via,
 }
 
+/// What `owner` may see now: `None` when the user or the credential is gone. Set once by
+/// the API ([`Events::set_scoper`]) and called under the index lock, so a subscription and
+/// a rights change cannot interleave into a stale scope.
+pub type Scoper = Box<dyn Fn(&Owner) -> Option<Scope> + Send + Sync>;
+
 /// What a subscriber may receive and on whose behalf.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Audience {
@@ -214,6 +219,7 @@ pub struct Events {
     write_stall: Duration,
     metrics: Arc<PanelMetrics>,
     tracker: Tracker,
+    scoper: std::sync::OnceLock<Scoper>,
 }
 
 /// A registered subscriber; unregisters itself when dropped.
@@ -274,6 +280,7 @@ impl Events {
             write_stall,
             metrics,
             tracker: Tracker::new(),
+            scoper: std::sync::OnceLock::new(),
         })
     }
 
@@ -282,13 +289,23 @@ impl Events {
         self.subscribe_as(filter, Audience::all())
     }
 
-    /// A subscriber that receives what `audience` may see.
+    /// Sets how a user's scope is computed (once; later calls are ignored).
+    pub fn set_scoper(&self, scoper: Scoper) {
+        let _ = self.scoper.set(scoper);
+    }
+
+    /// A subscriber that receives what `audience` may see. With a scoper set, a user's scope
+    /// is computed now, under the index lock (a credential gone by then closes it at once).
     pub fn subscribe_as(self: &Arc<Self>, filter: Filter, audience: Audience) -> Subscription {
         let queue = Arc::new(Outbox::new(self.queue));
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let dropped = Arc::new(AtomicU64::new(0));
         let revoked = Arc::new(AtomicBool::new(false));
         let mut idx = self.index.write();
+        let scope = match (&audience.owner, self.scoper.get()) {
+            (Some(o), Some(scoper)) => scoper(o),
+            _ => Some(audience.scope),
+        };
         if let Some(o) = &audience.owner {
             idx.by_user.entry(o.user_id.clone()).or_default().insert(id);
         }
@@ -304,7 +321,13 @@ impl Events {
                 servers: Vec::new(),
             },
         );
-        idx.place(id, &audience.scope);
+        match scope {
+            Some(scope) => idx.place(id, &scope),
+            None => {
+                revoked.store(true, Ordering::Release);
+                queue.close();
+            }
+        }
         drop(idx);
         self.metrics.event_subscribers.inc();
         Subscription {
@@ -313,6 +336,19 @@ impl Events {
             queue,
             dropped,
             revoked,
+        }
+    }
+
+    /// Applies a change of `user_id`'s rights to their live subscribers with the scoper
+    /// (nothing without one).
+    pub fn rescope(&self, user_id: &str) {
+        if let Some(scoper) = self.scoper.get() {
+            self.rescope_user(user_id, |credential| {
+                scoper(&Owner {
+                    user_id: user_id.to_owned(),
+                    credential: credential.clone(),
+                })
+            });
         }
     }
 
@@ -636,6 +672,29 @@ mod tests {
         let idx = ev.index.read();
         assert!(idx.by_server.is_empty() && idx.by_user.is_empty());
         assert_eq!(idx.subs.len(), 1);
+    }
+
+    #[test]
+    fn the_scoper_decides_at_subscription_time() {
+        let ev = Events::new(8, Arc::new(PanelMetrics::default()));
+        // The user may now see s2 only, and the credential "gone" no longer works.
+        ev.set_scoper(Box::new(|o: &Owner| match &o.credential {
+            crate::users::Via::Session(k) if k == "gone" => None,
+            _ => Some(Scope::Servers([("s2".into(), false)].into())),
+        }));
+        // The audience computed earlier (s1) is stale: the scoper's answer wins.
+        let live = ev.subscribe_as(Filter::default(), user("ua", &[("s1", true)]));
+        let mut stale = user("ua", &[("s1", true)]);
+        stale.owner = Some(Owner {
+            user_id: "ua".into(),
+            credential: crate::users::Via::Session("gone".into()),
+        });
+        let dead = ev.subscribe_as(Filter::default(), stale);
+        assert!(dead.revoked() && !live.revoked());
+        ev.publish("a1", Some("s1"), Some("server_status"), &frame("s1"));
+        ev.publish("a1", Some("s2"), Some("server_status"), &frame("s2"));
+        assert_eq!(live.queue.try_pop().unwrap(), frame("s2"));
+        assert!(live.queue.try_pop().is_none() && dead.queue.try_pop().is_none());
     }
 
     #[test]

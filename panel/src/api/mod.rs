@@ -34,7 +34,7 @@ use std::time::Instant;
 use proto::ErrorCode;
 
 use crate::auth::Auth;
-use crate::events::{Events, Scope};
+use crate::events::{Events, Owner, Scope};
 use crate::http::{Method, Reply, Request, Response, Router, ServerStats, handler};
 use crate::hub::Hub;
 use crate::panel_metrics::PanelMetrics;
@@ -42,7 +42,7 @@ use crate::ratelimit::KeyedLimiter;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::users::rights::{Perm, ServerRight};
-use crate::users::{Principal, Users, Via};
+use crate::users::{Principal, SessionPolicy, Users, Via};
 use gate::gate;
 
 /// How often expired sessions are swept (and their live sockets closed).
@@ -89,6 +89,7 @@ impl Api {
         admin_rate: f64,
         admin_burst: f64,
     ) -> Arc<Api> {
+        events.set_scoper(scoper(store.clone(), users.policy));
         Arc::new(Api {
             store,
             auth,
@@ -116,25 +117,13 @@ impl Api {
         }
     }
 
-    /// What `who` may see on `/api/events`.
+    /// What `who` may see on `/api/events` (a user's scope is computed again, under the
+    /// events lock, by the scoper set in [`Api::new`]).
     pub(crate) fn scope_of(&self, who: &Principal) -> Scope {
         match who.user() {
-            Some(u) => self.scope_for(&u.id, u.admin),
+            Some(u) => scope_for(&self.store, &u.id, u.admin),
             None => Scope::All,
         }
-    }
-
-    fn scope_for(&self, user_id: &str, admin: bool) -> Scope {
-        if admin {
-            return Scope::All;
-        }
-        Scope::Servers(
-            self.store
-                .visible_to(user_id)
-                .into_iter()
-                .map(|(id, p)| (id, p.has(ServerRight::Perm(Perm::ConsoleRead))))
-                .collect(),
-        )
     }
 
     /// Housekeeping, every [`SESSION_SWEEP`] (or the idle limit if shorter) until shutdown: ends expired sessions and
@@ -171,22 +160,40 @@ impl Api {
     /// Applies a change of `user_id`'s rights (or credentials) to their live event sockets:
     /// re-indexed with the new rights, or closed when the user, session or key is gone.
     pub(crate) fn rescope(&self, user_id: &str) {
-        let scope = self
-            .store
-            .user(user_id)
-            .map(|u| self.scope_for(&u.id, u.admin));
-        let now = proto::time::unix_now();
-        self.events.rescope_user(user_id, |via| {
-            let alive = match via {
-                Via::Session(key) => self
-                    .store
-                    .session(key)
-                    .is_some_and(|s| !self.users.policy.expired(&s, now)),
-                Via::Key(id) => self.store.api_key(id).is_some(),
-            };
-            scope.clone().filter(|_| alive)
-        });
+        self.events.rescope(user_id);
     }
+}
+
+/// The events a user may see: everything for an admin, else their servers (`true` where
+/// they hold `console.read`).
+fn scope_for(store: &Store, user_id: &str, admin: bool) -> Scope {
+    if admin {
+        return Scope::All;
+    }
+    Scope::Servers(
+        store
+            .visible_to(user_id)
+            .into_iter()
+            .map(|(id, p)| (id, p.has(ServerRight::Perm(Perm::ConsoleRead))))
+            .collect(),
+    )
+}
+
+/// The events scoper: the scope of a subscriber's user, `None` once the user, the session
+/// (or its expiry) or the API key it was opened with is gone.
+fn scoper(store: Arc<Store>, policy: SessionPolicy) -> crate::events::Scoper {
+    Box::new(move |owner: &Owner| {
+        let user = store.user(&owner.user_id)?;
+        let alive = match &owner.credential {
+            Via::Session(key) => store
+                .session(key)
+                .is_some_and(|s| !policy.expired(&s, proto::time::unix_now())),
+            Via::Key(id) => store
+                .api_key(id)
+                .is_some_and(|k| k.user_id == owner.user_id),
+        };
+        alive.then(|| scope_for(&store, &user.id, user.admin))
+    })
 }
 
 /// The request body as JSON; `INVALID_MESSAGE` if it is not what `T` expects.
