@@ -119,10 +119,16 @@ fn is_console(event: Option<&str>) -> bool {
     matches!(event, Some("server_log" | "install_log"))
 }
 
-struct Sub {
+/// Where a subscriber's frames go: shared by its entries in the index, so publishing walks
+/// the index alone (no second lookup per subscriber).
+struct Target {
     filter: Filter,
     queue: Arc<Outbox<WsMessage>>,
     dropped: Arc<AtomicU64>,
+}
+
+struct Sub {
+    target: Arc<Target>,
     revoked: Arc<AtomicBool>,
     owner: Option<Owner>,
     /// Indexed in `wide` (else under `servers` in `by_server`).
@@ -130,7 +136,7 @@ struct Sub {
     servers: Vec<String>,
 }
 
-impl Sub {
+impl Target {
     fn deliver(&self, frame: &WsMessage, metrics: &PanelMetrics) {
         match self.queue.force_push(frame.clone()) {
             Ok(None) => metrics.events_forwarded.inc(),
@@ -150,9 +156,9 @@ impl Sub {
 struct Index {
     subs: HashMap<u64, Sub>,
     /// All-seeing subscribers without a server filter.
-    wide: HashSet<u64>,
-    /// Server id → subscriber → may read console output.
-    by_server: HashMap<String, HashMap<u64, bool>>,
+    wide: HashMap<u64, Arc<Target>>,
+    /// Server id → subscriber → (its target, may read console output).
+    by_server: HashMap<String, HashMap<u64, (Arc<Target>, bool)>>,
     /// User id → their subscribers.
     by_user: HashMap<String, HashSet<u64>>,
 }
@@ -163,10 +169,11 @@ impl Index {
         let Some(sub) = self.subs.get_mut(&id) else {
             return;
         };
-        let servers: Vec<(String, bool)> = match (scope, &sub.filter.server_id) {
+        let target = sub.target.clone();
+        let servers: Vec<(String, bool)> = match (scope, &target.filter.server_id) {
             (Scope::All, None) => {
                 sub.wide = true;
-                self.wide.insert(id);
+                self.wide.insert(id, target);
                 return;
             }
             (Scope::All, Some(s)) => vec![(s.clone(), true)],
@@ -175,7 +182,10 @@ impl Index {
         };
         sub.servers = servers.iter().map(|(s, _)| s.clone()).collect();
         for (s, console) in servers {
-            self.by_server.entry(s).or_default().insert(id, console);
+            self.by_server
+                .entry(s)
+                .or_default()
+                .insert(id, (target.clone(), console));
         }
     }
 
@@ -312,9 +322,11 @@ impl Events {
         idx.subs.insert(
             id,
             Sub {
-                filter,
-                queue: queue.clone(),
-                dropped: dropped.clone(),
+                target: Arc::new(Target {
+                    filter,
+                    queue: queue.clone(),
+                    dropped: dropped.clone(),
+                }),
                 revoked: revoked.clone(),
                 owner: audience.owner,
                 wide: false,
@@ -377,7 +389,7 @@ impl Events {
                 None => {
                     if let Some(sub) = idx.subs.get(&id) {
                         sub.revoked.store(true, Ordering::Release);
-                        sub.queue.close();
+                        sub.target.queue.close();
                     }
                 }
             }
@@ -406,25 +418,18 @@ impl Events {
         frame: &WsMessage,
     ) {
         let idx = self.index.read();
-        for id in &idx.wide {
-            if let Some(sub) = idx.subs.get(id)
-                && sub.filter.matches(agent_id, server_id)
-            {
-                sub.deliver(frame, &self.metrics);
+        for target in idx.wide.values() {
+            if target.filter.matches(agent_id, server_id) {
+                target.deliver(frame, &self.metrics);
             }
         }
         let Some(subs) = server_id.and_then(|s| idx.by_server.get(s)) else {
             return;
         };
         let console = is_console(event);
-        for (id, may_read_console) in subs {
-            if console && !may_read_console {
-                continue;
-            }
-            if let Some(sub) = idx.subs.get(id)
-                && sub.filter.matches(agent_id, server_id)
-            {
-                sub.deliver(frame, &self.metrics);
+        for (target, may_read_console) in subs.values() {
+            if (!console || *may_read_console) && target.filter.matches(agent_id, server_id) {
+                target.deliver(frame, &self.metrics);
             }
         }
     }
