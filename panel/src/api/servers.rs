@@ -241,6 +241,10 @@ pub(super) async fn create(
         let store = api.store.clone();
         let id = rec.server_id.clone();
         blocking(move || store.remove_server(&id)).await?;
+        // The owner's live sockets were indexed for it: not any more.
+        if let Some(o) = &owner_id {
+            api.rescope(o);
+        }
     }
     let r = result?;
     if !r.success {
