@@ -58,6 +58,8 @@ pub struct FilteredReport {
     /// Events of other servers that reached them (the filter leaked).
     pub misrouted: u64,
     pub duplicates: u64,
+    /// Frames the panel dropped for slow subscribers during the run (all subscribers).
+    pub panel_dropped: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -279,8 +281,15 @@ impl Report {
         if let Some(f) = &self.filtered {
             let _ = writeln!(
                 s,
-                "filtered subscribers: {} expected {} delivered {} lost {} misrouted {} duplicates {}",
-                f.subscribers, f.expected, f.delivered, f.lost, f.misrouted, f.duplicates
+                "filtered subscribers: {} expected {} delivered {} lost {} misrouted {} \
+                 duplicates {}; the panel dropped {} for slow subscribers",
+                f.subscribers,
+                f.expected,
+                f.delivered,
+                f.lost,
+                f.misrouted,
+                f.duplicates,
+                f.panel_dropped
             );
         }
         if let Some(l) = &self.logins {

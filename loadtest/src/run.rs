@@ -20,8 +20,8 @@ use crate::logins;
 use crate::metrics::{self, Scrape};
 use crate::procfs::{self, ProcSample};
 use crate::report::{
-    AgentsReport, CommandsReport, EventsReport, FilteredReport, LoginsReport, LossByCause, PanelReport, Report, Second,
-    StormReport,
+    AgentsReport, CommandsReport, EventsReport, FilteredReport, LoginsReport, LossByCause,
+    PanelReport, Report, Second, StormReport,
 };
 use crate::rlimit;
 use crate::sim::server_id_for;
@@ -455,11 +455,16 @@ impl Run {
                 continue;
             }
             let sent = fleet_stats.events_sent.get();
-            let delivered: u64 = sub_stats.iter().map(|s| s.delivered.get()).sum();
+            // Progress counts the filtered subscribers too (they may be the only ones).
+            let delivered: u64 = sub_stats
+                .iter()
+                .chain(filtered.iter().map(|(_, s)| s))
+                .map(|s| s.delivered.get())
+                .sum();
             let done_events = sub_stats.iter().all(|s| s.delivered.get() >= sent)
-                && filtered.iter().all(|(i, s)| {
-                    s.delivered.get() >= sent_by_agent[*i].load(Ordering::Relaxed)
-                });
+                && filtered
+                    .iter()
+                    .all(|(i, s)| s.delivered.get() >= sent_by_agent[*i].load(Ordering::Relaxed));
             let done_cmds = cmd_stats.in_flight.get() == 0 && login_stats.in_flight.get() == 0;
             if done_events && done_cmds {
                 break;
@@ -519,6 +524,7 @@ impl Run {
                     .map(|(e, d)| e.saturating_sub(*d))
                     .sum(),
                 misrouted: filtered.iter().map(|(_, s)| s.misrouted.get()).sum(),
+                panel_dropped: delta(metrics::subscriber_drops),
                 duplicates: filtered.iter().map(|(_, s)| s.duplicates.get()).sum(),
             }
         });
@@ -811,7 +817,8 @@ impl Run {
             self.panel.as_ref().and_then(|p| procfs::sample(p.pid).ok()),
         );
         let loadtest_cpu_percent = me_secs.map_or(0.0, |s| s / elapsed * 100.0);
-        let per_reconnect = |secs: Option<f64>| secs.filter(|_| back > 0).map(|s| s * 1000.0 / back as f64);
+        let per_reconnect =
+            |secs: Option<f64>| secs.filter(|_| back > 0).map(|s| s * 1000.0 / back as f64);
         let mut samples = fleet.connect_latency.take();
         StormReport {
             agents,

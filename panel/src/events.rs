@@ -270,12 +270,8 @@ impl Events {
                 writing.store(true, Ordering::Relaxed);
                 let sent = future::or(
                     async {
-                        let batch = outbox::write_batch_lingering(
-                            &mut tx,
-                            &sub.queue,
-                            frame,
-                            &mut linger,
-                        );
+                        let batch =
+                            outbox::write_batch_lingering(&mut tx, &sub.queue, frame, &mut linger);
                         Some(batch.await)
                     },
                     async {

@@ -329,7 +329,10 @@ mod tests {
         let mut l = Linger::new(period);
         let t0 = Instant::now();
         assert_eq!(l.due(t0), None, "the first frame goes out at once");
-        let one = Sent { frames: 1, bytes: 10 };
+        let one = Sent {
+            frames: 1,
+            bytes: 10,
+        };
         l.flushed(one, t0);
         assert_eq!(l.due(t0), Some(t0 + period));
         assert_eq!(l.due(t0 + period), None, "after a quiet period: at once");
