@@ -2,10 +2,12 @@
 //!
 //! ```text
 //! agent register --panel URL --admin-token TOKEN --name NAME [--ca-cert PEM] [--config PATH]
+//! agent register --panel URL --token REGISTRATION_TOKEN --name NAME ...
 //! agent run [--config PATH] [--docker-socket PATH] [--data-dir DIR]
 //! ```
 //!
-//! plus `agent run --node-config PATH` (the operator's node policy, see `node.rs`).
+//! plus `agent run --node-config PATH` (the operator's node policy, see `node.rs`) and
+//! `--name-prefix P` (containers are named `P<serverId>`, default `ctrl-`).
 //!
 //! Hand-parsed (`--flag value` or `--flag=value`): two sub-commands do not justify a
 //! dependency. `main.rs` only calls [`main`].
@@ -17,16 +19,20 @@ use std::path::PathBuf;
 
 pub const USAGE: &str = "\
 usage:
-  agent register --panel URL --admin-token TOKEN --name NAME [--ca-cert PEM] [--config PATH]
-                 [--docker-socket PATH] [--hostname HOST]
+  agent register --panel URL (--admin-token TOKEN | --token T) --name NAME
+                 [--ca-cert PEM] [--config PATH] [--docker-socket PATH] [--hostname HOST]
   agent run [--config PATH] [--docker-socket PATH] [--data-dir DIR] [--node-config PATH]
+            [--name-prefix P]
 
   register  detects this node's capabilities, registers it with the panel and writes the
-            identity and tokens to --config (default ./agent.json, mode 0600)
+            identity and tokens to --config (default ./agent.json, mode 0600);
+            --token takes a single-use registration token from the panel
+            (POST /api/agents/registration-tokens) instead of the admin token
   run       connects to the panel and runs its game servers in Docker
             (default socket /var/run/docker.sock or DOCKER_HOST=unix://..., data ./agent-data);
             --node-config names a JSON file with the node's policy (caps, allowed
-            registries, network, rate limits; see agent/README.md)
+            registries, network, rate limits; see agent/README.md); containers are named
+            <name-prefix><serverId> (default ctrl-), so agents can share one Docker Engine
 
   AGENT_LOG=error|warn|info|debug sets the log level (default info)";
 
@@ -88,6 +94,7 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
                 &[
                     "panel",
                     "admin-token",
+                    "token",
                     "name",
                     "ca-cert",
                     "config",
@@ -101,7 +108,14 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
                     .ok_or_else(|| format!("register needs --{n}"))
             };
             let panel = need(&mut f, "panel")?;
-            let admin_token = need(&mut f, "admin-token")?;
+            // The bearer credential: the admin token or a registration token.
+            let admin_token = match (take(&mut f, "admin-token"), take(&mut f, "token")) {
+                (Some(t), None) | (None, Some(t)) if !t.is_empty() => t,
+                (Some(_), Some(_)) => {
+                    return Err("register takes --admin-token or --token, not both".into());
+                }
+                _ => return Err("register needs --admin-token (or --token)".into()),
+            };
             let name = need(&mut f, "name")?;
             let docker_socket = match take(&mut f, "docker-socket") {
                 Some(p) => PathBuf::from(p),
@@ -123,7 +137,13 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
         "run" => {
             let mut f = flags(
                 rest,
-                &["config", "docker-socket", "data-dir", "node-config"],
+                &[
+                    "config",
+                    "docker-socket",
+                    "data-dir",
+                    "node-config",
+                    "name-prefix",
+                ],
             )?;
             let mut opts = RunOptions::with_defaults().map_err(|e| e.to_string())?;
             if let Some(p) = take(&mut f, "config") {
@@ -136,6 +156,10 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
                 opts.data_dir = PathBuf::from(p);
             }
             opts.node_config = take(&mut f, "node-config").map(PathBuf::from);
+            if let Some(p) = take(&mut f, "name-prefix") {
+                crate::servers::check_prefix(&p)?;
+                opts.name_prefix = p;
+            }
             Ok(Cli::Run(opts))
         }
         other => Err(format!("unknown sub-command `{other}`")),
@@ -209,6 +233,18 @@ mod tests {
         assert_eq!(r.config, PathBuf::from("./agent.json"));
         let e = parse(&args("register --panel https://p --name n")).unwrap_err();
         assert!(e.contains("--admin-token"), "{e}");
+        let Cli::Register(r) = parse(&args(
+            "register --panel https://p:8443 --token rt_abc --name n1",
+        ))
+        .unwrap() else {
+            panic!("register expected")
+        };
+        assert_eq!(r.admin_token, "rt_abc");
+        let e = parse(&args(
+            "register --panel https://p --token a --admin-token b --name n",
+        ))
+        .unwrap_err();
+        assert!(e.contains("not both"), "{e}");
         assert!(
             parse(&args("register --panel"))
                 .unwrap_err()
@@ -225,10 +261,20 @@ mod tests {
         assert_eq!(o.docker_socket, PathBuf::from("/s.sock"));
         assert_eq!(o.config_path, PathBuf::from("./agent.json"));
         assert_eq!(o.node_config, None);
-        let Cli::Run(o) = parse(&args("run --node-config /etc/ctrl/node.json")).unwrap() else {
+        assert_eq!(o.name_prefix, "ctrl-");
+        let Cli::Run(o) = parse(&args(
+            "run --node-config /etc/ctrl/node.json --name-prefix b-",
+        ))
+        .unwrap() else {
             panic!("not run")
         };
         assert_eq!(o.node_config, Some(PathBuf::from("/etc/ctrl/node.json")));
+        assert_eq!(o.name_prefix, "b-");
+        assert!(
+            parse(&args("run --name-prefix a.b"))
+                .unwrap_err()
+                .contains("--name-prefix")
+        );
         assert!(
             parse(&args("run --bogus 1"))
                 .unwrap_err()

@@ -22,6 +22,7 @@ use crate::panel_metrics::PanelMetrics;
 use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError};
 use crate::tls::{self, TlsError};
+use crate::users::Users;
 
 /// How long shutdown waits for sockets to finish their close handshake.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -60,6 +61,8 @@ pub struct Started {
     pub cert_path: PathBuf,
     pub fingerprint_sha256: String,
     pub data_dir: PathBuf,
+    /// The admin user created on this first start and its password (shown once).
+    pub first_admin: Option<(String, String)>,
 }
 
 impl Started {
@@ -82,6 +85,12 @@ impl Started {
                     "admin token unchanged (printed on first start; only its hash is stored)\n",
                 );
             }
+        }
+        if let Some((name, password)) = &self.first_admin {
+            out.push_str(&format!("admin user: {name}\nadmin password: {password}\n"));
+            out.push_str(
+                "  (shown only now; only its Argon2id hash is stored — `panel user passwd admin` resets it)\n",
+            );
         }
         out.push_str(&format!(
             "tls fingerprint (sha256): {}\n",
@@ -132,18 +141,24 @@ impl Panel {
                 path: dir.clone(),
                 source,
             })?;
-        let (store, auth, origin, tls) = {
+        let (store, auth, origin, tls, first_admin) = {
             let dir = dir.clone();
             let extra: Vec<String> = config.public_host().into_iter().collect();
             let cert = config.tls_cert.clone();
             let key = config.tls_key.clone();
             let env_token = std::env::var("PANEL_ADMIN_TOKEN").ok();
+            let want_admin = config.first_admin;
             smol::unblock(move || -> Result<_, AppError> {
                 let store = Arc::new(Store::open(&dir)?);
                 seed_eggs(&store);
                 let (auth, origin) = Auth::init(&dir, store.clone(), env_token)?;
                 let tls = tls::setup(&dir, cert.as_deref(), key.as_deref(), &extra)?;
-                Ok((store, Arc::new(auth), origin, tls))
+                let first_admin = if want_admin {
+                    first_admin_user(&store)?
+                } else {
+                    None
+                };
+                Ok((store, Arc::new(auth), origin, tls, first_admin))
             })
             .await?
         };
@@ -182,9 +197,11 @@ impl Panel {
             events.clone(),
             metrics.clone(),
         );
+        let users = Arc::new(Users::new(store.clone(), config.sessions));
         let api = Api::new(
             store,
             auth,
+            users,
             hub,
             events,
             metrics,
@@ -194,6 +211,10 @@ impl Panel {
             config.max_frame_bytes,
             config.admin_rate,
             config.admin_burst,
+            crate::api::BackupSettings {
+                dir: dir.join("backups"),
+                keep: config.backup_keep,
+            },
         );
         let server_config = ServerConfig {
             max_conns_per_ip: config.max_conns_per_ip,
@@ -208,6 +229,7 @@ impl Panel {
                 cert_path: tls.cert_path.clone(),
                 fingerprint_sha256: tls.fingerprint_sha256.clone(),
                 data_dir: dir,
+                first_admin,
             },
             listener,
             tls: tls.config,
@@ -226,6 +248,10 @@ impl Panel {
         let mut router = api::router(&self.api);
         router.fallback(crate::ui::fallback());
         let router = Arc::new(router);
+        let sweeper = smol::spawn(self.api.clone().sweep_sessions());
+
+        // Scheduled backups; dropped (cancelled) when serving ends.
+        let _schedules = smol::spawn(api::schedule_loop(self.api.clone()));
         let served = http::serve(
             self.listener,
             self.tls,
@@ -243,9 +269,27 @@ impl Panel {
             self.api.events.drain(CLOSE_GRACE),
         )
         .await;
+        sweeper.await;
         let store = self.api.store.clone();
         smol::unblock(move || store.sync()).await?;
         served.map_err(AppError::Serve)
+    }
+}
+
+/// On the first start of `panel up` (no user yet), an admin user `admin` with a generated
+/// password, which the banner prints once.
+fn first_admin_user(store: &Store) -> Result<Option<(String, String)>, AppError> {
+    if store.has_users() {
+        return Ok(None);
+    }
+    let password = crate::users::password::generate();
+    match crate::users::cli::create(store, "admin", true, &password) {
+        Ok(u) => Ok(Some((u.name, password))),
+        Err(crate::users::cli::CliError::Store(e)) => Err(e.into()),
+        Err(e) => {
+            log::error!("the first admin user was not created: {e}");
+            Ok(None)
+        }
     }
 }
 

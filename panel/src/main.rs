@@ -41,6 +41,9 @@ fn main() -> ExitCode {
         Invocation::Run(cfg) => {
             smol::block_on(panel::app::run(cfg, shutdown)).map_err(|e| e.to_string())
         }
+        Invocation::User(cmd) => {
+            panel::users::cli::run(&cmd, &mut std::io::stdout()).map_err(|e| e.to_string())
+        }
         Invocation::Up(cfg) => {
             smol::block_on(panel::up::run(cfg, shutdown)).map_err(|e| e.to_string())
         }

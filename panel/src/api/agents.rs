@@ -13,10 +13,11 @@ use proto::rest::{
 use proto::time::{format_rfc3339, unix_now};
 use proto::validate::ValidationError;
 
-use super::{Api, ApiError, blocking, body};
+use super::{Api, ApiError, Caller, REG_TOKEN_PREFIX, blocking, body};
 use crate::auth::AuthError;
 use crate::http::{Reply, Request, Response};
 use crate::store::AgentRecord;
+use crate::users::secret;
 
 /// A random UUID (version 4) for a new agent: valid as a protocol id, unguessable.
 fn new_agent_id() -> String {
@@ -38,9 +39,12 @@ fn new_agent_id() -> String {
     )
 }
 
-/// `POST /api/agents/register` (admin).
-pub(super) async fn register(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    api.admin(&req)?;
+/// `POST /api/agents/register` (admin, or a registration token: see [`registration_token`]).
+pub(super) async fn register(
+    api: Arc<Api>,
+    req: Request,
+    _caller: Caller,
+) -> Result<Reply, ApiError> {
     let body: RegisterRequest = body(&req)?;
     body.validate().map_err(|e| {
         let message = match &e.0 {
@@ -83,8 +87,40 @@ pub(super) async fn register(api: Arc<Api>, req: Request) -> Result<Reply, ApiEr
     .into())
 }
 
+/// How long a registration token stays valid.
+const REG_TOKEN_TTL: u64 = 3600;
+
+/// `POST /api/agents/registration-tokens` (admin): a single-use token that
+/// `POST /api/agents/register` accepts instead of the admin token, for [`REG_TOKEN_TTL`].
+pub(super) async fn registration_token(
+    api: Arc<Api>,
+    _: Request,
+    _: Caller,
+) -> Result<Reply, ApiError> {
+    let token = format!("{REG_TOKEN_PREFIX}{}", secret::token(32));
+    let now = unix_now();
+    let expires = now.saturating_add(REG_TOKEN_TTL);
+    let (store, key) = (api.store.clone(), secret::digest(&token));
+    if !blocking(move || store.insert_reg_token(&key, expires, now)).await? {
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            "too many unused registration tokens; wait for some to expire",
+        ));
+    }
+    Ok(Response::json(
+        200,
+        &serde_json::json!({"success": true, "token": token, "expiresAt": format_rfc3339(expires)}),
+    )
+    .with_header("cache-control", "no-store")
+    .into())
+}
+
 /// `POST /api/agents/refresh` (no admin token: the refresh token is the credential).
-pub(super) async fn refresh(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+pub(super) async fn refresh(
+    api: Arc<Api>,
+    req: Request,
+    _caller: Caller,
+) -> Result<Reply, ApiError> {
     api.limit(&req)?;
     let body: RefreshRequest = body(&req)?;
     let auth = api.auth.clone();
@@ -111,8 +147,7 @@ pub(super) async fn refresh(api: Arc<Api>, req: Request) -> Result<Reply, ApiErr
 }
 
 /// `GET /api/agents` (admin): every agent, its health and its last pong.
-pub(super) async fn list(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    api.admin(&req)?;
+pub(super) async fn list(api: Arc<Api>, _req: Request, _caller: Caller) -> Result<Reply, ApiError> {
     let mut servers: HashMap<String, usize> = HashMap::new();
     for s in api.store.servers() {
         *servers.entry(s.agent_id).or_default() += 1;
@@ -152,7 +187,11 @@ pub(super) async fn list(api: Arc<Api>, req: Request) -> Result<Reply, ApiError>
 }
 
 /// `GET /ws/agents`: `Authorization: Bearer <agent token>` and `X-Agent-ID` must match.
-pub(super) async fn websocket(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+pub(super) async fn websocket(
+    api: Arc<Api>,
+    req: Request,
+    _caller: Caller,
+) -> Result<Reply, ApiError> {
     let token = req
         .bearer()
         .ok_or_else(|| ApiError::new(ErrorCode::AuthFailed, "missing bearer token"))?;

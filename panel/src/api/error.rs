@@ -11,6 +11,8 @@ use crate::auth::AuthError;
 use crate::http::{BodyError, Response};
 use crate::hub::HubError;
 use crate::store::StoreError;
+use crate::users::LoginError;
+use crate::users::password::Busy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -31,6 +33,22 @@ pub enum ApiError {
     /// A streamed request body that could not be read to its end (400, 408, 413).
     #[error(transparent)]
     Body(#[from] BodyError),
+    /// A cookie-authenticated request from another origin: 403 `CROSS_ORIGIN`.
+    #[error("cross-origin request refused")]
+    CrossOrigin,
+    /// A login that failed (401), was throttled or found the hasher busy (429).
+    #[error(transparent)]
+    Login(#[from] LoginError),
+    /// An agent refused a step of a longer operation (backup, restore, transfer): 502 with
+    /// its code and message.
+    #[error("{code}: {message}")]
+    Agent { code: String, message: String },
+}
+
+impl From<Busy> for ApiError {
+    fn from(b: Busy) -> ApiError {
+        ApiError::Login(LoginError::Busy(b))
+    }
 }
 
 impl ApiError {
@@ -68,6 +86,36 @@ impl ApiError {
                 Response::error_with_status(e.http_status(), e.code().as_str(), e.to_string())
             }
             ApiError::Body(e) => e.to_response(),
+            ApiError::CrossOrigin => Response::error_with_status(
+                403,
+                "CROSS_ORIGIN",
+                "a request signed in by cookie must come from the panel's own pages",
+            ),
+            ApiError::Login(e) => match e {
+                LoginError::Failed => Response::error(ErrorCode::AuthFailed, e.to_string()),
+                LoginError::Throttled | LoginError::Busy(_) => {
+                    Response::error(ErrorCode::RateLimited, e.to_string())
+                        .with_header("retry-after", "5")
+                }
+                LoginError::Store(e) => ApiError::Storage(e).into_response(),
+            },
+            ApiError::Agent { code, message } => Response::error_with_status(502, &code, message),
+        }
+    }
+}
+
+impl ApiError {
+    /// An agent's refusal (a response with `success: false`).
+    pub fn from_agent(r: &proto::message::Response<'_>) -> ApiError {
+        match &r.error {
+            Some(e) => ApiError::Agent {
+                code: e.code.to_string(),
+                message: e.message.to_string(),
+            },
+            None => ApiError::Agent {
+                code: ErrorCode::InternalError.as_str().into(),
+                message: "the agent reported a failure without an error body".into(),
+            },
         }
     }
 }

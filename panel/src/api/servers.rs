@@ -3,7 +3,8 @@
 //!
 //! The server record is written before `create_server` is sent, so the agent's answer (which
 //! names the server) passes the hub's ownership check. If the agent refuses or is offline the
-//! record is removed again; on a timeout it is kept (the agent may have acted) and the
+//! record is removed again; on a timeout, or a connection lost after the command went out,
+//! it is kept (the agent may have acted: a restarted agent adopts the container) and the
 //! operator can `DELETE` it.
 
 use serde::Deserialize;
@@ -21,11 +22,12 @@ use proto::quantity::Bytes;
 use proto::time::{format_rfc3339, unix_now};
 use proto::validate::{self, IdKind};
 
-use super::{Api, ApiError, agent_answer, blocking, body};
+use super::{Api, ApiError, Caller, agent_answer, blocking, body};
 use crate::eggs;
 use crate::http::{Reply, Request, Response};
 use crate::hub::HubError;
 use crate::store::{DesiredState, ServerRecord};
+use crate::users::rights::Perms;
 
 /// An agent that could take a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,24 +78,12 @@ fn refused(code: ErrorCode, message: impl Into<String>) -> ApiError {
     ApiError::new(code, message)
 }
 
-/// The admin check, then the server named in the path: what every per-server route
-/// starts with (in this order, so a bad token never learns which ids exist).
-pub(super) fn admin_server(api: &Api, req: &Request) -> Result<ServerRecord, ApiError> {
-    api.admin(req)?;
-    let id = req.param("id").unwrap_or_default();
-    api.store.server(id).ok_or_else(|| {
-        refused(
-            ErrorCode::NotFound,
-            format!("no server `{id}` on this panel"),
-        )
-    })
-}
-
 /// The body of `POST /api/servers`, field by field (shape errors name the field): an
 /// `eggConfig`, or an `eggId` of the library with the choices `crate::eggs::FromEgg` names.
 struct CreateBody {
     agent_id: Option<String>,
     server_id: Option<String>,
+    owner_id: Option<String>,
     egg_value: Value,
     egg_id: Option<String>,
 }
@@ -119,6 +109,12 @@ impl CreateBody {
         };
         let agent_id = str_field("agentId")?;
         let server_id = str_field("serverId")?;
+        let owner_id = str_field("ownerId")?;
+        if let Some(o) = &owner_id
+            && api.store.user(o).is_none()
+        {
+            return Err(refused(ErrorCode::NotFound, format!("no user `{o}`")));
+        }
         let egg_id = str_field("eggId")?;
         let egg_value = match (&egg_id, obj.remove("eggConfig")) {
             (None, Some(egg)) => egg,
@@ -139,6 +135,7 @@ impl CreateBody {
         Ok(CreateBody {
             agent_id,
             server_id,
+            owner_id,
             egg_value,
             egg_id,
         })
@@ -185,11 +182,15 @@ fn from_egg(api: &Api, id: &str, obj: &mut Map<String, Value>) -> Result<Value, 
 }
 
 /// `POST /api/servers` (admin).
-pub(super) async fn create(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    api.admin(&req)?;
+pub(super) async fn create(
+    api: Arc<Api>,
+    req: Request,
+    _caller: Caller,
+) -> Result<Reply, ApiError> {
     let CreateBody {
         agent_id,
         server_id,
+        owner_id,
         egg_value,
         egg_id,
     } = CreateBody::parse(&api, &req)?;
@@ -220,21 +221,33 @@ pub(super) async fn create(api: Arc<Api>, req: Request) -> Result<Reply, ApiErro
     // Place and record in one critical section (on a blocking thread: it commits).
     let rec = {
         let api = api.clone();
-        blocking(move || place_and_record(&api, server_id, agent_id, egg_value, egg_id, need))
-            .await?
+        let owner = owner_id.clone();
+        blocking(move || {
+            place_and_record(&api, server_id, agent_id, egg_value, egg_id, owner, need)
+        })
+        .await?
     };
+    if let Some(o) = &owner_id {
+        api.rescope(o);
+    }
 
     let action = Action::CreateServer(CreateServer {
         server_id: Cow::Owned(rec.server_id.clone()),
         egg_config: Box::new(egg.into_owned()),
+        skip_install: false,
     });
     let result = api.hub.command(&rec.agent_id, None, action).await;
+    // Forgotten only when the agent surely did nothing: it refused, or never got the command.
     let forget =
         matches!(&result, Ok(r) if !r.success) || matches!(result, Err(HubError::Offline(_)));
     if forget {
         let store = api.store.clone();
         let id = rec.server_id.clone();
         blocking(move || store.remove_server(&id)).await?;
+        // The owner's live sockets were indexed for it: not any more.
+        if let Some(o) = &owner_id {
+            api.rescope(o);
+        }
     }
     let r = result?;
     if !r.success {
@@ -244,7 +257,7 @@ pub(super) async fn create(api: Arc<Api>, req: Request) -> Result<Reply, ApiErro
         200,
         &json!({
             "success": true,
-            "server": server_json(&api, &rec),
+            "server": server_json(&api, &rec, Perms::ALL),
             "data": r.data,
         }),
     )
@@ -259,6 +272,7 @@ fn place_and_record(
     agent_id: Option<String>,
     egg: Value,
     egg_id: Option<String>,
+    owner: Option<String>,
     need: Need,
 ) -> Result<ServerRecord, ApiError> {
     let _p = api.placement.lock();
@@ -273,7 +287,7 @@ fn place_and_record(
     }
     let agent_id = match agent_id {
         Some(a) => a,
-        None => choose_agent(api, need)?,
+        None => choose_agent(api, need, None)?,
     };
     let rec = ServerRecord {
         server_id: server_id.clone(),
@@ -284,15 +298,21 @@ fn place_and_record(
         cpu_millis: need.cpu,
         created_at: unix_now(),
         egg_id,
+        epoch: 0,
+        handover: None,
     };
-    if !api.store.insert_server(&rec)? {
+    if !api.store.insert_owned_server(&rec, owner.as_deref())? {
         return Err(exists());
     }
     Ok(rec)
 }
 
-/// The online, unrevoked agent where `need` fits best ([`place`]).
-fn choose_agent(api: &Api, need: Need) -> Result<String, ApiError> {
+/// The online, unrevoked agent (other than `exclude`) where `need` fits best ([`place`]).
+pub(super) fn choose_agent(
+    api: &Api,
+    need: Need,
+    exclude: Option<&str>,
+) -> Result<String, ApiError> {
     let committed = api.store.memory_committed();
     let cpu_committed = api.store.cpu_committed();
     let candidates: Vec<Candidate> = api
@@ -300,6 +320,7 @@ fn choose_agent(api: &Api, need: Need) -> Result<String, ApiError> {
         .agents()
         .into_iter()
         .filter(|a| api.hub.is_online(&a.id) && !a.tokens.revoked)
+        .filter(|a| exclude != Some(a.id.as_str()))
         .map(|a| Candidate {
             capacity: Bytes::parse(&a.capabilities.max_memory)
                 .map(|b| b.0)
@@ -325,7 +346,8 @@ fn choose_agent(api: &Api, need: Need) -> Result<String, ApiError> {
     })
 }
 
-fn server_json(api: &Api, s: &ServerRecord) -> Value {
+/// A server as the API shows it, with its owner and the caller's `permissions` on it.
+pub(super) fn server_json(api: &Api, s: &ServerRecord, perms: Perms) -> Value {
     json!({
         "serverId": s.server_id,
         "agentId": s.agent_id,
@@ -334,17 +356,23 @@ fn server_json(api: &Api, s: &ServerRecord) -> Value {
         "createdAt": format_rfc3339(s.created_at),
         "eggId": s.egg_id,
         "eggConfig": s.egg_config,
+        "ownerId": api.store.access(&s.server_id).owner_id,
+        "permissions": perms.names(),
+        "epoch": s.epoch,
     })
 }
 
-/// `GET /api/servers` (admin).
-pub(super) async fn list(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    api.admin(&req)?;
+/// `GET /api/servers`: the servers the caller has any access to.
+pub(super) async fn list(api: Arc<Api>, _: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let who = caller.who()?;
     let servers: Vec<Value> = api
         .store
         .servers()
         .iter()
-        .map(|s| server_json(&api, s))
+        .filter_map(|s| {
+            let perms = who.perms_on(&api.store, &s.server_id);
+            (!perms.is_empty()).then(|| server_json(&api, s, perms))
+        })
         .collect();
     Ok(Response::json(200, &json!({"success": true, "servers": servers})).into())
 }
@@ -370,9 +398,13 @@ pub(super) async fn relay(
 }
 
 /// `GET /api/servers/{id}` (admin): `get_status`.
-pub(super) async fn status(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
-    relay(&api, &rec, Action::GetStatus, None).await
+pub(super) async fn status(
+    api: Arc<Api>,
+    _req: Request,
+    caller: Caller,
+) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
+    relay(&api, rec, Action::GetStatus, None).await
 }
 
 #[derive(Deserialize)]
@@ -389,8 +421,8 @@ struct PowerBody {
 const MAX_STOP_TIMEOUT: u64 = 3600;
 
 /// `POST /api/servers/{id}/power` (admin).
-pub(super) async fn power(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn power(api: Arc<Api>, req: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let body: PowerBody = body(&req)?;
     let signal = match body.signal.as_deref().map(validate::signal) {
         None => None,
@@ -421,14 +453,18 @@ pub(super) async fn power(api: Arc<Api>, req: Request) -> Result<Reply, ApiError
             ));
         }
     };
-    relay(&api, &rec, action, Some(desired)).await
+    relay(&api, rec, action, Some(desired)).await
 }
 
 /// `POST /api/servers/{id}/reinstall` (admin): `reinstall_server` (the egg's install script
 /// again; the server must be stopped).
-pub(super) async fn reinstall(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
-    relay(&api, &rec, Action::ReinstallServer, None).await
+pub(super) async fn reinstall(
+    api: Arc<Api>,
+    _req: Request,
+    caller: Caller,
+) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
+    relay(&api, rec, Action::ReinstallServer, None).await
 }
 
 #[derive(Deserialize)]
@@ -438,20 +474,24 @@ struct ConsoleBody {
 }
 
 /// `POST /api/servers/{id}/command` (admin): one console line.
-pub(super) async fn console(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn console(
+    api: Arc<Api>,
+    req: Request,
+    caller: Caller,
+) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let body: ConsoleBody = body(&req)?;
     validate::console_line(&body.command)?;
     let action = Action::SendCommand(SendCommand {
         command: Cow::Owned(body.command),
     });
-    relay(&api, &rec, action, None).await
+    relay(&api, rec, action, None).await
 }
 
 /// `GET /api/servers/{id}/logs[?lines=N]` (admin): the last console lines the agent kept
 /// (`get_logs`; 150 by default, at most 1000), as `{"success":true,"lines":[…]}`.
-pub(super) async fn logs(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn logs(api: Arc<Api>, req: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let lines = match req.query_param("lines") {
         None => None,
         Some(v) => Some(
@@ -497,13 +537,17 @@ pub(super) fn path_param(req: &Request, default: Option<&str>) -> Result<String,
 }
 
 /// `GET /api/servers/{id}/files/content?path=P` (admin).
-pub(super) async fn get_file(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn get_file(
+    api: Arc<Api>,
+    req: Request,
+    caller: Caller,
+) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let path = path_param(&req, None)?;
     let action = Action::GetFile(PathPayload {
         path: Cow::Owned(path),
     });
-    relay(&api, &rec, action, None).await
+    relay(&api, rec, action, None).await
 }
 
 /// Body of `PUT /api/servers/{id}/files/content?path=P`.
@@ -517,8 +561,12 @@ struct WriteBody {
 
 /// `PUT /api/servers/{id}/files/content?path=P` (admin), body
 /// `{"content": "...", "encoding"?: "utf8"|"base64"}`: sends `write_file`.
-pub(super) async fn write_file(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn write_file(
+    api: Arc<Api>,
+    req: Request,
+    caller: Caller,
+) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let path = path_param(&req, None)?;
     let body: WriteBody = body(&req)?;
     let action = Action::WriteFile(WriteFile {
@@ -526,13 +574,13 @@ pub(super) async fn write_file(api: Arc<Api>, req: Request) -> Result<Reply, Api
         content: Cow::Owned(body.content),
         encoding: body.encoding,
     });
-    relay(&api, &rec, action, None).await
+    relay(&api, rec, action, None).await
 }
 
 /// `DELETE /api/servers/{id}[?purge=true][&force=true]` (admin): `delete_server`, then the
 /// record goes. `force=true` forgets the server even if its agent is gone or refuses.
-pub(super) async fn delete(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn delete(api: Arc<Api>, req: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let flag = |k: &str| {
         req.query_param(k)
             .is_some_and(|v| v.is_empty() || v == "true" || v == "1")
@@ -543,11 +591,18 @@ pub(super) async fn delete(api: Arc<Api>, req: Request) -> Result<Reply, ApiErro
         .hub
         .command(&rec.agent_id, Some(&rec.server_id), action)
         .await;
-    let ok = matches!(&result, Ok(r) if r.success);
+    // An agent that does not know the server has nothing left to delete (a create lost
+    // with the connection may never have reached it).
+    let ok = matches!(&result, Ok(r) if r.success
+        || r.error.as_ref().is_some_and(|e| e.code == ErrorCode::ServerNotFound.as_str()));
     if ok || force {
+        let access = api.store.access(&rec.server_id);
         let store = api.store.clone();
         let id = rec.server_id.clone();
         blocking(move || store.remove_server(&id)).await?;
+        for uid in access.owner_id.iter().chain(access.subusers.keys()) {
+            api.rescope(uid);
+        }
         return Ok(Response::json(200, &json!({"success": true})).into());
     }
     Ok(agent_answer(&result?).into())

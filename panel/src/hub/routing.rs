@@ -174,8 +174,12 @@ impl Hub {
         }
         match env.kind {
             MessageType::Event => {
-                self.events
-                    .publish(&conn.agent_id, env.server_id.as_deref(), msg);
+                self.events.publish(
+                    &conn.agent_id,
+                    env.server_id.as_deref(),
+                    env.name.as_deref(),
+                    msg,
+                );
             }
             MessageType::Response => {
                 let id = env.id.map(Cow::into_owned);

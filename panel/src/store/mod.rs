@@ -5,7 +5,12 @@
 //! - [`eggs`]: the egg library (imported Pterodactyl/Pelican eggs and our own);
 //! - [`servers`]: servers placed on agents (egg, desired state, memory and CPU limits);
 //! - [`last_seen`]: when each agent was last heard from (written when a connection ends);
-//! - [`meta`]: panel-wide values (the admin token's hash).
+//! - [`meta`]: panel-wide values (the admin token's hash);
+//! - [`users`], [`sessions`], [`api_keys`], [`reg_tokens`]: people, their logins, their
+//!   script keys and agent registration tokens (secrets only as SHA-256 or Argon2id);
+//! - [`access`]: each server's owner and subusers with their rights.
+
+//! - [`backups`]: stored backups (size, SHA-256) and per-server backup schedules.
 //!
 //! Every write is its own transaction committed with `Durability::Immediate` and returns only
 //! after the commit, so an API handler that awaits a write before answering never
@@ -16,16 +21,29 @@
 //! A new kind of record is a new module: its table, its mirror (if it is read on a hot
 //! path), an `impl Store` block with its operations, and one line in [`Store::open`].
 
+mod access;
 mod agents;
+mod api_keys;
+
+mod backups;
 mod eggs;
 mod last_seen;
 mod meta;
+mod reg_tokens;
 mod servers;
+mod sessions;
 mod txn;
+mod users;
 
+pub use access::ServerAccess;
 pub use agents::{AgentRecord, Rotation, TokenFamily};
+pub use api_keys::ApiKeyRecord;
+
+pub use backups::{BackupRecord, Schedule};
 pub use eggs::EggRecord;
 pub use servers::{DesiredState, ServerRecord};
+pub use sessions::{SessionRecord, TOUCH_EVERY};
+pub use users::UserRecord;
 
 use std::path::Path;
 
@@ -74,6 +92,12 @@ pub struct Store {
     eggs: eggs::Mirror,
     servers: servers::Mirror,
     last_seen: last_seen::Mirror,
+    users: users::Mirror,
+    sessions: sessions::Mirror,
+    api_keys: api_keys::Mirror,
+    access: access::Mirror,
+
+    backups: backups::Mirror,
 }
 
 impl Store {
@@ -87,6 +111,14 @@ impl Store {
             txn.open_table(servers::SERVERS)?;
             txn.open_table(meta::META)?;
             txn.open_table(last_seen::LAST_SEEN)?;
+            txn.open_table(users::USERS)?;
+            txn.open_table(sessions::SESSIONS)?;
+            txn.open_table(api_keys::API_KEYS)?;
+            txn.open_table(reg_tokens::REG_TOKENS)?;
+            txn.open_table(access::ACCESS)?;
+
+            txn.open_table(backups::BACKUPS)?;
+            txn.open_table(backups::SCHEDULES)?;
             Ok(())
         })?;
         Ok(Store {
@@ -94,6 +126,12 @@ impl Store {
             eggs: eggs::load(&db)?,
             servers: servers::load(&db)?,
             last_seen: last_seen::load(&db)?,
+            users: users::load(&db)?,
+            sessions: sessions::load(&db)?,
+            api_keys: api_keys::load(&db)?,
+            access: access::load(&db)?,
+
+            backups: backups::load(&db)?,
             db,
         })
     }
@@ -155,6 +193,8 @@ pub(crate) mod tests {
             cpu_millis: 500,
             created_at: 2,
             egg_id: None,
+            epoch: 0,
+            handover: None,
         }
     }
 
