@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! agent register --panel URL --admin-token TOKEN --name NAME [--ca-cert PEM] [--config PATH]
+//! agent register --panel URL --token REGISTRATION_TOKEN --name NAME ...
 //! agent run [--config PATH] [--docker-socket PATH] [--data-dir DIR]
 //! ```
 //!
@@ -19,13 +20,16 @@ use std::path::PathBuf;
 
 pub const USAGE: &str = "\
 usage:
-  agent register --panel URL --admin-token TOKEN --name NAME [--ca-cert PEM] [--config PATH]
-                 [--docker-socket PATH] [--hostname HOST] [--label KEY=VALUE]...
+  agent register --panel URL (--admin-token TOKEN | --token T) --name NAME
+                 [--ca-cert PEM] [--config PATH] [--docker-socket PATH] [--hostname HOST]
+                 [--label KEY=VALUE]...
   agent run [--config PATH] [--docker-socket PATH] [--data-dir DIR] [--node-config PATH]
             [--name-prefix P]
 
   register  detects this node's capabilities, registers it with the panel and writes the
             identity and tokens to --config (default ./agent.json, mode 0600);
+            --token takes a single-use registration token from the panel
+            (POST /api/agents/registration-tokens) instead of the admin token
             --label (repeatable) tags the node for placement constraints
   run       connects to the panel and runs its game servers in Docker
             (default socket /var/run/docker.sock or DOCKER_HOST=unix://..., data ./agent-data);
@@ -125,6 +129,7 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
                 &[
                     "panel",
                     "admin-token",
+                    "token",
                     "name",
                     "ca-cert",
                     "config",
@@ -138,7 +143,14 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
                     .ok_or_else(|| format!("register needs --{n}"))
             };
             let panel = need(&mut f, "panel")?;
-            let admin_token = need(&mut f, "admin-token")?;
+            // The bearer credential: the admin token or a registration token.
+            let admin_token = match (take(&mut f, "admin-token"), take(&mut f, "token")) {
+                (Some(t), None) | (None, Some(t)) if !t.is_empty() => t,
+                (Some(_), Some(_)) => {
+                    return Err("register takes --admin-token or --token, not both".into());
+                }
+                _ => return Err("register needs --admin-token (or --token)".into()),
+            };
             let name = need(&mut f, "name")?;
             let docker_socket = match take(&mut f, "docker-socket") {
                 Some(p) => PathBuf::from(p),
@@ -257,6 +269,18 @@ mod tests {
         assert_eq!(r.config, PathBuf::from("./agent.json"));
         let e = parse(&args("register --panel https://p --name n")).unwrap_err();
         assert!(e.contains("--admin-token"), "{e}");
+        let Cli::Register(r) = parse(&args(
+            "register --panel https://p:8443 --token rt_abc --name n1",
+        ))
+        .unwrap() else {
+            panic!("register expected")
+        };
+        assert_eq!(r.admin_token, "rt_abc");
+        let e = parse(&args(
+            "register --panel https://p --token a --admin-token b --name n",
+        ))
+        .unwrap_err();
+        assert!(e.contains("not both"), "{e}");
         assert!(
             parse(&args("register --panel"))
                 .unwrap_err()

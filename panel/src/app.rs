@@ -25,6 +25,7 @@ use crate::panel_metrics::PanelMetrics;
 use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError};
 use crate::tls::{self, TlsError};
+use crate::users::Users;
 
 /// How long shutdown waits for sockets to finish their close handshake.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -63,6 +64,8 @@ pub struct Started {
     pub cert_path: PathBuf,
     pub fingerprint_sha256: String,
     pub data_dir: PathBuf,
+    /// The admin user created on this first start and its password (shown once).
+    pub first_admin: Option<(String, String)>,
 }
 
 impl Started {
@@ -85,6 +88,12 @@ impl Started {
                     "admin token unchanged (printed on first start; only its hash is stored)\n",
                 );
             }
+        }
+        if let Some((name, password)) = &self.first_admin {
+            out.push_str(&format!("admin user: {name}\nadmin password: {password}\n"));
+            out.push_str(
+                "  (shown only now; only its Argon2id hash is stored — `panel user passwd admin` resets it)\n",
+            );
         }
         out.push_str(&format!(
             "tls fingerprint (sha256): {}\n",
@@ -135,20 +144,33 @@ impl Panel {
                 path: dir.clone(),
                 source,
             })?;
-        let (store, auth, origin, tls, history) = {
+        let (store, auth, origin, tls, history, first_admin) = {
             let dir = dir.clone();
             let extra: Vec<String> = config.public_host().into_iter().collect();
             let cert = config.tls_cert.clone();
             let key = config.tls_key.clone();
             let env_token = std::env::var("PANEL_ADMIN_TOKEN").ok();
             let step = config.history_step_secs;
+            let want_admin = config.first_admin;
             smol::unblock(move || -> Result<_, AppError> {
                 let store = Arc::new(Store::open(&dir)?);
                 seed_eggs(&store);
                 let (auth, origin) = Auth::init(&dir, store.clone(), env_token)?;
                 let tls = tls::setup(&dir, cert.as_deref(), key.as_deref(), &extra)?;
                 let history = History::load(store.clone(), step, proto::time::unix_now())?;
-                Ok((store, Arc::new(auth), origin, tls, Arc::new(history)))
+                let first_admin = if want_admin {
+                    first_admin_user(&store)?
+                } else {
+                    None
+                };
+                Ok((
+                    store,
+                    Arc::new(auth),
+                    origin,
+                    tls,
+                    Arc::new(history),
+                    first_admin,
+                ))
             })
             .await?
         };
@@ -197,9 +219,11 @@ impl Panel {
             metrics.clone(),
             nodes.clone(),
         );
+        let users = Arc::new(Users::new(store.clone(), config.sessions));
         let api = Api::new(
             store,
             auth,
+            users,
             hub,
             events,
             metrics,
@@ -230,6 +254,7 @@ impl Panel {
                 cert_path: tls.cert_path.clone(),
                 fingerprint_sha256: tls.fingerprint_sha256.clone(),
                 data_dir: dir,
+                first_admin,
             },
             listener,
             tls: tls.config,
@@ -255,6 +280,8 @@ impl Panel {
             self.api.store.clone(),
             self.shutdown.clone(),
         ));
+        let sweeper = smol::spawn(self.api.clone().sweep_sessions());
+
         // Scheduled backups; dropped (cancelled) when serving ends.
         let _schedules = smol::spawn(api::schedule_loop(self.api.clone()));
         let served = http::serve(
@@ -279,9 +306,27 @@ impl Panel {
         if let Err(e) = smol::unblock(move || history.flush(proto::time::unix_now())).await {
             log::error!("resource history not saved: {e}");
         }
+        sweeper.await;
         let store = self.api.store.clone();
         smol::unblock(move || store.sync()).await?;
         served.map_err(AppError::Serve)
+    }
+}
+
+/// On the first start of `panel up` (no user yet), an admin user `admin` with a generated
+/// password, which the banner prints once.
+fn first_admin_user(store: &Store) -> Result<Option<(String, String)>, AppError> {
+    if store.has_users() {
+        return Ok(None);
+    }
+    let password = crate::users::password::generate();
+    match crate::users::cli::create(store, "admin", true, &password) {
+        Ok(u) => Ok(Some((u.name, password))),
+        Err(crate::users::cli::CliError::Store(e)) => Err(e.into()),
+        Err(e) => {
+            log::error!("the first admin user was not created: {e}");
+            Ok(None)
+        }
     }
 }
 

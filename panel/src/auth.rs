@@ -23,6 +23,7 @@ use proto::ErrorCode;
 use proto::jwt::{self, Claims, JwtError, Key, Keyring, Scope};
 
 use crate::store::{Rotation, Store, StoreError, TokenFamily};
+use crate::users::Principal;
 
 /// Agent token lifetime: the spec's 24 h rotation period.
 pub const AGENT_TOKEN_TTL: u64 = 24 * 3600;
@@ -38,6 +39,9 @@ const KEY_FILE: &str = "jwt.key";
 pub enum AuthError {
     #[error("missing or invalid admin token")]
     BadAdminToken,
+    /// No credential, or one that is unknown, expired or revoked (token, key, session).
+    #[error("missing, invalid or expired credentials")]
+    BadCredentials,
     #[error("token refused: {0}")]
     Token(#[from] JwtError),
     #[error("token subject does not match X-Agent-ID")]
@@ -102,7 +106,7 @@ pub struct Auth {
     store: Arc<Store>,
     keyring: Keyring,
     admin_hash: [u8; 32],
-    tickets: Mutex<HashMap<String, Instant>>,
+    tickets: Mutex<HashMap<String, (Instant, Principal)>>,
 }
 
 fn sha256(data: &[u8]) -> [u8; 32] {
@@ -291,24 +295,24 @@ impl Auth {
         }
     }
 
-    /// A single-use events ticket valid for [`TICKET_TTL`].
-    pub fn issue_ticket(&self, now: Instant) -> Result<String, AuthError> {
+    /// A single-use events ticket valid for [`TICKET_TTL`], standing for `who`.
+    pub fn issue_ticket(&self, now: Instant, who: Principal) -> Result<String, AuthError> {
         let mut t = self.tickets.lock();
         if t.len() >= MAX_TICKETS {
-            t.retain(|_, exp| *exp > now);
+            t.retain(|_, (exp, _)| *exp > now);
             if t.len() >= MAX_TICKETS {
                 return Err(AuthError::TooManyTickets);
             }
         }
         let ticket = jwt::random_id();
-        t.insert(ticket.clone(), now + TICKET_TTL);
+        t.insert(ticket.clone(), (now + TICKET_TTL, who));
         Ok(ticket)
     }
 
-    /// Consumes a ticket; succeeds once, before it expires.
-    pub fn redeem_ticket(&self, ticket: &str, now: Instant) -> Result<(), AuthError> {
+    /// Consumes a ticket; succeeds once, before it expires, with whom it stands for.
+    pub fn redeem_ticket(&self, ticket: &str, now: Instant) -> Result<Principal, AuthError> {
         match self.tickets.lock().remove(ticket) {
-            Some(exp) if exp > now => Ok(()),
+            Some((exp, who)) if exp > now => Ok(who),
             _ => Err(AuthError::BadTicket),
         }
     }
@@ -446,10 +450,10 @@ mod tests {
     fn tickets_are_single_use_and_expire() {
         let (auth, _, _, dir) = setup("auth-ticket", Some("t"));
         let now = Instant::now();
-        let t = auth.issue_ticket(now).unwrap();
-        assert!(auth.redeem_ticket(&t, now).is_ok());
+        let t = auth.issue_ticket(now, Principal::AdminToken).unwrap();
+        assert_eq!(auth.redeem_ticket(&t, now).unwrap(), Principal::AdminToken);
         assert!(auth.redeem_ticket(&t, now).is_err());
-        let t2 = auth.issue_ticket(now).unwrap();
+        let t2 = auth.issue_ticket(now, Principal::AdminToken).unwrap();
         assert!(
             auth.redeem_ticket(&t2, now + TICKET_TTL + Duration::from_secs(1))
                 .is_err()

@@ -50,6 +50,11 @@ pub struct Config {
     pub placement: crate::placement::Strategy,
     /// Seconds per point of the last-hour resource history (a day's points are 12 steps).
     pub history_step_secs: u64,
+    /// When login sessions end (idle and absolute).
+    pub sessions: crate::users::SessionPolicy,
+    /// Create an admin user on the first start and print its password (`panel up`).
+    pub first_admin: bool,
+
     /// Backups kept per server in `DATA/backups/` (the oldest go after a new one).
     pub backup_keep: usize,
 }
@@ -76,6 +81,9 @@ impl Default for Config {
             dead_after: Duration::from_secs(300),
             placement: crate::placement::Strategy::Spread,
             history_step_secs: 5,
+            sessions: crate::users::SessionPolicy::default(),
+            first_admin: false,
+
             backup_keep: 5,
         }
     }
@@ -88,8 +96,32 @@ pub enum Invocation {
     Run(Config),
     /// `panel up [flags]`: the panel plus a local agent.
     Up(Config),
+    /// `panel user ...`: manage users in the data dir (the panel must be stopped).
+    User(UserCommand),
     /// `panel --help`.
     Help,
+}
+
+/// What `panel user` does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserAction {
+    /// `add NAME [--admin] [--password-stdin]`
+    Add {
+        name: String,
+        admin: bool,
+        password_stdin: bool,
+    },
+    /// `passwd NAME [--password-stdin]`
+    Passwd { name: String, password_stdin: bool },
+    /// `list`
+    List,
+}
+
+/// `panel user ACTION [--data-dir DIR]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserCommand {
+    pub action: UserAction,
+    pub data_dir: PathBuf,
 }
 
 /// A command line that cannot be used; the message names the flag.
@@ -98,13 +130,18 @@ pub enum Invocation {
 pub struct ConfigError(String);
 
 pub const USAGE: &str = "\
-usage: panel [up] [--listen ADDR] [--data-dir DIR] [--public-url URL]
+usage: panel user add NAME [--admin] [--password-stdin] [--data-dir DIR]
+       panel user passwd NAME [--password-stdin] [--data-dir DIR]
+       panel user list [--data-dir DIR]
+       panel [up] [--listen ADDR] [--data-dir DIR] [--public-url URL]
              [--tls-cert PEM --tls-key PEM]
              [--heartbeat-secs N] [--command-timeout-secs N]
              [--max-frame-bytes N] [--agent-rate N] [--agent-burst N]
              [--admin-rate N] [--admin-burst N] [--max-conns-per-ip N]
              [--event-queue N] [--agent-queue N] [--max-upload-bytes N]
              [--dead-after-secs N] [--placement spread|binpack] [--history-step-secs N]
+             [--session-idle-secs N] [--session-max-secs N]
+
              [--backup-keep N]
 
   up                       run the panel and one local agent (quickstart)
@@ -131,6 +168,12 @@ usage: panel [up] [--listen ADDR] [--data-dir DIR] [--public-url URL]
                            fits first) for servers created without an agentId [spread]
   --history-step-secs N    resource history resolution: the last 720 steps at N s,
                            the last 1440 at 12·N s [5]
+  --session-idle-secs N    a login session ends after this long unused [43200]
+  --session-max-secs N     ... and this long after login in any case  [604800]
+  user add|passwd|list     manage users (run while the panel is stopped); a
+                           generated password is printed once unless
+                           --password-stdin reads one
+
   --backup-keep N          backups kept per server in DATA/backups (oldest removed) [5]
 
 environment: PANEL_ADMIN_TOKEN sets the admin token (else one is generated once).";
@@ -185,6 +228,10 @@ where
     let mut cfg = Config::default();
     let mut up = false;
     let mut args = args.into_iter().map(Into::into).peekable();
+    if args.peek().is_some_and(|a| a == "user") {
+        args.next();
+        return parse_user(args).map(Invocation::User);
+    }
     let mut first = true;
     while let Some(arg) = args.next() {
         if first && arg == "up" {
@@ -264,6 +311,13 @@ where
                 })?;
             }
             "--history-step-secs" => cfg.history_step_secs = positive(&flag, &value()?, 3600)?,
+            "--session-idle-secs" => {
+                cfg.sessions.idle = Duration::from_secs(positive(&flag, &value()?, 1 << 32)?)
+            }
+            "--session-max-secs" => {
+                cfg.sessions.absolute = Duration::from_secs(positive(&flag, &value()?, 1 << 32)?)
+            }
+
             "--backup-keep" => cfg.backup_keep = positive(&flag, &value()?, 1000)? as usize,
             _ => return Err(ConfigError(format!("unknown flag `{flag}`"))),
         }
@@ -274,10 +328,56 @@ where
         ));
     }
     Ok(if up {
+        cfg.first_admin = true;
         Invocation::Up(cfg)
     } else {
         Invocation::Run(cfg)
     })
+}
+
+/// `panel user ...` after the word `user`.
+fn parse_user(args: impl Iterator<Item = String>) -> Result<UserCommand, ConfigError> {
+    let mut words = Vec::new();
+    let (mut admin, mut stdin) = (false, false);
+    let mut data_dir = PathBuf::from("./data");
+    let mut args = args.peekable();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--admin" => admin = true,
+            "--password-stdin" => stdin = true,
+            "--data-dir" => {
+                let v = args
+                    .next()
+                    .ok_or_else(|| ConfigError("--data-dir needs a value".into()))?;
+                data_dir = PathBuf::from(non_empty("--data-dir", v)?);
+            }
+            f if f.starts_with("--data-dir=") => {
+                data_dir = PathBuf::from(non_empty("--data-dir", f["--data-dir=".len()..].into())?)
+            }
+            f if f.starts_with('-') => {
+                return Err(ConfigError(format!("panel user: unknown flag `{f}`")));
+            }
+            _ => words.push(a),
+        }
+    }
+    let action = match words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["add", name] => UserAction::Add {
+            name: name.to_owned(),
+            admin,
+            password_stdin: stdin,
+        },
+        ["passwd", name] if !admin => UserAction::Passwd {
+            name: name.to_owned(),
+            password_stdin: stdin,
+        },
+        ["list"] if !admin && !stdin => UserAction::List,
+        _ => {
+            return Err(ConfigError(
+                "panel user: expected `add NAME`, `passwd NAME` or `list`".into(),
+            ));
+        }
+    };
+    Ok(UserCommand { action, data_dir })
 }
 
 fn non_empty(flag: &str, v: String) -> Result<String, ConfigError> {

@@ -6,8 +6,16 @@
 //! bounded [`Outbox`] (allocated only as frames queue up); when it is full the oldest frame is
 //! dropped and counted, so a slow subscriber loses history instead of slowing an agent down.
 //! The subscriber's writer sends whatever is queued with one flush per batch
-//! ([`outbox::write_batch`]), not one TLS record and syscall per event. An optional
+//! ([`outbox::write_batch_lingering`]: at most one per 2 ms period while events keep coming),
+//! not one TLS record and syscall per event. An optional
 //! `?serverId=` (and `?agentId=`) filter applies.
+//!
+//! Each subscriber has an [`Audience`]: admins see everything; a user sees only the servers
+//! they have access to, and console output (`server_log`, `install_log`) only where they
+//! hold `console.read`. Subscribers are indexed by server, so publishing an event costs the
+//! all-seeing subscribers plus the subscribers of *that* server — never a scan of everyone.
+//! When a user's rights change (subuser removed, owner changed, user deleted, session or
+//! key revoked) [`Events::rescope_user`] re-indexes or closes their live sockets (1008).
 //!
 //! Subscribers only listen. Whatever they send besides a close frame is ignored but spends
 //! a small budget ([`SUBSCRIBER_RATE`] frames/s, burst [`SUBSCRIBER_BURST`]); past it —
@@ -23,7 +31,7 @@ use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use futures_lite::{AsyncRead, AsyncWrite, StreamExt, future};
 use parking_lot::RwLock;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -67,10 +75,138 @@ impl Filter {
     }
 }
 
-struct Sub {
+/// Which servers a subscriber may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every event (admins).
+    All,
+    /// These servers only; `true` where console output may be read.
+    Servers(HashMap<String, bool>),
+}
+
+/// Who a subscriber is, for [`Events::rescope_user`]: a user id and the credential
+/// (session key or API key id) the socket was opened with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub user_id: String,
+    pub credential: crate::users::Via,
+}
+
+/// What `owner` may see now: `None` when the user or the credential is gone. Set once by
+/// the API ([`Events::set_scoper`]) and called under the index lock, so a subscription and
+/// a rights change cannot interleave into a stale scope.
+pub type Scoper = Box<dyn Fn(&Owner) -> Option<Scope> + Send + Sync>;
+
+/// What a subscriber may receive and on whose behalf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audience {
+    pub scope: Scope,
+    /// `None` for the admin token (never rescoped).
+    pub owner: Option<Owner>,
+}
+
+impl Audience {
+    /// Everything, for the admin token.
+    pub fn all() -> Audience {
+        Audience {
+            scope: Scope::All,
+            owner: None,
+        }
+    }
+}
+
+/// Event names that carry console output (need `console.read`).
+fn is_console(event: Option<&str>) -> bool {
+    matches!(event, Some("server_log" | "install_log"))
+}
+
+/// Where a subscriber's frames go: shared by its entries in the index, so publishing walks
+/// the index alone (no second lookup per subscriber).
+struct Target {
     filter: Filter,
     queue: Arc<Outbox<WsMessage>>,
     dropped: Arc<AtomicU64>,
+}
+
+struct Sub {
+    target: Arc<Target>,
+    revoked: Arc<AtomicBool>,
+    owner: Option<Owner>,
+    /// Indexed in `wide` (else under `servers` in `by_server`).
+    wide: bool,
+    servers: Vec<String>,
+}
+
+impl Target {
+    fn deliver(&self, frame: &WsMessage, metrics: &PanelMetrics) {
+        match self.queue.force_push(frame.clone()) {
+            Ok(None) => metrics.events_forwarded.inc(),
+            Ok(Some(_oldest)) => {
+                metrics.events_forwarded.inc();
+                metrics.events_dropped.inc();
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            // The subscriber is going away; its Subscription will unregister it.
+            Err(_) => {}
+        }
+    }
+}
+
+/// Subscribers and the index publishing walks.
+#[derive(Default)]
+struct Index {
+    subs: HashMap<u64, Sub>,
+    /// All-seeing subscribers without a server filter.
+    wide: HashMap<u64, Arc<Target>>,
+    /// Server id → subscriber → (its target, may read console output).
+    by_server: HashMap<String, HashMap<u64, (Arc<Target>, bool)>>,
+    /// User id → their subscribers.
+    by_user: HashMap<String, HashSet<u64>>,
+}
+
+impl Index {
+    /// Indexes subscriber `id` for `scope`.
+    fn place(&mut self, id: u64, scope: &Scope) {
+        let Some(sub) = self.subs.get_mut(&id) else {
+            return;
+        };
+        let target = sub.target.clone();
+        let servers: Vec<(String, bool)> = match (scope, &target.filter.server_id) {
+            (Scope::All, None) => {
+                sub.wide = true;
+                self.wide.insert(id, target);
+                return;
+            }
+            (Scope::All, Some(s)) => vec![(s.clone(), true)],
+            (Scope::Servers(m), Some(s)) => m.get(s).map(|c| (s.clone(), *c)).into_iter().collect(),
+            (Scope::Servers(m), None) => m.iter().map(|(s, c)| (s.clone(), *c)).collect(),
+        };
+        sub.servers = servers.iter().map(|(s, _)| s.clone()).collect();
+        for (s, console) in servers {
+            self.by_server
+                .entry(s)
+                .or_default()
+                .insert(id, (target.clone(), console));
+        }
+    }
+
+    /// Removes subscriber `id` from the index (not from `subs`).
+    fn unplace(&mut self, id: u64) {
+        let Some(sub) = self.subs.get_mut(&id) else {
+            return;
+        };
+        if std::mem::take(&mut sub.wide) {
+            self.wide.remove(&id);
+        }
+        for s in std::mem::take(&mut sub.servers) {
+            if let Some(m) = self.by_server.get_mut(&s) {
+                m.remove(&id);
+                if m.is_empty() {
+                    self.by_server.remove(&s);
+                }
+            }
+        }
+    }
 }
 
 /// Why a subscriber socket ends.
@@ -82,16 +218,19 @@ enum End {
     Flooding,
     /// It stopped reading.
     Stalled,
+    /// Its access was withdrawn.
+    Revoked,
 }
 
 /// The subscriber registry.
 pub struct Events {
-    subs: RwLock<HashMap<u64, Sub>>,
+    index: RwLock<Index>,
     next: AtomicU64,
     queue: usize,
     write_stall: Duration,
     metrics: Arc<PanelMetrics>,
     tracker: Tracker,
+    scoper: std::sync::OnceLock<Scoper>,
 }
 
 /// A registered subscriber; unregisters itself when dropped.
@@ -100,6 +239,7 @@ pub struct Subscription {
     events: Arc<Events>,
     pub queue: Arc<Outbox<WsMessage>>,
     dropped: Arc<AtomicU64>,
+    revoked: Arc<AtomicBool>,
 }
 
 impl Subscription {
@@ -107,12 +247,27 @@ impl Subscription {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// Whether its access was withdrawn (its queue is closed too).
+    pub fn revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
+    }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.queue.close();
-        if self.events.subs.write().remove(&self.id).is_some() {
+        let mut idx = self.events.index.write();
+        idx.unplace(self.id);
+        if let Some(sub) = idx.subs.remove(&self.id) {
+            if let Some(o) = sub.owner
+                && let Some(set) = idx.by_user.get_mut(&o.user_id)
+            {
+                set.remove(&self.id);
+                if set.is_empty() {
+                    idx.by_user.remove(&o.user_id);
+                }
+            }
             self.events.metrics.event_subscribers.dec();
         }
     }
@@ -130,33 +285,115 @@ impl Events {
         metrics: Arc<PanelMetrics>,
     ) -> Arc<Events> {
         Arc::new(Events {
-            subs: RwLock::new(HashMap::new()),
+            index: RwLock::new(Index::default()),
             next: AtomicU64::new(1),
             queue: queue.max(1),
             write_stall,
             metrics,
             tracker: Tracker::new(),
+            scoper: std::sync::OnceLock::new(),
         })
     }
 
+    /// An all-seeing subscriber (the admin token).
     pub fn subscribe(self: &Arc<Self>, filter: Filter) -> Subscription {
+        self.subscribe_as(filter, Audience::all())
+    }
+
+    /// Sets how a user's scope is computed (once; later calls are ignored).
+    pub fn set_scoper(&self, scoper: Scoper) {
+        let _ = self.scoper.set(scoper);
+    }
+
+    /// A subscriber that receives what `audience` may see. With a scoper set, a user's scope
+    /// is computed now, under the index lock (a credential gone by then closes it at once).
+    pub fn subscribe_as(self: &Arc<Self>, filter: Filter, audience: Audience) -> Subscription {
         let queue = Arc::new(Outbox::new(self.queue));
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let dropped = Arc::new(AtomicU64::new(0));
-        self.subs.write().insert(
+        let revoked = Arc::new(AtomicBool::new(false));
+        let mut idx = self.index.write();
+        let scope = match (&audience.owner, self.scoper.get()) {
+            (Some(o), Some(scoper)) => scoper(o),
+            _ => Some(audience.scope),
+        };
+        if let Some(o) = &audience.owner {
+            idx.by_user.entry(o.user_id.clone()).or_default().insert(id);
+        }
+        idx.subs.insert(
             id,
             Sub {
-                filter,
-                queue: queue.clone(),
-                dropped: dropped.clone(),
+                target: Arc::new(Target {
+                    filter,
+                    queue: queue.clone(),
+                    dropped: dropped.clone(),
+                }),
+                revoked: revoked.clone(),
+                owner: audience.owner,
+                wide: false,
+                servers: Vec::new(),
             },
         );
+        match scope {
+            Some(scope) => idx.place(id, &scope),
+            None => {
+                revoked.store(true, Ordering::Release);
+                queue.close();
+            }
+        }
+        drop(idx);
         self.metrics.event_subscribers.inc();
         Subscription {
             id,
             events: self.clone(),
             queue,
             dropped,
+            revoked,
+        }
+    }
+
+    /// Applies a change of `user_id`'s rights to their live subscribers with the scoper
+    /// (nothing without one).
+    pub fn rescope(&self, user_id: &str) {
+        if let Some(scoper) = self.scoper.get() {
+            self.rescope_user(user_id, |credential| {
+                scoper(&Owner {
+                    user_id: user_id.to_owned(),
+                    credential: credential.clone(),
+                })
+            });
+        }
+    }
+
+    /// Applies a change of `user_id`'s rights to their live subscribers: `scope_for` gives
+    /// the new scope for a subscriber opened with that credential, or `None` when the
+    /// credential (or the user) is gone — that subscriber is closed.
+    pub fn rescope_user(
+        &self,
+        user_id: &str,
+        scope_for: impl Fn(&crate::users::Via) -> Option<Scope>,
+    ) {
+        let mut idx = self.index.write();
+        let ids: Vec<u64> = idx
+            .by_user
+            .get(user_id)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for id in ids {
+            let scope = match idx.subs.get(&id).and_then(|s| s.owner.as_ref()) {
+                Some(o) => scope_for(&o.credential),
+                None => continue,
+            };
+            idx.unplace(id);
+            match scope {
+                Some(scope) => idx.place(id, &scope),
+                None => {
+                    if let Some(sub) = idx.subs.get(&id) {
+                        sub.revoked.store(true, Ordering::Release);
+                        sub.target.queue.close();
+                    }
+                }
+            }
         }
     }
 
@@ -169,25 +406,31 @@ impl Events {
     }
 
     pub fn subscribers(&self) -> usize {
-        self.subs.read().len()
+        self.index.read().subs.len()
     }
 
-    /// Queues `frame` (the original bytes) to every matching subscriber without waiting.
-    pub fn publish(&self, agent_id: &str, server_id: Option<&str>, frame: &WsMessage) {
-        let subs = self.subs.read();
-        for sub in subs.values() {
-            if !sub.filter.matches(agent_id, server_id) {
-                continue;
+    /// Queues `frame` (the original bytes) to every subscriber that matches and may see it,
+    /// without waiting. `event` is the event's name (console output needs `console.read`).
+    pub fn publish(
+        &self,
+        agent_id: &str,
+        server_id: Option<&str>,
+        event: Option<&str>,
+        frame: &WsMessage,
+    ) {
+        let idx = self.index.read();
+        for target in idx.wide.values() {
+            if target.filter.matches(agent_id, server_id) {
+                target.deliver(frame, &self.metrics);
             }
-            match sub.queue.force_push(frame.clone()) {
-                Ok(None) => self.metrics.events_forwarded.inc(),
-                Ok(Some(_oldest)) => {
-                    self.metrics.events_forwarded.inc();
-                    self.metrics.events_dropped.inc();
-                    sub.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-                // The subscriber is going away; its Subscription will unregister it.
-                Err(_) => {}
+        }
+        let Some(subs) = server_id.and_then(|s| idx.by_server.get(s)) else {
+            return;
+        };
+        let console = is_console(event);
+        for (target, may_read_console) in subs.values() {
+            if (!console || *may_read_console) && target.filter.matches(agent_id, server_id) {
+                target.deliver(frame, &self.metrics);
             }
         }
     }
@@ -209,7 +452,8 @@ impl Events {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let admitted = self.admit();
-        self.serve_admitted(admitted, ws, filter, shutdown).await
+        self.serve_admitted(admitted, ws, filter, Audience::all(), shutdown)
+            .await
     }
 
     /// Runs one subscriber socket until the peer leaves, floods, stops reading, or the panel
@@ -221,6 +465,7 @@ impl Events {
         admitted: Option<Token>,
         mut ws: WebSocketStream<S>,
         filter: Filter,
+        audience: Audience,
         shutdown: Shutdown,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -235,7 +480,7 @@ impl Events {
             .await;
             return;
         };
-        let sub = self.subscribe(filter);
+        let sub = self.subscribe_as(filter, audience);
         let (mut tx, mut rx) = ws.split();
         let reader = async {
             let mut budget = TokenBucket::new(SUBSCRIBER_RATE, SUBSCRIBER_BURST);
@@ -254,6 +499,7 @@ impl Events {
         let writing = AtomicBool::new(false);
         let written = AtomicU64::new(0);
         let writer = async {
+            let mut linger = outbox::Linger::new(outbox::SUBSCRIBER_LINGER);
             loop {
                 let next = future::or(async { Some(sub.queue.pop().await) }, async {
                     shutdown.wait().await;
@@ -262,12 +508,17 @@ impl Events {
                 .await;
                 let frame = match next {
                     Some(Some(frame)) => frame,
+                    Some(None) if sub.revoked() => return End::Revoked,
                     Some(None) => return End::Peer,
                     None => return End::Shutdown,
                 };
                 writing.store(true, Ordering::Relaxed);
                 let sent = future::or(
-                    async { Some(outbox::write_batch(&mut tx, &sub.queue, frame).await) },
+                    async {
+                        let batch =
+                            outbox::write_batch_lingering(&mut tx, &sub.queue, frame, &mut linger);
+                        Some(batch.await)
+                    },
                     async {
                         shutdown.wait().await;
                         None
@@ -315,6 +566,7 @@ impl Events {
                 self.metrics.subscribers_stalled.inc();
                 Some(close_frame(CloseCode::Policy, "not reading"))
             }
+            End::Revoked => Some(close_frame(CloseCode::Policy, "access revoked")),
         };
         if let Some(frame) = close {
             // The close handshake, bounded: send ours, then read (and drop) what the peer
@@ -354,7 +606,7 @@ mod tests {
         let ev = Events::new(2, metrics.clone());
         let sub = ev.subscribe(Filter::default());
         for i in 0..5 {
-            ev.publish("a1", Some("s1"), &frame(&format!("{i}")));
+            ev.publish("a1", Some("s1"), None, &frame(&format!("{i}")));
         }
         assert_eq!(sub.dropped(), 3);
         assert_eq!(metrics.events_dropped.get(), 3);
@@ -376,9 +628,9 @@ mod tests {
             server_id: None,
             agent_id: Some("a2".into()),
         });
-        ev.publish("a1", Some("s1"), &frame("x"));
-        ev.publish("a1", Some("s2"), &frame("y"));
-        ev.publish("a2", None, &frame("z"));
+        ev.publish("a1", Some("s1"), None, &frame("x"));
+        ev.publish("a1", Some("s2"), None, &frame("y"));
+        ev.publish("a2", None, None, &frame("z"));
         assert_eq!(all.queue.len(), 3);
         assert_eq!(s1.queue.len(), 1);
         assert_eq!(s1.queue.try_pop().unwrap(), frame("x"));
@@ -389,13 +641,80 @@ mod tests {
         assert_eq!(metrics.event_subscribers.get(), 2);
     }
 
+    fn user(id: &str, servers: &[(&str, bool)]) -> Audience {
+        Audience {
+            scope: Scope::Servers(servers.iter().map(|(s, c)| (s.to_string(), *c)).collect()),
+            owner: Some(Owner {
+                user_id: id.into(),
+                credential: crate::users::Via::Session("k1".into()),
+            }),
+        }
+    }
+
+    #[test]
+    fn users_see_only_their_servers_and_console_only_with_the_right() {
+        let ev = Events::new(8, Arc::new(PanelMetrics::default()));
+        let admin = ev.subscribe(Filter::default());
+        let a = ev.subscribe_as(Filter::default(), user("ua", &[("s1", true)]));
+        let b = ev.subscribe_as(Filter::default(), user("ub", &[("s2", false)]));
+        ev.publish("a1", Some("s1"), Some("server_log"), &frame("a-log"));
+        ev.publish("a1", Some("s2"), Some("server_log"), &frame("b-log"));
+        ev.publish("a1", Some("s2"), Some("server_status"), &frame("b-status"));
+        ev.publish("a1", None, Some("agent_health_changed"), &frame("agent"));
+        assert_eq!(admin.queue.len(), 4);
+        assert_eq!(a.queue.try_pop().unwrap(), frame("a-log"));
+        assert!(a.queue.try_pop().is_none());
+        // b may see s2 but not read its console.
+        assert_eq!(b.queue.try_pop().unwrap(), frame("b-status"));
+        assert!(b.queue.try_pop().is_none());
+        // Only the subscribers of s1 are in its index entry: the cost of an s1 event does
+        // not grow with other users' subscribers.
+        assert_eq!(ev.index.read().by_server["s1"].len(), 1);
+        // A rights change re-indexes b live; a withdrawn credential closes a.
+        ev.rescope_user("ub", |_| Some(Scope::Servers([("s1".into(), true)].into())));
+        ev.rescope_user("ua", |_| None);
+        ev.publish("a1", Some("s1"), Some("server_log"), &frame("a-log2"));
+        ev.publish("a1", Some("s2"), Some("server_status"), &frame("b-status2"));
+        assert_eq!(b.queue.try_pop().unwrap(), frame("a-log2"));
+        assert!(b.queue.try_pop().is_none());
+        assert!(a.revoked());
+        assert!(a.queue.try_pop().is_none());
+        drop((a, b));
+        let idx = ev.index.read();
+        assert!(idx.by_server.is_empty() && idx.by_user.is_empty());
+        assert_eq!(idx.subs.len(), 1);
+    }
+
+    #[test]
+    fn the_scoper_decides_at_subscription_time() {
+        let ev = Events::new(8, Arc::new(PanelMetrics::default()));
+        // The user may now see s2 only, and the credential "gone" no longer works.
+        ev.set_scoper(Box::new(|o: &Owner| match &o.credential {
+            crate::users::Via::Session(k) if k == "gone" => None,
+            _ => Some(Scope::Servers([("s2".into(), false)].into())),
+        }));
+        // The audience computed earlier (s1) is stale: the scoper's answer wins.
+        let live = ev.subscribe_as(Filter::default(), user("ua", &[("s1", true)]));
+        let mut stale = user("ua", &[("s1", true)]);
+        stale.owner = Some(Owner {
+            user_id: "ua".into(),
+            credential: crate::users::Via::Session("gone".into()),
+        });
+        let dead = ev.subscribe_as(Filter::default(), stale);
+        assert!(dead.revoked() && !live.revoked());
+        ev.publish("a1", Some("s1"), Some("server_status"), &frame("s1"));
+        ev.publish("a1", Some("s2"), Some("server_status"), &frame("s2"));
+        assert_eq!(live.queue.try_pop().unwrap(), frame("s2"));
+        assert!(live.queue.try_pop().is_none() && dead.queue.try_pop().is_none());
+    }
+
     #[test]
     fn forwarded_frames_share_the_original_bytes() {
         let metrics = Arc::new(PanelMetrics::default());
         let ev = Events::new(8, metrics);
         let sub = ev.subscribe(Filter::default());
         let original = frame(r#"{"type":"event","event":"server_log"}"#);
-        ev.publish("a1", None, &original);
+        ev.publish("a1", None, None, &original);
         let (WsMessage::Text(got), WsMessage::Text(orig)) =
             (sub.queue.try_pop().unwrap(), original)
         else {
@@ -447,7 +766,7 @@ mod tests {
             // The client never reads: the socket buffers fill, then a write stalls.
             let big = frame(&"e".repeat(64 * 1024));
             while metrics.subscribers_stalled.get() == 0 {
-                ev.publish("a1", Some("s1"), &big);
+                ev.publish("a1", Some("s1"), None, &big);
                 async_io::Timer::after(Duration::from_millis(10)).await;
             }
             task.await;
@@ -496,6 +815,7 @@ mod tests {
                 admitted,
                 server,
                 Filter::default(),
+                Audience::all(),
                 shutdown.clone(),
             ));
             assert_eq!(close_code(&mut client).await, Some(CloseCode::Away));
@@ -507,6 +827,7 @@ mod tests {
                 None,
                 server,
                 Filter::default(),
+                Audience::all(),
                 shutdown.clone(),
             ));
             assert_eq!(close_code(&mut client).await, Some(CloseCode::Away));

@@ -23,3 +23,4 @@ pub mod tls;
 pub mod tracker;
 pub mod ui;
 pub mod up;
+pub mod users;

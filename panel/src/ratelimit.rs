@@ -120,6 +120,18 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
         ok
     }
 
+    /// Whether `key` has a token left, without taking it (a key never seen has).
+    pub fn allows(&self, key: &K, now: Instant) -> bool {
+        match self.buckets.lock().get(key) {
+            Some(b) => {
+                let mut probe = b.clone();
+                probe.refill(now);
+                probe.tokens >= 1.0
+            }
+            None => self.burst >= 1.0,
+        }
+    }
+
     /// Number of keys currently tracked.
     pub fn len(&self) -> usize {
         self.buckets.lock().len()

@@ -155,9 +155,16 @@ pub fn instructions(started: &Started, url: &str, agent_config: &Path) -> String
         }
     };
     let egg = example_egg();
+    let login = match &started.first_admin {
+        Some((name, _)) => format!(
+            "web ui:       {url}/ — log in as `{name}` with the admin password printed above\n"
+        ),
+        None => format!("web ui:       {url}/ — log in with your user (`panel user add`)\n"),
+    };
     format!(
         "\n\
 panel:        {url}\n\
+{login}\
 ca cert:      {cert}\n\
 fingerprint:  {fp}\n\
 local agent:  {agent}\n\
@@ -426,6 +433,7 @@ mod tests {
             cert_path: "data/tls/panel.crt".into(),
             fingerprint_sha256: "AA:BB".into(),
             data_dir: "data".into(),
+            first_admin: None,
         };
         let text = instructions(
             &s,

@@ -14,11 +14,12 @@ use proto::rest::{
 use proto::time::{format_rfc3339, unix_now};
 use proto::validate::ValidationError;
 
-use super::{Api, ApiError, blocking, body};
+use super::{Api, ApiError, Caller, REG_TOKEN_PREFIX, blocking, body};
 use crate::auth::AuthError;
 use crate::history::{Kind, Range};
 use crate::http::{Reply, Request, Response};
 use crate::store::AgentRecord;
+use crate::users::secret;
 
 /// A random UUID (version 4) for a new agent: valid as a protocol id, unguessable.
 fn new_agent_id() -> String {
@@ -40,9 +41,12 @@ fn new_agent_id() -> String {
     )
 }
 
-/// `POST /api/agents/register` (admin).
-pub(super) async fn register(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    api.admin(&req)?;
+/// `POST /api/agents/register` (admin, or a registration token: see [`registration_token`]).
+pub(super) async fn register(
+    api: Arc<Api>,
+    req: Request,
+    _caller: Caller,
+) -> Result<Reply, ApiError> {
     let body: RegisterRequest = body(&req)?;
     body.validate().map_err(|e| {
         let message = match &e.0 {
@@ -87,8 +91,40 @@ pub(super) async fn register(api: Arc<Api>, req: Request) -> Result<Reply, ApiEr
     .into())
 }
 
+/// How long a registration token stays valid.
+const REG_TOKEN_TTL: u64 = 3600;
+
+/// `POST /api/agents/registration-tokens` (admin): a single-use token that
+/// `POST /api/agents/register` accepts instead of the admin token, for [`REG_TOKEN_TTL`].
+pub(super) async fn registration_token(
+    api: Arc<Api>,
+    _: Request,
+    _: Caller,
+) -> Result<Reply, ApiError> {
+    let token = format!("{REG_TOKEN_PREFIX}{}", secret::token(32));
+    let now = unix_now();
+    let expires = now.saturating_add(REG_TOKEN_TTL);
+    let (store, key) = (api.store.clone(), secret::digest(&token));
+    if !blocking(move || store.insert_reg_token(&key, expires, now)).await? {
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            "too many unused registration tokens; wait for some to expire",
+        ));
+    }
+    Ok(Response::json(
+        200,
+        &serde_json::json!({"success": true, "token": token, "expiresAt": format_rfc3339(expires)}),
+    )
+    .with_header("cache-control", "no-store")
+    .into())
+}
+
 /// `POST /api/agents/refresh` (no admin token: the refresh token is the credential).
-pub(super) async fn refresh(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+pub(super) async fn refresh(
+    api: Arc<Api>,
+    req: Request,
+    _caller: Caller,
+) -> Result<Reply, ApiError> {
     api.limit(&req)?;
     let body: RefreshRequest = body(&req)?;
     let auth = api.auth.clone();
@@ -115,8 +151,7 @@ pub(super) async fn refresh(api: Arc<Api>, req: Request) -> Result<Reply, ApiErr
 }
 
 /// `GET /api/agents` (admin): every agent, its health and its last pong.
-pub(super) async fn list(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    api.admin(&req)?;
+pub(super) async fn list(api: Arc<Api>, _req: Request, _caller: Caller) -> Result<Reply, ApiError> {
     let servers = servers_per_agent(&api);
     let agents: Vec<Value> = api
         .store
@@ -128,7 +163,7 @@ pub(super) async fn list(api: Arc<Api>, req: Request) -> Result<Reply, ApiError>
 }
 
 /// `GET /api/agents/{id}` (admin): one agent, as in the list.
-pub(super) async fn get(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+pub(super) async fn get(api: Arc<Api>, req: Request, _caller: Caller) -> Result<Reply, ApiError> {
     let a = admin_agent(&api, &req)?;
     let servers = servers_per_agent(&api);
     Ok(Response::json(
@@ -146,9 +181,8 @@ fn servers_per_agent(api: &Api) -> HashMap<String, usize> {
     servers
 }
 
-/// The admin check, then the agent named in the path (`NOT_FOUND`).
+/// The agent named in the path (`NOT_FOUND`); the route table checked the caller is admin.
 fn admin_agent(api: &Api, req: &Request) -> Result<AgentRecord, ApiError> {
-    api.admin(req)?;
     let id = req.param("id").unwrap_or_default();
     api.store
         .agent(id)
@@ -200,7 +234,7 @@ struct DrainBody {
 /// `POST /api/agents/{id}/drain` (admin), body optional `{"migrate": bool}`: the agent takes
 /// no new servers (durably) and shows `draining`; its servers keep running. Moving them
 /// (`"migrate": true`) is not built yet: `501 NOT_IMPLEMENTED`, and nothing changes.
-pub(super) async fn drain(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+pub(super) async fn drain(api: Arc<Api>, req: Request, _caller: Caller) -> Result<Reply, ApiError> {
     let a = admin_agent(&api, &req)?;
     let body: DrainBody = if req.body.iter().all(u8::is_ascii_whitespace) {
         DrainBody::default()
@@ -218,7 +252,11 @@ pub(super) async fn drain(api: Arc<Api>, req: Request) -> Result<Reply, ApiError
 }
 
 /// `POST /api/agents/{id}/undrain` (admin): the agent takes new servers again.
-pub(super) async fn undrain(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+pub(super) async fn undrain(
+    api: Arc<Api>,
+    req: Request,
+    _caller: Caller,
+) -> Result<Reply, ApiError> {
     let a = admin_agent(&api, &req)?;
     set_draining(api, a.id, false).await
 }
@@ -242,7 +280,7 @@ async fn set_draining(api: Arc<Api>, id: String, on: bool) -> Result<Reply, ApiE
 
 /// `GET /api/agents/{id}/stats?range=1h|24h` (admin): the node's history
 /// (`{"t","cpu","memory","disk","servers"}` points; percentages but `servers`).
-pub(super) async fn stats(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+pub(super) async fn stats(api: Arc<Api>, req: Request, _caller: Caller) -> Result<Reply, ApiError> {
     let a = admin_agent(&api, &req)?;
     let range = stats_range(&req)?;
     let points = api
@@ -266,7 +304,11 @@ pub(super) fn stats_range(req: &Request) -> Result<Range, ApiError> {
 }
 
 /// `GET /ws/agents`: `Authorization: Bearer <agent token>` and `X-Agent-ID` must match.
-pub(super) async fn websocket(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+pub(super) async fn websocket(
+    api: Arc<Api>,
+    req: Request,
+    _caller: Caller,
+) -> Result<Reply, ApiError> {
     let token = req
         .bearer()
         .ok_or_else(|| ApiError::new(ErrorCode::AuthFailed, "missing bearer token"))?;

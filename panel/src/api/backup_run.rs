@@ -79,7 +79,7 @@ pub(super) fn publish(api: &Api, agent: &str, server: &str, event: &str, data: V
         "data": data,
     });
     let msg = async_tungstenite::tungstenite::Message::Text(frame.to_string().into());
-    api.events.publish(agent, Some(server), &msg);
+    api.events.publish(agent, Some(server), Some(event), &msg);
 }
 
 /// Sends `action` to `agent` about `server`, again after a pause while it answers

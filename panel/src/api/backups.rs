@@ -14,10 +14,10 @@ use proto::time::unix_now;
 use proto::validate;
 
 use super::backup_run::{self, BusyGuard, backup_json, backup_path};
-use super::servers::admin_server;
-use super::{Api, ApiError, add, blocking, body, moves};
+use super::{Api, ApiError, Caller, Need, add, blocking, body, moves};
 use crate::http::{Method, Reply, Request, Response, Router, Streamed};
 use crate::store::{BackupRecord, Schedule, ServerRecord};
+use crate::users::rights::{Perm, ServerRight};
 
 /// Shortest schedule interval (seconds).
 pub const MIN_INTERVAL: u64 = 60;
@@ -28,49 +28,57 @@ const SCHEDULE_TICK: Duration = Duration::from_secs(15);
 /// Bytes per piece of a download.
 const DOWNLOAD_PIECE: usize = 64 * 1024;
 
-/// The backup and transfer rows of the route table.
+/// The backup and transfer rows of the route table, with the right each needs.
 pub(super) fn routes(r: &mut Router, api: &Arc<Api>) {
+    use Method::{Delete, Get, Post, Put};
+    use ServerRight::{Admin, Manage, View};
+    let server = Need::Server;
+    let files_read = Need::Server(ServerRight::Perm(Perm::FilesRead));
     let base = "/api/servers/{id}/backups";
-    add(r, api, Method::Post, base, create);
-    add(r, api, Method::Get, base, list);
+    let one = format!("{base}/{{bid}}");
+    add(r, api, Post, base, server(Manage), create);
+    add(r, api, Get, base, files_read, list);
     add(
         r,
         api,
-        Method::Get,
-        &format!("{base}/{{bid}}/download"),
+        Get,
+        &format!("{one}/download"),
+        files_read,
         download,
     );
     add(
         r,
         api,
-        Method::Post,
-        &format!("{base}/{{bid}}/restore"),
+        Post,
+        &format!("{one}/restore"),
+        server(Manage),
         restore,
     );
-    add(r, api, Method::Delete, &format!("{base}/{{bid}}"), delete);
+    add(r, api, Delete, &one, server(Manage), delete);
     let schedule = "/api/servers/{id}/backup-schedule";
-    add(r, api, Method::Put, schedule, set_schedule);
-    add(r, api, Method::Get, schedule, get_schedule);
+    add(r, api, Put, schedule, server(Manage), set_schedule);
+    add(r, api, Get, schedule, server(View), get_schedule);
     add(
         r,
         api,
-        Method::Post,
+        Post,
         "/api/servers/{id}/transfer",
+        server(Admin),
         moves::transfer,
     );
 }
 
-/// `POST /api/servers/{id}/backups` (admin): takes a backup now.
-async fn create(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+/// `POST /api/servers/{id}/backups`: takes a backup now.
+async fn create(api: Arc<Api>, _: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let rec = caller.server()?.clone();
     let _busy = BusyGuard::take(&api, &rec.server_id)?;
     let b = backup_run::take(&api, &rec).await?;
     Ok(Response::json(200, &json!({"success": true, "backup": backup_json(&b)})).into())
 }
 
-/// `GET /api/servers/{id}/backups` (admin): newest first.
-async fn list(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+/// `GET /api/servers/{id}/backups`: newest first.
+async fn list(api: Arc<Api>, _: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let rec = caller.server()?.clone();
     let all: Vec<_> = api
         .store
         .backups_of(&rec.server_id)
@@ -81,8 +89,12 @@ async fn list(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
 }
 
 /// The backup named in the path, of the server named in the path.
-fn named(api: &Api, req: &Request) -> Result<(ServerRecord, BackupRecord), ApiError> {
-    let rec = admin_server(api, req)?;
+fn named(
+    api: &Api,
+    req: &Request,
+    caller: &Caller,
+) -> Result<(ServerRecord, BackupRecord), ApiError> {
+    let rec = caller.server()?.clone();
     let bid = req.param("bid").unwrap_or_default();
     validate::transfer_id("backupId", bid)?;
     let b = api.store.backup(&rec.server_id, bid).ok_or_else(|| {
@@ -94,9 +106,9 @@ fn named(api: &Api, req: &Request) -> Result<(ServerRecord, BackupRecord), ApiEr
     Ok((rec, b))
 }
 
-/// `GET …/backups/{bid}/download` (admin): the archive, streamed from the store.
-async fn download(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let (rec, b) = named(&api, &req)?;
+/// `GET …/backups/{bid}/download`: the archive, streamed from the store.
+async fn download(api: Arc<Api>, req: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let (rec, b) = named(&api, &req, &caller)?;
     let path = backup_path(&api, &rec.server_id, &b.id);
     let file = blocking(move || std::fs::File::open(path))
         .await
@@ -130,10 +142,10 @@ async fn download(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
     }))
 }
 
-/// `POST …/backups/{bid}/restore` (admin): the server must be stopped; its files are
+/// `POST …/backups/{bid}/restore`: the server must be stopped; its files are
 /// replaced by the backup's, or left as they were on any failure.
-async fn restore(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let (rec, b) = named(&api, &req)?;
+async fn restore(api: Arc<Api>, req: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let (rec, b) = named(&api, &req, &caller)?;
     let _busy = BusyGuard::take(&api, &rec.server_id)?;
     let data = backup_run::push(&api, &rec.agent_id, &rec.server_id, &b).await?;
     Ok(Response::json(
@@ -143,9 +155,9 @@ async fn restore(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
     .into())
 }
 
-/// `DELETE …/backups/{bid}` (admin).
-async fn delete(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let (rec, b) = named(&api, &req)?;
+/// `DELETE …/backups/{bid}`.
+async fn delete(api: Arc<Api>, req: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let (rec, b) = named(&api, &req, &caller)?;
     let _busy = BusyGuard::take(&api, &rec.server_id)?;
     backup_run::remove(&api, &b).await?;
     Ok(Response::json(200, &json!({"success": true})).into())
@@ -167,10 +179,10 @@ fn schedule_json(s: Option<Schedule>) -> serde_json::Value {
     }
 }
 
-/// `PUT /api/servers/{id}/backup-schedule` (admin): `{"intervalSecs": N}` (60 s to a
+/// `PUT /api/servers/{id}/backup-schedule`: `{"intervalSecs": N}` (60 s to a
 /// year; the first run N seconds from now) or `{"intervalSecs": null}` (no schedule).
-async fn set_schedule(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+async fn set_schedule(api: Arc<Api>, req: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let rec = caller.server()?.clone();
     let body: ScheduleBody = body(&req)?;
     let schedule = match body.interval_secs {
         None => None,
@@ -194,9 +206,9 @@ async fn set_schedule(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
     .into())
 }
 
-/// `GET /api/servers/{id}/backup-schedule` (admin).
-async fn get_schedule(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+/// `GET /api/servers/{id}/backup-schedule` .
+async fn get_schedule(api: Arc<Api>, _: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let rec = caller.server()?.clone();
     let s = api.store.schedule(&rec.server_id);
     Ok(Response::json(200, &json!({"success": true, "schedule": schedule_json(s)})).into())
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use proto::ErrorCode;
 use proto::time::unix_now;
 
-use super::{Api, ApiError, blocking};
+use super::{Api, ApiError, Caller, blocking};
 use crate::eggs;
 use crate::http::{Reply, Request, Response};
 use crate::store::EggRecord;
@@ -28,9 +28,8 @@ impl From<eggs::Refused> for ApiError {
     }
 }
 
-/// The admin check, then the egg named in the path.
+/// The egg named in the path (the route gate has checked the caller is an admin).
 fn admin_egg(api: &Api, req: &Request) -> Result<EggRecord, ApiError> {
-    api.admin(req)?;
     let id = req.param("id").unwrap_or_default();
     api.store
         .egg(id)
@@ -38,8 +37,11 @@ fn admin_egg(api: &Api, req: &Request) -> Result<EggRecord, ApiError> {
 }
 
 /// `POST /api/eggs` (admin): the body is the egg document itself (JSON or YAML).
-pub(super) async fn create(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    api.admin(&req)?;
+pub(super) async fn create(
+    api: Arc<Api>,
+    req: Request,
+    _caller: Caller,
+) -> Result<Reply, ApiError> {
     let imported = eggs::import(&req.body)?;
     let rec = imported.into_record(new_egg_id(), unix_now());
     let stored = rec.clone();
@@ -59,8 +61,7 @@ pub(super) async fn create(api: Arc<Api>, req: Request) -> Result<Reply, ApiErro
 }
 
 /// `GET /api/eggs` (admin): summaries (no scripts or config files).
-pub(super) async fn list(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    api.admin(&req)?;
+pub(super) async fn list(api: Arc<Api>, _req: Request, _caller: Caller) -> Result<Reply, ApiError> {
     let eggs: Vec<_> = api
         .store
         .eggs()
@@ -71,7 +72,7 @@ pub(super) async fn list(api: Arc<Api>, req: Request) -> Result<Reply, ApiError>
 }
 
 /// `GET /api/eggs/{id}` (admin): the whole egg.
-pub(super) async fn get(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+pub(super) async fn get(api: Arc<Api>, req: Request, _caller: Caller) -> Result<Reply, ApiError> {
     let rec = admin_egg(&api, &req)?;
     Ok(Response::json(
         200,
@@ -81,7 +82,11 @@ pub(super) async fn get(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> 
 }
 
 /// `DELETE /api/eggs/{id}` (admin). Servers created from it keep running.
-pub(super) async fn delete(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
+pub(super) async fn delete(
+    api: Arc<Api>,
+    req: Request,
+    _caller: Caller,
+) -> Result<Reply, ApiError> {
     let rec = admin_egg(&api, &req)?;
     let store = api.store.clone();
     let id = rec.id.clone();

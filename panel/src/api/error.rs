@@ -12,6 +12,8 @@ use crate::http::{BodyError, Response};
 use crate::hub::HubError;
 use crate::placement::Rejection;
 use crate::store::StoreError;
+use crate::users::LoginError;
+use crate::users::password::Busy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -36,10 +38,22 @@ pub enum ApiError {
     /// in `error.nodes` (`[{"agentId","reason"}]`).
     #[error("no node can take this server")]
     NoPlacement(Vec<Rejection>),
+    /// A cookie-authenticated request from another origin: 403 `CROSS_ORIGIN`.
+    #[error("cross-origin request refused")]
+    CrossOrigin,
+    /// A login that failed (401), was throttled or found the hasher busy (429).
+    #[error(transparent)]
+    Login(#[from] LoginError),
     /// An agent refused a step of a longer operation (backup, restore, transfer): 502 with
     /// its code and message.
     #[error("{code}: {message}")]
     Agent { code: String, message: String },
+}
+
+impl From<Busy> for ApiError {
+    fn from(b: Busy) -> ApiError {
+        ApiError::Login(LoginError::Busy(b))
+    }
 }
 
 impl ApiError {
@@ -78,6 +92,19 @@ impl ApiError {
             }
             ApiError::Body(e) => e.to_response(),
             ApiError::NoPlacement(nodes) => no_placement(&nodes),
+            ApiError::CrossOrigin => Response::error_with_status(
+                403,
+                "CROSS_ORIGIN",
+                "a request signed in by cookie must come from the panel's own pages",
+            ),
+            ApiError::Login(e) => match e {
+                LoginError::Failed => Response::error(ErrorCode::AuthFailed, e.to_string()),
+                LoginError::Throttled | LoginError::Busy(_) => {
+                    Response::error(ErrorCode::RateLimited, e.to_string())
+                        .with_header("retry-after", "5")
+                }
+                LoginError::Store(e) => ApiError::Storage(e).into_response(),
+            },
             ApiError::Agent { code, message } => Response::error_with_status(502, &code, message),
         }
     }

@@ -10,9 +10,9 @@ use proto::ErrorCode;
 use proto::message::{Action, ListFiles, PathPayload, RenameFile};
 use proto::validate;
 
-use super::servers::{admin_server, path_param, relay};
+use super::servers::{path_param, relay};
 use super::transfer;
-use super::{Api, ApiError, agent_answer, body};
+use super::{Api, ApiError, Caller, agent_answer, body};
 use crate::http::{Reply, Request, Response};
 
 /// A whole-number query parameter, if present.
@@ -30,15 +30,15 @@ fn number_param(req: &Request, name: &str) -> Result<Option<u64>, ApiError> {
 
 /// `GET /api/servers/{id}/files?path=P[&offset=N][&limit=N]` (admin): one page of
 /// `list_files` (the agent caps `limit` at 1000 and ends a page early to fit a frame).
-pub(super) async fn list(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn list(api: Arc<Api>, req: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let path = path_param(&req, Some("/server"))?;
     let action = Action::ListFiles(ListFiles {
         path: Cow::Owned(path),
         offset: number_param(&req, "offset")?,
         limit: number_param(&req, "limit")?,
     });
-    relay(&api, &rec, action, None).await
+    relay(&api, rec, action, None).await
 }
 
 #[derive(Deserialize)]
@@ -49,15 +49,15 @@ struct RenameBody {
 }
 
 /// `POST /api/servers/{id}/files/rename` `{"from","to"}` (admin).
-pub(super) async fn rename(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn rename(api: Arc<Api>, req: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let b: RenameBody = body(&req)?;
     let r = RenameFile {
         from: Cow::Owned(b.from),
         to: Cow::Owned(b.to),
     };
     validate::rename(&r)?;
-    relay(&api, &rec, Action::RenameFile(r), None).await
+    relay(&api, rec, Action::RenameFile(r), None).await
 }
 
 #[derive(Deserialize)]
@@ -67,36 +67,40 @@ struct PathBody {
 }
 
 /// `POST /api/servers/{id}/files/mkdir` `{"path"}` (admin).
-pub(super) async fn mkdir(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn mkdir(api: Arc<Api>, req: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let b: PathBody = body(&req)?;
     validate::file_target(&b.path)?;
     let action = Action::CreateDirectory(PathPayload {
         path: Cow::Owned(b.path),
     });
-    relay(&api, &rec, action, None).await
+    relay(&api, rec, action, None).await
 }
 
 /// `DELETE /api/servers/{id}/files?path=P` (admin): a file, or a directory with everything
 /// in it.
-pub(super) async fn delete(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn delete(api: Arc<Api>, req: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let path = path_param(&req, None)?;
     validate::file_target(&path)?;
     let action = Action::DeleteFile(PathPayload {
         path: Cow::Owned(path),
     });
-    relay(&api, &rec, action, None).await
+    relay(&api, rec, action, None).await
 }
 
 /// `GET /api/servers/{id}/files/download?path=P` (admin): the file's raw bytes, streamed.
 /// Errors before the first byte (no such file, a directory, the agent offline) are JSON
 /// answers; a failure later cuts the body short.
-pub(super) async fn download(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn download(
+    api: Arc<Api>,
+    req: Request,
+    caller: Caller,
+) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let path = path_param(&req, None)?;
     validate::file_target(&path)?;
-    match transfer::download(api, &rec, path).await? {
+    match transfer::download(api, rec, path).await? {
         Ok(streamed) => Ok(Reply::Stream(streamed)),
         Err(agent_refusal) => Ok(agent_answer(&agent_refusal).into()),
     }
@@ -104,8 +108,12 @@ pub(super) async fn download(api: Arc<Api>, req: Request) -> Result<Reply, ApiEr
 
 /// `PUT /api/servers/{id}/files/upload?path=P` (admin): the raw request body (up to
 /// `--max-upload-bytes`, `Content-Length` or chunked) becomes the file, streamed.
-pub(super) async fn upload(api: Arc<Api>, mut req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn upload(
+    api: Arc<Api>,
+    mut req: Request,
+    caller: Caller,
+) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let path = path_param(&req, None)?;
     validate::file_target(&path)?;
     let Some(stream) = req.stream.take() else {
@@ -114,7 +122,7 @@ pub(super) async fn upload(api: Arc<Api>, mut req: Request) -> Result<Reply, Api
             "the upload route did not receive its body stream",
         ));
     };
-    match transfer::upload(&api, &rec, &path, stream).await? {
+    match transfer::upload(&api, rec, &path, stream).await? {
         Ok(size) => Ok(Response::json(
             200,
             &serde_json::json!({"success": true, "path": path, "size": size}),

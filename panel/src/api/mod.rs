@@ -7,21 +7,26 @@
 //! [`ApiError::into_response`]; an agent's own error is its answer, passed through with 502
 //! and its code and message unchanged by [`agent_answer`].
 
+mod access;
 mod agents;
+mod auth;
 mod backup_run;
 mod backups;
 mod eggs;
 mod error;
 mod files;
+mod gate;
 mod live;
 mod moves;
 mod placing;
 mod servers;
 mod system;
 mod transfer;
+mod users;
 
 pub use backups::schedule_loop;
 pub use error::ApiError;
+pub use gate::{Caller, Need, REG_TOKEN_PREFIX};
 
 use parking_lot::Mutex;
 use serde_json::json;
@@ -33,7 +38,7 @@ use std::time::Instant;
 use proto::ErrorCode;
 
 use crate::auth::Auth;
-use crate::events::Events;
+use crate::events::{Events, Owner, Scope};
 use crate::health::NodeHooks;
 use crate::http::{Method, Reply, Request, Response, Router, ServerStats, handler};
 use crate::hub::Hub;
@@ -43,6 +48,12 @@ use crate::placement::Strategy;
 use crate::ratelimit::KeyedLimiter;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
+use crate::users::rights::{Perm, ServerRight};
+use crate::users::{Principal, SessionPolicy, Users, Via};
+use gate::gate;
+
+/// How often expired sessions are swept (and their live sockets closed).
+const SESSION_SWEEP: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Most distinct client IPs the API limiter tracks at once (idle ones are evicted).
 const MAX_LIMITER_KEYS: usize = 100_000;
@@ -51,6 +62,7 @@ const MAX_LIMITER_KEYS: usize = 100_000;
 pub struct Api {
     pub store: Arc<Store>,
     pub auth: Arc<Auth>,
+    pub users: Arc<Users>,
     pub hub: Arc<Hub>,
     pub events: Arc<Events>,
     pub metrics: Arc<PanelMetrics>,
@@ -89,6 +101,7 @@ impl Api {
     pub fn new(
         store: Arc<Store>,
         auth: Arc<Auth>,
+        users: Arc<Users>,
         hub: Arc<Hub>,
         events: Arc<Events>,
         metrics: Arc<PanelMetrics>,
@@ -103,9 +116,11 @@ impl Api {
         strategy: Strategy,
         backups: BackupSettings,
     ) -> Arc<Api> {
+        events.set_scoper(scoper(store.clone(), users.policy));
         Arc::new(Api {
             store,
             auth,
+            users,
             hub,
             events,
             metrics,
@@ -134,11 +149,83 @@ impl Api {
         }
     }
 
-    /// Rate limit, then `Authorization: Bearer <admin token>`.
-    fn admin(&self, req: &Request) -> Result<(), ApiError> {
-        self.limit(req)?;
-        Ok(self.auth.check_admin(req.bearer())?)
+    /// What `who` may see on `/api/events` (a user's scope is computed again, under the
+    /// events lock, by the scoper set in [`Api::new`]).
+    pub(crate) fn scope_of(&self, who: &Principal) -> Scope {
+        match who.user() {
+            Some(u) => scope_for(&self.store, &u.id, u.admin),
+            None => Scope::All,
+        }
     }
+
+    /// Housekeeping, every [`SESSION_SWEEP`] (or the idle limit if shorter) until shutdown: ends expired sessions and
+    /// closes the live event sockets opened with them.
+    pub async fn sweep_sessions(self: Arc<Self>) {
+        let every = SESSION_SWEEP
+            .min(self.users.policy.idle)
+            .max(std::time::Duration::from_secs(1));
+        let mut tick = async_io::Timer::interval(every);
+        loop {
+            let stop = futures_lite::future::or(
+                async {
+                    futures_lite::StreamExt::next(&mut tick).await;
+                    false
+                },
+                async {
+                    self.shutdown.wait().await;
+                    true
+                },
+            )
+            .await;
+            if stop {
+                return;
+            }
+            let (store, policy) = (self.store.clone(), self.users.policy);
+            let now = proto::time::unix_now();
+            match blocking(move || store.prune_sessions(|s| policy.expired(s, now))).await {
+                Ok(users) => users.iter().for_each(|u| self.rescope(u)),
+                Err(e) => log::error!("pruning expired sessions: {e}"),
+            }
+        }
+    }
+
+    /// Applies a change of `user_id`'s rights (or credentials) to their live event sockets:
+    /// re-indexed with the new rights, or closed when the user, session or key is gone.
+    pub(crate) fn rescope(&self, user_id: &str) {
+        self.events.rescope(user_id);
+    }
+}
+
+/// The events a user may see: everything for an admin, else their servers (`true` where
+/// they hold `console.read`).
+fn scope_for(store: &Store, user_id: &str, admin: bool) -> Scope {
+    if admin {
+        return Scope::All;
+    }
+    Scope::Servers(
+        store
+            .visible_to(user_id)
+            .into_iter()
+            .map(|(id, p)| (id, p.has(ServerRight::Perm(Perm::ConsoleRead))))
+            .collect(),
+    )
+}
+
+/// The events scoper: the scope of a subscriber's user, `None` once the user, the session
+/// (or its expiry) or the API key it was opened with is gone.
+fn scoper(store: Arc<Store>, policy: SessionPolicy) -> crate::events::Scoper {
+    Box::new(move |owner: &Owner| {
+        let user = store.user(&owner.user_id)?;
+        let alive = match &owner.credential {
+            Via::Session(key) => store
+                .session(key)
+                .is_some_and(|s| !policy.expired(&s, proto::time::unix_now())),
+            Via::Key(id) => store
+                .api_key(id)
+                .is_some_and(|k| k.user_id == owner.user_id),
+        };
+        alive.then(|| scope_for(&store, &user.id, user.admin))
+    })
 }
 
 /// The request body as JSON; `INVALID_MESSAGE` if it is not what `T` expects.
@@ -172,199 +259,297 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + '
     smol::unblock(f).await
 }
 
-fn add<F, Fut>(r: &mut Router, api: &Arc<Api>, method: Method, pattern: &str, f: F)
+/// A route handler: the request and its checked [`Caller`].
+trait Handle: Send + Sync + 'static {
+    fn call(&self, api: Arc<Api>, req: Request, caller: Caller) -> BoxFuture;
+}
+
+type BoxFuture = futures_lite::future::Boxed<Result<Reply, ApiError>>;
+
+impl<F, Fut> Handle for F
 where
-    F: Fn(Arc<Api>, Request) -> Fut + Send + Sync + 'static,
+    F: Fn(Arc<Api>, Request, Caller) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Reply, ApiError>> + Send + 'static,
 {
-    r.route(method, pattern, api_handler(api, f));
+    fn call(&self, api: Arc<Api>, req: Request, caller: Caller) -> BoxFuture {
+        Box::pin(self(api, req, caller))
+    }
+}
+
+/// Adds a route that needs `need` (checked by [`gate`] before `f` runs).
+fn add(r: &mut Router, api: &Arc<Api>, method: Method, pattern: &str, need: Need, f: impl Handle) {
+    r.route(method, pattern, api_handler(api, need, f));
 }
 
 /// [`add`] for a route that streams its request body (uploads).
-fn add_streaming<F, Fut>(r: &mut Router, api: &Arc<Api>, method: Method, pattern: &str, f: F)
-where
-    F: Fn(Arc<Api>, Request) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Reply, ApiError>> + Send + 'static,
-{
-    r.route_streaming(method, pattern, api_handler(api, f));
+fn add_streaming(
+    r: &mut Router,
+    api: &Arc<Api>,
+    method: Method,
+    pattern: &str,
+    need: Need,
+    f: impl Handle,
+) {
+    r.route_streaming(method, pattern, api_handler(api, need, f));
 }
 
-fn api_handler<F, Fut>(api: &Arc<Api>, f: F) -> crate::http::Handler
-where
-    F: Fn(Arc<Api>, Request) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Reply, ApiError>> + Send + 'static,
-{
+fn api_handler(api: &Arc<Api>, need: Need, f: impl Handle) -> crate::http::Handler {
     let api = api.clone();
+    let f = Arc::new(f);
     handler(move |req| {
-        let reply = f(api.clone(), req);
-        async move { reply.await.unwrap_or_else(|e| e.into_response().into()) }
+        let (api, f) = (api.clone(), f.clone());
+        async move {
+            let reply = match gate(&api, &req, need).await {
+                Ok(caller) => f.call(api, req, caller).await,
+                Err(e) => Err(e),
+            };
+            reply.unwrap_or_else(|e| e.into_response().into())
+        }
     })
 }
 
-/// The whole route table.
+/// The whole route table, with the right each route needs. This table is the one place
+/// where access is decided (panel/README.md shows it).
 pub fn router(api: &Arc<Api>) -> Router {
-    let mut r = Router::new();
-    add(&mut r, api, Method::Get, "/healthz", system::healthz);
-    add(&mut r, api, Method::Get, "/metrics", system::metrics);
+    use Method::{Delete, Get, Patch, Post, Put};
+    use Need::{Admin, Events, Login, Monitor, Open, Register};
+    use ServerRight::{Manage, View};
+    let perm = |p: Perm| Need::Server(ServerRight::Perm(p));
+    let server = Need::Server;
+    let r = &mut Router::new();
+    add(r, api, Get, "/healthz", Open, system::healthz);
+    add(r, api, Get, "/metrics", Monitor, system::metrics);
+    // Agents and registration: admins (and registration tokens).
     add(
-        &mut r,
+        r,
         api,
-        Method::Post,
+        Post,
         "/api/agents/register",
+        Register,
         agents::register,
     );
+    add(r, api, Post, "/api/agents/refresh", Open, agents::refresh);
     add(
-        &mut r,
+        r,
         api,
-        Method::Post,
-        "/api/agents/refresh",
-        agents::refresh,
+        Post,
+        "/api/agents/registration-tokens",
+        Admin,
+        agents::registration_token,
     );
-    add(&mut r, api, Method::Get, "/api/agents", agents::list);
-    add(&mut r, api, Method::Get, "/api/agents/{id}", agents::get);
+    add(r, api, Get, "/api/agents", Admin, agents::list);
+    add(r, api, Get, "/api/agents/{id}", Admin, agents::get);
+    add(r, api, Post, "/api/agents/{id}/drain", Admin, agents::drain);
     add(
-        &mut r,
+        r,
         api,
-        Method::Post,
-        "/api/agents/{id}/drain",
-        agents::drain,
-    );
-    add(
-        &mut r,
-        api,
-        Method::Post,
+        Post,
         "/api/agents/{id}/undrain",
+        Admin,
         agents::undrain,
     );
+    add(r, api, Get, "/api/agents/{id}/stats", Admin, agents::stats);
+    add(r, api, Get, "/ws/agents", Open, agents::websocket);
+    // Sessions, the caller's own account and keys.
+    add(r, api, Post, "/api/auth/login", Open, auth::login);
+    add(r, api, Post, "/api/auth/logout", Login, auth::logout);
+    add(r, api, Get, "/api/auth/me", Login, auth::me);
+    add(r, api, Post, "/api/auth/password", Login, auth::password);
+    add(r, api, Get, "/api/auth/keys", Login, auth::list_keys);
+    add(r, api, Post, "/api/auth/keys", Login, auth::create_key);
     add(
-        &mut r,
+        r,
         api,
-        Method::Get,
-        "/api/agents/{id}/stats",
-        agents::stats,
+        Delete,
+        "/api/auth/keys/{id}",
+        Login,
+        auth::delete_key,
     );
-    add(&mut r, api, Method::Get, "/ws/agents", agents::websocket);
-    add(&mut r, api, Method::Post, "/api/eggs", eggs::create);
-    add(&mut r, api, Method::Get, "/api/eggs", eggs::list);
-    add(&mut r, api, Method::Get, "/api/eggs/{id}", eggs::get);
-    add(&mut r, api, Method::Delete, "/api/eggs/{id}", eggs::delete);
-    add(&mut r, api, Method::Post, "/api/servers", servers::create);
-    add(&mut r, api, Method::Get, "/api/servers", servers::list);
+    // Users: admins.
+    add(r, api, Post, "/api/users", Admin, users::create);
+    add(r, api, Get, "/api/users", Admin, users::list);
+    add(r, api, Delete, "/api/users/{id}", Admin, users::delete);
     add(
-        &mut r,
+        r,
         api,
-        Method::Get,
+        Post,
+        "/api/users/{id}/password",
+        Admin,
+        users::reset_password,
+    );
+    // The egg library: admins.
+    add(r, api, Post, "/api/eggs", Admin, eggs::create);
+    add(r, api, Get, "/api/eggs", Admin, eggs::list);
+    add(r, api, Get, "/api/eggs/{id}", Admin, eggs::get);
+    add(r, api, Delete, "/api/eggs/{id}", Admin, eggs::delete);
+    // Servers: create, delete and re-own are admin; the rest per right on the server.
+    add(r, api, Post, "/api/servers", Admin, servers::create);
+    add(r, api, Get, "/api/servers", Login, servers::list);
+    add(
+        r,
+        api,
+        Get,
         "/api/servers/{id}",
+        server(View),
         servers::status,
     );
     add(
-        &mut r,
+        r,
         api,
-        Method::Delete,
-        "/api/servers/{id}",
-        servers::delete,
+        Get,
+        "/api/servers/{id}/info",
+        server(View),
+        access::info,
     );
     add(
-        &mut r,
+        r,
         api,
-        Method::Post,
-        "/api/servers/{id}/power",
-        servers::power,
-    );
-    add(
-        &mut r,
-        api,
-        Method::Post,
-        "/api/servers/{id}/command",
-        servers::console,
-    );
-    add(
-        &mut r,
-        api,
-        Method::Post,
-        "/api/servers/{id}/reinstall",
-        servers::reinstall,
-    );
-    add(
-        &mut r,
-        api,
-        Method::Get,
-        "/api/servers/{id}/logs",
-        servers::logs,
-    );
-    add(
-        &mut r,
-        api,
-        Method::Get,
+        Get,
         "/api/servers/{id}/stats",
+        server(View),
         servers::stats,
     );
     add(
-        &mut r,
+        r,
         api,
-        Method::Get,
+        Patch,
+        "/api/servers/{id}",
+        server(ServerRight::Admin),
+        access::patch,
+    );
+    add(
+        r,
+        api,
+        Delete,
+        "/api/servers/{id}",
+        server(ServerRight::Admin),
+        servers::delete,
+    );
+    add(
+        r,
+        api,
+        Post,
+        "/api/servers/{id}/power",
+        perm(Perm::Power),
+        servers::power,
+    );
+    add(
+        r,
+        api,
+        Post,
+        "/api/servers/{id}/command",
+        perm(Perm::ConsoleWrite),
+        servers::console,
+    );
+    add(
+        r,
+        api,
+        Post,
+        "/api/servers/{id}/reinstall",
+        server(Manage),
+        servers::reinstall,
+    );
+    add(
+        r,
+        api,
+        Get,
+        "/api/servers/{id}/logs",
+        perm(Perm::ConsoleRead),
+        servers::logs,
+    );
+    add(
+        r,
+        api,
+        Get,
+        "/api/servers/{id}/users",
+        server(Manage),
+        access::subusers,
+    );
+    add(
+        r,
+        api,
+        Put,
+        "/api/servers/{id}/users/{userId}",
+        server(Manage),
+        access::put_subuser,
+    );
+    add(
+        r,
+        api,
+        Delete,
+        "/api/servers/{id}/users/{userId}",
+        server(Manage),
+        access::delete_subuser,
+    );
+    add(
+        r,
+        api,
+        Get,
         "/api/servers/{id}/files",
+        perm(Perm::FilesRead),
         files::list,
     );
     add(
-        &mut r,
+        r,
         api,
-        Method::Delete,
+        Delete,
         "/api/servers/{id}/files",
+        perm(Perm::FilesWrite),
         files::delete,
     );
     add(
-        &mut r,
+        r,
         api,
-        Method::Get,
+        Get,
         "/api/servers/{id}/files/download",
+        perm(Perm::FilesRead),
         files::download,
     );
     add_streaming(
-        &mut r,
+        r,
         api,
-        Method::Put,
+        Put,
         "/api/servers/{id}/files/upload",
+        perm(Perm::FilesWrite),
         files::upload,
     );
     add(
-        &mut r,
+        r,
         api,
-        Method::Post,
+        Post,
         "/api/servers/{id}/files/rename",
+        perm(Perm::FilesWrite),
         files::rename,
     );
     add(
-        &mut r,
+        r,
         api,
-        Method::Post,
+        Post,
         "/api/servers/{id}/files/mkdir",
+        perm(Perm::FilesWrite),
         files::mkdir,
     );
     add(
-        &mut r,
+        r,
         api,
-        Method::Get,
+        Get,
         "/api/servers/{id}/files/content",
+        perm(Perm::FilesRead),
         servers::get_file,
     );
     add(
-        &mut r,
+        r,
         api,
-        Method::Put,
+        Put,
         "/api/servers/{id}/files/content",
+        perm(Perm::FilesWrite),
         servers::write_file,
     );
-    backups::routes(&mut r, api);
-    add(
-        &mut r,
-        api,
-        Method::Post,
-        "/api/events/ticket",
-        live::ticket,
-    );
-    add(&mut r, api, Method::Get, "/api/events", live::subscribe);
-    r
+    backups::routes(r, api);
+    // Live events: filtered per caller.
+    add(r, api, Post, "/api/events/ticket", Login, live::ticket);
+    add(r, api, Get, "/api/events", Events, live::subscribe);
+    std::mem::take(r)
 }
 
 #[cfg(test)]

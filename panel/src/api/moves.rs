@@ -24,8 +24,7 @@ use proto::validate::{self, IdKind};
 
 use super::backup_run::{self, BusyGuard, command, publish};
 use super::placing;
-use super::servers::admin_server;
-use super::{Api, ApiError, blocking, body};
+use super::{Api, ApiError, Caller, blocking, body};
 use crate::http::{Reply, Request, Response};
 use crate::placement::{self, Need};
 use crate::store::ServerRecord;
@@ -37,8 +36,12 @@ struct TransferBody {
 }
 
 /// `POST /api/servers/{id}/transfer` (admin): `{"agentId"?}` (placement picks otherwise).
-pub(super) async fn transfer(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn transfer(
+    api: Arc<Api>,
+    req: Request,
+    caller: Caller,
+) -> Result<Reply, ApiError> {
+    let rec = caller.server()?.clone();
     let body: TransferBody = if req.body.is_empty() {
         TransferBody::default()
     } else {

@@ -25,6 +25,8 @@ pub(super) struct Placing {
     pub agent_id: Option<String>,
     pub egg: Value,
     pub egg_id: Option<String>,
+    /// The user who owns it (`None`: the admin token).
+    pub owner: Option<String>,
     pub need: Need,
 }
 
@@ -60,7 +62,7 @@ pub(super) fn place_and_record(api: &Api, p: Placing) -> Result<ServerRecord, Ap
         epoch: 0,
         handover: None,
     };
-    if !api.store.insert_server(&rec)? {
+    if !api.store.insert_owned_server(&rec, p.owner.as_deref())? {
         return Err(exists());
     }
     Ok(rec)

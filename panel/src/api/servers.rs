@@ -23,13 +23,14 @@ use proto::time::{format_rfc3339, unix_now};
 use proto::validate::{self, IdKind};
 
 use super::placing::{self, Placing};
-use super::{Api, ApiError, agent_answer, blocking, body};
+use super::{Api, ApiError, Caller, agent_answer, blocking, body};
 use crate::eggs;
 use crate::history::Kind;
 use crate::http::{Reply, Request, Response};
 use crate::hub::HubError;
 use crate::placement::Need;
 use crate::store::{DesiredState, ServerRecord};
+use crate::users::rights::Perms;
 
 fn new_server_id() -> String {
     let r: String = proto::jwt::random_id()
@@ -44,24 +45,12 @@ fn refused(code: ErrorCode, message: impl Into<String>) -> ApiError {
     ApiError::new(code, message)
 }
 
-/// The admin check, then the server named in the path: what every per-server route
-/// starts with (in this order, so a bad token never learns which ids exist).
-pub(super) fn admin_server(api: &Api, req: &Request) -> Result<ServerRecord, ApiError> {
-    api.admin(req)?;
-    let id = req.param("id").unwrap_or_default();
-    api.store.server(id).ok_or_else(|| {
-        refused(
-            ErrorCode::NotFound,
-            format!("no server `{id}` on this panel"),
-        )
-    })
-}
-
 /// The body of `POST /api/servers`, field by field (shape errors name the field): an
 /// `eggConfig`, or an `eggId` of the library with the choices `crate::eggs::FromEgg` names.
 struct CreateBody {
     agent_id: Option<String>,
     server_id: Option<String>,
+    owner_id: Option<String>,
     egg_value: Value,
     egg_id: Option<String>,
     constraints: BTreeMap<String, String>,
@@ -89,6 +78,12 @@ impl CreateBody {
         };
         let agent_id = str_field("agentId")?;
         let server_id = str_field("serverId")?;
+        let owner_id = str_field("ownerId")?;
+        if let Some(o) = &owner_id
+            && api.store.user(o).is_none()
+        {
+            return Err(refused(ErrorCode::NotFound, format!("no user `{o}`")));
+        }
         let egg_id = str_field("eggId")?;
         let egg_value = match (&egg_id, obj.remove("eggConfig")) {
             (None, Some(egg)) => egg,
@@ -109,6 +104,7 @@ impl CreateBody {
         Ok(CreateBody {
             agent_id,
             server_id,
+            owner_id,
             egg_value,
             egg_id,
             constraints,
@@ -156,11 +152,15 @@ fn from_egg(api: &Api, id: &str, obj: &mut Map<String, Value>) -> Result<Value, 
 }
 
 /// `POST /api/servers` (admin).
-pub(super) async fn create(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    api.admin(&req)?;
+pub(super) async fn create(
+    api: Arc<Api>,
+    req: Request,
+    _caller: Caller,
+) -> Result<Reply, ApiError> {
     let CreateBody {
         agent_id,
         server_id,
+        owner_id,
         egg_value,
         egg_id,
         constraints,
@@ -199,10 +199,14 @@ pub(super) async fn create(api: Arc<Api>, req: Request) -> Result<Reply, ApiErro
             agent_id,
             egg: egg_value,
             egg_id,
+            owner: owner_id.clone(),
             need,
         };
         blocking(move || placing::place_and_record(&api, placing)).await?
     };
+    if let Some(o) = &owner_id {
+        api.rescope(o);
+    }
 
     let action = Action::CreateServer(CreateServer {
         server_id: Cow::Owned(rec.server_id.clone()),
@@ -217,6 +221,10 @@ pub(super) async fn create(api: Arc<Api>, req: Request) -> Result<Reply, ApiErro
         let store = api.store.clone();
         let id = rec.server_id.clone();
         blocking(move || store.remove_server(&id)).await?;
+        // The owner's live sockets were indexed for it: not any more.
+        if let Some(o) = &owner_id {
+            api.rescope(o);
+        }
     }
     let r = result?;
     if !r.success {
@@ -226,14 +234,15 @@ pub(super) async fn create(api: Arc<Api>, req: Request) -> Result<Reply, ApiErro
         200,
         &json!({
             "success": true,
-            "server": server_json(&api, &rec),
+            "server": server_json(&api, &rec, Perms::ALL),
             "data": r.data,
         }),
     )
     .into())
 }
 
-fn server_json(api: &Api, s: &ServerRecord) -> Value {
+/// A server as the API shows it, with its owner and the caller's `permissions` on it.
+pub(super) fn server_json(api: &Api, s: &ServerRecord, perms: Perms) -> Value {
     json!({
         "serverId": s.server_id,
         "agentId": s.agent_id,
@@ -242,18 +251,23 @@ fn server_json(api: &Api, s: &ServerRecord) -> Value {
         "createdAt": format_rfc3339(s.created_at),
         "eggId": s.egg_id,
         "eggConfig": s.egg_config,
+        "ownerId": api.store.access(&s.server_id).owner_id,
+        "permissions": perms.names(),
         "epoch": s.epoch,
     })
 }
 
-/// `GET /api/servers` (admin).
-pub(super) async fn list(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    api.admin(&req)?;
+/// `GET /api/servers`: the servers the caller has any access to.
+pub(super) async fn list(api: Arc<Api>, _: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let who = caller.who()?;
     let servers: Vec<Value> = api
         .store
         .servers()
         .iter()
-        .map(|s| server_json(&api, s))
+        .filter_map(|s| {
+            let perms = who.perms_on(&api.store, &s.server_id);
+            (!perms.is_empty()).then(|| server_json(&api, s, perms))
+        })
         .collect();
     Ok(Response::json(200, &json!({"success": true, "servers": servers})).into())
 }
@@ -278,9 +292,13 @@ pub(super) async fn relay(
     Ok(agent_answer(&r).into())
 }
 
-/// `GET /api/servers/{id}` (admin): `get_status` (its player count is kept for `/metrics`).
-pub(super) async fn status(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+/// `GET /api/servers/{id}` (view): `get_status` (its player count is kept for `/metrics`).
+pub(super) async fn status(
+    api: Arc<Api>,
+    _req: Request,
+    caller: Caller,
+) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let r = api
         .hub
         .command(&rec.agent_id, Some(&rec.server_id), Action::GetStatus)
@@ -296,11 +314,11 @@ pub(super) async fn status(api: Arc<Api>, req: Request) -> Result<Reply, ApiErro
     Ok(agent_answer(&r).into())
 }
 
-/// `GET /api/servers/{id}/stats?range=1h|24h` (admin): the server's resource history,
+/// `GET /api/servers/{id}/stats?range=1h|24h` (view): the server's resource history,
 /// `{"t","cpu","memory","disk","networkRx","networkTx"}` points (cpu in percent of one
 /// core, memory and disk in bytes, network in bytes/s).
-pub(super) async fn stats(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn stats(api: Arc<Api>, req: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let range = super::agents::stats_range(&req)?;
     let points = api
         .nodes
@@ -323,8 +341,8 @@ struct PowerBody {
 const MAX_STOP_TIMEOUT: u64 = 3600;
 
 /// `POST /api/servers/{id}/power` (admin).
-pub(super) async fn power(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn power(api: Arc<Api>, req: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let body: PowerBody = body(&req)?;
     let signal = match body.signal.as_deref().map(validate::signal) {
         None => None,
@@ -355,14 +373,18 @@ pub(super) async fn power(api: Arc<Api>, req: Request) -> Result<Reply, ApiError
             ));
         }
     };
-    relay(&api, &rec, action, Some(desired)).await
+    relay(&api, rec, action, Some(desired)).await
 }
 
 /// `POST /api/servers/{id}/reinstall` (admin): `reinstall_server` (the egg's install script
 /// again; the server must be stopped).
-pub(super) async fn reinstall(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
-    relay(&api, &rec, Action::ReinstallServer, None).await
+pub(super) async fn reinstall(
+    api: Arc<Api>,
+    _req: Request,
+    caller: Caller,
+) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
+    relay(&api, rec, Action::ReinstallServer, None).await
 }
 
 #[derive(Deserialize)]
@@ -372,20 +394,24 @@ struct ConsoleBody {
 }
 
 /// `POST /api/servers/{id}/command` (admin): one console line.
-pub(super) async fn console(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn console(
+    api: Arc<Api>,
+    req: Request,
+    caller: Caller,
+) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let body: ConsoleBody = body(&req)?;
     validate::console_line(&body.command)?;
     let action = Action::SendCommand(SendCommand {
         command: Cow::Owned(body.command),
     });
-    relay(&api, &rec, action, None).await
+    relay(&api, rec, action, None).await
 }
 
 /// `GET /api/servers/{id}/logs[?lines=N]` (admin): the last console lines the agent kept
 /// (`get_logs`; 150 by default, at most 1000), as `{"success":true,"lines":[…]}`.
-pub(super) async fn logs(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn logs(api: Arc<Api>, req: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let lines = match req.query_param("lines") {
         None => None,
         Some(v) => Some(
@@ -431,13 +457,17 @@ pub(super) fn path_param(req: &Request, default: Option<&str>) -> Result<String,
 }
 
 /// `GET /api/servers/{id}/files/content?path=P` (admin).
-pub(super) async fn get_file(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn get_file(
+    api: Arc<Api>,
+    req: Request,
+    caller: Caller,
+) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let path = path_param(&req, None)?;
     let action = Action::GetFile(PathPayload {
         path: Cow::Owned(path),
     });
-    relay(&api, &rec, action, None).await
+    relay(&api, rec, action, None).await
 }
 
 /// Body of `PUT /api/servers/{id}/files/content?path=P`.
@@ -451,8 +481,12 @@ struct WriteBody {
 
 /// `PUT /api/servers/{id}/files/content?path=P` (admin), body
 /// `{"content": "...", "encoding"?: "utf8"|"base64"}`: sends `write_file`.
-pub(super) async fn write_file(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn write_file(
+    api: Arc<Api>,
+    req: Request,
+    caller: Caller,
+) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let path = path_param(&req, None)?;
     let body: WriteBody = body(&req)?;
     let action = Action::WriteFile(WriteFile {
@@ -460,13 +494,13 @@ pub(super) async fn write_file(api: Arc<Api>, req: Request) -> Result<Reply, Api
         content: Cow::Owned(body.content),
         encoding: body.encoding,
     });
-    relay(&api, &rec, action, None).await
+    relay(&api, rec, action, None).await
 }
 
 /// `DELETE /api/servers/{id}[?purge=true][&force=true]` (admin): `delete_server`, then the
 /// record goes. `force=true` forgets the server even if its agent is gone or refuses.
-pub(super) async fn delete(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    let rec = admin_server(&api, &req)?;
+pub(super) async fn delete(api: Arc<Api>, req: Request, caller: Caller) -> Result<Reply, ApiError> {
+    let rec = caller.server()?;
     let flag = |k: &str| {
         req.query_param(k)
             .is_some_and(|v| v.is_empty() || v == "true" || v == "1")
@@ -482,10 +516,14 @@ pub(super) async fn delete(api: Arc<Api>, req: Request) -> Result<Reply, ApiErro
     let ok = matches!(&result, Ok(r) if r.success
         || r.error.as_ref().is_some_and(|e| e.code == ErrorCode::ServerNotFound.as_str()));
     if ok || force {
+        let access = api.store.access(&rec.server_id);
         let store = api.store.clone();
         let id = rec.server_id.clone();
         blocking(move || store.remove_server(&id)).await?;
         api.nodes.history.forget(Kind::Server, &rec.server_id);
+        for uid in access.owner_id.iter().chain(access.subusers.keys()) {
+            api.rescope(uid);
+        }
         return Ok(Response::json(200, &json!({"success": true})).into());
     }
     Ok(agent_answer(&result?).into())

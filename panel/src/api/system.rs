@@ -3,21 +3,28 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{Api, ApiError};
+use super::{Api, ApiError, Caller};
 use crate::http::{Reply, Request, Response};
 use crate::metrics::{write_counter, write_gauge};
 use crate::node_metrics::{NodeGauges, ServerGauges};
 use proto::quantity::Bytes;
 
 /// `GET /healthz`: liveness, no auth, no rate limit.
-pub(super) async fn healthz(_api: Arc<Api>, _req: Request) -> Result<Reply, ApiError> {
+pub(super) async fn healthz(
+    _api: Arc<Api>,
+    _req: Request,
+    _caller: Caller,
+) -> Result<Reply, ApiError> {
     Ok(Response::json(200, &serde_json::json!({"success": true})).into())
 }
 
 /// `GET /metrics` (admin bearer). Not subject to the API rate limit: monitoring must keep
 /// working while a client is being throttled.
-pub(super) async fn metrics(api: Arc<Api>, req: Request) -> Result<Reply, ApiError> {
-    api.auth.check_admin(req.bearer())?;
+pub(super) async fn metrics(
+    api: Arc<Api>,
+    _req: Request,
+    _caller: Caller,
+) -> Result<Reply, ApiError> {
     let mut out = String::with_capacity(8 * 1024);
     api.metrics.render(&mut out);
     node_metrics(&api, &mut out);

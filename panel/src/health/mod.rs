@@ -286,9 +286,11 @@ impl Health {
                 "rttMs": t.view.rtt_ms,
             },
         });
+        // No server: only subscribers who see every event (admins) get it.
         self.events.publish(
             &t.agent_id,
             None,
+            Some("agent_health_changed"),
             &WsMessage::Text(frame.to_string().into()),
         );
         self.subs.lock().retain(|tx| match tx.try_send(t.clone()) {

@@ -7,6 +7,10 @@
 //! - [`history`]: resource history rows (servers and nodes), read back at start-up;
 //! - [`last_seen`]: when each agent was last heard from (written when a connection ends);
 //! - [`meta`]: panel-wide values (the admin token's hash);
+//! - [`users`], [`sessions`], [`api_keys`], [`reg_tokens`]: people, their logins, their
+//!   script keys and agent registration tokens (secrets only as SHA-256 or Argon2id);
+//! - [`access`]: each server's owner and subusers with their rights.
+
 //! - [`backups`]: stored backups (size, SHA-256) and per-server backup schedules.
 //!
 //! Every write is its own transaction committed with `Durability::Immediate` and returns only
@@ -18,19 +22,30 @@
 //! A new kind of record is a new module: its table, its mirror (if it is read on a hot
 //! path), an `impl Store` block with its operations, and one line in [`Store::open`].
 
+mod access;
 mod agents;
+mod api_keys;
+
 mod backups;
 mod eggs;
 mod history;
 mod last_seen;
 mod meta;
+mod reg_tokens;
 mod servers;
+mod sessions;
 mod txn;
+mod users;
 
+pub use access::ServerAccess;
 pub use agents::{AgentRecord, Rotation, TokenFamily};
+pub use api_keys::ApiKeyRecord;
+
 pub use backups::{BackupRecord, Schedule};
 pub use eggs::EggRecord;
 pub use servers::{DesiredState, ServerRecord};
+pub use sessions::{SessionRecord, TOUCH_EVERY};
+pub use users::UserRecord;
 
 use std::path::Path;
 
@@ -79,6 +94,11 @@ pub struct Store {
     eggs: eggs::Mirror,
     servers: servers::Mirror,
     last_seen: last_seen::Mirror,
+    users: users::Mirror,
+    sessions: sessions::Mirror,
+    api_keys: api_keys::Mirror,
+    access: access::Mirror,
+
     backups: backups::Mirror,
 }
 
@@ -94,6 +114,12 @@ impl Store {
             txn.open_table(meta::META)?;
             txn.open_table(last_seen::LAST_SEEN)?;
             txn.open_table(history::HISTORY)?;
+            txn.open_table(users::USERS)?;
+            txn.open_table(sessions::SESSIONS)?;
+            txn.open_table(api_keys::API_KEYS)?;
+            txn.open_table(reg_tokens::REG_TOKENS)?;
+            txn.open_table(access::ACCESS)?;
+
             txn.open_table(backups::BACKUPS)?;
             txn.open_table(backups::SCHEDULES)?;
             Ok(())
@@ -103,6 +129,11 @@ impl Store {
             eggs: eggs::load(&db)?,
             servers: servers::load(&db)?,
             last_seen: last_seen::load(&db)?,
+            users: users::load(&db)?,
+            sessions: sessions::load(&db)?,
+            api_keys: api_keys::load(&db)?,
+            access: access::load(&db)?,
+
             backups: backups::load(&db)?,
             db,
         })

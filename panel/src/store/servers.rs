@@ -148,8 +148,12 @@ impl Store {
 
     pub fn remove_server(&self, server_id: &str) -> Result<(), StoreError> {
         let w = self.db.writer();
-        w.commit(|txn| remove(txn, SERVERS, server_id))?;
+        w.commit(|txn| {
+            remove(txn, SERVERS, server_id)?;
+            Store::forget_access(txn, server_id)
+        })?;
         self.servers.write().remove(server_id);
+        self.access.write().remove(server_id);
         Ok(())
     }
 
