@@ -58,6 +58,7 @@ pub const FILES: &[Asset] = assets![
     "pages/users.js",
     "pages/eggs.js",
     "pages/create-server.js",
+    "pages/keys.js",
     "pages/not-found.js",
 ];
 

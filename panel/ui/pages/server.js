@@ -9,7 +9,7 @@ import { bytes, percent, duration, toBytes } from '../format.js';
 import { ConsoleView, commandInput } from '../console.js';
 import { LineChart } from '../chart.js';
 import * as dialog from '../dialog.js';
-import { session, can, manages, navigate } from '../session.js';
+import { session, can, manages } from '../session.js';
 import { serverName, memoryLimit } from './dashboard.js';
 
 const PENDING = { start: 'starting…', stop: 'stopping…', restart: 'restarting…', kill: 'killing…' };
@@ -29,7 +29,7 @@ export function serverHead(server, active, extra) {
   const tabs = [
     ['console', base, 'Console', can(server, 'console.read') || can(server, 'power')],
     ['files', `${base}/files`, 'Files', can(server, 'files.read')],
-    ['access', `${base}/access`, 'Access', manages(server)],
+    ['settings', `${base}/settings`, 'Settings', manages(server)],
   ].filter((t) => t[3]);
   return [
     h('div', { class: 'page-head server-head' },
@@ -79,8 +79,8 @@ export function mount(root, { id }) {
     if (session.user?.admin && server.agentId) {
       const link = h('a', { href: `/nodes/${api.seg(server.agentId)}` }, server.agentId);
       fill(node, 'node ', link);
-      api.get(`/api/agents/${api.seg(server.agentId)}`).then((b) => {
-        const name = (b.agent ?? b.data ?? b).name;
+      api.get('/api/agents').then((b) => {
+        const name = b.agents?.find((a) => a.id === server.agentId)?.name;
         if (name) link.textContent = name;
       }, () => {});
     }
@@ -93,10 +93,6 @@ export function mount(root, { id }) {
         return buttons[a];
       }))
       : null;
-    const adminBar = session.user?.admin
-      ? h('button', { type: 'button', class: 'btn btn-small btn-danger-outline', onclick: remove }, 'Delete server…')
-      : null;
-
     const paintStatus = () => {
       fill(statusSlot, badge(status));
       const running = status === 'running';
@@ -145,19 +141,7 @@ export function mount(root, { id }) {
       }
     }
 
-    async function remove() {
-      const purge = h('input', { type: 'checkbox', id: 'purge' });
-      const done = await dialog.confirm({
-        title: `Delete ${serverName(server)}?`,
-        message: `The container of ${id} is stopped and removed. Its files are kept unless you tick the box below.`,
-        confirmLabel: 'Delete server',
-        extra: h('label', { class: 'check' }, purge, ' Also delete its files (cannot be undone)'),
-        action: () => api.del(`/api/servers/${api.seg(id)}${purge.checked ? '?purge=true' : ''}`),
-      });
-      if (done) navigate('/');
-    }
-
-    const head = serverHead(server, 'console', h('div', { class: 'head-actions' }, powerBar, adminBar));
+    const head = serverHead(server, 'console', h('div', { class: 'head-actions' }, powerBar));
     const statusLine = h('p', { class: 'status-line' }, statusSlot, ' ', pendingEl, ' ', uptimeEl, ' ', node);
 
     // Console.
