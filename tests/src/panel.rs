@@ -32,10 +32,16 @@ pub struct Panel {
 impl Panel {
     /// Starts a panel on `listen` (`"127.0.0.1:0"` for any port) with `data_dir`.
     pub fn start(data_dir: &Path, token: &str, listen: &str) -> Panel {
+        Panel::start_with(data_dir, token, listen, &[])
+    }
+
+    /// [`Panel::start`] with `extra` flags (e.g. limits raised for a load test).
+    pub fn start_with(data_dir: &Path, token: &str, listen: &str, extra: &[&str]) -> Panel {
         let mut cmd = Command::new(binary("panel"));
         cmd.args(["--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(["--heartbeat-secs", "1", "--command-timeout-secs", "60"])
+            .args(extra)
             .env("PANEL_ADMIN_TOKEN", token)
             .env_remove("RUST_LOG");
         let proc = Proc::spawn("panel", cmd);

@@ -173,20 +173,23 @@ export function mount(root, { id }) {
         consoleBox ? consoleBox.el : h('p', { class: 'muted' }, 'You cannot read this server\'s console.'),
         h('aside', { class: 'side', 'aria-label': 'Usage' }, cpu.el, mem.el, historyNote, players)));
     paintStatus();
-    const tick = setInterval(paintStatus, 30000);
+    // No event carries players: while running, the agent is asked again every 30 s.
+    const tick = setInterval(() => (status === 'running' ? askStatus() : paintStatus()), 30000);
     later(() => clearInterval(tick));
 
+    // Live status, uptime and players from the agent; the record's status stays if the
+    // agent cannot be asked.
+    const askStatus = () => api.get(`/api/servers/${api.seg(id)}`).then((b) => {
+      if (!alive) return;
+      const d = b.data || {};
+      if (d.status) status = d.status;
+      if (Number.isFinite(d.uptime)) uptime = { secs: d.uptime, at: Date.now() };
+      if (d.players) paintPlayers(d.players);
+      paintStatus();
+    }, () => {});
+
     async function refresh() {
-      // Live status, uptime and players from the agent; the record's status stays if the
-      // agent cannot be asked.
-      api.get(`/api/servers/${api.seg(id)}`).then((b) => {
-        if (!alive) return;
-        const d = b.data || {};
-        if (d.status) status = d.status;
-        if (Number.isFinite(d.uptime)) uptime = { secs: d.uptime, at: Date.now() };
-        if (d.players) paintPlayers(d.players);
-        paintStatus();
-      }, () => {});
+      askStatus();
       try {
         const st = await api.get(`/api/servers/${api.seg(id)}/stats?range=1h`);
         if (!alive) return;

@@ -7,3 +7,4 @@
 
 mod components;
 mod live;
+mod bench;
