@@ -6,7 +6,8 @@
 //! agent run [--config PATH] [--docker-socket PATH] [--data-dir DIR]
 //! ```
 //!
-//! plus `agent run --node-config PATH` (the operator's node policy, see `node.rs`).
+//! plus `agent run --node-config PATH` (the operator's node policy, see `node.rs`) and
+//! `--name-prefix P` (containers are named `P<serverId>`, default `ctrl-`).
 //!
 //! Hand-parsed (`--flag value` or `--flag=value`): two sub-commands do not justify a
 //! dependency. `main.rs` only calls [`main`].
@@ -21,6 +22,7 @@ usage:
   agent register --panel URL (--admin-token TOKEN | --token T) --name NAME
                  [--ca-cert PEM] [--config PATH] [--docker-socket PATH] [--hostname HOST]
   agent run [--config PATH] [--docker-socket PATH] [--data-dir DIR] [--node-config PATH]
+            [--name-prefix P]
 
   register  detects this node's capabilities, registers it with the panel and writes the
             identity and tokens to --config (default ./agent.json, mode 0600);
@@ -29,7 +31,8 @@ usage:
   run       connects to the panel and runs its game servers in Docker
             (default socket /var/run/docker.sock or DOCKER_HOST=unix://..., data ./agent-data);
             --node-config names a JSON file with the node's policy (caps, allowed
-            registries, network, rate limits; see agent/README.md)
+            registries, network, rate limits; see agent/README.md); containers are named
+            <name-prefix><serverId> (default ctrl-), so agents can share one Docker Engine
 
   AGENT_LOG=error|warn|info|debug sets the log level (default info)";
 
@@ -134,7 +137,13 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
         "run" => {
             let mut f = flags(
                 rest,
-                &["config", "docker-socket", "data-dir", "node-config"],
+                &[
+                    "config",
+                    "docker-socket",
+                    "data-dir",
+                    "node-config",
+                    "name-prefix",
+                ],
             )?;
             let mut opts = RunOptions::with_defaults().map_err(|e| e.to_string())?;
             if let Some(p) = take(&mut f, "config") {
@@ -147,6 +156,10 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
                 opts.data_dir = PathBuf::from(p);
             }
             opts.node_config = take(&mut f, "node-config").map(PathBuf::from);
+            if let Some(p) = take(&mut f, "name-prefix") {
+                crate::servers::check_prefix(&p)?;
+                opts.name_prefix = p;
+            }
             Ok(Cli::Run(opts))
         }
         other => Err(format!("unknown sub-command `{other}`")),
@@ -248,10 +261,20 @@ mod tests {
         assert_eq!(o.docker_socket, PathBuf::from("/s.sock"));
         assert_eq!(o.config_path, PathBuf::from("./agent.json"));
         assert_eq!(o.node_config, None);
-        let Cli::Run(o) = parse(&args("run --node-config /etc/ctrl/node.json")).unwrap() else {
+        assert_eq!(o.name_prefix, "ctrl-");
+        let Cli::Run(o) = parse(&args(
+            "run --node-config /etc/ctrl/node.json --name-prefix b-",
+        ))
+        .unwrap() else {
             panic!("not run")
         };
         assert_eq!(o.node_config, Some(PathBuf::from("/etc/ctrl/node.json")));
+        assert_eq!(o.name_prefix, "b-");
+        assert!(
+            parse(&args("run --name-prefix a.b"))
+                .unwrap_err()
+                .contains("--name-prefix")
+        );
         assert!(
             parse(&args("run --bogus 1"))
                 .unwrap_err()

@@ -121,6 +121,8 @@ pub struct RunOptions {
     pub node_config: Option<PathBuf>,
     /// Interval between `resource_update` events per running server.
     pub resource_interval: Duration,
+    /// Containers are named `<prefix><serverId>` (`--name-prefix`, default `ctrl-`).
+    pub name_prefix: String,
 }
 
 impl RunOptions {
@@ -132,6 +134,7 @@ impl RunOptions {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             node_config: None,
             resource_interval: DEFAULT_RESOURCE_INTERVAL,
+            name_prefix: crate::servers::DEFAULT_NAME_PREFIX.into(),
         })
     }
 }

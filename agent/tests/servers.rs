@@ -705,9 +705,10 @@ fn an_oom_kill_is_a_crash_with_oom_killed_set() {
         "fakegame --port {{SERVER_PORT}} --mem-mb 256",
     );
     e["limits"]["memory"] = json!("32m");
-    h.create("oom-1", e);
-    h.ok("oom-1", "start_server", None);
-    let s = h.wait_status("oom-1", ServerState::Crashed);
+    let sid = &format!("oom-{}", std::process::id());
+    h.create(sid, e);
+    h.ok(sid, "start_server", None);
+    let s = h.wait_status(sid, ServerState::Crashed);
     assert_eq!(s.oom_killed, Some(true));
     assert_eq!(s.exit_code, Some(137));
     assert!(s.reason.unwrap().contains("OOM"));

@@ -325,13 +325,18 @@ impl AgentSim {
             Action::GetLogs(_) => {
                 data_response(id, ts, &proto::message::LogLines { lines: vec![] })
             }
-            // The file manager's transfers and tree changes are not simulated.
+            // The file manager's transfers and tree changes, backups and restores are not
+            // simulated.
             Action::ReadFileChunk(_)
             | Action::WriteFileChunk(_)
             | Action::CancelUpload(_)
             | Action::RenameFile(_)
             | Action::DeleteFile(_)
-            | Action::CreateDirectory(_) => Response::err(
+            | Action::CreateDirectory(_)
+            | Action::BackupRead(_)
+            | Action::BackupCancel(_)
+            | Action::RestoreChunk(_)
+            | Action::RestoreCancel(_) => Response::err(
                 id,
                 ts,
                 ErrorCode::UnknownAction,

@@ -211,6 +211,10 @@ impl Panel {
             config.max_frame_bytes,
             config.admin_rate,
             config.admin_burst,
+            crate::api::BackupSettings {
+                dir: dir.join("backups"),
+                keep: config.backup_keep,
+            },
         );
         let server_config = ServerConfig {
             max_conns_per_ip: config.max_conns_per_ip,
@@ -245,6 +249,9 @@ impl Panel {
         router.fallback(crate::ui::fallback());
         let router = Arc::new(router);
         let sweeper = smol::spawn(self.api.clone().sweep_sessions());
+
+        // Scheduled backups; dropped (cancelled) when serving ends.
+        let _schedules = smol::spawn(api::schedule_loop(self.api.clone()));
         let served = http::serve(
             self.listener,
             self.tls,

@@ -48,6 +48,9 @@ pub struct Config {
     pub sessions: crate::users::SessionPolicy,
     /// Create an admin user on the first start and print its password (`panel up`).
     pub first_admin: bool,
+
+    /// Backups kept per server in `DATA/backups/` (the oldest go after a new one).
+    pub backup_keep: usize,
 }
 
 impl Default for Config {
@@ -71,6 +74,8 @@ impl Default for Config {
             agent_queue: 64,
             sessions: crate::users::SessionPolicy::default(),
             first_admin: false,
+
+            backup_keep: 5,
         }
     }
 }
@@ -127,6 +132,8 @@ usage: panel user add NAME [--admin] [--password-stdin] [--data-dir DIR]
              [--event-queue N] [--agent-queue N] [--max-upload-bytes N]
              [--session-idle-secs N] [--session-max-secs N]
 
+             [--backup-keep N]
+
   up                       run the panel and one local agent (quickstart)
   --listen ADDR            HTTPS/WSS listen address        [127.0.0.1:8443]
   --data-dir DIR           storage, keys, certificate       [./data]
@@ -151,6 +158,8 @@ usage: panel user add NAME [--admin] [--password-stdin] [--data-dir DIR]
   user add|passwd|list     manage users (run while the panel is stopped); a
                            generated password is printed once unless
                            --password-stdin reads one
+
+  --backup-keep N          backups kept per server in DATA/backups (oldest removed) [5]
 
 environment: PANEL_ADMIN_TOKEN sets the admin token (else one is generated once).";
 
@@ -283,6 +292,8 @@ where
             "--session-max-secs" => {
                 cfg.sessions.absolute = Duration::from_secs(positive(&flag, &value()?, 1 << 32)?)
             }
+
+            "--backup-keep" => cfg.backup_keep = positive(&flag, &value()?, 1000)? as usize,
             _ => return Err(ConfigError(format!("unknown flag `{flag}`"))),
         }
     }

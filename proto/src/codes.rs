@@ -63,6 +63,10 @@ codes! {
     Busy => "BUSY", 409;
     HeadersTooLarge => "HEADERS_TOO_LARGE", 431;
     InternalError => "INTERNAL_ERROR", 500;
+    // A backup archive refused at restore (links out, `..`, devices, hard links, ...).
+    InvalidArchive => "INVALID_ARCHIVE", 400;
+    // A command older than the agent's copy of the server (fencing: it moved since).
+    StaleEpoch => "STALE_EPOCH", 409;
 }
 
 impl fmt::Display for ErrorCode {

@@ -47,7 +47,23 @@ pub struct EggConfig<'a> {
     /// Extension (eggs): console substrings that end `starting` (empty: running at once).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub done: Vec<String>,
+    /// Extension (backups): console lines sent around a backup of a running server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupHooks>,
 }
+
+/// `backup` (extension): console lines sent before a backup of a running server
+/// (`save-off`, `save-all`) and after it (`save-on`), at most [`MAX_BACKUP_HOOKS`] each.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BackupHooks {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub before: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+}
+
+/// Console lines at most in each of `backup.before` and `backup.after`.
+pub const MAX_BACKUP_HOOKS: usize = 16;
 
 impl EggConfig<'_> {
     pub fn into_owned(self) -> EggConfig<'static> {
@@ -80,6 +96,7 @@ impl EggConfig<'_> {
             install: self.install,
             config_files: self.config_files,
             done: self.done,
+            backup: self.backup,
         }
     }
 }

@@ -387,12 +387,28 @@ fn extensions(egg: &EggConfig<'_>) -> Result<(), ValidationError> {
             signal(sig).map_err(|_| egg_err("stop.signal", format!("`{sig}` is not supported")))?;
         }
     }
+    if let Some(b) = &egg.backup {
+        backup_hooks(b)?;
+    }
     if let Some(q) = &egg.query {
         if q.kind != "minecraft" {
             return Err(egg_err("query.type", "only \"minecraft\" is supported"));
         }
         if q.port == 0 {
             return Err(egg_err("query.port", "must be 1..=65535"));
+        }
+    }
+    Ok(())
+}
+
+/// `backup.before` / `backup.after`: at most [`crate::egg::MAX_BACKUP_HOOKS`] console lines each.
+fn backup_hooks(b: &crate::egg::BackupHooks) -> Result<(), ValidationError> {
+    for (field, lines) in [("backup.before", &b.before), ("backup.after", &b.after)] {
+        if lines.len() > crate::egg::MAX_BACKUP_HOOKS {
+            return Err(egg_err(field, "at most 16 console lines"));
+        }
+        for line in lines {
+            console_line(line).map_err(|r| egg_err(field, r.to_string()))?;
         }
     }
     Ok(())
@@ -487,17 +503,54 @@ pub fn read_chunk(c: &crate::ReadFileChunk<'_>) -> Result<(), ValidationError> {
 
 /// An upload id: 1–64 of `A-Z a-z 0-9 _ -` (it names the temp file on the agent).
 pub fn upload_id(id: &str) -> Result<(), ValidationError> {
+    token_id("uploadId", id)
+}
+
+/// A backup or restore id (`backupId`, `restoreId`): the rules of [`upload_id`].
+pub fn transfer_id(field: &'static str, id: &str) -> Result<(), ValidationError> {
+    token_id(field, id)
+}
+
+fn token_id(field: &'static str, id: &str) -> Result<(), ValidationError> {
     if id.is_empty() || id.len() > MAX_UPLOAD_ID_LEN {
-        return Err(field_err("uploadId", "must be 1 to 64 characters"));
+        return Err(field_err(field, "must be 1 to 64 characters"));
     }
     if !id
         .bytes()
         .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
     {
         return Err(field_err(
-            "uploadId",
+            field,
             "may contain only letters, digits, '_' and '-'",
         ));
+    }
+    Ok(())
+}
+
+/// `backup_read`: a valid id, 1 to [`MAX_CHUNK_LENGTH`] bytes, no overflowing offset.
+pub fn backup_read(c: &crate::BackupRead<'_>) -> Result<(), ValidationError> {
+    transfer_id("backupId", &c.backup_id)?;
+    if c.length == 0 || c.length > MAX_CHUNK_LENGTH {
+        return Err(field_err("length", "must be 1 to 262144 bytes"));
+    }
+    if c.offset.checked_add(c.length).is_none() {
+        return Err(field_err("offset", "is past any possible archive size"));
+    }
+    Ok(())
+}
+
+/// `restore_chunk`, before its content is decoded: a valid id, base64 content of at most
+/// [`MAX_WRITE_CHUNK`] bytes once decoded, no overflowing offset.
+pub fn restore_chunk(c: &crate::RestoreChunk<'_>) -> Result<(), ValidationError> {
+    transfer_id("restoreId", &c.restore_id)?;
+    if c.content.len() > MAX_WRITE_CHUNK.div_ceil(3) * 4 {
+        return Err(field_err(
+            "content",
+            "must be at most 524288 bytes per chunk",
+        ));
+    }
+    if c.offset.checked_add(c.content.len() as u64).is_none() {
+        return Err(field_err("offset", "is past any possible archive size"));
     }
     Ok(())
 }

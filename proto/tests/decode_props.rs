@@ -73,6 +73,7 @@ fn egg() -> impl Strategy<Value = EggConfig<'static>> {
                 install: None,
                 config_files: Vec::new(),
                 done: Vec::new(),
+                backup: None,
             },
         )
 }
@@ -81,7 +82,8 @@ fn action() -> impl Strategy<Value = Action<'static>> {
     prop_oneof![
         (ident(), egg()).prop_map(|(id, egg)| Action::CreateServer(CreateServer {
             server_id: s(id),
-            egg_config: Box::new(egg)
+            egg_config: Box::new(egg),
+            skip_install: false,
         })),
         Just(Action::StartServer),
         (
@@ -180,6 +182,7 @@ fn message() -> impl Strategy<Value = Message<'static>> {
                 timestamp: "2025-01-23T10:00:00Z".into(),
                 agent_id: agent.map(s),
                 server_id: server.map(s),
+                epoch: None,
                 action,
             })),
         (ident(), any::<bool>(), text()).prop_map(|(id, ok, msg)| {

@@ -18,6 +18,8 @@ pub struct Agent {
     pub config: PathBuf,
     pub data_dir: PathBuf,
     pub proc: Option<Proc>,
+    /// `agent run --name-prefix` (`None`: the default `ctrl-`).
+    pub name_prefix: Option<String>,
     /// Removes every container of this agent when the test ends, panic or not. Declared
     /// after `proc` so the agent is killed before its containers are removed.
     pub containers: ContainerGuard,
@@ -63,6 +65,7 @@ impl Agent {
             config,
             data_dir: dir.join("agent-data"),
             proc: None,
+            name_prefix: None,
             containers: ContainerGuard(format!("ctrl.agent={id}")),
         }
     }
@@ -78,6 +81,9 @@ impl Agent {
             .arg(&self.data_dir)
             .current_dir(self.config.parent().expect("config dir"))
             .env_remove("DOCKER_HOST");
+        if let Some(p) = &self.name_prefix {
+            cmd.args(["--name-prefix", p]);
+        }
         self.proc = Some(Proc::spawn(&format!("agent {}", self.name), cmd));
     }
 

@@ -144,6 +144,18 @@ impl Api {
         }
     }
 
+    /// The same client with another per-call deadline (long operations: 1 GiB backups).
+    pub fn with_timeout(&self, timeout: std::time::Duration) -> Api {
+        let base = self.rest.base_url();
+        let rest = ctrl_io::Rest::new(&base, self.rest.tls().clone())
+            .unwrap_or_else(|e| panic!("client for {base}: {e}"))
+            .with_timeout(timeout);
+        Api {
+            rest,
+            token: self.token.clone(),
+        }
+    }
+
     pub fn tls(&self) -> Arc<rustls::ClientConfig> {
         self.rest.tls().clone()
     }

@@ -60,6 +60,15 @@ impl Stack {
         i
     }
 
+    /// [`Stack::add_agent`] with `agent run --name-prefix prefix`.
+    pub fn add_agent_prefixed(&mut self, suffix: &str, prefix: &str) -> usize {
+        let i = self.register(suffix);
+        self.agents[i].name_prefix = Some(prefix.to_owned());
+        self.agents[i].run();
+        self.agents[i].wait_status(&self.panel, "online");
+        i
+    }
+
     /// Subscribes to `/api/events` (again, after a panel restart).
     pub fn subscribe(&mut self) -> &Events {
         self.events = None;

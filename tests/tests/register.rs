@@ -73,3 +73,44 @@ fn registered_agent_goes_online_with_detected_capabilities() {
     );
     assert!(s.panel.api.agent_named("e2e-intruder").is_none());
 }
+
+/// `agent register --token T` with a registration token from
+/// `POST /api/agents/registration-tokens`: the node registers without the admin token, and
+/// the token works once.
+#[test]
+fn agent_registers_with_a_single_use_registration_token() {
+    let Some(s) = Stack::start("register-token") else {
+        return;
+    };
+    let answer = s
+        .panel
+        .api
+        .post("/api/agents/registration-tokens", &serde_json::json!({}))
+        .ok("registration token");
+    let token = answer["token"].as_str().expect("token").to_owned();
+    assert!(answer["expiresAt"].is_string(), "{answer}");
+    let register = |name: &str| {
+        Command::new(e2e::binary("agent"))
+            .arg("register")
+            .args(["--panel", &s.panel.url(), "--token", &token])
+            .args(["--name", name, "--ca-cert"])
+            .arg(s.panel.ca_cert())
+            .arg("--config")
+            .arg(s.dir.path().join(format!("{name}.json")))
+            .output()
+            .expect("agent register")
+    };
+    let out = register("e2e-by-token");
+    assert!(
+        out.status.success(),
+        "register --token failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(s.panel.api.agent_named("e2e-by-token").is_some());
+    let again = register("e2e-token-reused");
+    assert!(
+        !again.status.success(),
+        "a used registration token worked again"
+    );
+    assert!(s.panel.api.agent_named("e2e-token-reused").is_none());
+}

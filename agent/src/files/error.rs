@@ -91,6 +91,11 @@ pub enum FileError {
     #[error("{max} uploads are already in progress for this server; retry when one is done")]
     TooManyUploads { max: usize },
 
+    /// A backup archive that a restore refuses: the entry and why. Nothing of the volume
+    /// was changed.
+    #[error("the archive is refused at `{entry}`: {reason}")]
+    BadArchive { entry: String, reason: String },
+
     /// The upload's temp file was removed or replaced (by the server) before it was done.
     #[error("the temp file of upload {upload_id} was changed by someone else")]
     UploadTampered { upload_id: String },
@@ -112,6 +117,7 @@ impl FileError {
             | FileError::UploadOffset { .. }
             | FileError::UploadTampered { .. } => ErrorCode::Conflict,
             FileError::UploadPath { .. } => ErrorCode::InvalidMessage,
+            FileError::BadArchive { .. } => ErrorCode::InvalidArchive,
             FileError::TooManyUploads { .. } => ErrorCode::Busy,
             FileError::NotFound { .. } => ErrorCode::FileNotFound,
             FileError::TooLarge { .. } => ErrorCode::PayloadTooLarge,

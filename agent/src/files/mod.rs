@@ -14,23 +14,28 @@
 //!
 //! Layout: `path` (validation), `resolve` (openat2 or the walk), `volume` (the directory
 //! fd, listing, whole-file read and write), `ops` (chunked reads, rename, mkdir, recursive
-//! delete), `upload` (chunked uploads), `usage` (disk usage), `acl` (sharing without root).
+//! delete), `upload` (chunked uploads), `usage` (disk usage), `acl` (sharing without root),
+//! `archive` (a volume as a tar.gz, for backups), `unpack` (restores, as hostile input).
 //!
 //! Everything here blocks; async callers wrap calls in `smol::unblock`.
 
 pub mod acl;
+mod archive;
 mod error;
 mod ops;
 mod path;
 mod resolve;
+mod unpack;
 mod upload;
 mod usage;
 mod volume;
 
+pub use archive::{Packed, RESERVED};
 pub use error::FileError;
 pub use ops::{Chunk, MAX_DELETE_ENTRIES};
 pub use path::{CONTAINER_ROOT, RelPath, to_relative};
 pub use resolve::Resolver;
+pub use unpack::{MAX_ARCHIVE_ENTRIES, RESTORE_DIR, Unpacked};
 pub use upload::{ChunkWrite, MAX_UPLOADS, STAGING_DIR, UPLOAD_IDLE};
 pub use usage::{DiskUsageCache, MAX_WALK_DEPTH};
 pub use volume::{

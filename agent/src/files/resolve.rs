@@ -135,7 +135,11 @@ fn walk(root: BorrowedFd<'_>, rel: &RelPath, flags: OFlag, mode: Mode) -> Result
 
 /// `O_NOFOLLOW | O_DIRECTORY` on a symlink reports `ENOTDIR`; report it as the link it is
 /// (`ELOOP`), so the message says "link" rather than "not a directory".
-pub(crate) fn explain(dir: BorrowedFd<'_>, name: &str, errno: Errno) -> Errno {
+pub(crate) fn explain<P: ?Sized + nix::NixPath>(
+    dir: BorrowedFd<'_>,
+    name: &P,
+    errno: Errno,
+) -> Errno {
     if errno != Errno::ENOTDIR {
         return errno;
     }

@@ -364,10 +364,10 @@ impl Volume {
 
     /// One step of `create_parents`: open `name` under `dir` without following a link,
     /// creating it first when it does not exist. A link in the way is an error.
-    pub(super) fn open_or_mkdir(
+    pub(super) fn open_or_mkdir<P: ?Sized + nix::NixPath>(
         &self,
         dir: BorrowedFd<'_>,
-        name: &str,
+        name: &P,
         flags: OFlag,
     ) -> Result<OwnedFd, Errno> {
         match openat(dir, name, flags, Mode::empty()) {

@@ -18,7 +18,8 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::Arc;
 
-pub(super) async fn create(inner: &Inner, c: CreateServer<'static>) -> Outcome {
+/// `create_server`; `epoch` is the command's (fencing), kept in the container's meta label.
+pub(super) async fn create(inner: &Inner, c: CreateServer<'static>, epoch: u64) -> Outcome {
     let sid = c.server_id.to_string();
     validate::id(IdKind::Server, &sid)?;
     let valid = validate::egg(&c.egg_config)?;
@@ -40,14 +41,17 @@ pub(super) async fn create(inner: &Inner, c: CreateServer<'static>) -> Outcome {
             .collect(),
     };
     reserve(inner, &sid, reservation)?;
-    match create_reserved(inner, &docker, &sid, &c, &valid).await {
+    match create_reserved(inner, &docker, &sid, &c, &valid, epoch).await {
         Ok(server) => {
             inner
                 .servers
                 .lock()
                 .insert(sid.clone(), Slot::Ready(server.clone()));
-            // With an install script the server is `installing` until it ends.
-            install::begin(inner, &server)?;
+            // With an install script the server is `installing` until it ends (unless its
+            // files come by a restore: a transfer).
+            if !c.skip_install {
+                install::begin(inner, &server)?;
+            }
             Ok(json!({
                 "serverId": sid,
                 "status": server.state(),
@@ -177,6 +181,7 @@ async fn create_reserved(
     sid: &str,
     c: &CreateServer<'static>,
     valid: &ValidEgg,
+    epoch: u64,
 ) -> Result<Arc<Server>, ServerError> {
     let policy = &inner.cfg.policy;
     for p in &valid.ports {
@@ -196,6 +201,7 @@ async fn create_reserved(
         server_id: sid,
         volume: &volume_str,
         policy,
+        epoch,
     };
     let (spec, meta) = plan::plan(&input, &c.egg_config, valid);
     let created_dir = prepare_volume_dir(sid, &volume_path, &meta, inner.access)?;
@@ -220,7 +226,7 @@ async fn create_reserved(
             reason: format!("cannot store the egg's install script and config files: {e}"),
         });
     }
-    let name = plan::container_name(sid);
+    let name = plan::container_name(&inner.cfg.name_prefix, sid);
     let container_id = match docker.container_create(&name, &spec).await {
         Ok(id) => id,
         Err(e) => {

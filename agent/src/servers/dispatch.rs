@@ -3,7 +3,7 @@
 //! limits are answered `RATE_LIMITED` before anything runs.
 
 use super::rate::{Class, Limited};
-use super::{Inner, Outcome, ServerError, create, cut, files, install, power, status};
+use super::{Inner, Outcome, ServerError, backup, create, cut, files, install, power, status};
 use proto::validate::{self, IdKind, ValidationError};
 use proto::{Action, Command, Response};
 use std::borrow::Cow;
@@ -19,7 +19,10 @@ pub(super) async fn execute(inner: Arc<Inner>, cmd: Command<'static>) -> Respons
     let target = cmd.target_server().map(str::to_owned);
     let action = cmd.action.name().to_owned();
     let class = match cmd.action {
-        Action::ReadFileChunk(_) | Action::WriteFileChunk(_) => Class::Chunk,
+        Action::ReadFileChunk(_)
+        | Action::WriteFileChunk(_)
+        | Action::BackupRead(_)
+        | Action::RestoreChunk(_) => Class::Chunk,
         _ => Class::Command,
     };
     let outcome = match admit(&inner, target.as_deref(), class) {
@@ -75,8 +78,11 @@ async fn run(inner: &Inner, cmd: Command<'static>) -> Outcome {
         Action::Unknown(name) => return Err(ServerError::UnknownAction(name.to_string())),
         _ => required_server(&cmd)?,
     };
+    if !sid.is_empty() {
+        fenced(inner, &sid, cmd.epoch)?;
+    }
     match cmd.action {
-        Action::CreateServer(c) => create::create(inner, c).await,
+        Action::CreateServer(c) => create::create(inner, c, cmd.epoch.unwrap_or(0)).await,
         Action::StartServer => power::start(inner, &sid).await,
         Action::StopServer(p) => {
             let p = p.unwrap_or_default();
@@ -108,8 +114,29 @@ async fn run(inner: &Inner, cmd: Command<'static>) -> Outcome {
             files::create_directory(inner, &sid, p.path.into_owned()).await
         }
         Action::GetLogs(p) => status::logs(inner, &sid, p.and_then(|p| p.lines)).await,
+        Action::BackupRead(r) => backup::read(inner, &sid, r).await,
+        Action::BackupCancel(c) => backup::cancel_backup(inner, &sid, &c.backup_id).await,
+        Action::RestoreChunk(c) => backup::chunk(inner, &sid, c).await,
+        Action::RestoreCancel(c) => backup::cancel_restore(inner, &sid, &c.restore_id).await,
         Action::Unknown(name) => Err(ServerError::UnknownAction(name.to_string())),
     }
+}
+
+/// Fencing: a command carrying an epoch older than this agent's copy of the server was
+/// meant for an assignment that has moved on (`STALE_EPOCH`). Commands without an epoch
+/// (older panels) pass.
+fn fenced(inner: &Inner, sid: &str, epoch: Option<u64>) -> Result<(), ServerError> {
+    let (Some(got), Some(server)) = (epoch, inner.known(sid)) else {
+        return Ok(());
+    };
+    if got < server.meta.epoch {
+        return Err(ServerError::StaleEpoch {
+            server_id: sid.to_owned(),
+            got,
+            current: server.meta.epoch,
+        });
+    }
+    Ok(())
 }
 
 fn required_server(cmd: &Command<'_>) -> Result<String, ServerError> {

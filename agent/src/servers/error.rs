@@ -126,6 +126,19 @@ pub enum ServerError {
     #[error("content: {0}")]
     BadContent(String),
 
+    /// A command for an older assignment of the server than this agent's copy (fencing).
+    #[error("server {server_id}: the command is for epoch {got}, this copy is epoch {current}")]
+    StaleEpoch {
+        server_id: String,
+        got: u64,
+        current: u64,
+    },
+
+    /// A backup read or restore chunk for a session the agent does not have (never begun,
+    /// finished, abandoned, lost with a restart), or at the wrong offset.
+    #[error("{what}: {reason}")]
+    Session { what: String, reason: String },
+
     #[error("unknown action `{0}`")]
     UnknownAction(String),
 }
@@ -156,6 +169,8 @@ impl ServerError {
             ServerError::Stats(e) => e.code(),
             ServerError::Volume { .. } => ErrorCode::InternalError,
             ServerError::BadContent(_) => ErrorCode::InvalidMessage,
+            ServerError::Session { .. } => ErrorCode::Conflict,
+            ServerError::StaleEpoch { .. } => ErrorCode::StaleEpoch,
             ServerError::UnknownAction(_) => ErrorCode::UnknownAction,
         }
     }

@@ -218,6 +218,10 @@ pub(super) async fn sweep(inner: std::sync::Weak<Inner>) {
     loop {
         smol::Timer::after(SWEEP_EVERY).await;
         let Some(inner) = inner.upgrade() else { return };
+        let idle = inner.sessions.sweep(super::backup::IDLE);
+        if idle > 0 {
+            log::info!("dropped {idle} abandoned backup/restore session(s)");
+        }
         let volumes = inner.volumes();
         drop(inner);
         for volume in volumes {

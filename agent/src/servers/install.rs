@@ -82,6 +82,9 @@ pub(super) async fn adopt(inner: &Inner, docker: &DockerClient) -> Result<(), Se
         let Some(sid) = c.labels.get(LABEL_INSTALL) else {
             continue;
         };
+        if !inner.named_ours(&c.names) {
+            continue; // another agent sharing this Engine under the same id? never touch it
+        }
         let server = inner.known(sid);
         if server.as_ref().is_some_and(|s| s.has_install_task()) {
             continue; // this agent runs it
@@ -417,7 +420,7 @@ async fn prepare(
     let sid = &server.id;
     pull::ensure_image(inner, docker, sid, &install.image).await?;
     network::ensure(docker, &inner.cfg.policy.network).await?;
-    let name = plan::install_container_name(sid);
+    let name = plan::install_container_name(&inner.cfg.name_prefix, sid);
     clear_leftover(inner, docker, sid, &name).await?;
     let volume = inner.volume_path(sid).to_string_lossy().into_owned();
     let input = PlanInput {
@@ -425,6 +428,7 @@ async fn prepare(
         server_id: sid,
         volume: &volume,
         policy: &inner.cfg.policy,
+        epoch: server.meta.epoch,
     };
     let spec = plan::plan_install(&input, &server.meta, &server.extras, install);
     let id = docker.container_create(&name, &spec).await?;
@@ -477,7 +481,7 @@ async fn clear_leftover(
 
 /// Removes a server's install container, if this agent has one (delete).
 pub(super) async fn remove_for(inner: &Inner, docker: &DockerClient, sid: &str) {
-    let name = plan::install_container_name(sid);
+    let name = plan::install_container_name(&inner.cfg.name_prefix, sid);
     if let Err(e) = clear_leftover(inner, docker, sid, &name).await {
         log::warn!("server {sid}: its install container: {e}");
     }

@@ -21,6 +21,7 @@
 //! `rate`, `watch`, `error`. `Inner` is the shared state; its methods here are only
 //! accessors, the handlers are functions of the modules above.
 
+mod backup;
 mod configs;
 mod create;
 mod disk;
@@ -44,7 +45,9 @@ mod tasks;
 mod watch;
 
 pub use error::{PortHolder, ServerError};
-pub use plan::{LABEL_AGENT, LABEL_META, LABEL_SERVER, Meta, container_name};
+pub use plan::{
+    DEFAULT_NAME_PREFIX, LABEL_AGENT, LABEL_META, LABEL_SERVER, Meta, check_prefix, container_name,
+};
 pub use server::Expected;
 
 use crate::docker::DockerClient;
@@ -104,6 +107,8 @@ pub struct ServersConfig {
     pub stop_timeout: Duration,
     /// Interval of the host load sampling reported in pongs.
     pub load_interval: Duration,
+    /// Containers are named `<prefix><serverId>` (`agent run --name-prefix`).
+    pub name_prefix: String,
 }
 
 impl ServersConfig {
@@ -119,6 +124,7 @@ impl ServersConfig {
             log_burst: crate::logs::DEFAULT_BURST,
             stop_timeout: Duration::from_secs(30),
             load_interval: Duration::from_secs(5),
+            name_prefix: plan::DEFAULT_NAME_PREFIX.into(),
         }
     }
 }
@@ -216,6 +222,8 @@ struct Inner {
     load: Mutex<SystemLoad>,
     /// The servers' network gateway, once known (`network::interface`).
     interface: Mutex<Option<String>>,
+    /// Backups and restores in progress (`backup`).
+    sessions: backup::Sessions,
 }
 
 /// The servers manager. Dropping it stops its tasks; containers keep running and are
@@ -269,6 +277,7 @@ impl Servers {
                 disk: 0.0,
             }),
             interface: Mutex::new(None),
+            sessions: backup::Sessions::default(),
         });
         let tasks = vec![
             smol::spawn(watch::watch(inner.clone())),
@@ -332,6 +341,10 @@ impl Dispatch for Servers {
 
     fn disconnected(&self) {
         files::cancel_all_uploads(&self.inner);
+        let dropped = self.inner.sessions.sweep(Duration::ZERO);
+        if dropped > 0 {
+            log::info!("dropped {dropped} backup/restore session(s) with the panel's connection");
+        }
     }
 
     fn pong(&self) -> PongData<'static> {
@@ -413,6 +426,13 @@ impl Inner {
             Slot::Ready(s) => Some(s.clone()),
             Slot::Creating(_) => None,
         }
+    }
+
+    /// Whether one of Docker's names for a container carries this agent's prefix.
+    fn named_ours(&self, names: &[String]) -> bool {
+        names
+            .iter()
+            .any(|n| plan::has_prefix(n, &self.cfg.name_prefix))
     }
 
     fn volume_path(&self, server_id: &str) -> PathBuf {

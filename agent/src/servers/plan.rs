@@ -70,6 +70,9 @@ pub struct Meta {
     /// The container's pids limit (containers from before this field had the default).
     #[serde(default = "default_pids")]
     pub pids: u64,
+    /// The epoch of the assignment this copy was created for (fencing; 0 before epochs).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 fn default_pids() -> u64 {
@@ -104,17 +107,47 @@ pub struct PlanInput<'a> {
     /// The node policy: the address ports are published on, the pids limit, the network
     /// and the log rotation.
     pub policy: &'a NodePolicy,
+    /// The assignment's epoch (`create_server`'s command `epoch`), kept in the meta label.
+    pub epoch: u64,
 }
 
-/// The container's name for a server.
-pub fn container_name(server_id: &str) -> String {
-    format!("ctrl-{server_id}")
+/// The default container name prefix (`agent run --name-prefix`).
+pub const DEFAULT_NAME_PREFIX: &str = "ctrl-";
+
+/// The container's name for a server: the agent's prefix, then the server id.
+pub fn container_name(prefix: &str, server_id: &str) -> String {
+    format!("{prefix}{server_id}")
 }
 
-/// The install container's name for a server: the `.` cannot occur in a server id, so it
-/// never names another server's container.
-pub fn install_container_name(server_id: &str) -> String {
-    format!("ctrl-{server_id}.install")
+/// The install container's name for a server: the `.` cannot occur in a server id (nor in
+/// a prefix), so it never names another server's container.
+pub fn install_container_name(prefix: &str, server_id: &str) -> String {
+    format!("{prefix}{server_id}.install")
+}
+
+/// Whether Docker's name for a container (with or without its leading `/`) carries this
+/// agent's prefix: adoption takes only those, so agents sharing an Engine never adopt each
+/// other's containers even if a label were copied.
+pub fn has_prefix(docker_name: &str, prefix: &str) -> bool {
+    docker_name.trim_start_matches('/').starts_with(prefix)
+}
+
+/// Checks a `--name-prefix`: 1 to 32 characters Docker accepts at the start of a name
+/// (`[a-zA-Z0-9][a-zA-Z0-9_-]*`); no `.`, which separates the install suffix.
+pub fn check_prefix(prefix: &str) -> Result<(), String> {
+    let ok = !prefix.is_empty()
+        && prefix.len() <= 32
+        && prefix.as_bytes()[0].is_ascii_alphanumeric()
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "--name-prefix `{prefix}`: 1 to 32 characters, a letter or digit first, then letters, digits, `_` or `-`"
+        ))
+    }
 }
 
 /// The variables the agent sets for every container of a server, after the egg's own:
@@ -272,6 +305,7 @@ pub fn plan(input: &PlanInput<'_>, egg: &EggConfig<'_>, valid: &ValidEgg) -> (Cr
         uid,
         gid,
         pids: u64::from(policy.pids_per_server),
+        epoch: input.epoch,
     };
     spec.labels.insert(LABEL_META.into(), meta.to_label());
     (spec, meta)
@@ -304,6 +338,7 @@ mod tests {
             server_id: "srv-1",
             volume: "/data/volumes/srv-1",
             policy,
+            epoch: 3,
         }
     }
 
@@ -466,7 +501,16 @@ mod tests {
         assert_eq!(v["Labels"]["ctrl.install"], "srv-1");
         assert_eq!(v["Labels"]["ctrl.agent"], "agent-1");
         assert!(v["Labels"].get("ctrl.server").is_none());
-        assert_eq!(install_container_name("srv-1"), "ctrl-srv-1.install");
+        assert_eq!(
+            install_container_name(DEFAULT_NAME_PREFIX, "srv-1"),
+            "ctrl-srv-1.install"
+        );
+        assert_eq!(container_name("b-", "srv-1"), "b-srv-1");
+        assert!(has_prefix("/b-srv-1", "b-") && !has_prefix("/ctrl-srv-1", "b-"));
+        assert!(check_prefix("ctrl-").is_ok() && check_prefix("n2_").is_ok());
+        for bad in ["", "-x", "a.b", "a/b", &"x".repeat(33)] {
+            assert!(check_prefix(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

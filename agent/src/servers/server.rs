@@ -72,6 +72,8 @@ pub struct Server {
     expected: Mutex<Option<Expected>>,
     /// The current run's console printed one of the egg's done strings.
     done_seen: AtomicBool,
+    /// Docker sent an `oom` event for the current run (see `watch::is_sigkill_die`).
+    oom_seen: AtomicBool,
     /// The console of the current run (stdin writer + liveness), replaced on each start.
     pub console: Arc<ConsoleSlot>,
     /// The resource sampler of the current run.
@@ -128,6 +130,7 @@ impl Server {
             deleting: AtomicBool::new(false),
             expected: Mutex::new(None),
             done_seen: AtomicBool::new(false),
+            oom_seen: AtomicBool::new(false),
             console: Arc::new(ConsoleSlot::default()),
             stats: Arc::new(StatsSlot::default()),
             history: History::default(),
@@ -146,9 +149,20 @@ impl Server {
         *self.state.lock()
     }
 
-    /// A new run begins: its done line is still to come.
+    /// A new run begins: its done line is still to come, no OOM kill seen yet.
     pub fn reset_done(&self) {
         self.done_seen.store(false, Ordering::Release);
+        self.oom_seen.store(false, Ordering::Release);
+    }
+
+    /// Docker reported an OOM kill in the container.
+    pub fn mark_oom(&self) {
+        self.oom_seen.store(true, Ordering::Release);
+    }
+
+    /// Whether an OOM kill was reported since the run began (and forgets it).
+    pub fn take_oom(&self) -> bool {
+        self.oom_seen.swap(false, Ordering::AcqRel)
     }
 
     /// The console printed a done string: the server is up (`starting` → `running`).

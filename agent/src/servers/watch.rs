@@ -11,7 +11,7 @@ use super::server::{Change, Expected, Server};
 use super::state::{Exit, Trigger};
 use super::status::{exit_of, exited_state};
 use super::{Inner, ServerError, Slot, install, power};
-use crate::docker::{DockerClient, Event, Filters};
+use crate::docker::{DockerClient, DockerError, Event, EventStream, Filters};
 use crate::link::backoff::Backoff;
 use crate::stats::HostSampler;
 use futures_lite::StreamExt;
@@ -43,18 +43,7 @@ pub(super) async fn watch(inner: Arc<Inner>) {
                             log::warn!("adopting existing servers failed: {e}");
                         }
                         backoff.reset();
-                        while let Some(item) = stream.next().await {
-                            match item {
-                                Ok(event) => {
-                                    since = Some(event.time);
-                                    on_event(&inner, &docker, event).await;
-                                }
-                                Err(e) => {
-                                    log::warn!("Docker event stream failed: {e}");
-                                    break;
-                                }
-                            }
-                        }
+                        follow(&inner, &docker, &mut stream, &mut since).await;
                         log::warn!("Docker event stream ended; reconnecting");
                     }
                     Err(e) => log::warn!("cannot follow Docker events: {e}"),
@@ -74,6 +63,82 @@ pub(super) async fn watch(inner: Arc<Inner>) {
     }
 }
 
+/// How long a SIGKILL's `die` waits for the container's `oom` event (see [`is_sigkill_die`]).
+const OOM_AFTER_DIE: Duration = Duration::from_millis(500);
+
+/// A `die` with exit code 137 (SIGKILL). Docker sets `OOMKilled` only when containerd
+/// delivers the OOM before the exit; under load the exit can come first, and then Docker's
+/// `die` precedes its `oom` event and `OOMKilled` stays false for good. Such a `die` is held
+/// until the next event (or [`OOM_AFTER_DIE`]): an `oom` of the same container is handled
+/// first, so the exit is reported as the OOM kill it was. (A kill the agent sent itself is
+/// expected and not held.)
+fn is_sigkill_die(inner: &Inner, event: &Event) -> bool {
+    event.action == "die"
+        && event.exit_code() == Some(137)
+        && event
+            .attribute(LABEL_SERVER)
+            .and_then(|sid| inner.known(sid))
+            .is_some_and(|s| !s.expecting())
+}
+
+/// The next item of the stream, or `None` if none comes within [`OOM_AFTER_DIE`].
+async fn oom_or_next(stream: &mut EventStream) -> Option<Option<Result<Event, DockerError>>> {
+    futures_lite::future::or(async { Some(stream.next().await) }, async {
+        smol::Timer::after(OOM_AFTER_DIE).await;
+        None
+    })
+    .await
+}
+
+/// Handles one connection's events until the stream fails or ends; `since` follows them.
+async fn follow(
+    inner: &Inner,
+    docker: &DockerClient,
+    stream: &mut EventStream,
+    since: &mut Option<i64>,
+) {
+    let mut held: Option<Event> = None;
+    loop {
+        let item = match held.take() {
+            None => stream.next().await,
+            Some(die) => match oom_or_next(stream).await {
+                // The container's `oom` came after its `die`: handled first.
+                Some(Some(Ok(oom))) if oom.action == "oom" && oom.actor.id == die.actor.id => {
+                    *since = Some(oom.time);
+                    on_event(inner, docker, oom).await;
+                    on_event(inner, docker, die).await;
+                    continue;
+                }
+                Some(item) => {
+                    on_event(inner, docker, die).await;
+                    item
+                }
+                None => {
+                    on_event(inner, docker, die).await;
+                    continue;
+                }
+            },
+        };
+        let event = match item {
+            Some(Ok(event)) => event,
+            Some(Err(e)) => {
+                log::warn!("Docker event stream failed: {e}");
+                break;
+            }
+            None => break,
+        };
+        *since = Some(event.time);
+        if is_sigkill_die(inner, &event) {
+            held = Some(event);
+        } else {
+            on_event(inner, docker, event).await;
+        }
+    }
+    if let Some(die) = held {
+        on_event(inner, docker, die).await;
+    }
+}
+
 /// Adopts every container labelled with this agent that is not yet known, and brings
 /// the known ones in line with Docker. Nothing is started or restarted.
 pub(super) async fn adopt(inner: &Inner) -> Result<usize, ServerError> {
@@ -83,6 +148,14 @@ pub(super) async fn adopt(inner: &Inner) -> Result<usize, ServerError> {
         let Some(sid) = summary.labels.get(LABEL_SERVER).cloned() else {
             continue;
         };
+        if !inner.named_ours(&summary.names) {
+            log::warn!(
+                "container {} (server {sid}) lacks the name prefix `{}`; not adopted",
+                summary.id,
+                inner.cfg.name_prefix
+            );
+            continue;
+        }
         if validate::id(IdKind::Server, &sid).is_err() {
             log::warn!(
                 "container {} has an invalid {LABEL_SERVER} label",
@@ -204,6 +277,7 @@ async fn on_event(inner: &Inner, docker: &DockerClient, event: Event) {
             }
         }
         "die" => on_die(docker, &server, &event).await,
+        "oom" => server.mark_oom(),
         "destroy" => on_destroy(inner, sid, &server),
         _ => {}
     }
@@ -245,13 +319,16 @@ async fn on_die(docker: &DockerClient, server: &Arc<Server>, event: &Event) {
     if expected == Some(Expected::Restart) {
         return; // the restart goes on: restarting → running
     }
-    let mut change = ended(&inspect.state, expected);
+    let mut state = inspect.state;
+    // Docker's flag misses OOM kills whose exit it learnt first; its `oom` event does not.
+    state.oom_killed |= server.take_oom();
+    let mut change = ended(&state, expected);
     if change.exit_code.is_none() {
         change.exit_code = event.exit_code();
     }
     let exit = match expected {
         Some(_) => Exit::Clean,
-        None => exit_of(&inspect.state),
+        None => exit_of(&state),
     };
     server.observe(Trigger::Exited(exit), change);
 }

@@ -39,6 +39,10 @@ pub enum ApiError {
     /// A login that failed (401), was throttled or found the hasher busy (429).
     #[error(transparent)]
     Login(#[from] LoginError),
+    /// An agent refused a step of a longer operation (backup, restore, transfer): 502 with
+    /// its code and message.
+    #[error("{code}: {message}")]
+    Agent { code: String, message: String },
 }
 
 impl From<Busy> for ApiError {
@@ -94,6 +98,23 @@ impl ApiError {
                         .with_header("retry-after", "5")
                 }
                 LoginError::Store(e) => ApiError::Storage(e).into_response(),
+            },
+            ApiError::Agent { code, message } => Response::error_with_status(502, &code, message),
+        }
+    }
+}
+
+impl ApiError {
+    /// An agent's refusal (a response with `success: false`).
+    pub fn from_agent(r: &proto::message::Response<'_>) -> ApiError {
+        match &r.error {
+            Some(e) => ApiError::Agent {
+                code: e.code.to_string(),
+                message: e.message.to_string(),
+            },
+            None => ApiError::Agent {
+                code: ErrorCode::InternalError.as_str().into(),
+                message: "the agent reported a failure without an error body".into(),
             },
         }
     }

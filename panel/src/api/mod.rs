@@ -10,16 +10,20 @@
 mod access;
 mod agents;
 mod auth;
+mod backup_run;
+mod backups;
 mod eggs;
 mod error;
 mod files;
 mod gate;
 mod live;
+mod moves;
 mod servers;
 mod system;
 mod transfer;
 mod users;
 
+pub use backups::schedule_loop;
 pub use error::ApiError;
 pub use gate::{Caller, Need, REG_TOKEN_PREFIX};
 pub use servers::{Candidate, place};
@@ -71,6 +75,17 @@ pub struct Api {
     placement: Mutex<()>,
     /// File transfers in progress (see `transfer.rs`), bounded so their buffers are.
     transfers: std::sync::atomic::AtomicUsize,
+    /// The backup store (`DATA/backups`) and its retention.
+    pub backups: BackupSettings,
+    /// Servers with a backup, restore or transfer in progress (one at a time each).
+    busy: Mutex<std::collections::HashSet<String>>,
+}
+
+/// Where backups are kept and how many per server.
+#[derive(Debug, Clone)]
+pub struct BackupSettings {
+    pub dir: std::path::PathBuf,
+    pub keep: usize,
 }
 
 impl Api {
@@ -88,6 +103,7 @@ impl Api {
         max_frame: usize,
         admin_rate: f64,
         admin_burst: f64,
+        backups: BackupSettings,
     ) -> Arc<Api> {
         events.set_scoper(scoper(store.clone(), users.policy));
         Arc::new(Api {
@@ -104,6 +120,8 @@ impl Api {
             limiter: KeyedLimiter::new(admin_rate, admin_burst, MAX_LIMITER_KEYS),
             placement: Mutex::new(()),
             transfers: std::sync::atomic::AtomicUsize::new(0),
+            backups,
+            busy: Mutex::new(Default::default()),
         })
     }
 
@@ -494,6 +512,7 @@ pub fn router(api: &Arc<Api>) -> Router {
         perm(Perm::FilesWrite),
         servers::write_file,
     );
+    backups::routes(r, api);
     // Live events: filtered per caller.
     add(r, api, Post, "/api/events/ticket", Login, live::ticket);
     add(r, api, Get, "/api/events", Events, live::subscribe);

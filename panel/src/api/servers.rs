@@ -3,7 +3,8 @@
 //!
 //! The server record is written before `create_server` is sent, so the agent's answer (which
 //! names the server) passes the hub's ownership check. If the agent refuses or is offline the
-//! record is removed again; on a timeout it is kept (the agent may have acted) and the
+//! record is removed again; on a timeout, or a connection lost after the command went out,
+//! it is kept (the agent may have acted: a restarted agent adopts the container) and the
 //! operator can `DELETE` it.
 
 use serde::Deserialize;
@@ -233,14 +234,20 @@ pub(super) async fn create(
     let action = Action::CreateServer(CreateServer {
         server_id: Cow::Owned(rec.server_id.clone()),
         egg_config: Box::new(egg.into_owned()),
+        skip_install: false,
     });
     let result = api.hub.command(&rec.agent_id, None, action).await;
+    // Forgotten only when the agent surely did nothing: it refused, or never got the command.
     let forget =
         matches!(&result, Ok(r) if !r.success) || matches!(result, Err(HubError::Offline(_)));
     if forget {
         let store = api.store.clone();
         let id = rec.server_id.clone();
         blocking(move || store.remove_server(&id)).await?;
+        // The owner's live sockets were indexed for it: not any more.
+        if let Some(o) = &owner_id {
+            api.rescope(o);
+        }
     }
     let r = result?;
     if !r.success {
@@ -280,7 +287,7 @@ fn place_and_record(
     }
     let agent_id = match agent_id {
         Some(a) => a,
-        None => choose_agent(api, need)?,
+        None => choose_agent(api, need, None)?,
     };
     let rec = ServerRecord {
         server_id: server_id.clone(),
@@ -291,6 +298,8 @@ fn place_and_record(
         cpu_millis: need.cpu,
         created_at: unix_now(),
         egg_id,
+        epoch: 0,
+        handover: None,
     };
     if !api.store.insert_owned_server(&rec, owner.as_deref())? {
         return Err(exists());
@@ -298,8 +307,12 @@ fn place_and_record(
     Ok(rec)
 }
 
-/// The online, unrevoked agent where `need` fits best ([`place`]).
-fn choose_agent(api: &Api, need: Need) -> Result<String, ApiError> {
+/// The online, unrevoked agent (other than `exclude`) where `need` fits best ([`place`]).
+pub(super) fn choose_agent(
+    api: &Api,
+    need: Need,
+    exclude: Option<&str>,
+) -> Result<String, ApiError> {
     let committed = api.store.memory_committed();
     let cpu_committed = api.store.cpu_committed();
     let candidates: Vec<Candidate> = api
@@ -307,6 +320,7 @@ fn choose_agent(api: &Api, need: Need) -> Result<String, ApiError> {
         .agents()
         .into_iter()
         .filter(|a| api.hub.is_online(&a.id) && !a.tokens.revoked)
+        .filter(|a| exclude != Some(a.id.as_str()))
         .map(|a| Candidate {
             capacity: Bytes::parse(&a.capabilities.max_memory)
                 .map(|b| b.0)
@@ -344,6 +358,7 @@ pub(super) fn server_json(api: &Api, s: &ServerRecord, perms: Perms) -> Value {
         "eggConfig": s.egg_config,
         "ownerId": api.store.access(&s.server_id).owner_id,
         "permissions": perms.names(),
+        "epoch": s.epoch,
     })
 }
 
@@ -576,7 +591,10 @@ pub(super) async fn delete(api: Arc<Api>, req: Request, caller: Caller) -> Resul
         .hub
         .command(&rec.agent_id, Some(&rec.server_id), action)
         .await;
-    let ok = matches!(&result, Ok(r) if r.success);
+    // An agent that does not know the server has nothing left to delete (a create lost
+    // with the connection may never have reached it).
+    let ok = matches!(&result, Ok(r) if r.success
+        || r.error.as_ref().is_some_and(|e| e.code == ErrorCode::ServerNotFound.as_str()));
     if ok || force {
         let access = api.store.access(&rec.server_id);
         let store = api.store.clone();

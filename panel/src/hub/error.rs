@@ -9,6 +9,10 @@ use crate::panel_metrics::Outcome;
 pub enum HubError {
     #[error("agent {0} is not connected")]
     Offline(String),
+    /// The command was sent, then the connection closed before the answer: the agent may
+    /// have carried it out (as after a timeout).
+    #[error("agent {0} disconnected before answering; the command may have been carried out")]
+    Lost(String),
     #[error("agent {agent} did not answer {action} within {secs} s")]
     Timeout {
         agent: String,
@@ -29,7 +33,7 @@ pub enum HubError {
 impl HubError {
     pub fn code(&self) -> ErrorCode {
         match self {
-            HubError::Offline(_) => ErrorCode::AgentOffline,
+            HubError::Offline(_) | HubError::Lost(_) => ErrorCode::AgentOffline,
             HubError::Timeout { .. } => ErrorCode::Timeout,
             HubError::BadResponse { .. } => ErrorCode::InvalidMessage,
             HubError::TooLarge { .. } => ErrorCode::PayloadTooLarge,
@@ -46,7 +50,7 @@ impl HubError {
 
     pub(super) fn outcome(&self) -> Outcome {
         match self {
-            HubError::Offline(_) => Outcome::Offline,
+            HubError::Offline(_) | HubError::Lost(_) => Outcome::Offline,
             HubError::Timeout { .. } => Outcome::Timeout,
             HubError::BadResponse { .. } => Outcome::BadResponse,
             HubError::TooLarge { .. } => Outcome::TooLarge,

@@ -231,9 +231,11 @@ fn offline_agent_fails_at_once_and_disconnect_fails_pending() {
         let _cmd = next_json(&mut agent).await;
         agent.close(None).await.ok();
         drop(agent);
-        // The command timeout is an hour: only the disconnect can end this.
+        // The command timeout is an hour: only the disconnect can end this. The command
+        // went out, so the agent may have acted: lost, still 503.
         let err = call.await.unwrap_err();
-        assert_eq!(err, HubError::Offline("a1".into()));
+        assert_eq!(err, HubError::Lost("a1".into()));
+        assert_eq!(err.http_status(), 503);
         assert!(!f.hub.is_online("a1"));
     });
 }
@@ -614,7 +616,7 @@ fn a_panic_in_the_connection_task_still_detaches_the_agent() {
         // (hour-long) timeout.
         assert!(!f.hub.is_online("a1"));
         assert_eq!(f.metrics.agents_online.get(), 0);
-        assert_eq!(call.await.unwrap_err(), HubError::Offline("a1".into()));
+        assert_eq!(call.await.unwrap_err(), HubError::Lost("a1".into()));
         assert!(f.hub.waiters.is_empty());
     });
 }

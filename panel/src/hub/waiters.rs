@@ -150,11 +150,17 @@ impl Hub {
         };
         let waiters = &self.waiters;
         let id = waiters.next_id();
+        let about = match &action {
+            Action::CreateServer(c) => Some(&*c.server_id),
+            _ => server_id,
+        };
+        let epoch = about.and_then(|s| self.store.epoch_for(agent_id, s));
         let frame = text(encode(&Message::Command(Command {
             id: Cow::Borrowed(&id),
             timestamp: now_rfc3339().into(),
             agent_id: Some(Cow::Borrowed(agent_id)),
             server_id: server_id.map(Cow::Borrowed),
+            epoch,
             action,
         })));
         // The agent would close its socket on a frame over its limit, failing every command
@@ -207,7 +213,7 @@ async fn send_and_wait(
     drop(conn);
     match rx.recv().await {
         Ok(answer) => answer,
-        // The waiter was removed because the connection closed.
-        Err(_) => Err(HubError::Offline(agent_id.to_owned())),
+        // The waiter was removed because the connection closed after the command went out.
+        Err(_) => Err(HubError::Lost(agent_id.to_owned())),
     }
 }

@@ -9,6 +9,8 @@
 //! - [`users`], [`sessions`], [`api_keys`], [`reg_tokens`]: people, their logins, their
 //!   script keys and agent registration tokens (secrets only as SHA-256 or Argon2id);
 //! - [`access`]: each server's owner and subusers with their rights.
+
+//! - [`backups`]: stored backups (size, SHA-256) and per-server backup schedules.
 //!
 //! Every write is its own transaction committed with `Durability::Immediate` and returns only
 //! after the commit, so an API handler that awaits a write before answering never
@@ -22,6 +24,8 @@
 mod access;
 mod agents;
 mod api_keys;
+
+mod backups;
 mod eggs;
 mod last_seen;
 mod meta;
@@ -34,6 +38,8 @@ mod users;
 pub use access::ServerAccess;
 pub use agents::{AgentRecord, Rotation, TokenFamily};
 pub use api_keys::ApiKeyRecord;
+
+pub use backups::{BackupRecord, Schedule};
 pub use eggs::EggRecord;
 pub use servers::{DesiredState, ServerRecord};
 pub use sessions::{SessionRecord, TOUCH_EVERY};
@@ -90,6 +96,8 @@ pub struct Store {
     sessions: sessions::Mirror,
     api_keys: api_keys::Mirror,
     access: access::Mirror,
+
+    backups: backups::Mirror,
 }
 
 impl Store {
@@ -108,6 +116,9 @@ impl Store {
             txn.open_table(api_keys::API_KEYS)?;
             txn.open_table(reg_tokens::REG_TOKENS)?;
             txn.open_table(access::ACCESS)?;
+
+            txn.open_table(backups::BACKUPS)?;
+            txn.open_table(backups::SCHEDULES)?;
             Ok(())
         })?;
         Ok(Store {
@@ -119,6 +130,8 @@ impl Store {
             sessions: sessions::load(&db)?,
             api_keys: api_keys::load(&db)?,
             access: access::load(&db)?,
+
+            backups: backups::load(&db)?,
             db,
         })
     }
@@ -180,6 +193,8 @@ pub(crate) mod tests {
             cpu_millis: 500,
             created_at: 2,
             egg_id: None,
+            epoch: 0,
+            handover: None,
         }
     }
 

@@ -45,6 +45,14 @@ pub struct ServerRecord {
     /// The library egg it was created from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egg_id: Option<String>,
+    /// Incremented on every move to another agent (transfer): the start of fencing.
+    #[serde(default)]
+    pub epoch: u64,
+    /// The other agent of a transfer in progress, which may also speak for the server (the
+    /// hub's trust check): the target until the move is committed, then the source until
+    /// its copy is removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<String>,
 }
 
 /// A server record as stored, including records written before `cpuMillis` existed.
@@ -60,6 +68,10 @@ struct Stored {
     created_at: u64,
     #[serde(default)]
     egg_id: Option<String>,
+    #[serde(default)]
+    epoch: u64,
+    #[serde(default)]
+    handover: Option<String>,
 }
 
 impl From<Stored> for ServerRecord {
@@ -76,6 +88,8 @@ impl From<Stored> for ServerRecord {
             cpu_millis,
             created_at: s.created_at,
             egg_id: s.egg_id,
+            epoch: s.epoch,
+            handover: s.handover,
         }
     }
 }
@@ -154,12 +168,24 @@ impl Store {
         v
     }
 
-    /// Whether `server_id` is placed on `agent_id` (the hub's trust check).
+    /// Whether `server_id` is placed on `agent_id`, or `agent_id` is the other end of its
+    /// transfer in progress (the hub's trust check).
     pub fn owns(&self, agent_id: &str, server_id: &str) -> bool {
         self.servers
             .read()
             .get(server_id)
-            .is_some_and(|s| s.agent_id == agent_id)
+            .is_some_and(|s| s.agent_id == agent_id || s.handover.as_deref() == Some(agent_id))
+    }
+
+    /// The epoch a command to `agent_id` about `server_id` carries (fencing): the record's,
+    /// one more for the other end of a transfer in progress (the target's new copy is
+    /// created for the next epoch; the source's old copy is older still). `None` for a
+    /// server the panel does not know.
+    pub fn epoch_for(&self, agent_id: &str, server_id: &str) -> Option<u64> {
+        let servers = self.servers.read();
+        let s = servers.get(server_id)?;
+        let other_end = s.handover.as_deref() == Some(agent_id) && s.agent_id != agent_id;
+        Some(s.epoch.saturating_add(u64::from(other_end)))
     }
 
     /// Per agent, the sum of the memory limits (bytes) of the servers placed on it.

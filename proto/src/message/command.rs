@@ -13,6 +13,9 @@ pub struct Command<'a> {
     pub timestamp: Str<'a>,
     pub agent_id: Option<Str<'a>>,
     pub server_id: Option<Str<'a>>,
+    /// Extension (fencing): the epoch of the server's assignment the panel holds; an agent
+    /// refuses a command older than its copy of the server (`STALE_EPOCH`).
+    pub epoch: Option<u64>,
     pub action: Action<'a>,
 }
 
@@ -31,6 +34,7 @@ impl<'a> Command<'a> {
             timestamp: own(self.timestamp),
             agent_id: self.agent_id.map(own),
             server_id: self.server_id.map(own),
+            epoch: self.epoch,
             action: self.action.into_owned(),
         }
     }
@@ -70,6 +74,14 @@ actions! {
     GetLogs { optional: GetLogs } => "get_logs",
     /// Extension (eggs): run the egg's install script again (the server must not run).
     ReinstallServer => "reinstall_server",
+    /// Extension (backups): the next piece of a tar.gz of the volume; the first read starts it.
+    BackupRead { payload: BackupRead<'a> } => "backup_read",
+    /// Extension (backups): drop an archive in progress.
+    BackupCancel { payload: BackupCancel<'a> } => "backup_cancel",
+    /// Extension (backups): one piece of an archive to restore; `final` unpacks and swaps it in.
+    RestoreChunk { payload: RestoreChunk<'a> } => "restore_chunk",
+    /// Extension (backups): drop a restore in progress (the volume is left as it was).
+    RestoreCancel { payload: RestoreCancel<'a> } => "restore_cancel",
 }
 
 impl Action<'_> {
@@ -92,6 +104,10 @@ pub struct CreateServer<'a> {
     /// message would otherwise pay its size on each move.
     #[serde(borrow)]
     pub egg_config: Box<EggConfig<'a>>,
+    /// Extension (transfers): do not run the egg's install script; the server's files
+    /// arrive by a restore instead.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_install: bool,
 }
 
 impl CreateServer<'_> {
@@ -99,6 +115,7 @@ impl CreateServer<'_> {
         CreateServer {
             server_id: own(self.server_id),
             egg_config: Box::new(self.egg_config.into_owned()),
+            skip_install: self.skip_install,
         }
     }
 }
@@ -351,6 +368,83 @@ impl GetLogs {
     }
 }
 
+/// `backup_read` payload (extension): up to `length` bytes of the archive from `offset`,
+/// which must be the bytes read so far (reads are sequential).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRead<'a> {
+    #[serde(borrow)]
+    pub backup_id: Str<'a>,
+    pub offset: u64,
+    pub length: u64,
+}
+
+impl BackupRead<'_> {
+    pub fn into_owned(self) -> BackupRead<'static> {
+        BackupRead {
+            backup_id: own(self.backup_id),
+            offset: self.offset,
+            length: self.length,
+        }
+    }
+}
+
+/// `backup_cancel` payload (extension).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupCancel<'a> {
+    #[serde(borrow)]
+    pub backup_id: Str<'a>,
+}
+
+impl BackupCancel<'_> {
+    pub fn into_owned(self) -> BackupCancel<'static> {
+        BackupCancel {
+            backup_id: own(self.backup_id),
+        }
+    }
+}
+
+/// `restore_chunk` payload (extension): base64 `content` at `offset` (the bytes sent so far).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreChunk<'a> {
+    #[serde(borrow)]
+    pub restore_id: Str<'a>,
+    pub offset: u64,
+    #[serde(borrow)]
+    pub content: Str<'a>,
+    #[serde(default, rename = "final", skip_serializing_if = "std::ops::Not::not")]
+    pub is_final: bool,
+}
+
+impl RestoreChunk<'_> {
+    pub fn into_owned(self) -> RestoreChunk<'static> {
+        RestoreChunk {
+            restore_id: own(self.restore_id),
+            offset: self.offset,
+            content: own(self.content),
+            is_final: self.is_final,
+        }
+    }
+}
+
+/// `restore_cancel` payload (extension).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreCancel<'a> {
+    #[serde(borrow)]
+    pub restore_id: Str<'a>,
+}
+
+impl RestoreCancel<'_> {
+    pub fn into_owned(self) -> RestoreCancel<'static> {
+        RestoreCancel {
+            restore_id: own(self.restore_id),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,5 +471,24 @@ mod tests {
             }
         }
         assert_eq!(ActionName::from_wire("format_disk"), None);
+    }
+
+    #[test]
+    fn the_epoch_extension_round_trips_and_is_optional() {
+        let frame = br#"{"id":"m","type":"command","timestamp":"t","serverId":"s","epoch":7,"action":"start_server"}"#;
+        let Ok(crate::Message::Command(c)) = crate::decode(frame) else {
+            panic!("not a command")
+        };
+        assert_eq!(c.epoch, Some(7));
+        let again = crate::encode(&crate::Message::Command(c.clone()));
+        assert!(String::from_utf8_lossy(&again).contains(r#""epoch":7"#));
+        let frame = br#"{"id":"m","type":"command","timestamp":"t","serverId":"s","action":"start_server"}"#;
+        let Ok(crate::Message::Command(c)) = crate::decode(frame) else {
+            panic!("not a command")
+        };
+        assert_eq!(c.epoch, None);
+        let bad =
+            br#"{"id":"m","type":"command","timestamp":"t","epoch":-1,"action":"start_server"}"#;
+        assert!(crate::decode(bad).is_err());
     }
 }

@@ -27,6 +27,9 @@ impl Serialize for Message<'_> {
                 map.serialize_entry("timestamp", &c.timestamp)?;
                 opt_entry(&mut map, "agentId", &c.agent_id)?;
                 opt_entry(&mut map, "serverId", &c.server_id)?;
+                if let Some(e) = c.epoch {
+                    map.serialize_entry("epoch", &e)?;
+                }
                 map.serialize_entry("action", c.action.name())?;
                 c.action.serialize_payload(&mut map)?;
             }
@@ -132,6 +135,7 @@ enum Key {
     Timestamp,
     AgentId,
     ServerId,
+    Epoch,
     Action,
     Event,
     Payload,
@@ -157,6 +161,7 @@ impl<'de> Deserialize<'de> for Key {
                     "timestamp" => Key::Timestamp,
                     "agentId" => Key::AgentId,
                     "serverId" => Key::ServerId,
+                    "epoch" => Key::Epoch,
                     "action" => Key::Action,
                     "event" => Key::Event,
                     "payload" => Key::Payload,
@@ -206,6 +211,7 @@ struct Fields<'a> {
     timestamp: Option<Str<'a>>,
     agent_id: Option<Str<'a>>,
     server_id: Option<Str<'a>>,
+    epoch: Option<u64>,
     tag: Option<Str<'a>>,
     success: Option<bool>,
     message: Option<Str<'a>>,
@@ -250,6 +256,7 @@ impl<'de> Visitor<'de> for MessageVisitor {
                 Key::ServerId => {
                     set_once(&mut f.server_id, map.next_value::<CowStr>()?.0, "serverId")?
                 }
+                Key::Epoch => set_once(&mut f.epoch, map.next_value::<u64>()?, "epoch")?,
                 Key::Action | Key::Event => {
                     let name = if matches!(key, Key::Action) {
                         "action"
@@ -310,6 +317,7 @@ fn finish<'a, E: de::Error>(
                 timestamp,
                 agent_id: f.agent_id,
                 server_id: f.server_id,
+                epoch: f.epoch,
                 action,
             })
         }

@@ -1,0 +1,283 @@
+//! Transfers: a server moves to another agent with its files.
+//!
+//! Steps, each announced as a `transfer_progress` event: stop it on the source (if it
+//! runs), take a backup (kept in the store like any other), mark the move in the record
+//! (`handover`: the target may now speak for the server), create it on the target without
+//! its install script, restore the backup there, start it there if it ran, then commit the
+//! record (new agent, `epoch` + 1, `handover` the source) and remove the source's copy
+//! (then `handover` is cleared).
+//!
+//! Until the commit, any failure undoes what was done: the target's copy is deleted, the
+//! mark is cleared and the server is started again on the source if it ran — so the server
+//! stays where it was, running if it was. After the commit the move is done; a source copy
+//! that cannot be removed (its agent went away) is reported and stays stopped.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use proto::ErrorCode;
+use proto::egg::EggConfig;
+use proto::message::{Action, CreateServer, DeleteServer, ServerState};
+use proto::validate::{self, IdKind};
+
+use super::backup_run::{self, BusyGuard, command, publish};
+use super::servers::{Need, choose_agent};
+use super::{Api, ApiError, Caller, blocking, body};
+use crate::http::{Reply, Request, Response};
+use crate::store::ServerRecord;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct TransferBody {
+    agent_id: Option<String>,
+}
+
+/// `POST /api/servers/{id}/transfer` (admin): `{"agentId"?}` (placement picks otherwise).
+pub(super) async fn transfer(
+    api: Arc<Api>,
+    req: Request,
+    caller: Caller,
+) -> Result<Reply, ApiError> {
+    let rec = caller.server()?.clone();
+    let body: TransferBody = if req.body.is_empty() {
+        TransferBody::default()
+    } else {
+        body(&req)?
+    };
+    let _busy = BusyGuard::take(&api, &rec.server_id)?;
+    if rec.handover.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "server {} was being moved when the panel stopped; check both agents",
+                rec.server_id
+            ),
+        ));
+    }
+    let target = target(&api, &rec, body.agent_id)?;
+    let moved = Move {
+        api: api.clone(),
+        from: rec.agent_id.clone(),
+        to: target,
+        rec,
+    };
+    let out = moved.run().await?;
+    Ok(Response::json(200, &out).into())
+}
+
+/// The agent asked for (known, online, not the source), or the one placement picks.
+fn target(api: &Api, rec: &ServerRecord, asked: Option<String>) -> Result<String, ApiError> {
+    let Some(a) = asked else {
+        let need = Need {
+            memory: rec.memory_bytes,
+            cpu: rec.cpu_millis,
+        };
+        return choose_agent(api, need, Some(&rec.agent_id));
+    };
+    validate::id(IdKind::Agent, &a)?;
+    if a == rec.agent_id {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("server {} already runs on agent {a}", rec.server_id),
+        ));
+    }
+    if api.store.agent(&a).is_none() {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no agent `{a}`"),
+        ));
+    }
+    if !api.hub.is_online(&a) {
+        return Err(ApiError::new(
+            ErrorCode::AgentOffline,
+            format!("agent {a} is not connected"),
+        ));
+    }
+    Ok(a)
+}
+
+struct Move {
+    api: Arc<Api>,
+    rec: ServerRecord,
+    from: String,
+    to: String,
+}
+
+/// How far a move got: what an undo must take back.
+#[derive(Default)]
+struct Done {
+    stopped: bool,
+    marked: bool,
+    created: bool,
+}
+
+impl Move {
+    fn progress(&self, step: &str, extra: Value) {
+        let mut data = json!({
+            "serverId": self.rec.server_id,
+            "step": step,
+            "from": self.from,
+            "to": self.to,
+        });
+        if let (Value::Object(d), Value::Object(e)) = (&mut data, extra) {
+            d.extend(e);
+        }
+        publish(
+            &self.api,
+            &self.from,
+            &self.rec.server_id,
+            "transfer_progress",
+            data,
+        );
+    }
+
+    async fn send(&self, agent: &str, action: Action<'static>) -> Result<Value, ApiError> {
+        let r = command(&self.api, agent, &self.rec.server_id, action).await?;
+        Ok(r.data.unwrap_or(Value::Null))
+    }
+
+    async fn run(self) -> Result<Value, ApiError> {
+        let mut done = Done::default();
+        match self.steps(&mut done).await {
+            Ok(out) => Ok(out),
+            Err(e) => {
+                self.undo(&done).await;
+                self.progress("failed", json!({"error": e.to_string()}));
+                Err(e)
+            }
+        }
+    }
+
+    async fn steps(&self, done: &mut Done) -> Result<Value, ApiError> {
+        let sid = &self.rec.server_id;
+        let status = self.send(&self.from, Action::GetStatus).await?;
+        let running = matches!(
+            status
+                .get("status")
+                .and_then(|s| serde_json::from_value(s.clone()).ok()),
+            Some(ServerState::Running | ServerState::Starting)
+        );
+        if running {
+            self.progress("stopping", json!({}));
+            self.send(&self.from, Action::StopServer(None)).await?;
+            done.stopped = true;
+        }
+        self.progress("backing_up", json!({}));
+        let backup = backup_run::take(&self.api, &self.rec).await?;
+        self.set_moving(Some(self.to.clone())).await?;
+        done.marked = true;
+        self.progress("creating", json!({"backupId": backup.id}));
+        let text = self.rec.egg_config.to_string();
+        let egg: EggConfig<'_> = serde_json::from_str(&text)
+            .map_err(|e| ApiError::new(ErrorCode::ConfigInvalid, format!("eggConfig: {e}")))?;
+        let egg = egg.into_owned();
+        let create = Action::CreateServer(CreateServer {
+            server_id: Cow::Owned(sid.clone()),
+            egg_config: Box::new(egg),
+            skip_install: true,
+        });
+        let r = self.api.hub.command(&self.to, None, create).await?;
+        if !r.success {
+            return Err(ApiError::from_agent(&r));
+        }
+        done.created = true;
+        self.progress("restoring", json!({"backupId": backup.id}));
+        backup_run::push(&self.api, &self.to, sid, &backup).await?;
+        if running {
+            self.progress("starting", json!({}));
+            self.send(&self.to, Action::StartServer).await?;
+        }
+        let epoch = self.commit().await?;
+        self.progress("removing", json!({"epoch": epoch}));
+        let purge = Action::DeleteServer(Some(DeleteServer { purge: true }));
+        let removed = match self.api.hub.command(&self.from, Some(sid), purge).await {
+            Ok(r) if r.success => true,
+            Ok(r) => {
+                log::warn!(
+                    "server {sid}: its copy on {} stays: {:?}",
+                    self.from,
+                    r.error
+                );
+                false
+            }
+            Err(e) => {
+                log::warn!("server {sid}: its copy on {} stays: {e}", self.from);
+                false
+            }
+        };
+        if let Err(e) = self.set_moving(None).await {
+            log::error!("server {sid}: cannot clear its transfer mark: {e}");
+        }
+        self.progress("done", json!({"epoch": epoch, "sourceRemoved": removed}));
+        let server = self.api.store.server(sid);
+        Ok(json!({
+            "success": true,
+            "agentId": self.to,
+            "previousAgentId": self.from,
+            "epoch": epoch,
+            "backupId": backup.id,
+            "sourceRemoved": removed,
+            "running": running,
+            "server": server.map(|s| json!({"serverId": s.server_id, "agentId": s.agent_id, "epoch": s.epoch})),
+        }))
+    }
+
+    /// Sets or clears the record's `handover`.
+    async fn set_moving(&self, to: Option<String>) -> Result<(), ApiError> {
+        let store = self.api.store.clone();
+        let sid = self.rec.server_id.clone();
+        blocking(move || {
+            let Some(mut rec) = store.server(&sid) else {
+                return Ok(());
+            };
+            rec.handover = to;
+            store.put_server(&rec)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The move is done: the target owns the server, one epoch later.
+    async fn commit(&self) -> Result<u64, ApiError> {
+        let store = self.api.store.clone();
+        let sid = self.rec.server_id.clone();
+        let to = self.to.clone();
+        let epoch = blocking(move || {
+            let Some(mut rec) = store.server(&sid) else {
+                return Err(ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("server {sid} was deleted during its transfer"),
+                ));
+            };
+            rec.handover = Some(std::mem::replace(&mut rec.agent_id, to));
+            rec.epoch = rec.epoch.saturating_add(1);
+            store.put_server(&rec)?;
+            Ok(rec.epoch)
+        })
+        .await?;
+        Ok(epoch)
+    }
+
+    /// Takes back what a failed move did, best effort and in reverse.
+    async fn undo(&self, done: &Done) {
+        let sid = &self.rec.server_id;
+        if done.created {
+            let purge = Action::DeleteServer(Some(DeleteServer { purge: true }));
+            if let Err(e) = self.send(&self.to, purge).await {
+                log::warn!("server {sid}: its partial copy on {} stays: {e}", self.to);
+            }
+        }
+        if done.marked
+            && let Err(e) = self.set_moving(None).await
+        {
+            log::error!("server {sid}: cannot clear its transfer mark: {e}");
+        }
+        if done.stopped
+            && let Err(e) = self.send(&self.from, Action::StartServer).await
+        {
+            log::warn!("server {sid}: cannot start it again on {}: {e}", self.from);
+        }
+    }
+}
