@@ -59,6 +59,7 @@ pub const FILES: &[Asset] = assets![
     "pages/eggs.js",
     "pages/create-server.js",
     "pages/keys.js",
+    "pages/backups.js",
     "pages/not-found.js",
 ];
 

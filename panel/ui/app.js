@@ -14,6 +14,7 @@ const ROUTES = [
   ['/', 'dashboard'],
   ['/servers/:id', 'server'],
   ['/servers/:id/files', 'files'],
+  ['/servers/:id/backups', 'backups'],
   ['/servers/:id/settings', 'access'],
   ['/servers/:id/access', 'access'],
   ['/nodes', 'nodes', { admin: true }],

@@ -29,6 +29,7 @@ export function serverHead(server, active, extra) {
   const tabs = [
     ['console', base, 'Console', can(server, 'console.read') || can(server, 'power')],
     ['files', `${base}/files`, 'Files', can(server, 'files.read')],
+    ['backups', `${base}/backups`, 'Backups', can(server, 'files.read')],
     ['settings', `${base}/settings`, 'Settings', manages(server)],
   ].filter((t) => t[3]);
   return [

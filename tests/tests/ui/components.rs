@@ -371,6 +371,7 @@ fn all_ui_assets_together_fit_150_kib_in_the_browser() {
         "eggs",
         "create-server",
         "keys",
+        "backups",
         "not-found",
     ];
     let r = page.eval(&format!(

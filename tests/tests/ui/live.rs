@@ -42,7 +42,10 @@ fn world(tag: &str) -> Option<World> {
     };
     user(ADMIN, true);
     let bob = user(SUBUSER, false);
-    let no_history = api.get(&format!("/api/agents/{agent_id}/stats?range=1h")).status == 404;
+    let no_history = api
+        .get(&format!("/api/agents/{agent_id}/stats?range=1h"))
+        .status
+        == 404;
     let server = s.server_id("web");
     let (egg, _) = e2e::egg::fakegame("--players alice,bob --mem-mb 16");
     api.post(
@@ -207,15 +210,15 @@ fn every_page_against_a_real_panel_and_agent() {
         "document.querySelector('.console-panel').textContent.includes('hello from the browser')",
         "the command's output in the console",
     );
-    server.wait_for(
-        "!!document.querySelector('canvas')",
-        "the charts",
-    );
+    server.wait_for("!!document.querySelector('canvas')", "the charts");
     server.screenshot("server-console");
 
     // --- Kill asks first; Cancel keeps the server running ------------------------------
     server.click(".power .btn-danger");
-    server.wait_for("!!document.querySelector('dialog[open]')", "the Kill dialog");
+    server.wait_for(
+        "!!document.querySelector('dialog[open]')",
+        "the Kill dialog",
+    );
     let title = server.eval("document.querySelector('dialog[open] h2').textContent");
     assert!(
         title.as_str().unwrap_or_default().starts_with("Kill "),
@@ -225,7 +228,10 @@ fn every_page_against_a_real_panel_and_agent() {
     server.eval(
         "[...document.querySelectorAll('dialog[open] button')].find(b => b.textContent === 'Cancel').click()",
     );
-    server.wait_for("!document.querySelector('dialog[open]')", "the dialog to close");
+    server.wait_for(
+        "!document.querySelector('dialog[open]')",
+        "the dialog to close",
+    );
     assert_eq!(
         w.api().status(&id)["status"],
         "running",
@@ -267,6 +273,33 @@ fn every_page_against_a_real_panel_and_agent() {
     );
     files.screenshot("files-editor-saved");
     w.assert_clean(files, "editor", |_| false);
+
+    // --- backups: taken in the browser, listed, downloadable ---------------------------
+    w.visit(
+        files,
+        &format!("/servers/{id}/backups"),
+        "!!document.querySelector('.page-backups .btn-primary') && !document.querySelector('.placeholder-loading')",
+        "backups-empty",
+    );
+    files.click(".page-backups .btn-primary");
+    files.wait_for(
+        "document.querySelectorAll('table.backups tbody tr').length === 1",
+        "the backup in the list",
+    );
+    let listed = w
+        .api()
+        .get(&format!("/api/servers/{id}/backups"))
+        .ok("backups");
+    let bid = listed["backups"][0]["id"]
+        .as_str()
+        .expect("backup id")
+        .to_owned();
+    assert_eq!(
+        files.eval("document.querySelector('table.backups a[download]').getAttribute('href')"),
+        json!(format!("/api/servers/{id}/backups/{bid}/download"))
+    );
+    files.screenshot("backups");
+    w.assert_clean(files, "backups", |_| false);
 
     // --- the other pages -----------------------------------------------------------------
     let agent = w.s.agents[0].id.clone();
@@ -319,7 +352,10 @@ fn every_page_against_a_real_panel_and_agent() {
 
     // --- API keys: made in the browser, shown once, works, revoked ---------------------
     page.click(".page-keys .btn-primary");
-    page.wait_for("!!document.querySelector('dialog[open] input')", "the key form");
+    page.wait_for(
+        "!!document.querySelector('dialog[open] input')",
+        "the key form",
+    );
     page.type_into("dialog[open] input", "ci deploy");
     page.press("Enter", false);
     page.wait_for(
@@ -330,7 +366,10 @@ fn every_page_against_a_real_panel_and_agent() {
     let token = token.as_str().expect("token text").to_owned();
     page.screenshot("keys-created");
     let as_key = Api::new(&w.s.panel.url(), &w.s.panel.ca_cert(), &token);
-    assert_eq!(as_key.get("/api/auth/me").ok("me by key")["user"]["name"], ADMIN.0);
+    assert_eq!(
+        as_key.get("/api/auth/me").ok("me by key")["user"]["name"],
+        ADMIN.0
+    );
     page.eval(
         "[...document.querySelectorAll('dialog[open] button')].find(b => b.textContent === 'Done').click()",
     );
@@ -339,19 +378,29 @@ fn every_page_against_a_real_panel_and_agent() {
         "the key in the list",
     );
     page.click("table.keys .btn-danger-outline");
-    page.wait_for("!!document.querySelector('dialog[open] .btn-danger')", "the revoke dialog");
+    page.wait_for(
+        "!!document.querySelector('dialog[open] .btn-danger')",
+        "the revoke dialog",
+    );
     page.click("dialog[open] .btn-danger");
     page.wait_for(
         "!document.querySelector('table.keys') && !document.querySelector('dialog[open]')",
         "the key gone from the list",
     );
-    assert_eq!(as_key.get("/api/auth/me").status, 401, "a revoked key still works");
+    assert_eq!(
+        as_key.get("/api/auth/me").status,
+        401,
+        "a revoked key still works"
+    );
     w.assert_clean(page, "keys", |_| false);
 
     // --- a subuser without `power` --------------------------------------------------------
     drop(server);
     page.eval("[...document.querySelectorAll('.user-menu button')].find(b => b.textContent === 'Log out').click()");
-    page.wait_for("location.pathname === '/login'", "the login page after logout");
+    page.wait_for(
+        "location.pathname === '/login'",
+        "the login page after logout",
+    );
     w.login_on(page, SUBUSER);
     w.visit(
         page,
@@ -370,7 +419,7 @@ fn every_page_against_a_real_panel_and_agent() {
         "a subuser without console.write gets a command input"
     );
     let tabs = page.eval("[...document.querySelectorAll('.tabs a')].map(a => a.textContent)");
-    assert_eq!(tabs, json!(["Console", "Files"]), "{tabs}");
+    assert_eq!(tabs, json!(["Console", "Files", "Backups"]), "{tabs}");
     let power = page.eval(&format!(
         "fetch('/api/servers/{id}/power', {{method: 'POST', headers: {{'Content-Type': 'application/json'}},
            body: JSON.stringify({{action: 'kill'}})}}).then(async r => [r.status, (await r.json()).error.code])"
@@ -383,7 +432,12 @@ fn every_page_against_a_real_panel_and_agent() {
 
     // The subuser's dashboard at phone width.
     page.viewport(360, 740, true);
-    w.visit(page, "/", "!!document.querySelector('tr[data-server]')", "dashboard-subuser-phone");
+    w.visit(
+        page,
+        "/",
+        "!!document.querySelector('tr[data-server]')",
+        "dashboard-subuser-phone",
+    );
     assert_eq!(
         page.eval("document.documentElement.scrollWidth <= 360"),
         json!(true),

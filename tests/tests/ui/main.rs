@@ -5,6 +5,6 @@
 //! asserts that the page reported no console error, exception or CSP violation beyond the
 //! ones it expects; screenshots land in `target/ui-screenshots/`.
 
+mod bench;
 mod components;
 mod live;
-mod bench;
