@@ -53,7 +53,50 @@ pub async fn drive(
     errors: Arc<Errors>,
     stop: async_channel::Receiver<()>,
 ) {
-    if rate <= 0.0 || servers.is_empty() {
+    if servers.is_empty() {
+        return;
+    }
+    open_loop(rate, &stop, |i| {
+        if stats.in_flight.get() >= MAX_IN_FLIGHT {
+            stats.skipped.inc();
+            return;
+        }
+        // Every server in turn, and the command mix in turn.
+        let server = &servers[(i % servers.len() as u64) as usize];
+        let (method, path, body) = nth_command(i, server);
+        stats.issued.inc();
+        stats.in_flight.inc();
+        let (rest, token, stats, errors) = (
+            rest.clone(),
+            admin_token.clone(),
+            stats.clone(),
+            errors.clone(),
+        );
+        ex.spawn(async move {
+            let started = Instant::now();
+            let answer = rest.json(method, &path, Some(&token), body.as_ref()).await;
+            let rtt = started.elapsed();
+            stats.in_flight.dec();
+            match classify(answer) {
+                Ok(()) => {
+                    stats.ok.inc();
+                    stats.rtt.record(rtt);
+                }
+                Err(kind) => {
+                    stats.failed.inc();
+                    errors.add(kind);
+                }
+            }
+        })
+        .detach();
+    })
+    .await;
+}
+
+/// Calls `fire(0)`, `fire(1)`, … at `rate` per second (open loop: `fire` must not wait)
+/// until `stop` is closed. Nothing for a rate of 0.
+pub async fn open_loop(rate: f64, stop: &async_channel::Receiver<()>, mut fire: impl FnMut(u64)) {
+    if rate <= 0.0 {
         return;
     }
     // Ticks of at least 1 ms; several requests per tick above 1000/s.
@@ -80,39 +123,8 @@ pub async fn drive(
         credit += per_tick;
         while credit >= 1.0 {
             credit -= 1.0;
-            if stats.in_flight.get() >= MAX_IN_FLIGHT {
-                stats.skipped.inc();
-                continue;
-            }
-            // Every server in turn, and the command mix in turn.
-            let server = &servers[(i % servers.len() as u64) as usize];
-            let (method, path, body) = nth_command(i, server);
+            fire(i);
             i += 1;
-            stats.issued.inc();
-            stats.in_flight.inc();
-            let (rest, token, stats, errors) = (
-                rest.clone(),
-                admin_token.clone(),
-                stats.clone(),
-                errors.clone(),
-            );
-            ex.spawn(async move {
-                let started = Instant::now();
-                let answer = rest.json(method, &path, Some(&token), body.as_ref()).await;
-                let rtt = started.elapsed();
-                stats.in_flight.dec();
-                match classify(answer) {
-                    Ok(()) => {
-                        stats.ok.inc();
-                        stats.rtt.record(rtt);
-                    }
-                    Err(kind) => {
-                        stats.failed.inc();
-                        errors.add(kind);
-                    }
-                }
-            })
-            .detach();
         }
     }
 }

@@ -8,7 +8,9 @@ usage: loadtest --panel URL --admin-token T --agents N --duration SECS
                 [--ca-cert PEM] [--events-per-sec R] [--log-bytes B] [--subscribers K]
                 [--command-rate C] [--connect-rate X] [--json FILE]
                 [--panel-pid PID] [--storm] [--agents-file FILE] [--servers S]
-                [--name-prefix P] [--quiet]
+                [--name-prefix P] [--no-resumption] [--filtered-subscribers F]
+                [--login-rate L] [--mix] [--quiet]
+       loadtest --panel URL --mix         (the busy evening, see below)
 
   --panel URL          panel base URL, e.g. https://127.0.0.1:8443
   --admin-token T      operator token (default: $PANEL_ADMIN_TOKEN)
@@ -18,7 +20,16 @@ usage: loadtest --panel URL --admin-token T --agents N --duration SECS
   --events-per-sec R   events per second in total (resource_update + server_log), default 0
   --log-bytes B        length of each server_log message, default 100
   --subscribers K      /api/events subscribers checking every event arrives, default 1
+  --filtered-subscribers F
+                       /api/events subscribers each filtered to one server (?serverId=, the
+                       emitting agents' servers in turn), each checking it receives exactly
+                       that server's events, default 0
   --command-rate C     operator REST commands per second (get_status, power), default 0
+  --login-rate L       browser logins (POST /api/auth/login) per second over 20 users
+                       created for the run (needs the panel's users routes), default 0
+  --mix                the busy evening: defaults --agents 10000 --duration 60
+                       --events-per-sec 100000 --filtered-subscribers 1000
+                       --command-rate 100 --login-rate 20 (each flag given wins)
   --connect-rate X     new agent connections per second, default unlimited
   --json FILE          write the summary as JSON
   --panel-pid PID      panel process for RSS/CPU; default: found by the panel's port
@@ -26,6 +37,8 @@ usage: loadtest --panel URL --admin-token T --agents N --duration SECS
   --agents-file FILE   reuse the registered agents saved there (registering and saving the rest)
   --servers S          agents that get a server (events and commands need one), default min(N, 1000)
   --name-prefix P      agent names are P-<i>, default \"lt\"
+  --no-resumption      every agent connect is a full TLS handshake (default: each agent
+                       resumes with the TLS 1.3 tickets the panel sent it)
   --quiet              no progress lines
 ";
 
@@ -40,6 +53,8 @@ pub struct Config {
     pub events_per_sec: f64,
     pub log_bytes: usize,
     pub subscribers: usize,
+    pub filtered_subscribers: usize,
+    pub login_rate: f64,
     pub command_rate: f64,
     pub connect_rate: f64,
     pub json: Option<PathBuf>,
@@ -48,6 +63,7 @@ pub struct Config {
     pub agents_file: Option<PathBuf>,
     pub servers: usize,
     pub name_prefix: String,
+    pub no_resumption: bool,
     pub quiet: bool,
 }
 
@@ -70,6 +86,8 @@ impl Config {
             events_per_sec: 0.0,
             log_bytes: 100,
             subscribers: 1,
+            filtered_subscribers: 0,
+            login_rate: 0.0,
             command_rate: 0.0,
             connect_rate: 0.0,
             json: None,
@@ -78,14 +96,19 @@ impl Config {
             agents_file: None,
             servers: usize::MAX,
             name_prefix: "lt".into(),
+            no_resumption: false,
             quiet: false,
         };
+        let mut mix = false;
+        // Flags given explicitly (a `--mix` default never overrides one).
+        let mut given = std::collections::HashSet::new();
         let mut it = args.into_iter();
         while let Some(flag) = it.next() {
             let (name, inline) = match flag.split_once('=') {
                 Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
                 _ => (flag.clone(), None),
             };
+            given.insert(name.clone());
             let mut value = || -> Result<String, String> {
                 inline
                     .clone()
@@ -107,7 +130,10 @@ impl Config {
                 "--events-per-sec" => c.events_per_sec = rate(&name, &value()?)?,
                 "--log-bytes" => c.log_bytes = num(&name, &value()?)?,
                 "--subscribers" => c.subscribers = num(&name, &value()?)?,
+                "--filtered-subscribers" => c.filtered_subscribers = num(&name, &value()?)?,
                 "--command-rate" => c.command_rate = rate(&name, &value()?)?,
+                "--login-rate" => c.login_rate = rate(&name, &value()?)?,
+                "--mix" => mix = true,
                 "--connect-rate" => c.connect_rate = rate(&name, &value()?)?,
                 "--json" => c.json = Some(value()?.into()),
                 "--panel-pid" => c.panel_pid = Some(num(&name, &value()?)?),
@@ -124,9 +150,27 @@ impl Config {
                     c.name_prefix = p;
                 }
                 "--storm" => c.storm = true,
+                "--no-resumption" => c.no_resumption = true,
                 "--quiet" => c.quiet = true,
                 "-h" | "--help" => return Err(USAGE.into()),
                 other => return Err(format!("unknown flag {other}\n\n{USAGE}")),
+            }
+        }
+        if mix {
+            let unset = |f: &str| !given.contains(f);
+            agents = agents.or(Some(10_000));
+            duration = duration.or(Some(Duration::from_secs(60)));
+            if unset("--events-per-sec") {
+                c.events_per_sec = 100_000.0;
+            }
+            if unset("--filtered-subscribers") {
+                c.filtered_subscribers = 1000;
+            }
+            if unset("--command-rate") {
+                c.command_rate = 100.0;
+            }
+            if unset("--login-rate") {
+                c.login_rate = 20.0;
             }
         }
         c.panel = panel.ok_or("--panel is required")?;
@@ -169,6 +213,29 @@ mod tests {
 
     fn parse(s: &str) -> Result<Config, String> {
         Config::parse(s.split_whitespace().map(String::from), None)
+    }
+
+    #[test]
+    fn mix_fills_what_was_not_given() {
+        let c = Config::parse(
+            "--panel https://h --admin-token t --mix --command-rate 5"
+                .split_whitespace()
+                .map(String::from),
+            None,
+        )
+        .unwrap();
+        assert_eq!((c.agents, c.duration), (10_000, Duration::from_secs(60)));
+        assert_eq!(c.events_per_sec, 100_000.0);
+        assert_eq!(c.filtered_subscribers, 1000);
+        assert_eq!((c.command_rate, c.login_rate), (5.0, 20.0));
+        let plain = Config::parse(
+            "--panel https://h --admin-token t --agents 3 --duration 1"
+                .split_whitespace()
+                .map(String::from),
+            None,
+        )
+        .unwrap();
+        assert_eq!((plain.filtered_subscribers, plain.login_rate), (0, 0.0));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::Message as WsMessage;
@@ -39,6 +39,9 @@ pub struct FleetConfig {
     /// `wss://host:port/ws/agents`.
     pub ws_url: String,
     pub tls: Arc<rustls::ClientConfig>,
+    /// Each agent resumes its TLS sessions from a ticket store of its own (as a real agent,
+    /// one identity per process, does); false: every connect is a full handshake.
+    pub resume: bool,
     /// Run id prefixed to every event id.
     pub run: String,
     /// Events per second for each emitting agent.
@@ -48,6 +51,8 @@ pub struct FleetConfig {
     pub connect_rate: f64,
     /// Per agent index: its server exists on the panel, so its events will be accepted.
     pub ready: Arc<Vec<AtomicBool>>,
+    /// Per agent index: events sent (flushed), what its server's filtered subscribers expect.
+    pub sent_by_agent: Arc<Vec<AtomicU64>>,
 }
 
 /// Counters the crowd keeps.
@@ -215,6 +220,12 @@ async fn run_agent(
                 config.log_bytes,
             )
         });
+    // Its own ticket store: a store shared by the crowd keeps only 8 tickets.
+    let tls = if config.resume {
+        ctrl_io::with_own_sessions(&config.tls)
+    } else {
+        config.tls.clone()
+    };
     let mut backoff = BACKOFF_START;
     let mut after_storm = false;
     while !control.stopping() {
@@ -223,7 +234,7 @@ async fn run_agent(
         let started = Instant::now();
         let connect = ctrl_io::connect_agent_with(
             &config.ws_url,
-            config.tls.clone(),
+            tls.clone(),
             &ident.id,
             &ident.token,
             WsOptions::default(),
@@ -395,7 +406,12 @@ async fn session(
                 }
                 stats.sending.dec();
                 match result {
-                    Ok(()) => stats.events_sent.add(due),
+                    Ok(()) => {
+                        stats.events_sent.add(due);
+                        if let Some(c) = config.sent_by_agent.get(index) {
+                            c.fetch_add(due, Ordering::Relaxed);
+                        }
+                    }
                     Err(e) => {
                         stats.events_send_failed.add(due);
                         return End::Lost(format!("agent.send_{}", ctrl_io::ws_error(e).kind()));

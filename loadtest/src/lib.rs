@@ -5,6 +5,7 @@ pub mod agents_file;
 pub mod commands;
 pub mod config;
 pub mod fleet;
+pub mod logins;
 pub mod metrics;
 pub mod procfs;
 pub mod report;

@@ -17,6 +17,10 @@ pub struct Report {
     pub agents: AgentsReport,
     pub commands: CommandsReport,
     pub events: EventsReport,
+    /// `--filtered-subscribers`: each receives its one server's events.
+    pub filtered: Option<FilteredReport>,
+    /// `--login-rate`.
+    pub logins: Option<LoginsReport>,
     pub panel_process: Option<PanelReport>,
     /// loadtest's own footprint: it shares the machine with the panel.
     pub loadtest_process: Option<SelfReport>,
@@ -25,6 +29,37 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     /// One sample per second of the whole run.
     pub timeline: Vec<Second>,
+}
+
+/// Browser logins during the measured phase.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginsReport {
+    pub rate: f64,
+    /// Users created to log in with (0: the panel has no users routes, see `errors`).
+    pub users: usize,
+    pub issued: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub rtt_ms: LatencySummary,
+}
+
+/// What the subscribers filtered to one server each received, summed over them.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FilteredReport {
+    pub subscribers: usize,
+    /// Events their servers' agents sent.
+    pub expected: u64,
+    pub delivered: u64,
+    /// Per subscriber expected − delivered, summed.
+    pub lost: u64,
+    /// Events of other servers that reached them (the filter leaked).
+    pub misrouted: u64,
+    pub duplicates: u64,
+    /// Frames the panel dropped for slow subscribers during the run (all subscribers).
+    pub panel_dropped: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -137,6 +172,11 @@ pub struct StormReport {
     /// loadtest's own average CPU during the recovery (its one agents thread does every
     /// client TLS handshake, so near 100% means loadtest, not the panel, set the pace).
     pub loadtest_cpu_percent: f64,
+    /// Panel CPU (user + system) from the drop to the recovery, per agent back: what one
+    /// reconnect (TLS handshake, upgrade, JWT check, attach) costs the panel.
+    pub panel_cpu_ms_per_reconnect: Option<f64>,
+    /// The same for loadtest (the client side of every handshake).
+    pub loadtest_cpu_ms_per_reconnect: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -238,11 +278,39 @@ impl Report {
                 me.cpu_percent_measured
             );
         }
+        if let Some(f) = &self.filtered {
+            let _ = writeln!(
+                s,
+                "filtered subscribers: {} expected {} delivered {} lost {} misrouted {} \
+                 duplicates {}; the panel dropped {} for slow subscribers",
+                f.subscribers,
+                f.expected,
+                f.delivered,
+                f.lost,
+                f.misrouted,
+                f.duplicates,
+                f.panel_dropped
+            );
+        }
+        if let Some(l) = &self.logins {
+            let _ = writeln!(
+                s,
+                "logins: {}/s over {} users: {} issued, {} ok, {} failed, {} skipped; {}",
+                l.rate,
+                l.users,
+                l.issued,
+                l.ok,
+                l.failed,
+                l.skipped,
+                lat(&l.rtt_ms)
+            );
+        }
         if let Some(st) = &self.storm {
             let _ = writeln!(
                 s,
                 "storm: {}/{} agents back in {:.2} s ({} not recovered); reconnect {}; \
-                 peak panel CPU {:.0}%, peak RSS {:.1} MiB; loadtest CPU {:.0}%",
+                 peak panel CPU {:.0}%, peak RSS {:.1} MiB; loadtest CPU {:.0}%; \
+                 CPU per reconnect: panel {}, loadtest {}",
                 st.recovered,
                 st.agents,
                 st.recovery_secs,
@@ -250,7 +318,9 @@ impl Report {
                 lat(&st.reconnect_ms),
                 st.peak_cpu_percent,
                 mib(st.peak_rss_bytes),
-                st.loadtest_cpu_percent
+                st.loadtest_cpu_percent,
+                ms(st.panel_cpu_ms_per_reconnect),
+                ms(st.loadtest_cpu_ms_per_reconnect)
             );
         }
         if !self.errors.is_empty() {
@@ -258,4 +328,9 @@ impl Report {
         }
         s
     }
+}
+
+/// `1.23 ms`, or `n/a`.
+fn ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".into(), |v| format!("{v:.3} ms"))
 }

@@ -9,18 +9,19 @@ use std::future::Future;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::agents_file::{AgentsFile, SavedAgent};
 use crate::commands::{self, CmdStats};
 use crate::config::Config;
 use crate::fleet::{self, AgentIdent, Control, FleetConfig, FleetStats};
+use crate::logins;
 use crate::metrics::{self, Scrape};
 use crate::procfs::{self, ProcSample};
 use crate::report::{
-    AgentsReport, CommandsReport, EventsReport, LossByCause, PanelReport, Report, Second,
-    StormReport,
+    AgentsReport, CommandsReport, EventsReport, FilteredReport, LoginsReport, LossByCause,
+    PanelReport, Report, Second, StormReport,
 };
 use crate::rlimit;
 use crate::sim::server_id_for;
@@ -215,6 +216,8 @@ impl Run {
         // 2. The crowd.
         let ready: Arc<Vec<AtomicBool>> =
             Arc::new((0..cfg.agents).map(|_| AtomicBool::new(false)).collect());
+        let sent_by_agent: Arc<Vec<AtomicU64>> =
+            Arc::new((0..cfg.agents).map(|_| AtomicU64::new(0)).collect());
         let idents: Vec<AgentIdent> = saved
             .iter()
             .enumerate()
@@ -233,7 +236,14 @@ impl Run {
         let control = Arc::new(Control::default());
         let fleet_cfg = FleetConfig {
             ws_url: self.rest.wss_url("/ws/agents"),
-            tls: self.tls.clone(),
+            tls: if cfg.no_resumption {
+                let mut full = (*self.tls).clone();
+                full.resumption = rustls::client::Resumption::disabled();
+                Arc::new(full)
+            } else {
+                self.tls.clone()
+            },
+            resume: !cfg.no_resumption,
             run: self.run_id.clone(),
             events_per_agent: if cfg.servers > 0 {
                 cfg.events_per_sec / cfg.servers as f64
@@ -243,6 +253,7 @@ impl Run {
             log_bytes: cfg.log_bytes,
             connect_rate: cfg.connect_rate,
             ready: ready.clone(),
+            sent_by_agent: sent_by_agent.clone(),
         };
         let fleet_thread = fleet::spawn(
             idents.clone(),
@@ -302,29 +313,80 @@ impl Run {
         let sub_stats: Vec<Arc<SubStats>> = (0..cfg.subscribers)
             .map(|_| Arc::new(SubStats::default()))
             .collect();
-        let sub_tasks: Vec<_> = sub_stats
+        let mut sub_tasks: Vec<_> = sub_stats
             .iter()
             .map(|s| {
                 self.ex.spawn(subscriber::run(
                     self.rest.wss_url("/api/events"),
                     self.tls.clone(),
                     cfg.admin_token.clone(),
-                    self.run_id.clone(),
-                    cfg.agents,
+                    subscriber::Tracker::new(&self.run_id, cfg.agents),
                     s.clone(),
                     self.errors.clone(),
                     sub_stop.clone(),
                 ))
             })
             .collect();
+        // Filtered subscribers: the emitting agents' servers in turn, one subscriber each.
+        let emitting: Vec<&AgentIdent> = idents[..cfg.servers]
+            .iter()
+            .filter(|a| ready[a.index].load(Ordering::SeqCst))
+            .collect();
+        let filtered: Vec<(usize, Arc<SubStats>)> = if emitting.is_empty() {
+            Vec::new()
+        } else {
+            (0..cfg.filtered_subscribers)
+                .map(|k| (emitting[k % emitting.len()].index, Arc::default()))
+                .collect()
+        };
+        for (index, stats) in &filtered {
+            let server = idents[*index].server_id.as_deref().unwrap_or_default();
+            sub_tasks.push(self.ex.spawn(subscriber::run(
+                self.rest.wss_url(&format!("/api/events?serverId={server}")),
+                self.tls.clone(),
+                cfg.admin_token.clone(),
+                subscriber::Tracker::only(&self.run_id, cfg.agents, *index),
+                stats.clone(),
+                self.errors.clone(),
+                sub_stop.clone(),
+            )));
+        }
         let sub_wait = Instant::now();
-        while !sub_stats.iter().all(|s| s.connected.load(Ordering::SeqCst))
-            && sub_wait.elapsed() < Duration::from_secs(30)
+        while !(sub_stats.iter().all(|s| s.connected.load(Ordering::SeqCst))
+            && filtered
+                .iter()
+                .all(|(_, s)| s.connected.load(Ordering::SeqCst)))
+            && sub_wait.elapsed() < Duration::from_secs(60)
         {
             async_io::Timer::after(Duration::from_millis(50)).await;
         }
         // Give the panel a moment to register the subscriptions behind the 101.
         async_io::Timer::after(Duration::from_millis(200)).await;
+
+        // Users to log in with (`--login-rate`).
+        let login_users = if cfg.login_rate > 0.0 {
+            match logins::create_users(
+                &self.rest,
+                &cfg.admin_token,
+                &self.run_id,
+                logins::LOGIN_USERS,
+            )
+            .await
+            {
+                Ok(users) => users,
+                Err(logins::Unavailable::NoUsersRoutes) => {
+                    self.errors.add("login.no_users_routes");
+                    Vec::new()
+                }
+                Err(logins::Unavailable::Failed(kind)) => {
+                    self.errors.add(kind);
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let login_users = Rc::new(login_users);
 
         // 5. Measured phase.
         let scrape_before = self.scrape().await;
@@ -341,7 +403,17 @@ impl Run {
             cfg.command_rate,
             cmd_stats.clone(),
             self.errors.clone(),
-            cmd_stop,
+            cmd_stop.clone(),
+        ));
+        let login_stats = Arc::new(logins::LoginStats::default());
+        let login_driver = self.ex.spawn(logins::drive(
+            self.ex.clone(),
+            self.rest.clone(),
+            login_users.clone(),
+            cfg.login_rate,
+            login_stats.clone(),
+            self.errors.clone(),
+            cmd_stop.clone(),
         ));
         control.set_emitting(true);
         let measure_start = Instant::now();
@@ -372,6 +444,7 @@ impl Run {
         let self_after = procfs::sample(me).ok();
         drop(cmd_stop_tx);
         driver.await;
+        login_driver.await;
 
         // 6. Drain: wait for the last events and the commands in flight.
         let drain_start = Instant::now();
@@ -382,9 +455,17 @@ impl Run {
                 continue;
             }
             let sent = fleet_stats.events_sent.get();
-            let delivered: u64 = sub_stats.iter().map(|s| s.delivered.get()).sum();
-            let done_events = sub_stats.iter().all(|s| s.delivered.get() >= sent);
-            let done_cmds = cmd_stats.in_flight.get() == 0;
+            // Progress counts the filtered subscribers too (they may be the only ones).
+            let delivered: u64 = sub_stats
+                .iter()
+                .chain(filtered.iter().map(|(_, s)| s))
+                .map(|s| s.delivered.get())
+                .sum();
+            let done_events = sub_stats.iter().all(|s| s.delivered.get() >= sent)
+                && filtered
+                    .iter()
+                    .all(|(i, s)| s.delivered.get() >= sent_by_agent[*i].load(Ordering::Relaxed));
+            let done_cmds = cmd_stats.in_flight.get() == 0 && login_stats.in_flight.get() == 0;
             if done_events && done_cmds {
                 break;
             }
@@ -427,6 +508,26 @@ impl Run {
                 error: lost - rate_limited - slow,
             },
         };
+        report.filtered = (!filtered.is_empty()).then(|| {
+            let expected: Vec<u64> = filtered
+                .iter()
+                .map(|(i, _)| sent_by_agent[*i].load(Ordering::Relaxed))
+                .collect();
+            let delivered: Vec<u64> = filtered.iter().map(|(_, s)| s.delivered.get()).collect();
+            FilteredReport {
+                subscribers: filtered.len(),
+                expected: expected.iter().sum(),
+                delivered: delivered.iter().sum(),
+                lost: expected
+                    .iter()
+                    .zip(&delivered)
+                    .map(|(e, d)| e.saturating_sub(*d))
+                    .sum(),
+                misrouted: filtered.iter().map(|(_, s)| s.misrouted.get()).sum(),
+                panel_dropped: delta(metrics::subscriber_drops),
+                duplicates: filtered.iter().map(|(_, s)| s.duplicates.get()).sum(),
+            }
+        });
         report.commands = CommandsReport {
             rate: cfg.command_rate,
             issued: cmd_stats.issued.get(),
@@ -435,6 +536,16 @@ impl Run {
             skipped: cmd_stats.skipped.get(),
             rtt_ms: cmd_stats.rtt.summary(),
         };
+        report.logins = (cfg.login_rate > 0.0).then(|| LoginsReport {
+            rate: cfg.login_rate,
+            users: login_users.len(),
+            issued: login_stats.issued.get(),
+            ok: login_stats.ok.get(),
+            failed: login_stats.failed.get(),
+            skipped: login_stats.skipped.get(),
+            rtt_ms: login_stats.rtt.summary(),
+        });
+        logins::delete_users(&self.rest, &cfg.admin_token, &login_users, &self.errors).await;
         report.measured_secs = measured_secs;
         if let (Some(conn), Some(a), Some(b)) = (self_connected, self_measured, self_after) {
             let cpu =
@@ -668,6 +779,7 @@ impl Run {
         let mut peak_cpu = 0.0f64;
         let mut last_cpu_sample = Instant::now();
         let me_before = procfs::sample(std::process::id()).ok();
+        let panel_before = self.panel.as_ref().and_then(|p| procfs::sample(p.pid).ok());
         control.storm();
         let start = Instant::now();
         let mut last_print = Instant::now();
@@ -696,15 +808,17 @@ impl Run {
         }
         let back = fleet.storm_back.get() - base_back;
         let elapsed = start.elapsed().as_secs_f64().max(1e-3);
-        let loadtest_cpu_percent = match (me_before, procfs::sample(std::process::id()).ok()) {
-            (Some(a), Some(b)) => {
-                b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64
-                    / procfs::ticks_per_sec() as f64
-                    / elapsed
-                    * 100.0
-            }
-            _ => 0.0,
+        let cpu_secs = |a: Option<procfs::ProcSample>, b: Option<procfs::ProcSample>| {
+            Some(b?.cpu_ticks.saturating_sub(a?.cpu_ticks) as f64 / procfs::ticks_per_sec() as f64)
         };
+        let me_secs = cpu_secs(me_before, procfs::sample(std::process::id()).ok());
+        let panel_secs = cpu_secs(
+            panel_before,
+            self.panel.as_ref().and_then(|p| procfs::sample(p.pid).ok()),
+        );
+        let loadtest_cpu_percent = me_secs.map_or(0.0, |s| s / elapsed * 100.0);
+        let per_reconnect =
+            |secs: Option<f64>| secs.filter(|_| back > 0).map(|s| s * 1000.0 / back as f64);
         let mut samples = fleet.connect_latency.take();
         StormReport {
             agents,
@@ -716,6 +830,8 @@ impl Run {
             peak_cpu_percent: peak_cpu,
             peak_rss_bytes: self.panel.as_ref().map_or(0, |p| p.peak_rss),
             loadtest_cpu_percent,
+            panel_cpu_ms_per_reconnect: per_reconnect(panel_secs),
+            loadtest_cpu_ms_per_reconnect: per_reconnect(me_secs),
         }
     }
 }

@@ -26,6 +26,9 @@ pub struct SubStats {
     pub duplicates: Counter,
     /// Events of other runs or agents.
     pub foreign: Counter,
+    /// A filtered subscriber's events of this run from another agent than its server's:
+    /// the panel's filter let through what it should not have.
+    pub misrouted: Counter,
     pub connected: std::sync::atomic::AtomicBool,
     pub reconnects: Counter,
 }
@@ -34,6 +37,8 @@ pub struct SubStats {
 pub struct Tracker {
     run: String,
     next: Vec<u64>,
+    /// A filtered subscriber's agent: events of this run from any other are misrouted.
+    only: Option<usize>,
 }
 
 impl Tracker {
@@ -41,6 +46,15 @@ impl Tracker {
         Tracker {
             run: run.to_owned(),
             next: vec![0; agents],
+            only: None,
+        }
+    }
+
+    /// A tracker for a subscriber filtered to the server of agent `index`.
+    pub fn only(run: &str, agents: usize, index: usize) -> Tracker {
+        Tracker {
+            only: Some(index),
+            ..Tracker::new(run, agents)
         }
     }
 
@@ -50,6 +64,10 @@ impl Tracker {
             stats.foreign.inc();
             return;
         };
+        if self.only.is_some_and(|only| only != index) {
+            stats.misrouted.inc();
+            return;
+        }
         let Some(expected) = self.next.get_mut(index) else {
             stats.foreign.inc();
             return;
@@ -66,20 +84,18 @@ impl Tracker {
     }
 }
 
-/// Connects to `/api/events` and accounts every frame until `stop` is closed. Reconnects
-/// (counting an error) if the panel drops the socket.
-#[allow(clippy::too_many_arguments)]
+/// Connects to `url` (`/api/events`, with a filter query for a filtered subscriber) and
+/// accounts every frame with `tracker` until `stop` is closed. Reconnects (counting an
+/// error) if the panel drops the socket.
 pub async fn run(
     url: String,
     tls: Arc<rustls::ClientConfig>,
     admin_token: String,
-    run_id: String,
-    agents: usize,
+    mut tracker: Tracker,
     stats: Arc<SubStats>,
     errors: Arc<Errors>,
     stop: async_channel::Receiver<()>,
 ) {
-    let mut tracker = Tracker::new(&run_id, agents);
     let mut decoder = proto::Decoder::default();
     let bearer = format!("Bearer {admin_token}");
     let options = WsOptions {
@@ -185,5 +201,18 @@ mod tests {
         assert_eq!(stats.gaps.get(), 2);
         assert_eq!(stats.duplicates.get(), 1);
         assert_eq!(stats.foreign.get(), 3);
+    }
+
+    #[test]
+    fn a_filtered_subscriber_counts_other_agents_as_misrouted() {
+        let stats = SubStats::default();
+        let mut t = Tracker::only("r1", 3, 1);
+        for id in ["r1.1.0", "r1.0.0", "r1.1.1", "r1.2.5", "r2.0.0"] {
+            t.see(Some(id), &stats);
+        }
+        assert_eq!(stats.delivered.get(), 2);
+        assert_eq!(stats.misrouted.get(), 2);
+        assert_eq!(stats.foreign.get(), 1);
+        assert_eq!(stats.gaps.get(), 0);
     }
 }

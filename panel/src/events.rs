@@ -6,7 +6,8 @@
 //! bounded [`Outbox`] (allocated only as frames queue up); when it is full the oldest frame is
 //! dropped and counted, so a slow subscriber loses history instead of slowing an agent down.
 //! The subscriber's writer sends whatever is queued with one flush per batch
-//! ([`outbox::write_batch`]), not one TLS record and syscall per event. An optional
+//! ([`outbox::write_batch_lingering`]: at most one per 2 ms period while events keep coming),
+//! not one TLS record and syscall per event. An optional
 //! `?serverId=` (and `?agentId=`) filter applies.
 //!
 //! Each subscriber has an [`Audience`]: admins see everything; a user sees only the servers
@@ -498,6 +499,7 @@ impl Events {
         let writing = AtomicBool::new(false);
         let written = AtomicU64::new(0);
         let writer = async {
+            let mut linger = outbox::Linger::new(outbox::SUBSCRIBER_LINGER);
             loop {
                 let next = future::or(async { Some(sub.queue.pop().await) }, async {
                     shutdown.wait().await;
@@ -512,7 +514,11 @@ impl Events {
                 };
                 writing.store(true, Ordering::Relaxed);
                 let sent = future::or(
-                    async { Some(outbox::write_batch(&mut tx, &sub.queue, frame).await) },
+                    async {
+                        let batch =
+                            outbox::write_batch_lingering(&mut tx, &sub.queue, frame, &mut linger);
+                        Some(batch.await)
+                    },
                     async {
                         shutdown.wait().await;
                         None

@@ -14,7 +14,13 @@ fn main() -> ExitCode {
         }
     };
     if std::env::var_os("SMOL_THREADS").is_none() {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // One executor thread fewer than cores (at least one): the main thread drives the
+        // reactor and the accept loop besides. On 2 cores, 1 executor thread instead of 2
+        // cost 30-35 % less CPU per event (fewer futex wake-ups and context switches
+        // between threads) and recovered a 10,000-agent storm faster (BENCHMARKS.md,
+        // "Round 2").
+        let n =
+            std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1));
         // SAFETY: nothing else runs yet (no threads spawned), so no concurrent env access.
         #[allow(unsafe_code, reason = "smol sizes its executor from SMOL_THREADS only")]
         unsafe {

@@ -14,6 +14,15 @@
 //! frame; at high event rates that syscall cost is the panel's main cost. [`write_batch`]
 //! instead feeds the frame it was woken for plus whatever is already queued (at most
 //! [`BATCH_FRAMES`] frames / [`BATCH_BYTES`] bytes) and flushes once.
+//!
+//! Batching what is already queued only helps once a writer falls behind. At ordinary rates
+//! (events trickling in from a thousand agents) the writer is woken for every single frame
+//! and each becomes its own TLS record and `writev` — on loopback the kernel even charges
+//! the receiver's TCP processing to that `writev`. A [`Linger`] turns that into one flush
+//! per period: a frame arriving within [`SUBSCRIBER_LINGER`] of the previous flush waits
+//! for the rest of that period and goes out with everything queued meanwhile; a frame after
+//! a quiet spell, or while the writer is behind (the last batch was full), goes out at once.
+//! So a busy stream costs at most one flush per period, a sparse one nothing extra.
 
 use async_tungstenite::WebSocketSender;
 use async_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
@@ -22,9 +31,12 @@ use futures_lite::{AsyncRead, AsyncWrite};
 use futures_util::SinkExt;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 /// Most frames one flush carries.
-pub const BATCH_FRAMES: usize = 64;
+pub const BATCH_FRAMES: usize = 256;
+/// Events subscribers' flush period (see [`Linger`]).
+pub const SUBSCRIBER_LINGER: Duration = Duration::from_millis(2);
 /// Most payload bytes one flush carries (a batch stops after the frame that crosses it).
 pub const BATCH_BYTES: usize = 64 * 1024;
 /// A drained queue keeps a buffer of at most this many slots (a burst's larger buffer is
@@ -232,6 +244,58 @@ where
     Ok(sent)
 }
 
+/// At most one flush per period for a writer that is not behind (see the module docs).
+#[derive(Debug)]
+pub struct Linger {
+    period: Duration,
+    last_flush: Option<Instant>,
+    behind: bool,
+}
+
+impl Linger {
+    pub fn new(period: Duration) -> Linger {
+        Linger {
+            period,
+            last_flush: None,
+            behind: false,
+        }
+    }
+
+    /// When the next batch may be flushed: `None` for at once.
+    pub fn due(&self, now: Instant) -> Option<Instant> {
+        if self.behind {
+            return None;
+        }
+        let at = self.last_flush?.checked_add(self.period)?;
+        (at > now).then_some(at)
+    }
+
+    /// Records a flush of `sent` at `now`.
+    pub fn flushed(&mut self, sent: Sent, now: Instant) {
+        self.last_flush = Some(now);
+        self.behind = sent.frames as usize >= BATCH_FRAMES || sent.bytes as usize >= BATCH_BYTES;
+    }
+}
+
+/// [`write_batch`], after waiting as `linger` says (the frames queued meanwhile join the
+/// batch).
+pub async fn write_batch_lingering<S>(
+    sink: &mut WebSocketSender<S>,
+    queue: &Outbox<WsMessage>,
+    first: WsMessage,
+    linger: &mut Linger,
+) -> Result<Sent, WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if let Some(at) = linger.due(Instant::now()) {
+        async_io::Timer::at(at).await;
+    }
+    let sent = write_batch(sink, queue, first).await?;
+    linger.flushed(sent, Instant::now());
+    Ok(sent)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +321,35 @@ mod tests {
         // What was queued before the close is still delivered, then the end.
         assert_eq!(future::block_on(q.pop()), Some(4));
         assert_eq!(future::block_on(q.pop()), None);
+    }
+
+    #[test]
+    fn linger_waits_only_after_a_recent_flush_and_never_when_behind() {
+        let period = Duration::from_millis(2);
+        let mut l = Linger::new(period);
+        let t0 = Instant::now();
+        assert_eq!(l.due(t0), None, "the first frame goes out at once");
+        let one = Sent {
+            frames: 1,
+            bytes: 10,
+        };
+        l.flushed(one, t0);
+        assert_eq!(l.due(t0), Some(t0 + period));
+        assert_eq!(l.due(t0 + period), None, "after a quiet period: at once");
+        let full = Sent {
+            frames: BATCH_FRAMES as u64,
+            bytes: 10,
+        };
+        l.flushed(full, t0);
+        assert_eq!(l.due(t0), None, "a writer that is behind never waits");
+        let big = Sent {
+            frames: 1,
+            bytes: BATCH_BYTES as u64,
+        };
+        l.flushed(big, t0);
+        assert_eq!(l.due(t0), None);
+        l.flushed(one, t0);
+        assert_eq!(l.due(t0), Some(t0 + period));
     }
 
     #[test]
@@ -354,7 +447,8 @@ mod tests {
             let ws = WebSocketStream::from_raw_socket(socket.clone(), Role::Server, None).await;
             let (mut sink, _stream) = ws.split();
             let q = Outbox::new(1000);
-            for i in 1..100 {
+            let queued = BATCH_FRAMES + 36;
+            for i in 1..queued {
                 q.try_push(WsMessage::Text(format!("{i:03}").into()))
                     .unwrap();
             }
@@ -368,7 +462,7 @@ mod tests {
                     bytes: 3 * BATCH_FRAMES as u64
                 }
             );
-            assert_eq!(q.len(), 100 - BATCH_FRAMES);
+            assert_eq!(q.len(), queued - BATCH_FRAMES);
             let (raw, writes, flushes) = socket.take();
             assert_eq!(
                 (writes, flushes),

@@ -18,7 +18,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 /// The outcome of [`setup`].
 #[derive(Clone)]
 pub struct TlsSetup {
-    /// Ready-to-use rustls configuration (ring provider, ALPN `http/1.1`, no TLS 1.3 tickets).
+    /// Ready-to-use rustls configuration (ring provider, ALPN `http/1.1`, TLS 1.3 tickets).
     pub config: Arc<rustls::ServerConfig>,
     /// The PEM file holding the certificate (agents use it as their CA with `--ca-cert`).
     pub cert_path: PathBuf,
@@ -227,8 +227,14 @@ pub fn server_config(
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
-    // Session tickets cost memory per connection and buy little for long-lived sockets.
-    config.send_tls13_tickets = 0;
+    // TLS 1.3 session resumption with stateless tickets: nothing is stored per session on
+    // the panel (the ticket is the session state, sealed with ChaCha20-Poly1305 under a key
+    // that rotates every 6 hours; the previous key is kept so tickets live at most 12 hours).
+    // A resumed handshake skips the certificate and the ECDSA signature, which is most of
+    // a reconnect storm's cost. One ticket per handshake: each reconnect consumes one and
+    // receives the next. No early data (0-RTT stays off: it is replayable).
+    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    config.send_tls13_tickets = 1;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -287,7 +293,8 @@ mod tests {
                 .all(|c| c == ':' || c.is_ascii_hexdigit() && !c.is_ascii_lowercase())
         );
         assert_eq!(first.config.alpn_protocols, vec![b"http/1.1".to_vec()]);
-        assert_eq!(first.config.send_tls13_tickets, 0);
+        assert_eq!(first.config.send_tls13_tickets, 1);
+        assert!(first.config.ticketer.enabled());
 
         let second = setup(&d, None, None, &[]).unwrap();
         assert!(!second.generated);

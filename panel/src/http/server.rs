@@ -45,8 +45,12 @@ const LINGER_BYTES: usize = 256 * 1024;
 
 /// Cap on tungstenite's `read_buffer_size` for upgraded sockets. Tungstenite allocates that
 /// buffer eagerly for every socket and its default (128 KiB) would dominate the memory of
-/// an idle WebSocket; larger frames still work (the buffer grows for them).
-pub const WS_READ_BUFFER_MAX: usize = 4096;
+/// an idle WebSocket; larger frames still work (the buffer grows for them). 1 KiB holds
+/// an agent's usual frame (events, pongs, acknowledgments are a few hundred bytes); it is
+/// filled from rustls's already decrypted record, so a larger frame costs more copies of at
+/// most 1 KiB, not more system calls — and tungstenite zero-fills the free buffer before
+/// every read, so a small buffer is also cheaper per frame.
+pub const WS_READ_BUFFER_MAX: usize = 1024;
 
 /// Limits and timeouts of the HTTP server.
 #[derive(Debug, Clone)]

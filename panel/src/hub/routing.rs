@@ -18,6 +18,7 @@ use async_tungstenite::tungstenite::{
 use futures_lite::{AsyncRead, AsyncWrite, StreamExt, future};
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::pin::pin;
 use std::time::Instant;
 
 use proto::message::{Message, MessageType, Response};
@@ -56,9 +57,14 @@ impl Hub {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let mut bucket = TokenBucket::new(self.settings.agent_rate, self.settings.agent_burst);
+        // One kill listener for the connection's whole life, not one per frame: a fresh
+        // `wait()` per frame registered and removed a listener (a lock and an allocation)
+        // for every frame read.
+        let killed = conn.kill.wait();
+        let mut killed = pin!(killed);
         loop {
             let next = future::or(async { Some(stream.next().await) }, async {
-                conn.kill.wait().await;
+                killed.as_mut().await;
                 None
             })
             .await;

@@ -4,6 +4,7 @@
 use async_io::Timer;
 use async_tungstenite::WebSocketSender;
 use futures_lite::{AsyncRead, AsyncWrite, future};
+use std::pin::pin;
 
 use super::registry::Conn;
 use super::{CLOSE_GRACE, Hub};
@@ -14,9 +15,12 @@ impl Hub {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        // One kill listener for the connection's life (see the reader).
+        let killed = conn.kill.wait();
+        let mut killed = pin!(killed);
         loop {
             let next = future::or(conn.queue.pop(), async {
-                conn.kill.wait().await;
+                killed.as_mut().await;
                 None
             })
             .await;
@@ -24,7 +28,7 @@ impl Hub {
             let sent = future::or(
                 async { Some(outbox::write_batch(&mut sink, &conn.queue, frame).await) },
                 async {
-                    conn.kill.wait().await;
+                    killed.as_mut().await;
                     None
                 },
             )

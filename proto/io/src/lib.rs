@@ -27,7 +27,7 @@ pub use error::{ClientError, ErrorKind};
 pub use fs::{atomic_write, atomic_write_mode};
 pub use register::{refresh, register, register_with, registration_request};
 pub use rest::{DEFAULT_TIMEOUT, Rest};
-pub use tls::{tls_config, tls_config_from_pem};
+pub use tls::{tls_config, tls_config_from_pem, with_own_sessions};
 pub use url::{Scheme, Url};
 pub use ws::{
     MAX_MESSAGE, Ws, WsOptions, connect_agent, connect_agent_with, large_config, small_config,

@@ -109,6 +109,24 @@ fn config_with(
     Ok(Arc::new(config))
 }
 
+/// TLS 1.3 tickets kept per identity by [`with_own_sessions`]: rustls keeps at most 8
+/// per server name anyway, and one connection at a time needs one.
+const OWN_TICKETS: usize = 4;
+
+/// `config` with a session store of its own (a few TLS 1.3 tickets for the panel).
+///
+/// Every [`rustls::ClientConfig`] resumes sessions by default, but its store is shared by
+/// all connections made with it and keeps at most 8 tickets per server name, and a ticket
+/// is used once. A process that is many clients of one panel (loadtest's crowd, thousands
+/// of simulated agents) must give each its own store, or all but 8 of them would do a full
+/// handshake on every reconnect. A real agent — one identity per process — needs nothing:
+/// [`tls_config`]'s default store already resumes.
+pub fn with_own_sessions(config: &Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
+    let mut own = (**config).clone();
+    own.resumption = rustls::client::Resumption::in_memory_sessions(OWN_TICKETS);
+    Arc::new(own)
+}
+
 /// webpki's verification, plus the exact certificates given (see the module docs).
 #[derive(Debug)]
 struct Pinned {
