@@ -9,7 +9,7 @@
 //! `/healthz` and `/metrics`, whose unknown paths keep the API's JSON `404`. Every UI answer
 //! carries the strict security headers (a CSP that allows only this origin, no inline code).
 //!
-//! Precompressed variants are not served: the whole UI is about 100 KiB before compression,
+//! Precompressed variants are not served: the whole UI is about 140 KiB before compression,
 //! fetched once per browser and then revalidated with `304`s (see BENCHMARKS.md).
 
 use std::collections::HashMap;
@@ -58,6 +58,8 @@ pub const FILES: &[Asset] = assets![
     "pages/users.js",
     "pages/eggs.js",
     "pages/create-server.js",
+    "pages/keys.js",
+    "pages/backups.js",
     "pages/not-found.js",
 ];
 

@@ -14,19 +14,24 @@ const ROUTES = [
   ['/', 'dashboard'],
   ['/servers/:id', 'server'],
   ['/servers/:id/files', 'files'],
+  ['/servers/:id/backups', 'backups'],
+  ['/servers/:id/settings', 'access'],
   ['/servers/:id/access', 'access'],
   ['/nodes', 'nodes', { admin: true }],
   ['/nodes/:id', 'node', { admin: true }],
   ['/users', 'users', { admin: true }],
   ['/eggs', 'eggs', { admin: true }],
   ['/new-server', 'create-server', { admin: true }],
+  ['/keys', 'keys', { user: true }],
 ];
 
+/** [href, label, who]: who is 'admin', 'user' (a real user, not the admin token) or null. */
 const NAV = [
-  ['/', 'Servers', false],
-  ['/nodes', 'Nodes', true],
-  ['/users', 'Users', true],
-  ['/eggs', 'Eggs', true],
+  ['/', 'Servers', null],
+  ['/nodes', 'Nodes', 'admin'],
+  ['/users', 'Users', 'admin'],
+  ['/eggs', 'Eggs', 'admin'],
+  ['/keys', 'API keys', 'user'],
 ];
 
 /** The route for a path: {page, params, opts}, or null. */
@@ -80,6 +85,9 @@ async function render() {
   if (route?.opts.admin && !user?.admin) {
     page = 'not-found';
     params = { reason: 'This page is for administrators.' };
+  } else if (route?.opts.user && !user?.id) {
+    page = 'not-found';
+    params = { reason: 'This page is for users; the admin token has no keys.' };
   }
   let mod;
   try {
@@ -155,7 +163,8 @@ function renderHeader(path) {
     return;
   }
   const section = path === '/' || path.startsWith('/servers') || path === '/new-server' ? '/' : `/${path.split('/')[1]}`;
-  const links = NAV.filter(([, , admin]) => !admin || user.admin).map(([href, label]) =>
+  const allowed = { admin: user.admin, user: !!user.id };
+  const links = NAV.filter(([, , who]) => !who || allowed[who]).map(([href, label]) =>
     h('a', { href, class: 'nav-link', 'aria-current': section === href ? 'page' : null }, label));
   const allHealthy = health.healthy === health.total;
   const nodes = user.admin && health.ready

@@ -196,3 +196,18 @@ proptest! {
         }
     }
 }
+
+/// Found by the property above: a `.properties` line that is a key alone (`*`) got the
+/// value glued to the key (`*false`), and the next start appended a second line.
+#[test]
+fn a_key_without_separator_gets_one() {
+    let edits = [Edit {
+        key: "*".into(),
+        value: EditValue::Bool(false),
+        if_value: None,
+    }];
+    let (a, _) = eggs::apply(ParserKind::Properties, b"*\n", &edits, &ctx()).unwrap();
+    assert_eq!(String::from_utf8_lossy(&a), "*=false\n");
+    let (b, _) = eggs::apply(ParserKind::Properties, &a, &edits, &ctx()).unwrap();
+    assert_eq!(a, b);
+}

@@ -466,10 +466,16 @@ impl Page {
     }
 
     /// Loads `url` and waits for the document (not the app) to finish loading.
+    /// Chromium abandons a navigation with `ERR_NETWORK_CHANGED` when an interface comes or
+    /// goes (Docker adds veths while tests run): that one is tried again, a few times.
     pub fn goto(&self, url: &str) {
-        let r = self.call("Page.navigate", json!({"url": url}));
-        if let Some(err) = r["errorText"].as_str() {
-            panic!("navigating to {url}: {err}");
+        for attempt in 1.. {
+            let r = self.call("Page.navigate", json!({"url": url}));
+            match r["errorText"].as_str() {
+                Some("net::ERR_NETWORK_CHANGED") if attempt < 5 => continue,
+                Some(err) => panic!("navigating to {url}: {err}"),
+                None => break,
+            }
         }
         self.wait_for(
             "document.readyState === 'complete' && location.href !== 'about:blank'",

@@ -170,7 +170,8 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 /// Whether `panel` and `agent` in `dir` are both newer than every file they are built from
-/// (`proto/`, `panel/`, `agent/` sources and manifests, the workspace manifest and lock).
+/// (`proto/`, `panel/`, `agent/` sources and manifests, `panel/ui/`, the workspace manifest
+/// and lock).
 fn binaries_fresh(dir: &Path) -> bool {
     let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let Some(oldest_bin) = ["panel", "agent"]
@@ -204,6 +205,8 @@ fn binaries_fresh(dir: &Path) -> bool {
         newest(&root.join(krate).join("Cargo.toml"), &mut newest_src);
         newest(&root.join(krate).join("src"), &mut newest_src);
     }
+    // The web UI is embedded in the panel binary.
+    newest(&root.join("panel/ui"), &mut newest_src);
     newest_src.is_some_and(|src| src < oldest_bin)
 }
 

@@ -34,16 +34,22 @@ pub struct Panel {
 impl Panel {
     /// Starts a panel on `listen` (`"127.0.0.1:0"` for any port) with `data_dir`.
     pub fn start(data_dir: &Path, token: &str, listen: &str) -> Panel {
-        Panel::start_with(data_dir, token, listen, &[])
+        Panel::start_with::<&str>(data_dir, token, listen, &[])
     }
 
-    /// [`start`](Self::start) with `extra` flags (e.g. `--dead-after-secs 4`).
-    pub fn start_with(data_dir: &Path, token: &str, listen: &str, extra: &[String]) -> Panel {
+    /// [`Panel::start`] with `extra` flags (e.g. `--dead-after-secs 4`, limits raised for a
+    /// load test).
+    pub fn start_with<S: AsRef<str>>(
+        data_dir: &Path,
+        token: &str,
+        listen: &str,
+        extra: &[S],
+    ) -> Panel {
         let mut cmd = Command::new(binary("panel"));
         cmd.args(["--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(["--heartbeat-secs", "1", "--command-timeout-secs", "60"])
-            .args(extra)
+            .args(extra.iter().map(AsRef::as_ref))
             .env("PANEL_ADMIN_TOKEN", token)
             .env_remove("RUST_LOG");
         let proc = Proc::spawn("panel", cmd);
@@ -70,7 +76,7 @@ impl Panel {
             addr,
             token: token.to_owned(),
             api,
-            extra: extra.to_vec(),
+            extra: extra.iter().map(|s| s.as_ref().to_owned()).collect(),
         }
     }
 

@@ -1,10 +1,11 @@
-// /servers/{id}/access: the server's owner and its subusers with their rights (owner and
-// admins only). Rights are saved per user with PUT; removing someone asks first.
+// /servers/{id}/settings (also /access): the server's owner and its subusers with their
+// rights, reinstall, and (admins) delete — for the owner and admins only. Rights are saved
+// per user with PUT; removing someone, reinstalling and deleting ask first.
 
 import * as api from '../api.js';
 import { h, fill, notice, placeholder, failed, field } from '../dom.js';
 import * as dialog from '../dialog.js';
-import { session, manages } from '../session.js';
+import { session, manages, navigate } from '../session.js';
 import { loadServer, serverHead } from './server.js';
 import { serverName } from './dashboard.js';
 
@@ -17,7 +18,7 @@ export const PERMISSIONS = [
 ];
 
 export function mount(root, { id }) {
-  document.title = `Access · ${id} · ctrl`;
+  document.title = `Settings · ${id} · ctrl`;
   let alive = true;
   root.append(placeholder('loading', 'Loading…'));
 
@@ -26,7 +27,7 @@ export function mount(root, { id }) {
       const server = await loadServer(id);
       if (!alive) return;
       if (!manages(server)) {
-        fill(root, serverHead(server, 'access'), placeholder('empty', 'Only the server\'s owner and administrators manage its access.'));
+        fill(root, serverHead(server, 'settings'), placeholder('empty', 'Only the server\'s owner and administrators change its settings.'));
         return;
       }
       const [subs, users] = await Promise.all([
@@ -40,7 +41,7 @@ export function mount(root, { id }) {
   }
 
   function build(server, subusers, allUsers) {
-    document.title = `Access · ${serverName(server)} · ctrl`;
+    document.title = `Settings · ${serverName(server)} · ctrl`;
     const msg = notice();
     const nameOf = (uid) => allUsers?.find((u) => u.id === uid)?.name;
     const owner = h('section', { 'aria-labelledby': 'owner-h', class: 'panel' },
@@ -55,15 +56,47 @@ export function mount(root, { id }) {
         h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'User'), PERMISSIONS.map(([p]) => h('th', { scope: 'col', class: 'perm-col' }, p)), h('th', { scope: 'col' }, 'Actions'))),
         h('tbody', {}, rows))
       : placeholder('empty', 'No subusers yet.');
-    fill(root, serverHead(server, 'access'), msg, owner,
+    fill(root, serverHead(server, 'settings'), msg, owner,
       h('section', { 'aria-labelledby': 'subs-h', class: 'panel' },
         h('div', { class: 'page-head' }, h('h2', { id: 'subs-h' }, 'Subusers'),
           h('button', { type: 'button', class: 'btn btn-primary', onclick: () => addSubuser(server, allUsers, subusers, load) }, '+ Add subuser')),
-        list));
+        list),
+      dangerZone(server, msg));
   }
 
   load();
   return () => { alive = false; };
+}
+
+/** Reinstall (owner, admin) and delete (admin), each asking first. */
+function dangerZone(server, msg) {
+  const id = server.serverId;
+  const name = serverName(server);
+  const reinstall = async () => {
+    const ok = await dialog.confirm({
+      title: `Reinstall ${name}?`,
+      message: 'The egg\'s install script runs again on the server\'s files. The server must be stopped first.',
+      confirmLabel: 'Reinstall',
+      action: () => api.post(`/api/servers/${api.seg(id)}/reinstall`),
+    });
+    if (ok) msg.show('Reinstall started: its output appears in the console.', 'ok');
+  };
+  const remove = async () => {
+    const purge = h('input', { type: 'checkbox', id: 'purge' });
+    const ok = await dialog.confirm({
+      title: `Delete ${name}?`,
+      message: `The container of ${id} is stopped and removed. Its files are kept unless you tick the box below.`,
+      confirmLabel: 'Delete server',
+      extra: h('label', { class: 'check' }, purge, ' Also delete its files (cannot be undone)'),
+      action: () => api.del(`/api/servers/${api.seg(id)}${purge.checked ? '?purge=true' : ''}`),
+    });
+    if (ok) navigate('/');
+  };
+  return h('section', { class: 'panel reinstall', 'aria-labelledby': 'danger-h' },
+    h('h2', { id: 'danger-h' }, 'Reinstall and delete'),
+    h('div', { class: 'row-actions' },
+      h('button', { type: 'button', class: 'btn', onclick: reinstall }, 'Reinstall…'),
+      session.user.admin ? h('button', { type: 'button', class: 'btn btn-danger-outline', onclick: remove }, 'Delete server…') : null));
 }
 
 function ownerForm(server, users, msg) {

@@ -88,6 +88,15 @@ export function serverTable(servers, agentsById) {
       flush();
       return true;
     },
+    /** The agent's `get_status` answer for a server whose status no event has told yet. */
+    peeked(id, d) {
+      const row = byId.get(id);
+      if (!row || row.s.status || !d.status) return;
+      row.s.status = d.status;
+      if (d.players) row.s.players = d.players;
+      dirty.add(row);
+      flush();
+    },
     filter(text) {
       const q = text.trim().toLowerCase();
       let shown = 0;
@@ -115,6 +124,25 @@ function paint(row) {
   fill(cells.mem, Number.isFinite(used) ? `${bytes(used)}${Number.isFinite(limit) ? ` / ${bytes(limit)}` : ''}` : '—');
   const p = running ? s.players : null;
   fill(cells.players, p && Number.isFinite(p.online) ? `${p.online}/${p.max ?? '?'}` : '—');
+}
+
+/** How many servers' status the dashboard asks their agents for when it loads. */
+const PEEK = 50;
+
+/**
+ * `GET /api/servers` has no status (the panel keeps none); the first PEEK servers on
+ * connected nodes are asked (`get_status`, four at a time), the rest wait for an event.
+ */
+export function peekStatuses(table, servers, alive) {
+  const todo = servers.filter((s) => s.agentOnline).slice(0, PEEK);
+  const worker = async () => {
+    for (let s = todo.shift(); s && alive(); s = todo.shift()) {
+      try {
+        table.peeked(s.serverId, (await api.get(`/api/servers/${api.seg(s.serverId)}`)).data || {});
+      } catch { /* the row stays "unknown" until an event says more */ }
+    }
+  };
+  return Promise.all([worker(), worker(), worker(), worker()]);
 }
 
 /** Committed memory and CPU of the servers placed on each agent. */
@@ -197,6 +225,7 @@ export function mount(root) {
         table = serverTable(servers, byId);
         fill(list, table.table);
         applyFilter();
+        peekStatuses(table, servers, () => alive);
       }
       if (nodes) {
         fill(nodes.lastChild, ag ? (agents.length ? nodeCards(agents, servers)

@@ -7,7 +7,7 @@ import { h, fill, badge, notice, placeholder, failed, meter } from '../dom.js';
 import { bytes, percent, ago, dateTime, parseQuantity } from '../format.js';
 import { LineChart } from '../chart.js';
 import * as dialog from '../dialog.js';
-import { committed, healthState, serverTable } from './dashboard.js';
+import { committed, healthState, serverTable, peekStatuses } from './dashboard.js';
 import { series } from './server.js';
 
 export function mount(root, { id }) {
@@ -29,7 +29,7 @@ export function mount(root, { id }) {
   root.append(head, msg, body,
     h('section', { class: 'panel', 'aria-labelledby': 'usage-h' }, h('h2', { id: 'usage-h' }, 'Last hour'),
       h('div', { class: 'chart-row' }, charts.cpu.el, charts.memory.el, charts.disk.el), historyNote),
-    h('section', { class: 'panel', 'aria-labelledby': 'srv-h' }, h('h2', { id: 'srv-h' }, 'Servers on this node'), serversSlot));
+    h('section', { class: 'panel node-servers', 'aria-labelledby': 'srv-h' }, h('h2', { id: 'srv-h' }, 'Servers on this node'), serversSlot));
 
   async function drain(on) {
     msg.hide();
@@ -55,9 +55,10 @@ export function mount(root, { id }) {
 
   async function load() {
     try {
-      const [ag, sv] = await Promise.all([api.get(`/api/agents/${api.seg(id)}`), api.get('/api/servers')]);
+      const [ag, sv] = await Promise.all([api.get('/api/agents'), api.get('/api/servers')]);
       if (!alive) return;
-      const a = ag.agent ?? ag.data ?? ag;
+      const a = ag.agents?.find((x) => x.id === id);
+      if (!a) throw Object.assign(new Error(`No node "${id}".`), { status: 404 });
       const servers = (sv.servers || []).filter((s) => s.agentId === id);
       const state = healthState(a);
       document.title = `${a.name} · Nodes · ctrl`;
@@ -81,6 +82,7 @@ export function mount(root, { id }) {
         meter('Memory committed', c.memory, parseQuantity(a.capabilities?.maxMemory), bytes),
         meter('CPU committed', c.cpu, Number(a.capabilities?.maxCpuCores), (v) => `${Math.round(v * 10) / 10} cores`)));
       table = servers.length ? serverTable(servers, new Map([[a.id, a]])) : null;
+      if (table) peekStatuses(table, servers, () => alive);
       fill(serversSlot, table ? table.table : placeholder('empty', 'No servers on this node.'));
     } catch (e) {
       if (alive) fill(body, e.status === 404 ? placeholder('empty', `No node "${id}".`, h('a', { href: '/nodes' }, 'All nodes')) : failed(e, load));

@@ -9,7 +9,7 @@ import { bytes, percent, duration, toBytes } from '../format.js';
 import { ConsoleView, commandInput } from '../console.js';
 import { LineChart } from '../chart.js';
 import * as dialog from '../dialog.js';
-import { session, can, manages, navigate } from '../session.js';
+import { session, can, manages } from '../session.js';
 import { serverName, memoryLimit } from './dashboard.js';
 
 const PENDING = { start: 'starting…', stop: 'stopping…', restart: 'restarting…', kill: 'killing…' };
@@ -29,7 +29,8 @@ export function serverHead(server, active, extra) {
   const tabs = [
     ['console', base, 'Console', can(server, 'console.read') || can(server, 'power')],
     ['files', `${base}/files`, 'Files', can(server, 'files.read')],
-    ['access', `${base}/access`, 'Access', manages(server)],
+    ['backups', `${base}/backups`, 'Backups', can(server, 'files.read')],
+    ['settings', `${base}/settings`, 'Settings', manages(server)],
   ].filter((t) => t[3]);
   return [
     h('div', { class: 'page-head server-head' },
@@ -79,8 +80,8 @@ export function mount(root, { id }) {
     if (session.user?.admin && server.agentId) {
       const link = h('a', { href: `/nodes/${api.seg(server.agentId)}` }, server.agentId);
       fill(node, 'node ', link);
-      api.get(`/api/agents/${api.seg(server.agentId)}`).then((b) => {
-        const name = (b.agent ?? b.data ?? b).name;
+      api.get('/api/agents').then((b) => {
+        const name = b.agents?.find((a) => a.id === server.agentId)?.name;
         if (name) link.textContent = name;
       }, () => {});
     }
@@ -93,10 +94,6 @@ export function mount(root, { id }) {
         return buttons[a];
       }))
       : null;
-    const adminBar = session.user?.admin
-      ? h('button', { type: 'button', class: 'btn btn-small btn-danger-outline', onclick: remove }, 'Delete server…')
-      : null;
-
     const paintStatus = () => {
       fill(statusSlot, badge(status));
       const running = status === 'running';
@@ -145,19 +142,7 @@ export function mount(root, { id }) {
       }
     }
 
-    async function remove() {
-      const purge = h('input', { type: 'checkbox', id: 'purge' });
-      const done = await dialog.confirm({
-        title: `Delete ${serverName(server)}?`,
-        message: `The container of ${id} is stopped and removed. Its files are kept unless you tick the box below.`,
-        confirmLabel: 'Delete server',
-        extra: h('label', { class: 'check' }, purge, ' Also delete its files (cannot be undone)'),
-        action: () => api.del(`/api/servers/${api.seg(id)}${purge.checked ? '?purge=true' : ''}`),
-      });
-      if (done) navigate('/');
-    }
-
-    const head = serverHead(server, 'console', h('div', { class: 'head-actions' }, powerBar, adminBar));
+    const head = serverHead(server, 'console', h('div', { class: 'head-actions' }, powerBar));
     const statusLine = h('p', { class: 'status-line' }, statusSlot, ' ', pendingEl, ' ', uptimeEl, ' ', node);
 
     // Console.
@@ -189,20 +174,23 @@ export function mount(root, { id }) {
         consoleBox ? consoleBox.el : h('p', { class: 'muted' }, 'You cannot read this server\'s console.'),
         h('aside', { class: 'side', 'aria-label': 'Usage' }, cpu.el, mem.el, historyNote, players)));
     paintStatus();
-    const tick = setInterval(paintStatus, 30000);
+    // No event carries players: while running, the agent is asked again every 30 s.
+    const tick = setInterval(() => (status === 'running' ? askStatus() : paintStatus()), 30000);
     later(() => clearInterval(tick));
 
+    // Live status, uptime and players from the agent; the record's status stays if the
+    // agent cannot be asked.
+    const askStatus = () => api.get(`/api/servers/${api.seg(id)}`).then((b) => {
+      if (!alive) return;
+      const d = b.data || {};
+      if (d.status) status = d.status;
+      if (Number.isFinite(d.uptime)) uptime = { secs: d.uptime, at: Date.now() };
+      if (d.players) paintPlayers(d.players);
+      paintStatus();
+    }, () => {});
+
     async function refresh() {
-      // Live status, uptime and players from the agent; the record's status stays if the
-      // agent cannot be asked.
-      api.get(`/api/servers/${api.seg(id)}`).then((b) => {
-        if (!alive) return;
-        const d = b.data || {};
-        if (d.status) status = d.status;
-        if (Number.isFinite(d.uptime)) uptime = { secs: d.uptime, at: Date.now() };
-        if (d.players) paintPlayers(d.players);
-        paintStatus();
-      }, () => {});
+      askStatus();
       try {
         const st = await api.get(`/api/servers/${api.seg(id)}/stats?range=1h`);
         if (!alive) return;

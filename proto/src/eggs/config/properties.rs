@@ -11,6 +11,9 @@ struct Entry {
     key: String,
     value_start: usize,
     value_end: usize,
+    /// Whether the line separates key and value at all (`key` alone has no separator, and
+    /// a value written there needs one, or it would become part of the key).
+    separated: bool,
 }
 
 pub(super) fn apply(text: &str, edits: &[Prepared<'_>], report: &mut Report) -> String {
@@ -29,7 +32,11 @@ fn apply_one(text: &str, edit: &Prepared<'_>, report: &mut Report) -> String {
         found = true;
         let current = unescape(&text[e.value_start..e.value_end]);
         if let Some(new) = edit.new_text(Some(&current)) {
-            splices.push((e.value_start..e.value_end, escape_value(&new)));
+            let sep = if e.separated { "" } else { "=" };
+            splices.push((
+                e.value_start..e.value_end,
+                format!("{sep}{}", escape_value(&new)),
+            ));
         }
     }
     if found {
@@ -80,11 +87,12 @@ fn parse(text: &str) -> Vec<Entry> {
             cont = continues(next);
         }
         let key_start = start + (line.len() - trimmed.len());
-        let (key, value_start) = split_key(text, key_start, value_end);
+        let (key, value_start, separated) = split_key(text, key_start, value_end);
         out.push(Entry {
             key,
             value_start,
             value_end,
+            separated,
         });
     }
     out
@@ -94,8 +102,9 @@ fn continues(line: &str) -> bool {
     line.bytes().rev().take_while(|&b| b == b'\\').count() % 2 == 1
 }
 
-/// The unescaped key starting at `at`, and where the value starts.
-fn split_key(text: &str, at: usize, end: usize) -> (String, usize) {
+/// The unescaped key starting at `at`, where the value starts, and whether a separator
+/// follows the key.
+fn split_key(text: &str, at: usize, end: usize) -> (String, usize, bool) {
     let s = &text[at..end];
     let mut key_end = s.len();
     let mut escaped = false;
@@ -118,7 +127,7 @@ fn split_key(text: &str, at: usize, end: usize) -> (String, usize) {
     if let Some(r) = rest.strip_prefix(['=', ':']) {
         rest = r.trim_start_matches([' ', '\t', '\x0c']);
     }
-    (unescape(&s[..key_end]), end - rest.len())
+    (unescape(&s[..key_end]), end - rest.len(), key_end < s.len())
 }
 
 fn unescape(s: &str) -> String {

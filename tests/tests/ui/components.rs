@@ -1,8 +1,5 @@
-//! The web UI in a real browser: headless Chromium (Debian's `chromium`) driven over the
-//! DevTools protocol (`e2e::cdp`) against the real panel binary. Every test asserts that the
-//! page reported no console error, exception or CSP violation beyond the ones it expects;
-//! screenshots land in `target/ui-screenshots/`. Without chromium the tests skip (fail with
-//! `CI=true`). Pages behind a login get their browser tests once sessions exist.
+//! The login page, the shell and the shared modules (console, dialog, chart, live socket)
+//! on a panel without agents; the asset budget and the console flood.
 
 use e2e::TempDir;
 use e2e::cdp::{Browser, Page, Problem, chromium_or_skip};
@@ -373,6 +370,8 @@ fn all_ui_assets_together_fit_150_kib_in_the_browser() {
         "users",
         "eggs",
         "create-server",
+        "keys",
+        "backups",
         "not-found",
     ];
     let r = page.eval(&format!(
