@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use crate::stats::{Counter, Errors, Latencies};
 use ctrl_io::{ClientError, Rest};
 
-/// What the command driver saw.
+/// What a request driver (commands, logins) saw.
 #[derive(Default)]
-pub struct CmdStats {
+pub struct RequestStats {
     pub issued: Counter,
     pub ok: Counter,
     pub failed: Counter,
@@ -49,48 +49,87 @@ pub async fn drive(
     admin_token: Rc<str>,
     servers: Rc<Vec<String>>,
     rate: f64,
-    stats: Arc<CmdStats>,
+    stats: Arc<RequestStats>,
     errors: Arc<Errors>,
     stop: async_channel::Receiver<()>,
 ) {
     if servers.is_empty() {
         return;
     }
+    let timed = Timed {
+        ex: &ex,
+        rest: &rest,
+        stats: &stats,
+        errors: &errors,
+        max_in_flight: MAX_IN_FLIGHT,
+        label: "command",
+    };
     open_loop(rate, &stop, |i| {
-        if stats.in_flight.get() >= MAX_IN_FLIGHT {
+        // Every server in turn, and the command mix in turn.
+        let server = &servers[(i % servers.len() as u64) as usize];
+        timed.issue(|| {
+            let (method, path, body) = nth_command(i, server);
+            (method, path, Some(admin_token.clone()), body)
+        });
+    })
+    .await;
+}
+
+/// Where a driver's timed requests run and what they are counted in.
+pub struct Timed<'a> {
+    pub ex: &'a Rc<smol::LocalExecutor<'static>>,
+    pub rest: &'a Arc<Rest>,
+    pub stats: &'a Arc<RequestStats>,
+    pub errors: &'a Arc<Errors>,
+    /// Most requests in flight before new ones are skipped (and counted).
+    pub max_in_flight: u64,
+    /// The first word of the error kinds (`command.http_504_TIMEOUT`).
+    pub label: &'static str,
+}
+
+/// A request: method, path, bearer token, JSON body.
+pub type RequestParts = (
+    &'static str,
+    String,
+    Option<Rc<str>>,
+    Option<serde_json::Value>,
+);
+
+impl Timed<'_> {
+    /// Sends the request `make` builds, timed from request to answer, without waiting for
+    /// it; skipped (and counted) while `max_in_flight` are still out.
+    pub fn issue(&self, make: impl FnOnce() -> RequestParts) {
+        let stats = self.stats;
+        if stats.in_flight.get() >= self.max_in_flight {
             stats.skipped.inc();
             return;
         }
-        // Every server in turn, and the command mix in turn.
-        let server = &servers[(i % servers.len() as u64) as usize];
-        let (method, path, body) = nth_command(i, server);
+        let (method, path, token, body) = make();
         stats.issued.inc();
         stats.in_flight.inc();
-        let (rest, token, stats, errors) = (
-            rest.clone(),
-            admin_token.clone(),
-            stats.clone(),
-            errors.clone(),
-        );
-        ex.spawn(async move {
-            let started = Instant::now();
-            let answer = rest.json(method, &path, Some(&token), body.as_ref()).await;
-            let rtt = started.elapsed();
-            stats.in_flight.dec();
-            match classify(answer) {
-                Ok(()) => {
-                    stats.ok.inc();
-                    stats.rtt.record(rtt);
+        let (rest, stats, errors) = (self.rest.clone(), stats.clone(), self.errors.clone());
+        let label = self.label;
+        self.ex
+            .spawn(async move {
+                let started = Instant::now();
+                let answer = rest
+                    .json(method, &path, token.as_deref(), body.as_ref())
+                    .await;
+                let rtt = started.elapsed();
+                stats.in_flight.dec();
+                match classify(label, answer) {
+                    Ok(()) => {
+                        stats.ok.inc();
+                        stats.rtt.record(rtt);
+                    }
+                    Err(kind) => {
+                        stats.failed.inc();
+                        errors.add(kind);
+                    }
                 }
-                Err(kind) => {
-                    stats.failed.inc();
-                    errors.add(kind);
-                }
-            }
-        })
-        .detach();
-    })
-    .await;
+            })
+            .detach();
+    }
 }
 
 /// Calls `fire(0)`, `fire(1)`, … at `rate` per second (open loop: `fire` must not wait)
@@ -130,15 +169,18 @@ pub async fn open_loop(rate: f64, stop: &async_channel::Receiver<()>, mut fire: 
 }
 
 /// `Ok` for `200` with `"success": true`; otherwise a kind such as
-/// `command.http_504_TIMEOUT` or `command.io`.
-pub fn classify(answer: Result<(u16, serde_json::Value), ClientError>) -> Result<(), String> {
+/// `command.http_504_TIMEOUT` or `command.io` (`label` is its first word).
+pub fn classify(
+    label: &str,
+    answer: Result<(u16, serde_json::Value), ClientError>,
+) -> Result<(), String> {
     match answer {
         Ok((200, v)) if v["success"] == true => Ok(()),
         Ok((status, v)) => {
             let code = v["error"]["code"].as_str().unwrap_or("no_code");
-            Err(format!("command.http_{status}_{code}"))
+            Err(format!("{label}.http_{status}_{code}"))
         }
-        Err(e) => Err(format!("command.{}", e.kind())),
+        Err(e) => Err(format!("{label}.{}", e.kind())),
     }
 }
 
@@ -158,20 +200,23 @@ mod tests {
 
     #[test]
     fn classification() {
-        assert_eq!(classify(Ok((200, json!({"success": true})))), Ok(()));
         assert_eq!(
-            classify(Ok((
-                504,
-                json!({"success": false, "error": {"code": "TIMEOUT"}})
-            ))),
+            classify("command", Ok((200, json!({"success": true})))),
+            Ok(())
+        );
+        assert_eq!(
+            classify(
+                "command",
+                Ok((504, json!({"success": false, "error": {"code": "TIMEOUT"}})))
+            ),
             Err("command.http_504_TIMEOUT".into())
         );
         assert_eq!(
-            classify(Ok((200, json!({"success": false})))),
+            classify("command", Ok((200, json!({"success": false})))),
             Err("command.http_200_no_code".into())
         );
         assert_eq!(
-            classify(Err(ClientError::Timeout(Duration::from_secs(1)))),
+            classify("command", Err(ClientError::Timeout(Duration::from_secs(1)))),
             Err("command.timeout".into())
         );
     }

@@ -5,10 +5,9 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
 
-use crate::commands::open_loop;
-use crate::stats::{Counter, Errors, Latencies};
+use crate::commands::{RequestStats, Timed, open_loop};
+use crate::stats::Errors;
 use ctrl_io::Rest;
 
 /// Users the logins rotate over.
@@ -22,17 +21,6 @@ pub struct LoginUser {
     pub id: String,
     pub name: String,
     pub password: String,
-}
-
-/// What the login driver saw.
-#[derive(Default)]
-pub struct LoginStats {
-    pub issued: Counter,
-    pub ok: Counter,
-    pub failed: Counter,
-    pub skipped: Counter,
-    pub in_flight: Counter,
-    pub rtt: Latencies,
 }
 
 /// Why there are no users to log in with.
@@ -94,53 +82,33 @@ pub async fn delete_users(rest: &Rest, admin_token: &str, users: &[LoginUser], e
     }
 }
 
-/// `Ok` for `200` with `"success": true`; otherwise `login.http_401_AUTH_FAILED`, ….
-fn classify(answer: Result<(u16, serde_json::Value), ctrl_io::ClientError>) -> Result<(), String> {
-    crate::commands::classify(answer).map_err(|k| k.replacen("command.", "login.", 1))
-}
-
 /// Logs in at `rate` per second, the users in turn, until `stop` is closed.
 pub async fn drive(
     ex: Rc<smol::LocalExecutor<'static>>,
     rest: Arc<Rest>,
     users: Rc<Vec<LoginUser>>,
     rate: f64,
-    stats: Arc<LoginStats>,
+    stats: Arc<RequestStats>,
     errors: Arc<Errors>,
     stop: async_channel::Receiver<()>,
 ) {
     if users.is_empty() {
         return;
     }
+    let timed = Timed {
+        ex: &ex,
+        rest: &rest,
+        stats: &stats,
+        errors: &errors,
+        max_in_flight: MAX_IN_FLIGHT,
+        label: "login",
+    };
     open_loop(rate, &stop, |i| {
-        if stats.in_flight.get() >= MAX_IN_FLIGHT {
-            stats.skipped.inc();
-            return;
-        }
         let user = &users[(i % users.len() as u64) as usize];
-        let body = serde_json::json!({"username": user.name, "password": user.password});
-        stats.issued.inc();
-        stats.in_flight.inc();
-        let (rest, stats, errors) = (rest.clone(), stats.clone(), errors.clone());
-        ex.spawn(async move {
-            let started = Instant::now();
-            let answer = rest
-                .json("POST", "/api/auth/login", None, Some(&body))
-                .await;
-            let rtt = started.elapsed();
-            stats.in_flight.dec();
-            match classify(answer) {
-                Ok(()) => {
-                    stats.ok.inc();
-                    stats.rtt.record(rtt);
-                }
-                Err(kind) => {
-                    stats.failed.inc();
-                    errors.add(kind);
-                }
-            }
-        })
-        .detach();
+        timed.issue(|| {
+            let body = serde_json::json!({"username": user.name, "password": user.password});
+            ("POST", "/api/auth/login".to_owned(), None, Some(body))
+        });
     })
     .await;
 }
@@ -160,12 +128,18 @@ mod tests {
 
     #[test]
     fn login_failures_are_named() {
-        assert_eq!(classify(Ok((200, json!({"success": true})))), Ok(()));
         assert_eq!(
-            classify(Ok((
-                401,
-                json!({"success": false, "error": {"code": "AUTH_FAILED"}})
-            ))),
+            crate::commands::classify("login", Ok((200, json!({"success": true})))),
+            Ok(())
+        );
+        assert_eq!(
+            crate::commands::classify(
+                "login",
+                Ok((
+                    401,
+                    json!({"success": false, "error": {"code": "AUTH_FAILED"}})
+                ))
+            ),
             Err("login.http_401_AUTH_FAILED".into())
         );
     }

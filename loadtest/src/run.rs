@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::agents_file::{AgentsFile, SavedAgent};
-use crate::commands::{self, CmdStats};
+use crate::commands::{self, RequestStats};
 use crate::config::Config;
 use crate::fleet::{self, AgentIdent, Control, FleetConfig, FleetStats};
 use crate::logins;
@@ -393,7 +393,7 @@ impl Run {
         let measured_sample = self.panel.as_mut().and_then(|p| p.sample()).map(|s| s.0);
         let self_measured = procfs::sample(me).ok();
         let (cmd_stop_tx, cmd_stop) = async_channel::bounded::<()>(1);
-        let cmd_stats = Arc::new(CmdStats::default());
+        let cmd_stats = Arc::new(RequestStats::default());
         let servers: Rc<Vec<String>> = Rc::new(with_server);
         let driver = self.ex.spawn(commands::drive(
             self.ex.clone(),
@@ -405,7 +405,7 @@ impl Run {
             self.errors.clone(),
             cmd_stop.clone(),
         ));
-        let login_stats = Arc::new(logins::LoginStats::default());
+        let login_stats = Arc::new(RequestStats::default());
         let login_driver = self.ex.spawn(logins::drive(
             self.ex.clone(),
             self.rest.clone(),
@@ -621,7 +621,7 @@ impl Run {
         phase: &'static str,
         fleet: &FleetStats,
         subs: &[Arc<SubStats>],
-        cmds: Option<&CmdStats>,
+        cmds: Option<&RequestStats>,
     ) {
         let panel = self.panel.as_mut().and_then(|p| p.sample());
         self.timeline.push(Second {
