@@ -11,6 +11,12 @@
 //! delivered lines carry), and the panel's CPU over the same window. What it checks is
 //! what the throttle promises: every printed line is either delivered or counted as
 //! dropped — none vanish — and the delivered ones arrive in order.
+//!
+//! `LOG_FLOOD_AGENT_RATE=N` starts the panel with `--agent-rate N --agent-burst 2N`. At the
+//! panel's default (200 frames/s per agent connection, the same as one server's console
+//! throttle) the check fails: the throttled lines plus the agent's other frames exceed the
+//! agent's frame budget, the panel drops about two frames a second with `RATE_LIMITED`,
+//! and the `dropped` counts those lines carried are lost with them (README "Not yet").
 
 use e2e::events::{kind, server_of};
 use e2e::stack::{SLOW, Stack};
@@ -54,7 +60,21 @@ fn spam_line(v: &Value, server: &str) -> Option<(u64, u64)> {
 fn a_server_logging_50k_lines_per_second() {
     let rate = env_or("LOG_FLOOD_RATE", 50_000);
     let secs = env_or("LOG_FLOOD_SECS", 20);
-    let Some(mut s) = Stack::start("log-flood") else {
+    let agent_rate = std::env::var("LOG_FLOOD_AGENT_RATE").ok();
+    let flags: Vec<String> = match &agent_rate {
+        Some(r) => {
+            let burst = r.parse::<u64>().expect("LOG_FLOOD_AGENT_RATE: a number") * 2;
+            vec![
+                "--agent-rate".into(),
+                r.clone(),
+                "--agent-burst".into(),
+                burst.to_string(),
+            ]
+        }
+        None => Vec::new(),
+    };
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let Some(mut s) = Stack::start_with("log-flood", &flags) else {
         return;
     };
     let a = s.add_agent("a");
@@ -92,7 +112,9 @@ fn a_server_logging_50k_lines_per_second() {
         .collect();
     assert!(lines.len() >= 2, "no spam lines delivered in the window");
 
-    // Every line between the first and the last delivered one is delivered or counted.
+    // Lines between the first and the last delivered one: delivered, or counted as dropped
+    // on the next delivered line. (Drops pending when the output goes quiet are only in a
+    // synthetic "[agent] N log lines dropped" line; the output never goes quiet here.)
     let (lo, hi) = (lines[0].0, lines[lines.len() - 1].0);
     let delivered = lines.len() as u64 - 1;
     let dropped: u64 = lines[1..].iter().map(|(_, d)| d).sum();
@@ -100,17 +122,28 @@ fn a_server_logging_50k_lines_per_second() {
         lines.windows(2).all(|w| w[0].0 < w[1].0),
         "delivered lines out of order"
     );
-    assert_eq!(
-        delivered + dropped,
-        hi - lo,
-        "lines {lo}..{hi}: {delivered} delivered + {dropped} dropped must account for all"
-    );
     let printed = hi - lo;
+    let unaccounted = printed as i64 - (delivered + dropped) as i64;
+    // Where lines went missing: (line, gap before it, dropped it reports).
+    let mismatches: Vec<(u64, u64, u64)> = lines
+        .windows(2)
+        .map(|w| (w[1].0, w[1].0 - w[0].0 - 1, w[1].1))
+        .filter(|(_, gap, d)| gap != d)
+        .collect();
+    if !mismatches.is_empty() {
+        println!(
+            "{} delivered lines report fewer drops than their gap; first ones (line, gap, \
+             dropped): {:?}",
+            mismatches.len(),
+            &mismatches[..mismatches.len().min(12)]
+        );
+    }
     let agent_cpu = agent1 - agent0;
     let panel_cpu = panel1 - panel0;
     println!(
         "log flood, {rate} lines/s requested, {elapsed:.1} s window: {printed} lines printed \
-         ({:.0}/s), {delivered} delivered ({:.0}/s), {dropped} dropped by the throttle; \
+         ({:.0}/s), {delivered} delivered ({:.0}/s), {dropped} dropped by the throttle, \
+         {unaccounted} unaccounted; \
          agent CPU {:.1} % of a core = {:.3} ms per 1k lines printed; panel CPU {:.1} % \
          = {:.3} ms per 1k lines delivered; load {}",
         printed as f64 / elapsed,
@@ -119,6 +152,12 @@ fn a_server_logging_50k_lines_per_second() {
         agent_cpu * 1e3 / (printed as f64 / 1e3),
         panel_cpu / elapsed * 100.0,
         panel_cpu * 1e3 / (delivered.max(1) as f64 / 1e3),
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim(),
+    );
+    assert_eq!(
+        unaccounted, 0,
+        "lines {lo}..{hi}: {delivered} delivered + {dropped} dropped must account for all"
     );
 }
