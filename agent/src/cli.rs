@@ -201,11 +201,10 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
                 opts.name_prefix = p;
             }
             if let Some(n) = take(&mut f, "fence-after-secs") {
-                let secs: u64 = n
-                    .parse()
-                    .ok()
-                    .filter(|s| *s <= 86_400)
-                    .ok_or_else(|| format!("--fence-after-secs must be 0..=86400, not `{n}`"))?;
+                let secs: u64 =
+                    n.parse().ok().filter(|s| *s <= 86_400).ok_or_else(|| {
+                        format!("--fence-after-secs must be 0..=86400, not `{n}`")
+                    })?;
                 opts.fence_after = std::time::Duration::from_secs(secs);
             }
             Ok(Cli::Run(opts))

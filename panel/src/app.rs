@@ -284,6 +284,8 @@ impl Panel {
 
         // Scheduled backups; dropped (cancelled) when serving ends.
         let _schedules = smol::spawn(api::schedule_loop(self.api.clone()));
+        // Failover of servers off dead nodes, quarantine of their stale copies.
+        let _failover = smol::spawn(crate::failover::run(self.api.clone()));
         let served = http::serve(
             self.listener,
             self.tls,

@@ -256,7 +256,10 @@ mod tests {
     fn fencing_is_due_once_per_outage() {
         let dir = tempdir();
         let f = Fence::load(&dir);
-        assert!(!f.due(Duration::from_secs(60)), "a fresh process counts from its start");
+        assert!(
+            !f.due(Duration::from_secs(60)),
+            "a fresh process counts from its start"
+        );
         assert!(f.due(Duration::ZERO));
         assert!(!f.due(Duration::ZERO), "once per outage");
         f.contact();

@@ -43,7 +43,9 @@ pub use api_keys::ApiKeyRecord;
 
 pub use backups::{BackupRecord, Schedule};
 pub use eggs::EggRecord;
-pub use servers::{DesiredState, ServerRecord};
+pub use servers::{
+    DesiredState, FailoverInfo, MAX_QUARANTINED, Quarantined, ServerRecord, StaleCopy,
+};
 pub use sessions::{SessionRecord, TOUCH_EVERY};
 pub use users::UserRecord;
 
@@ -200,6 +202,7 @@ pub(crate) mod tests {
             egg_id: None,
             epoch: 0,
             handover: None,
+            failover: Default::default(),
         }
     }
 
