@@ -275,7 +275,7 @@ mod tests {
         assert!(again.is_enabled("a") && again.is_enabled("b") && !again.is_enabled("c"));
         again.forget("a");
         assert!(!Fence::load(&dir).is_enabled("a"));
-        std::fs::write(&dir.join("failover.json"), b"{not json").unwrap();
+        std::fs::write(dir.join("failover.json"), b"{not json").unwrap();
         assert!(!Fence::load(&dir).is_enabled("b"), "garbage reads as empty");
     }
 }

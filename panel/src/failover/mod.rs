@@ -43,6 +43,9 @@ pub struct Failover {
     tried: Mutex<HashMap<String, (String, u64, u64)>>,
     /// Agents with a reconciliation in flight.
     reconciling: Mutex<HashSet<String>>,
+    /// Agents that acknowledged an empty failover list since the panel started: a new
+    /// connection of theirs needs no list (no command per connection in a reconnect storm).
+    empty_lists: Mutex<HashSet<String>>,
     done: AtomicU64,
     failed: AtomicU64,
     refused: AtomicU64,

@@ -27,7 +27,14 @@ pub(super) fn has_stale(api: &Api, agent: &str) -> bool {
 pub(super) async fn reconcile(api: &Api, agent: &str, fresh: bool) {
     let clean = quarantine(api, agent).await;
     if fresh {
-        send_list(api, agent).await;
+        let none = !api
+            .store
+            .servers()
+            .iter()
+            .any(|r| r.agent_id == agent && r.failover.enabled);
+        if !(none && api.failover.empty_lists.lock().contains(agent)) {
+            send_list(api, agent).await;
+        }
         if clean {
             restart_fenced(api, agent).await;
         }
@@ -173,9 +180,17 @@ pub(crate) async fn send_list(api: &Api, agent: &str) {
         .filter(|r| r.agent_id == agent && r.failover.enabled)
         .map(|r| r.server_id)
         .collect();
+    let empty = ids.is_empty();
     let action = Action::FailoverServers(FailoverServers { server_ids: ids });
     match api.hub.command(agent, None, action).await {
-        Ok(r) if r.success => {}
+        Ok(r) if r.success => {
+            let mut lists = api.failover.empty_lists.lock();
+            if empty {
+                lists.insert(agent.to_owned());
+            } else {
+                lists.remove(agent);
+            }
+        }
         Ok(r) => log::warn!("agent {agent}: failover list refused: {:?}", r.error),
         Err(e) => log::info!("agent {agent}: failover list not sent ({e}); sent on connection"),
     }
