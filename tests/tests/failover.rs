@@ -2,7 +2,8 @@
 //! distinct container name prefixes). Agent `a` reaches the panel through a TCP proxy this
 //! test runs and cuts.
 //!
-//! 1. Partition: the proxy is cut → `a` fences itself (its failover server stops) → `a`
+//! 1. A short partition (fence-after < it < dead-after): `a` fences its server, the panel
+//!    starts it again on `a` when `a` reconnects. Then a long one: the proxy is cut → `a` fences itself (its failover server stops) → `a`
 //!    turns `dead` → the server runs on `b` from its backup (the file written before the
 //!    backup is there), one epoch later → the proxy heals → `a`'s stale copy is stopped,
 //!    its container removed, its files kept in `DATA/quarantine/` and the record shows
@@ -283,8 +284,25 @@ fn a_partitioned_node_fences_itself_its_server_moves_and_its_stale_copy_is_quara
     let status = api.get("/api/failover").ok("GET /api/failover");
     assert_eq!(status["failover"]["paused"], false, "{status}");
 
-    // The partition.
     let sampler = Sampler::start(&sid);
+    // A short partition (longer than fence-after, shorter than dead-after): a fences its
+    // server, and the panel starts it again there when a reconnects.
+    proxy.cut();
+    eventually("a fences its server", SLOW, || {
+        (!container_running(&on_a)).then_some(())
+    });
+    proxy.heal();
+    eventually("started again on a after the short partition", SLOW, || {
+        container_running(&on_a).then_some(())
+    });
+    let r = record(&s, &sid);
+    assert_eq!(
+        (r["agentId"].as_str(), r["epoch"].as_u64()),
+        (Some(ida.as_str()), Some(0))
+    );
+    assert_eq!(health(&s, a), "healthy");
+
+    // The partition.
     let mark = s.events().mark();
     proxy.cut();
     eventually("a fences its server", SLOW, || {
@@ -384,4 +402,105 @@ fn a_partitioned_node_fences_itself_its_server_moves_and_its_stale_copy_is_quara
     assert_eq!(q["quarantined"][1]["epoch"], 1, "{q}");
     assert!(!exists(&on_b), "b's stale container is removed");
     assert_eq!(quarantine_dirs(&s.agents[b].data_dir, &sid).len(), 1);
+}
+
+fn metrics(s: &Stack) -> String {
+    let api = &s.panel.api;
+    let (status, body) =
+        smol::block_on(api.rest.request("GET", "/metrics", Some(&api.token), None))
+            .expect("GET /metrics");
+    let body = String::from_utf8(body).expect("UTF-8 metrics");
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Both nodes dead at once (a fault near the panel is likelier): failover pauses and says
+/// so (event, `GET /api/failover`, gauge) and moves nothing until an operator resumes it.
+#[test]
+fn a_mass_death_pauses_failover_until_an_operator_resumes_it() {
+    let dead_after = DEAD_AFTER.to_string();
+    let Some(mut s) = Stack::start_with(
+        "failover-mass",
+        &[
+            "--heartbeat-secs",
+            HEARTBEAT,
+            "--dead-after-secs",
+            &dead_after,
+        ],
+    ) else {
+        return;
+    };
+    let pid = std::process::id();
+    let a = s.add_agent_prefixed("a", &format!("fma{pid}-"));
+    let b = s.add_agent_prefixed("b", &format!("fmb{pid}-"));
+    for i in [a, b] {
+        wait_health(&s, i, "healthy", SLOW);
+    }
+    let ida = s.agents[a].id.clone();
+    s.subscribe();
+    let api = &s.panel.api;
+    let sid = s.server_id("fm");
+    let (egg, _) = e2e::egg::fakegame("");
+    api.post(
+        "/api/servers",
+        &json!({"agentId": ida, "serverId": sid, "eggConfig": egg, "failover": true}),
+    )
+    .ok("create");
+    api.post(&format!("/api/servers/{sid}/backups"), &json!({}))
+        .ok("backup");
+    assert!(metrics(&s).contains("panel_failover_paused 0"));
+    let mark = s.events().mark();
+    for i in [a, b] {
+        s.agents[i].signal(libc::SIGSTOP);
+    }
+    let paused = s
+        .events()
+        .wait_after(
+            mark,
+            "failover_paused",
+            Duration::from_secs(DEAD_AFTER) + SLOW,
+            |v| v["event"] == "failover_paused",
+        )
+        .1;
+    assert_eq!(paused["data"]["deadNodes"], 2, "{paused}");
+    assert!(
+        paused["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("resume"),
+        "{paused}"
+    );
+    let status = api.get("/api/failover").ok("GET /api/failover");
+    assert_eq!(status["failover"]["paused"], true, "{status}");
+    assert_eq!(status["failover"]["nodes"], 2, "{status}");
+    assert!(metrics(&s).contains("panel_failover_paused 1"));
+    // Paused: the server stays recorded where it was.
+    std::thread::sleep(Duration::from_secs(3));
+    let r = record(&s, &sid);
+    assert_eq!(
+        (r["agentId"].as_str(), r["epoch"].as_u64()),
+        (Some(ida.as_str()), Some(0))
+    );
+    assert_eq!(
+        api.get("/api/failover").ok("status")["failover"]["inProgress"],
+        json!([])
+    );
+    // Resumed: it runs again (here it finds no healthy node, and says so).
+    let resumed = api.post("/api/failover/resume", &json!({})).ok("resume");
+    assert_eq!(resumed["wasPaused"], true, "{resumed}");
+    assert_eq!(resumed["failover"]["paused"], false, "{resumed}");
+    let failed = s
+        .events()
+        .wait_after(mark, "failover_failed", SLOW, |v| {
+            v["event"] == "failover_failed" && v["data"]["serverId"] == sid.as_str()
+        })
+        .1;
+    assert_eq!(failed["data"]["step"], "placing", "{failed}");
+    assert_eq!(
+        api.get("/api/failover").ok("status")["failover"]["paused"],
+        false
+    );
+    for i in [a, b] {
+        s.agents[i].signal(libc::SIGCONT);
+    }
 }
