@@ -14,12 +14,13 @@ use crate::api::backup_run;
 use crate::api::{Api, blocking};
 use crate::store::{DesiredState, MAX_QUARANTINED, Quarantined};
 
-/// Whether some record still waits for `agent`'s copy to be quarantined.
-pub(super) fn has_stale(api: &Api, agent: &str) -> bool {
-    api.store
-        .servers()
-        .iter()
-        .any(|r| r.failover.stale.iter().any(|c| c.agent_id == agent))
+/// The agents some record still waits on to quarantine a copy.
+pub(super) fn with_stale(api: &Api) -> std::collections::HashSet<String> {
+    let mut out = std::collections::HashSet::new();
+    for r in api.store.servers_where(|r| !r.failover.stale.is_empty()) {
+        out.extend(r.failover.stale.into_iter().map(|c| c.agent_id));
+    }
+    out
 }
 
 /// Everything a (re)connected node needs, in order; `fresh`: a new connection (not a
@@ -29,9 +30,7 @@ pub(super) async fn reconcile(api: &Api, agent: &str, fresh: bool) {
     if fresh {
         let none = !api
             .store
-            .servers()
-            .iter()
-            .any(|r| r.agent_id == agent && r.failover.enabled);
+            .any_server(|r| r.agent_id == agent && r.failover.enabled);
         if !(none && api.failover.empty_lists.lock().contains(agent)) {
             send_list(api, agent).await;
         }
@@ -46,9 +45,8 @@ pub(super) async fn reconcile(api: &Api, agent: &str, fresh: bool) {
 pub(super) async fn quarantine(api: &Api, agent: &str) -> bool {
     let stale: Vec<WireCopy> = api
         .store
-        .servers()
+        .servers_where(|r| r.failover.stale.iter().any(|c| c.agent_id == agent))
         .iter()
-        .filter(|r| r.failover.stale.iter().any(|c| c.agent_id == agent))
         .map(|r| WireCopy {
             server_id: r.server_id.clone(),
             epoch: r.epoch,
@@ -175,9 +173,8 @@ async fn clear(api: &Api, sid: &str, agent: &str) {
 pub(crate) async fn send_list(api: &Api, agent: &str) {
     let ids: Vec<String> = api
         .store
-        .servers()
+        .servers_where(|r| r.agent_id == agent && r.failover.enabled)
         .into_iter()
-        .filter(|r| r.agent_id == agent && r.failover.enabled)
         .map(|r| r.server_id)
         .collect();
     let empty = ids.is_empty();
@@ -201,9 +198,8 @@ pub(crate) async fn send_list(api: &Api, agent: &str) {
 pub(super) async fn restart_fenced(api: &Api, agent: &str) {
     let candidates: Vec<String> = api
         .store
-        .servers()
+        .servers_where(|r| fenced_candidate(r, agent))
         .into_iter()
-        .filter(|r| fenced_candidate(r, agent))
         .map(|r| r.server_id)
         .collect();
     for sid in candidates {

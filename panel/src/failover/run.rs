@@ -22,6 +22,10 @@ const TICK: Duration = Duration::from_millis(500);
 pub(super) const RETRY_SECS: u64 = 60;
 /// Failovers running at once (each streams a backup to its new node).
 const MAX_MOVING: usize = 4;
+/// No failover in the panel's first seconds: after a panel outage longer than dead-after,
+/// every node looks dead at first sight until it reconnects (agents retry at most every
+/// 30 s); they get the time to.
+const STARTUP_GRACE: Duration = Duration::from_secs(45);
 /// Pending quarantines on connected nodes are retried this often.
 const QUARANTINE_RETRY: Duration = Duration::from_secs(5);
 
@@ -35,6 +39,7 @@ async fn work(api: Arc<Api>) {
     // Per agent, the connection the last reconciliation was for.
     let mut reconciled: HashMap<String, u64> = HashMap::new();
     let mut last_retry = std::time::Instant::now();
+    let started = std::time::Instant::now();
     loop {
         Timer::after(TICK).await;
         let agents = api.store.agents();
@@ -51,17 +56,22 @@ async fn work(api: Arc<Api>) {
             last_retry = std::time::Instant::now();
         }
         reconciled.retain(|id, _| agents.iter().any(|a| &a.id == id));
+        let stale = if retry {
+            reconcile::with_stale(&api)
+        } else {
+            Default::default()
+        };
         for a in &agents {
-            let Some(live) = api.hub.live(&a.id) else {
+            let Some(conn) = api.hub.connection_id(&a.id) else {
                 reconciled.remove(&a.id);
                 continue;
             };
-            let fresh = reconciled.get(&a.id) != Some(&live.connected_at);
-            if fresh || (retry && reconcile::has_stale(&api, &a.id)) {
+            let fresh = reconciled.get(&a.id) != Some(&conn);
+            if fresh || stale.contains(&a.id) {
                 if !api.failover.reconciling.lock().insert(a.id.clone()) {
                     continue;
                 }
-                reconciled.insert(a.id.clone(), live.connected_at);
+                reconciled.insert(a.id.clone(), conn);
                 let (api, id) = (api.clone(), a.id.clone());
                 smol::spawn(async move {
                     reconcile::reconcile(&api, &id, fresh).await;
@@ -71,7 +81,7 @@ async fn work(api: Arc<Api>) {
             }
         }
 
-        if dead.is_empty() || api.failover.is_paused() {
+        if dead.is_empty() || api.failover.is_paused() || started.elapsed() < STARTUP_GRACE {
             continue;
         }
         start_failovers(&api, &dead);
@@ -108,10 +118,10 @@ pub(super) fn publish_wide(api: &Api, event: &str, data: serde_json::Value) {
 /// not tried lately), up to [`MAX_MOVING`] at once.
 fn start_failovers(api: &Arc<Api>, dead: &[String]) {
     let now = unix_now();
-    for rec in api.store.servers() {
-        if !rec.failover.enabled || rec.handover.is_some() || !dead.contains(&rec.agent_id) {
-            continue;
-        }
+    let candidates = api.store.servers_where(|r| {
+        r.failover.enabled && r.handover.is_none() && dead.contains(&r.agent_id)
+    });
+    for rec in candidates {
         {
             let tried = api.failover.tried.lock();
             if let Some((agent, epoch, at)) = tried.get(&rec.server_id)

@@ -231,6 +231,24 @@ impl Store {
         v
     }
 
+    /// The servers `f` selects (only those are copied), ordered like [`Store::servers`].
+    pub fn servers_where(&self, f: impl Fn(&ServerRecord) -> bool) -> Vec<ServerRecord> {
+        let mut v: Vec<_> = self
+            .servers
+            .read()
+            .values()
+            .filter(|s| f(s))
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| (a.created_at, &a.server_id).cmp(&(b.created_at, &b.server_id)));
+        v
+    }
+
+    /// Whether any server satisfies `f` (nothing copied).
+    pub fn any_server(&self, f: impl Fn(&ServerRecord) -> bool) -> bool {
+        self.servers.read().values().any(f)
+    }
+
     /// Whether `server_id` is placed on `agent_id`, or `agent_id` is the other end of its
     /// transfer in progress (the hub's trust check).
     pub fn owns(&self, agent_id: &str, server_id: &str) -> bool {
