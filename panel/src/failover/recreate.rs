@@ -106,6 +106,11 @@ pub(super) async fn recreate(api: &Arc<Api>, rec: ServerRecord) -> bool {
         }
         Err(e) => {
             run.undo(created).await;
+            // The node came back meanwhile: its reconciliation skipped the server (it was
+            // being moved); what its fencing stopped starts again there.
+            if api.hub.is_online(&from) {
+                reconcile::restart_fenced(api, &from).await;
+            }
             api.failover.failed.fetch_add(1, Ordering::Relaxed);
             log::error!("server {sid}: failover to {to} failed: {e}");
             run.progress("failed", json!({"error": e.to_string()}));
