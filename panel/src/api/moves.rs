@@ -25,9 +25,32 @@ use proto::validate::{self, IdKind};
 use super::backup_run::{self, BusyGuard, command, publish};
 use super::placing;
 use super::{Api, ApiError, Caller, blocking, body};
+
+/// Sets (`Some((other agent, how far))`) or clears a server's transfer mark (`handover`
+/// and `moving` together). A server deleted meanwhile is left alone.
+pub(super) async fn mark(
+    api: &Api,
+    server_id: &str,
+    to: Option<(String, Moving)>,
+) -> Result<(), ApiError> {
+    let store = api.store.clone();
+    let sid = server_id.to_owned();
+    blocking(move || {
+        let Some(mut rec) = store.server(&sid) else {
+            return Ok(());
+        };
+        (rec.handover, rec.moving) = match to {
+            Some((agent, m)) => (Some(agent), Some(m)),
+            None => (None, None),
+        };
+        store.put_server(&rec)
+    })
+    .await?;
+    Ok(())
+}
 use crate::http::{Reply, Request, Response};
 use crate::placement::{self, Need};
-use crate::store::ServerRecord;
+use crate::store::{MovePhase, Moving, ServerRecord};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -47,25 +70,43 @@ pub(super) async fn transfer(
     } else {
         body(&req)?
     };
-    let _busy = BusyGuard::take(&api, &rec.server_id)?;
+    let out = transfer_server(&api, &rec.server_id, body.agent_id).await?;
+    Ok(Response::json(200, &out).into())
+}
+
+/// Moves the server `server_id` to `to` (placement picks when `None`): the whole transfer
+/// described in the module docs, one at a time per server (`BUSY` otherwise). The answer
+/// is the route's JSON (`agentId`, `previousAgentId`, `epoch`, `backupId`, …). For the
+/// transfer route, drain with migration, and any panel-side caller (e.g. failover).
+pub(crate) async fn transfer_server(
+    api: &Arc<Api>,
+    server_id: &str,
+    to: Option<String>,
+) -> Result<Value, ApiError> {
+    let _busy = BusyGuard::take(api, server_id)?;
+    // Read under the guard: the record another move just committed, not an older copy.
+    let rec = api
+        .store
+        .server(server_id)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no server `{server_id}`")))?;
     if rec.handover.is_some() {
         return Err(ApiError::new(
             ErrorCode::Conflict,
             format!(
-                "server {} was being moved when the panel stopped; check both agents",
+                "server {} is between two agents: a transfer interrupted by a panel restart \
+                 is being finished or undone (see GET /api/servers)",
                 rec.server_id
             ),
         ));
     }
-    let target = target(&api, &rec, body.agent_id)?;
+    let target = target(api, &rec, to)?;
     let moved = Move {
         api: api.clone(),
         from: rec.agent_id.clone(),
         to: target,
         rec,
     };
-    let out = moved.run().await?;
-    Ok(Response::json(200, &out).into())
+    moved.run().await
 }
 
 /// The agent asked for (known, online, not the source), or the one placement picks.
@@ -169,7 +210,11 @@ impl Move {
         }
         self.progress("backing_up", json!({}));
         let backup = backup_run::take(&self.api, &self.rec).await?;
-        self.set_moving(Some(self.to.clone())).await?;
+        let mark = Moving {
+            phase: MovePhase::Copying,
+            was_running: running,
+        };
+        self.set_moving(Some((self.to.clone(), mark))).await?;
         done.marked = true;
         self.progress("creating", json!({"backupId": backup.id}));
         let text = self.rec.egg_config.to_string();
@@ -192,7 +237,7 @@ impl Move {
             self.progress("starting", json!({}));
             self.send(&self.to, Action::StartServer).await?;
         }
-        let epoch = self.commit().await?;
+        let epoch = self.commit(running).await?;
         self.progress("removing", json!({"epoch": epoch}));
         let purge = Action::DeleteServer(Some(DeleteServer { purge: true }));
         let removed = match self.api.hub.command(&self.from, Some(sid), purge).await {
@@ -227,23 +272,13 @@ impl Move {
         }))
     }
 
-    /// Sets or clears the record's `handover`.
-    async fn set_moving(&self, to: Option<String>) -> Result<(), ApiError> {
-        let store = self.api.store.clone();
-        let sid = self.rec.server_id.clone();
-        blocking(move || {
-            let Some(mut rec) = store.server(&sid) else {
-                return Ok(());
-            };
-            rec.handover = to;
-            store.put_server(&rec)
-        })
-        .await?;
-        Ok(())
+    /// Sets or clears the record's `handover` and `moving`.
+    async fn set_moving(&self, to: Option<(String, Moving)>) -> Result<(), ApiError> {
+        mark(&self.api, &self.rec.server_id, to).await
     }
 
     /// The move is done: the target owns the server, one epoch later.
-    async fn commit(&self) -> Result<u64, ApiError> {
+    async fn commit(&self, was_running: bool) -> Result<u64, ApiError> {
         let store = self.api.store.clone();
         let sid = self.rec.server_id.clone();
         let to = self.to.clone();
@@ -255,6 +290,10 @@ impl Move {
                 ));
             };
             rec.handover = Some(std::mem::replace(&mut rec.agent_id, to));
+            rec.moving = Some(Moving {
+                phase: MovePhase::Removing,
+                was_running,
+            });
             rec.epoch = rec.epoch.saturating_add(1);
             store.put_server(&rec)?;
             Ok(rec.epoch)

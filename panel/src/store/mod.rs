@@ -43,7 +43,7 @@ pub use api_keys::ApiKeyRecord;
 
 pub use backups::{BackupRecord, Schedule};
 pub use eggs::EggRecord;
-pub use servers::{DesiredState, ServerRecord};
+pub use servers::{DesiredState, MovePhase, Moving, ServerRecord};
 pub use sessions::{SessionRecord, TOUCH_EVERY};
 pub use users::UserRecord;
 
@@ -200,6 +200,7 @@ pub(crate) mod tests {
             egg_id: None,
             epoch: 0,
             handover: None,
+            moving: None,
         }
     }
 

@@ -53,6 +53,29 @@ pub struct ServerRecord {
     /// its copy is removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handover: Option<String>,
+    /// How far the transfer in progress got, written with `handover`, so that a panel
+    /// restarted in its middle can undo or finish it (`api/move_recovery.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving: Option<Moving>,
+}
+
+/// A transfer in progress, as the panel must know it after a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Moving {
+    pub phase: MovePhase,
+    /// The server ran on the source when the move began (so an undo starts it again).
+    pub was_running: bool,
+}
+
+/// Before or after the commit point of a transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MovePhase {
+    /// `agentId` is still the source; `handover` (the target) may hold a partial copy.
+    Copying,
+    /// Committed: `agentId` is the target; `handover` (the source) still has its old copy.
+    Removing,
 }
 
 /// A server record as stored, including records written before `cpuMillis` existed.
@@ -72,6 +95,8 @@ struct Stored {
     epoch: u64,
     #[serde(default)]
     handover: Option<String>,
+    #[serde(default)]
+    moving: Option<Moving>,
 }
 
 impl From<Stored> for ServerRecord {
@@ -90,6 +115,7 @@ impl From<Stored> for ServerRecord {
             egg_id: s.egg_id,
             epoch: s.epoch,
             handover: s.handover,
+            moving: s.moving,
         }
     }
 }

@@ -1,0 +1,259 @@
+//! Transfers a panel stop interrupted (`kill -9`, a crash, a shutdown mid-move), brought
+//! back to one consistent state at the next start.
+//!
+//! A transfer writes its mark (`handover` + `moving`) before the target gets a copy and
+//! rewrites it at the commit point (see `moves.rs`), so the record alone says what to do:
+//!
+//! - **Before the commit** (`copying`): roll back. The target's copy (created, perhaps
+//!   restored, perhaps even started) is deleted once the target is connected; then, if the
+//!   server ran when the move began, it is started again on the source; then the mark is
+//!   cleared. The source is never started before the target's copy is confirmed gone, so two
+//!   copies never run — which means a target that never comes back keeps the server stopped
+//!   (and its mark) until it does.
+//! - **After the commit** (`removing`): finish. The target already owns and runs the server;
+//!   the source's old copy is deleted once the source is connected, then the mark is cleared.
+//!
+//! Each step is idempotent (a copy already gone, a server already running count as done), so
+//! a panel stopped again during recovery simply recovers again. Until the mark is cleared,
+//! a new transfer is refused (`CONFLICT`) and so is starting the server.
+
+use async_io::Timer;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::ErrorCode;
+use proto::message::{Action, DeleteServer};
+
+use super::backup_run::publish;
+use super::moves::mark;
+use super::{Api, ApiError};
+use crate::store::{MovePhase, ServerRecord};
+
+/// Pause between two attempts (an agent not connected yet, a command that failed).
+const RETRY: Duration = Duration::from_secs(2);
+
+/// What a marked record asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Plan {
+    /// Delete `target`'s copy, then start the server on `source` if `start`.
+    RollBack {
+        source: String,
+        target: String,
+        start: bool,
+    },
+    /// Delete `source`'s old copy.
+    Finish { source: String },
+}
+
+/// The recovery a record needs (`None`: no transfer was in progress). A `handover` without
+/// `moving` (written before `moving` existed) is read as not committed: rolling back is
+/// the safe side, and the source is then left stopped (whether it ran is unknown).
+pub(super) fn plan(rec: &ServerRecord) -> Option<Plan> {
+    let other = rec.handover.clone()?;
+    match rec.moving {
+        Some(m) if m.phase == MovePhase::Removing => Some(Plan::Finish { source: other }),
+        m => Some(Plan::RollBack {
+            source: rec.agent_id.clone(),
+            target: other,
+            start: m.is_some_and(|m| m.was_running),
+        }),
+    }
+}
+
+/// Starts the recovery of every marked server (one task each). Called once at start-up,
+/// before agents connect.
+pub fn recover_all(api: &Arc<Api>) {
+    for rec in api.store.servers() {
+        if let Some(p) = plan(&rec) {
+            log::warn!(
+                "server {}: a transfer was interrupted by the panel's stop; {}",
+                rec.server_id,
+                match &p {
+                    Plan::RollBack { target, .. } =>
+                        format!("rolling back (removing the copy on {target} when it connects)"),
+                    Plan::Finish { source } =>
+                        format!("finishing (removing the old copy on {source} when it connects)"),
+                }
+            );
+            smol::spawn(recover(api.clone(), rec.server_id, p)).detach();
+        }
+    }
+}
+
+/// Retries `p` until it is done or the panel shuts down.
+async fn recover(api: Arc<Api>, sid: String, p: Plan) {
+    let mut told = false;
+    loop {
+        match attempt(&api, &sid, &p).await {
+            Ok(()) => {
+                let (agent, step) = match &p {
+                    Plan::RollBack { source, .. } => (source, "rolled_back"),
+                    Plan::Finish { source } => (source, "finished"),
+                };
+                log::info!("server {sid}: interrupted transfer {step}");
+                publish(
+                    &api,
+                    agent,
+                    &sid,
+                    "transfer_progress",
+                    json!({"serverId": sid, "step": step, "recovered": true}),
+                );
+                return;
+            }
+            Err(e) if !told => {
+                told = true;
+                log::warn!("server {sid}: transfer recovery waits: {e} (retrying)");
+            }
+            Err(e) => log::debug!("server {sid}: transfer recovery: {e}"),
+        }
+        let stop = futures_lite::future::or(
+            async {
+                Timer::after(RETRY).await;
+                false
+            },
+            async {
+                api.shutdown.wait().await;
+                true
+            },
+        )
+        .await;
+        if stop {
+            return;
+        }
+    }
+}
+
+/// One pass over the plan's steps; an error means "try again later".
+async fn attempt(api: &Arc<Api>, sid: &str, p: &Plan) -> Result<(), ApiError> {
+    if api.store.server(sid).is_none() {
+        return Ok(()); // deleted (with `force`) meanwhile: nothing left to recover
+    }
+    match p {
+        Plan::RollBack {
+            source,
+            target,
+            start,
+        } => {
+            remove_copy(api, target, sid).await?;
+            if *start {
+                let r = command(api, source, sid, Action::StartServer).await?;
+                let running = r.success || agent_code(&r) == Some(ErrorCode::Conflict);
+                if !running {
+                    return Err(ApiError::from_agent(&r));
+                }
+            }
+        }
+        Plan::Finish { source } => remove_copy(api, source, sid).await?,
+    }
+    mark(api, sid, None).await
+}
+
+/// Deletes the server's files and container on `agent` (already gone counts as done; an
+/// agent the panel no longer knows has nothing the panel can remove).
+async fn remove_copy(api: &Api, agent: &str, sid: &str) -> Result<(), ApiError> {
+    if api.store.agent(agent).is_none() {
+        return Ok(());
+    }
+    let purge = Action::DeleteServer(Some(DeleteServer { purge: true }));
+    let r = command(api, agent, sid, purge).await?;
+    if r.success || agent_code(&r) == Some(ErrorCode::ServerNotFound) {
+        Ok(())
+    } else {
+        Err(ApiError::from_agent(&r))
+    }
+}
+
+/// Sends `action` if `agent` is connected (`AGENT_OFFLINE` otherwise, without waiting).
+async fn command(
+    api: &Api,
+    agent: &str,
+    sid: &str,
+    action: Action<'static>,
+) -> Result<proto::message::Response<'static>, ApiError> {
+    if !api.hub.is_online(agent) {
+        return Err(ApiError::new(
+            ErrorCode::AgentOffline,
+            format!("agent {agent} is not connected"),
+        ));
+    }
+    Ok(api.hub.command(agent, Some(sid), action).await?)
+}
+
+fn agent_code(r: &proto::message::Response<'_>) -> Option<ErrorCode> {
+    r.error.as_ref().and_then(|e| e.known_code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Moving;
+
+    fn rec(handover: Option<&str>, moving: Option<Moving>) -> ServerRecord {
+        let mut r = crate::store::tests::server("srv-1", "src", 64);
+        r.handover = handover.map(str::to_owned);
+        r.moving = moving;
+        r
+    }
+
+    #[test]
+    fn an_unmarked_record_needs_nothing() {
+        assert_eq!(plan(&rec(None, None)), None);
+    }
+
+    #[test]
+    fn before_the_commit_the_move_is_rolled_back() {
+        let m = Moving {
+            phase: MovePhase::Copying,
+            was_running: true,
+        };
+        assert_eq!(
+            plan(&rec(Some("dst"), Some(m))),
+            Some(Plan::RollBack {
+                source: "src".into(),
+                target: "dst".into(),
+                start: true
+            })
+        );
+        // A mark from before `moving` existed: rolled back, the source left stopped.
+        assert_eq!(
+            plan(&rec(Some("dst"), None)),
+            Some(Plan::RollBack {
+                source: "src".into(),
+                target: "dst".into(),
+                start: false
+            })
+        );
+    }
+
+    #[test]
+    fn after_the_commit_the_move_is_finished() {
+        // Committed: `agentId` is the target, `handover` the source.
+        let m = Moving {
+            phase: MovePhase::Removing,
+            was_running: false,
+        };
+        assert_eq!(
+            plan(&rec(Some("old"), Some(m))),
+            Some(Plan::Finish {
+                source: "old".into()
+            })
+        );
+    }
+
+    #[test]
+    fn the_mark_round_trips_through_storage_json() {
+        let m = Moving {
+            phase: MovePhase::Removing,
+            was_running: true,
+        };
+        let r = rec(Some("old"), Some(m));
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(
+            text.contains(r#""moving":{"phase":"removing","wasRunning":true}"#),
+            "{text}"
+        );
+        let back: ServerRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r);
+    }
+}
