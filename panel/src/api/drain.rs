@@ -22,7 +22,7 @@ use proto::ErrorCode;
 use proto::time::now_rfc3339;
 
 use super::backup_run::publish;
-use super::{Api, ApiError, moves};
+use super::{Api, ApiError, transfer_server};
 
 /// The drain migrations of this panel's life, by agent (the running one or the last).
 #[derive(Default)]
@@ -160,7 +160,7 @@ async fn move_one(api: &Arc<Api>, sid: &str) -> Outcome {
         epoch: None,
         error: None,
     };
-    match moves::transfer_server(api, sid, None).await {
+    match transfer_server(api, sid, None).await {
         Ok(v) => {
             out.agent_id = v["agentId"].as_str().map(str::to_owned);
             out.epoch = v["epoch"].as_u64();

@@ -32,6 +32,8 @@ pub use backups::schedule_loop;
 pub use error::ApiError;
 pub use gate::{Caller, Need, REG_TOKEN_PREFIX};
 pub use move_recovery::recover_all as recover_transfers;
+/// A whole transfer of a server to another agent, for panel-side callers (drain, failover).
+pub(crate) use moves::transfer_server;
 
 use parking_lot::Mutex;
 use serde_json::json;

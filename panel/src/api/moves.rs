@@ -11,6 +11,11 @@
 //! mark is cleared and the server is started again on the source if it ran — so the server
 //! stays where it was, running if it was. After the commit the move is done; a source copy
 //! that cannot be removed (its agent went away) is reported and stays stopped.
+//!
+//! The mark is durable (`handover` + `moving`: phase `copying`, then `removing` from the
+//! commit, and whether the server ran), so a panel that stops mid-move undoes or finishes
+//! it at its next start (`move_recovery.rs`). [`transfer_server`] is the whole move for any
+//! caller: the route, drain with migration, failover.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
