@@ -7,7 +7,8 @@
 //! - `kill -9` of the panel while a transfer restores onto its target: at the next start the
 //!   move is rolled back — the target's partial copy removed, the server running again on
 //!   the source, exactly one copy — a stray `.part` in the backup store is removed, and a
-//!   new transfer is accepted and moves it.
+//!   new transfer is accepted and commits. Its source agent is killed before the source's
+//!   copy can be removed: the move is finished (that copy removed) when the agent is back.
 
 use e2e::events::kind;
 use e2e::moving::{client, docker_running, file_sha, power, server_record, upload, wait_state};
@@ -224,6 +225,7 @@ fn a_panel_killed_mid_transfer_rolls_it_back_at_start() {
     assert_eq!(docker_running(&format!("{pa}{sid}")), Some(false));
 
     s.restart_panel_after_kill9();
+    s.subscribe();
     assert!(
         !store.join("bk-cutshort0001.part").exists(),
         "the .part outlived the restart"
@@ -248,23 +250,53 @@ fn a_panel_killed_mid_transfer_rolls_it_back_at_start() {
     let c = client(&s);
     assert_eq!(file_sha(&c, &sid, "/server/world/big.bin"), sha);
 
-    // Usable: a new transfer is accepted and moves it.
-    let moved = s
-        .panel
-        .api
-        .with_timeout(Duration::from_secs(600))
-        .post(
-            &format!("/api/servers/{sid}/transfer"),
-            &json!({"agentId": idb}),
-        )
+    // Usable: a new transfer is accepted and commits; its source (a) is killed while b
+    // restores, so a's old copy cannot be removed at once: the move is finished (the copy
+    // on a removed) when a is back.
+    let mark = s.events().mark();
+    let mover = s.panel.api.with_timeout(Duration::from_secs(600));
+    let path = format!("/api/servers/{sid}/transfer");
+    let body = json!({"agentId": idb});
+    let call = std::thread::spawn(move || mover.call("POST", &path, Some(&body)));
+    s.events()
+        .wait_after(mark, "restoring onto b again", SLOW * 2, |v| {
+            kind(v) == "transfer_progress"
+                && v["serverId"] == sid.as_str()
+                && v["data"]["step"] == "restoring"
+        });
+    s.agents[a].kill9();
+    let moved = call
+        .join()
+        .expect("transfer thread")
         .ok("transfer after the recovery");
     assert_eq!(
-        (moved["agentId"].as_str(), moved["epoch"].as_u64()),
-        (Some(idb.as_str()), Some(1)),
+        (
+            moved["agentId"].as_str(),
+            moved["epoch"].as_u64(),
+            moved["sourceRemoved"].as_bool()
+        ),
+        (Some(idb.as_str()), Some(1), Some(false)),
         "{moved}"
     );
+    let rec = server_record(&s, &sid);
+    assert_eq!(rec["transfer"]["phase"], "removing", "{rec}");
+    assert_eq!(rec["transfer"]["otherAgentId"], ida.as_str(), "{rec}");
     wait_state(&s, &sid, "running");
     assert_eq!(docker_running(&format!("{pb}{sid}")), Some(true));
+    assert!(vol_a.is_dir(), "a's old copy went while a was down");
+    s.agents[a].run();
+    s.agents[a].wait_status(&s.panel, "online");
+    e2e::eventually("the move finished on a's return", SLOW, || {
+        server_record(&s, &sid)["transfer"].is_null().then_some(())
+    });
     assert_eq!(docker_running(&format!("{pa}{sid}")), None);
+    assert!(!vol_a.exists(), "a's old copy outlived the finished move");
+    let rec = server_record(&s, &sid);
+    assert_eq!(
+        (rec["agentId"].as_str(), rec["epoch"].as_u64()),
+        (Some(idb.as_str()), Some(1)),
+        "{rec}"
+    );
+    assert_eq!(docker_running(&format!("{pb}{sid}")), Some(true));
     assert_eq!(file_sha(&c, &sid, "/server/world/big.bin"), sha);
 }

@@ -13,9 +13,13 @@
 //! - **After the commit** (`removing`): finish. The target already owns and runs the server;
 //!   the source's old copy is deleted once the source is connected, then the mark is cleared.
 //!
+//! The same finishing runs, without a restart, for a committed move whose source could not
+//! remove its copy at once (its agent was away).
+//!
 //! Each step is idempotent (a copy already gone, a server already running count as done), so
-//! a panel stopped again during recovery simply recovers again. Until the mark is cleared,
-//! a new transfer is refused (`CONFLICT`) and so is starting the server.
+//! a panel stopped again during recovery simply recovers again; a failed step is retried
+//! after 2 s, then twice as long each time, up to a minute. Until the mark is cleared, a new
+//! transfer is refused (`CONFLICT`), and before the commit starting the server is too.
 
 use async_io::Timer;
 use serde_json::json;
@@ -30,8 +34,11 @@ use super::moves::mark;
 use super::{Api, ApiError};
 use crate::store::{MovePhase, ServerRecord};
 
-/// Pause between two attempts (an agent not connected yet, a command that failed).
+/// First pause between two attempts (an agent not connected yet, a command that failed);
+/// it doubles after each failure up to [`MAX_RETRY`].
 const RETRY: Duration = Duration::from_secs(2);
+/// Longest pause between two attempts.
+const MAX_RETRY: Duration = Duration::from_secs(60);
 
 /// What a marked record asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,14 +83,20 @@ pub fn recover_all(api: &Arc<Api>) {
                         format!("finishing (removing the old copy on {source} when it connects)"),
                 }
             );
-            smol::spawn(recover(api.clone(), rec.server_id, p)).detach();
+            spawn(api, &rec.server_id, p);
         }
     }
+}
+
+/// Carries out `p` for `sid` in the background, retrying until done or shutdown.
+pub(super) fn spawn(api: &Arc<Api>, sid: &str, p: Plan) {
+    smol::spawn(recover(api.clone(), sid.to_owned(), p)).detach();
 }
 
 /// Retries `p` until it is done or the panel shuts down.
 async fn recover(api: Arc<Api>, sid: String, p: Plan) {
     let mut told = false;
+    let mut pause = RETRY;
     loop {
         match attempt(&api, &sid, &p).await {
             Ok(()) => {
@@ -109,7 +122,7 @@ async fn recover(api: Arc<Api>, sid: String, p: Plan) {
         }
         let stop = futures_lite::future::or(
             async {
-                Timer::after(RETRY).await;
+                Timer::after(pause).await;
                 false
             },
             async {
@@ -121,6 +134,7 @@ async fn recover(api: Arc<Api>, sid: String, p: Plan) {
         if stop {
             return;
         }
+        pause = (pause * 2).min(MAX_RETRY);
     }
 }
 

@@ -5,12 +5,14 @@
 //! (`handover`: the target may now speak for the server), create it on the target without
 //! its install script, restore the backup there, start it there if it ran, then commit the
 //! record (new agent, `epoch` + 1, `handover` the source) and remove the source's copy
-//! (then `handover` is cleared).
+//! (then `handover` is cleared; if the source cannot remove it now, the mark stays and
+//! `move_recovery.rs` removes it when the source can).
 //!
 //! Until the commit, any failure undoes what was done: the target's copy is deleted, the
 //! mark is cleared and the server is started again on the source if it ran — so the server
 //! stays where it was, running if it was. After the commit the move is done; a source copy
-//! that cannot be removed (its agent went away) is reported and stays stopped.
+//! that cannot be removed (its agent went away) is reported (`sourceRemoved: false`), stays
+//! stopped, and is removed once its agent is back.
 //!
 //! The mark is durable (`handover` + `moving`: phase `copying`, then `removing` from the
 //! commit, and whether the server ran), so a panel that stops mid-move undoes or finishes
@@ -28,8 +30,8 @@ use proto::message::{Action, CreateServer, DeleteServer, ServerState};
 use proto::validate::{self, IdKind};
 
 use super::backup_run::{self, BusyGuard, command, publish};
-use super::placing;
 use super::{Api, ApiError, Caller, blocking, body};
+use super::{move_recovery, placing};
 
 /// Sets (`Some((other agent, how far))`) or clears a server's transfer mark (`handover`
 /// and `moving` together). A server deleted meanwhile is left alone.
@@ -260,8 +262,19 @@ impl Move {
                 false
             }
         };
-        if let Err(e) = self.set_moving(None).await {
-            log::error!("server {sid}: cannot clear its transfer mark: {e}");
+        if removed {
+            if let Err(e) = self.set_moving(None).await {
+                log::error!("server {sid}: cannot clear its transfer mark: {e}");
+            }
+        } else {
+            // The mark stays (`removing`): the old copy is deleted when the source can.
+            move_recovery::spawn(
+                &self.api,
+                sid,
+                move_recovery::Plan::Finish {
+                    source: self.from.clone(),
+                },
+            );
         }
         self.progress("done", json!({"epoch": epoch, "sourceRemoved": removed}));
         let server = self.api.store.server(sid);

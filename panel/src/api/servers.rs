@@ -378,7 +378,12 @@ pub(super) async fn power(api: Arc<Api>, req: Request, caller: Caller) -> Result
             ));
         }
     };
-    if rec.handover.is_some() && desired == DesiredState::Running {
+    // Before a move's commit a copy may run on the target: no second one on the source.
+    let copying = rec.handover.is_some()
+        && rec
+            .moving
+            .is_none_or(|m| m.phase == crate::store::MovePhase::Copying);
+    if copying && desired == DesiredState::Running {
         return Err(refused(
             ErrorCode::Conflict,
             format!(
