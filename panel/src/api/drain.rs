@@ -5,7 +5,8 @@
 //! each server (`moved` with its new agent and epoch, `failed` with the error, `skipped`
 //! if the node was undrained meanwhile) is announced as a `drain_progress` event (seen by
 //! whoever sees that server) and kept in the node's [`Migration`] report, which
-//! `GET /api/agents/{id}/migration` shows; `drain_completed` (admins) ends it. One at a time
+//! `GET /api/agents/{id}/migration` shows; `drain_completed` (admins) ends it. A server held
+//! by a backup (`BUSY`) is tried again every 5 s for a minute. One at a time
 //! keeps a node's disk, the panel's backup store and the network to one archive in flight,
 //! and each transfer already keeps its server where it was, running if it was, when it
 //! fails. The node stays draining either way. Reports live in memory: a panel restart
@@ -23,6 +24,11 @@ use proto::time::now_rfc3339;
 
 use super::backup_run::publish;
 use super::{Api, ApiError, transfer_server};
+
+/// Times a server another long operation holds (`BUSY`) is tried again, and the pause
+/// before each: a minute in all, then it is reported `failed`.
+const BUSY_TRIES: u32 = 12;
+const BUSY_PAUSE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The drain migrations of this panel's life, by agent (the running one or the last).
 #[derive(Default)]
@@ -160,7 +166,18 @@ async fn move_one(api: &Arc<Api>, sid: &str) -> Outcome {
         epoch: None,
         error: None,
     };
-    match transfer_server(api, sid, None).await {
+    let mut tries = 0;
+    let moved = loop {
+        match transfer_server(api, sid, None).await {
+            // A backup (scheduled, or asked for) holds the server: wait for it, a while.
+            Err(e) if is_busy(&e) && tries < BUSY_TRIES => {
+                tries += 1;
+                async_io::Timer::after(BUSY_PAUSE).await;
+            }
+            other => break other,
+        }
+    };
+    match moved {
         Ok(v) => {
             out.agent_id = v["agentId"].as_str().map(str::to_owned);
             out.epoch = v["epoch"].as_u64();
@@ -172,6 +189,16 @@ async fn move_one(api: &Arc<Api>, sid: &str) -> Outcome {
         }
     }
     out
+}
+
+fn is_busy(e: &ApiError) -> bool {
+    matches!(
+        e,
+        ApiError::Refused {
+            code: ErrorCode::Busy,
+            ..
+        }
+    )
 }
 
 /// The `error` object the API would answer for `e`.
@@ -214,6 +241,13 @@ mod tests {
         }]));
         assert_eq!(e["code"], "INSUFFICIENT_RESOURCES", "{e}");
         assert_eq!(e["nodes"][0]["agentId"], "a", "{e}");
+    }
+
+    #[test]
+    fn only_busy_is_waited_for() {
+        assert!(is_busy(&ApiError::new(ErrorCode::Busy, "a backup runs")));
+        assert!(!is_busy(&ApiError::new(ErrorCode::Conflict, "marked")));
+        assert!(!is_busy(&ApiError::NoPlacement(Vec::new())));
     }
 
     #[test]
