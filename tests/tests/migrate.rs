@@ -4,16 +4,17 @@
 //! - Drain with migration: a running server (with a file) and a never-started one move to
 //!   the other node; a server no node can take (its host port is held there) is reported
 //!   `failed` and stays where it was, running; the node stays draining.
-//! - `kill -9` of the panel while a transfer restores onto its target: at the next start the
-//!   move is rolled back — the target's partial copy removed, the server running again on
-//!   the source, exactly one copy — a stray `.part` in the backup store is removed, and a
-//!   new transfer is accepted and commits. Its source agent is killed before the source's
+//! - `kill -9` of the panel while a transfer backs up, then while it restores onto its
+//!   target: each time, at the next start the move is rolled back — the target's partial
+//!   copy removed, the server running again on the source, exactly one copy — `.part` files
+//!   in the backup store are removed, and afterwards a new transfer is accepted and commits. Its source agent is killed before the source's
 //!   copy can be removed: the move is finished (that copy removed) when the agent is back.
 
 use e2e::events::kind;
 use e2e::moving::{client, docker_running, file_sha, power, server_record, upload, wait_state};
 use e2e::stack::{SLOW, Stack};
 use serde_json::{Value, json};
+use std::path::Path;
 use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
@@ -171,6 +172,47 @@ fn drain_with_migration_moves_what_it_can_and_reports_each_server() {
         .err("b was never drained", 404, "NOT_FOUND");
 }
 
+/// Transfers `sid` to `to` and `kill -9`s the panel as soon as the transfer announces
+/// `step` (the transfer must not have finished).
+fn kill_panel_at(s: &mut Stack, sid: &str, to: &str, step: &str) {
+    let mark = s.events().mark();
+    let mover = s.panel.api.with_timeout(Duration::from_secs(600));
+    let path = format!("/api/servers/{sid}/transfer");
+    let body = json!({"agentId": to});
+    // The answer never comes: the panel is killed under it.
+    let call = std::thread::spawn(move || mover.try_call("POST", &path, Some(&body)).ok());
+    s.events().wait_after(mark, step, SLOW * 2, |v| {
+        kind(v) == "transfer_progress" && v["serverId"] == sid && v["data"]["step"] == step
+    });
+    s.panel.proc.kill9();
+    let answered = call.join().expect("transfer thread");
+    assert!(
+        answered.as_ref().is_none_or(|r| r.status != 200),
+        "the transfer finished before the kill at {step}: {answered:?}"
+    );
+}
+
+/// After a restart: the interrupted move undone — the mark cleared, one copy, on `source`
+/// (epoch 0), running again, none on the target (`target_volume` gone).
+fn rolled_back(s: &Stack, sid: &str, source: &str, pa: &str, pb: &str, target_volume: &Path) {
+    e2e::eventually("the interrupted transfer recovered", SLOW, || {
+        server_record(s, sid)["transfer"].is_null().then_some(())
+    });
+    let rec = server_record(s, sid);
+    assert_eq!(
+        (rec["agentId"].as_str(), rec["epoch"].as_u64()),
+        (Some(source), Some(0)),
+        "{rec}"
+    );
+    wait_state(s, sid, "running");
+    assert_eq!(docker_running(&format!("{pa}{sid}")), Some(true));
+    assert_eq!(docker_running(&format!("{pb}{sid}")), None);
+    assert!(
+        !target_volume.exists(),
+        "the target's partial copy outlived the recovery"
+    );
+}
+
 #[test]
 fn a_panel_killed_mid_transfer_rolls_it_back_at_start() {
     let Some(mut s) = Stack::start("movekill") else {
@@ -189,64 +231,43 @@ fn a_panel_killed_mid_transfer_rolls_it_back_at_start() {
     // Incompressible, so restoring it onto b takes a while: long enough to be killed in.
     let c = client(&s);
     let sha = upload(&c, &sid, "/server/world/big.bin", 11, 128 * MIB);
-    // A `.part` as a panel stopped mid-backup leaves it.
     let store = s.panel.data_dir.join("backups").join(&sid);
-    std::fs::create_dir_all(&store).unwrap();
-    std::fs::write(store.join("bk-cutshort0001.part"), b"half an archive").unwrap();
-
-    let mark = s.events().mark();
-    let mover = s.panel.api.with_timeout(Duration::from_secs(600));
-    let path = format!("/api/servers/{sid}/transfer");
-    let body = json!({"agentId": idb});
-    // The answer never comes: the panel is killed under it.
-    let call = std::thread::spawn(move || mover.try_call("POST", &path, Some(&body)).ok());
-    s.events()
-        .wait_after(mark, "restoring onto b", SLOW * 2, |v| {
-            kind(v) == "transfer_progress"
-                && v["serverId"] == sid.as_str()
-                && v["data"]["step"] == "restoring"
-        });
-    s.panel.proc.kill9();
-    let answered = call.join().expect("transfer thread");
-    assert!(
-        answered.as_ref().is_none_or(|r| r.status != 200),
-        "the transfer finished before the kill: {answered:?}"
-    );
-    // Mid-transfer for real: a copy on each agent, the source's stopped.
     let (vol_a, vol_b) = (
         s.agents[a].data_dir.join("volumes").join(&sid),
         s.agents[b].data_dir.join("volumes").join(&sid),
     );
+
+    // Killed while backing up (the server stopped, nothing on b yet).
+    kill_panel_at(&mut s, &sid, &idb, "backing_up");
+    assert!(!vol_b.exists(), "a copy on b before the restore step");
+    assert_eq!(docker_running(&format!("{pa}{sid}")), Some(false));
+    // A `.part` as a panel stopped mid-backup leaves it (the kill may have left one too).
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::write(store.join("bk-cutshort0001.part"), b"half an archive").unwrap();
+    s.restart_panel_after_kill9();
+    s.subscribe();
+    let parts: Vec<_> = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".part"))
+        .collect();
+    assert!(
+        parts.is_empty(),
+        "partial archives outlived the restart: {parts:?}"
+    );
+    rolled_back(&s, &sid, &ida, &pa, &pb, &vol_b);
+
+    // Killed while restoring onto b: a copy on each agent, the source's stopped.
+    kill_panel_at(&mut s, &sid, &idb, "restoring");
     assert!(
         vol_b.is_dir(),
         "no partial copy on b: not killed mid-transfer"
     );
     assert!(vol_a.is_dir(), "the source's copy is gone");
     assert_eq!(docker_running(&format!("{pa}{sid}")), Some(false));
-
     s.restart_panel_after_kill9();
     s.subscribe();
-    assert!(
-        !store.join("bk-cutshort0001.part").exists(),
-        "the .part outlived the restart"
-    );
-    s.agents[a].wait_status(&s.panel, "online");
-    s.agents[b].wait_status(&s.panel, "online");
-    // Rolled back: the mark cleared, one copy, on a, running again, files intact.
-    e2e::eventually("the interrupted transfer recovered", SLOW, || {
-        let r = server_record(&s, &sid);
-        r["transfer"].is_null().then_some(())
-    });
-    let rec = server_record(&s, &sid);
-    assert_eq!(
-        (rec["agentId"].as_str(), rec["epoch"].as_u64()),
-        (Some(ida.as_str()), Some(0)),
-        "{rec}"
-    );
-    wait_state(&s, &sid, "running");
-    assert_eq!(docker_running(&format!("{pa}{sid}")), Some(true));
-    assert_eq!(docker_running(&format!("{pb}{sid}")), None);
-    assert!(!vol_b.exists(), "b's partial copy outlived the recovery");
+    rolled_back(&s, &sid, &ida, &pa, &pb, &vol_b);
     let c = client(&s);
     assert_eq!(file_sha(&c, &sid, "/server/world/big.bin"), sha);
 

@@ -1,13 +1,14 @@
 //! Transfers a panel stop interrupted (`kill -9`, a crash, a shutdown mid-move), brought
 //! back to one consistent state at the next start.
 //!
-//! A transfer writes its mark (`handover` + `moving`) before the target gets a copy and
-//! rewrites it at the commit point (see `moves.rs`), so the record alone says what to do:
+//! A transfer writes its mark (`moving`) before it stops the server, adds `handover` before
+//! the target gets a copy and rewrites both at the commit point (see `moves.rs`), so the
+//! record alone says what to do:
 //!
-//! - **Before the commit** (`copying`): roll back. The target's copy (created, perhaps
-//!   restored, perhaps even started) is deleted once the target is connected; then, if the
-//!   server ran when the move began, it is started again on the source; then the mark is
-//!   cleared. The source is never started before the target's copy is confirmed gone, so two
+//! - **Before the commit** (`preparing`, `copying`): roll back. In `copying` the target's
+//!   copy (created, perhaps restored, perhaps even started) is deleted once the target is
+//!   connected; then, if the server ran when the move began, it is started again on the
+//!   source; then the mark is cleared. The source is never started before the target's copy is confirmed gone, so two
 //!   copies never run — which means a target that never comes back keeps the server stopped
 //!   (and its mark) until it does.
 //! - **After the commit** (`removing`): finish. The target already owns and runs the server;
@@ -43,10 +44,11 @@ const MAX_RETRY: Duration = Duration::from_secs(60);
 /// What a marked record asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Plan {
-    /// Delete `target`'s copy, then start the server on `source` if `start`.
+    /// Delete `target`'s copy (if the move got that far), then start the server on
+    /// `source` if `start`.
     RollBack {
         source: String,
-        target: String,
+        target: Option<String>,
         start: bool,
     },
     /// Delete `source`'s old copy.
@@ -57,13 +59,18 @@ pub(super) enum Plan {
 /// `moving` (written before `moving` existed) is read as not committed: rolling back is
 /// the safe side, and the source is then left stopped (whether it ran is unknown).
 pub(super) fn plan(rec: &ServerRecord) -> Option<Plan> {
-    let other = rec.handover.clone()?;
-    match rec.moving {
-        Some(m) if m.phase == MovePhase::Removing => Some(Plan::Finish { source: other }),
-        m => Some(Plan::RollBack {
+    let start = rec.moving.is_some_and(|m| m.was_running);
+    match (rec.moving.map(|m| m.phase), rec.handover.clone()) {
+        (None, None) => None,
+        (Some(MovePhase::Removing), Some(source)) => Some(Plan::Finish { source }),
+        // Committed but the source unknown: the target owns it; nothing to remove.
+        (Some(MovePhase::Removing), None) => Some(Plan::Finish {
+            source: String::new(),
+        }),
+        (_, target) => Some(Plan::RollBack {
             source: rec.agent_id.clone(),
-            target: other,
-            start: m.is_some_and(|m| m.was_running),
+            target,
+            start,
         }),
     }
 }
@@ -77,8 +84,12 @@ pub fn recover_all(api: &Arc<Api>) {
                 "server {}: a transfer was interrupted by the panel's stop; {}",
                 rec.server_id,
                 match &p {
-                    Plan::RollBack { target, .. } =>
-                        format!("rolling back (removing the copy on {target} when it connects)"),
+                    Plan::RollBack {
+                        target: Some(target),
+                        ..
+                    } => format!("rolling back (removing the copy on {target} when it connects)"),
+                    Plan::RollBack { target: None, .. } =>
+                        "rolling back (no copy was made yet)".to_owned(),
                     Plan::Finish { source } =>
                         format!("finishing (removing the old copy on {source} when it connects)"),
                 }
@@ -99,7 +110,11 @@ async fn recover(api: Arc<Api>, sid: String, p: Plan) {
     let mut pause = RETRY;
     loop {
         match attempt(&api, &sid, &p).await {
-            Ok(()) => {
+            Ok(false) => {
+                log::info!("server {sid}: interrupted transfer no longer marked; nothing to do");
+                return;
+            }
+            Ok(true) => {
                 let (agent, step) = match &p {
                     Plan::RollBack { source, .. } => (source, "rolled_back"),
                     Plan::Finish { source } => (source, "finished"),
@@ -139,9 +154,12 @@ async fn recover(api: Arc<Api>, sid: String, p: Plan) {
 }
 
 /// One pass over the plan's steps; an error means "try again later".
-async fn attempt(api: &Arc<Api>, sid: &str, p: &Plan) -> Result<(), ApiError> {
-    if api.store.server(sid).is_none() {
-        return Ok(()); // deleted (with `force`) meanwhile: nothing left to recover
+/// `Ok(false)`: nothing was done, the record no longer asks for `p` (deleted with `force`,
+/// or reassigned by something else, e.g. failover).
+async fn attempt(api: &Arc<Api>, sid: &str, p: &Plan) -> Result<bool, ApiError> {
+    let now = api.store.server(sid);
+    if now.as_ref().and_then(plan).as_ref() != Some(p) {
+        return Ok(false);
     }
     match p {
         Plan::RollBack {
@@ -149,7 +167,9 @@ async fn attempt(api: &Arc<Api>, sid: &str, p: &Plan) -> Result<(), ApiError> {
             target,
             start,
         } => {
-            remove_copy(api, target, sid).await?;
+            if let Some(target) = target {
+                remove_copy(api, target, sid).await?;
+            }
             if *start {
                 let r = command(api, source, sid, Action::StartServer).await?;
                 let running = r.success || agent_code(&r) == Some(ErrorCode::Conflict);
@@ -160,13 +180,14 @@ async fn attempt(api: &Arc<Api>, sid: &str, p: &Plan) -> Result<(), ApiError> {
         }
         Plan::Finish { source } => remove_copy(api, source, sid).await?,
     }
-    mark(api, sid, None).await
+    mark(api, sid, None, None).await?;
+    Ok(true)
 }
 
 /// Deletes the server's files and container on `agent` (already gone counts as done; an
 /// agent the panel no longer knows has nothing the panel can remove).
 async fn remove_copy(api: &Api, agent: &str, sid: &str) -> Result<(), ApiError> {
-    if api.store.agent(agent).is_none() {
+    if agent.is_empty() || api.store.agent(agent).is_none() {
         return Ok(());
     }
     let purge = Action::DeleteServer(Some(DeleteServer { purge: true }));
@@ -225,7 +246,20 @@ mod tests {
             plan(&rec(Some("dst"), Some(m))),
             Some(Plan::RollBack {
                 source: "src".into(),
-                target: "dst".into(),
+                target: Some("dst".into()),
+                start: true
+            })
+        );
+        // Still stopping or backing up: no copy anywhere else, the source started again.
+        let m = Moving {
+            phase: MovePhase::Preparing,
+            was_running: true,
+        };
+        assert_eq!(
+            plan(&rec(None, Some(m))),
+            Some(Plan::RollBack {
+                source: "src".into(),
+                target: None,
                 start: true
             })
         );
@@ -234,7 +268,7 @@ mod tests {
             plan(&rec(Some("dst"), None)),
             Some(Plan::RollBack {
                 source: "src".into(),
-                target: "dst".into(),
+                target: Some("dst".into()),
                 start: false
             })
         );

@@ -1,8 +1,9 @@
 //! Transfers: a server moves to another agent with its files.
 //!
-//! Steps, each announced as a `transfer_progress` event: stop it on the source (if it
-//! runs), take a backup (kept in the store like any other), mark the move in the record
-//! (`handover`: the target may now speak for the server), create it on the target without
+//! Steps, each announced as a `transfer_progress` event: mark the move in the record
+//! (`moving`: `preparing`, and whether it ran), stop it on the source (if it runs), take a
+//! backup (kept in the store like any other), mark the next phase (`copying`, and
+//! `handover`: the target may now speak for the server), create it on the target without
 //! its install script, restore the backup there, start it there if it ran, then commit the
 //! record (new agent, `epoch` + 1, `handover` the source) and remove the source's copy
 //! (then `handover` is cleared; if the source cannot remove it now, the mark stays and
@@ -14,8 +15,8 @@
 //! that cannot be removed (its agent went away) is reported (`sourceRemoved: false`), stays
 //! stopped, and is removed once its agent is back.
 //!
-//! The mark is durable (`handover` + `moving`: phase `copying`, then `removing` from the
-//! commit, and whether the server ran), so a panel that stops mid-move undoes or finishes
+//! The mark is durable (`moving`: phase `preparing`, `copying` with `handover`, then
+//! `removing` from the commit, and whether the server ran), so a panel that stops mid-move undoes or finishes
 //! it at its next start (`move_recovery.rs`). [`transfer_server`] is the whole move for any
 //! caller: the route, drain with migration, failover.
 
@@ -32,13 +33,17 @@ use proto::validate::{self, IdKind};
 use super::backup_run::{self, BusyGuard, command, publish};
 use super::{Api, ApiError, Caller, blocking, body};
 use super::{move_recovery, placing};
+use crate::http::{Reply, Request, Response};
+use crate::placement::{self, Need};
+use crate::store::{MovePhase, Moving, ServerRecord};
 
-/// Sets (`Some((other agent, how far))`) or clears a server's transfer mark (`handover`
-/// and `moving` together). A server deleted meanwhile is left alone.
+/// Writes a server's transfer mark: `handover` (the other agent, once it may hold a copy)
+/// and `moving` (how far); `None, None` clears it. A server deleted meanwhile is left alone.
 pub(super) async fn mark(
     api: &Api,
     server_id: &str,
-    to: Option<(String, Moving)>,
+    handover: Option<String>,
+    moving: Option<Moving>,
 ) -> Result<(), ApiError> {
     let store = api.store.clone();
     let sid = server_id.to_owned();
@@ -46,18 +51,13 @@ pub(super) async fn mark(
         let Some(mut rec) = store.server(&sid) else {
             return Ok(());
         };
-        (rec.handover, rec.moving) = match to {
-            Some((agent, m)) => (Some(agent), Some(m)),
-            None => (None, None),
-        };
+        rec.handover = handover;
+        rec.moving = moving;
         store.put_server(&rec)
     })
     .await?;
     Ok(())
 }
-use crate::http::{Reply, Request, Response};
-use crate::placement::{self, Need};
-use crate::store::{MovePhase, Moving, ServerRecord};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -96,7 +96,7 @@ pub(crate) async fn transfer_server(
         .store
         .server(server_id)
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no server `{server_id}`")))?;
-    if rec.handover.is_some() {
+    if rec.in_transfer() {
         return Err(ApiError::new(
             ErrorCode::Conflict,
             format!(
@@ -210,6 +210,15 @@ impl Move {
                 .and_then(|s| serde_json::from_value(s.clone()).ok()),
             Some(ServerState::Running | ServerState::Starting)
         );
+        let moving = |phase| {
+            Some(Moving {
+                phase,
+                was_running: running,
+            })
+        };
+        // Marked before the stop, so a panel restart from here on starts it again.
+        self.set_moving(None, moving(MovePhase::Preparing)).await?;
+        done.marked = true;
         if running {
             self.progress("stopping", json!({}));
             self.send(&self.from, Action::StopServer(None)).await?;
@@ -217,12 +226,9 @@ impl Move {
         }
         self.progress("backing_up", json!({}));
         let backup = backup_run::take(&self.api, &self.rec).await?;
-        let mark = Moving {
-            phase: MovePhase::Copying,
-            was_running: running,
-        };
-        self.set_moving(Some((self.to.clone(), mark))).await?;
-        done.marked = true;
+        // From here the target may hold a copy (and speak for the server).
+        self.set_moving(Some(self.to.clone()), moving(MovePhase::Copying))
+            .await?;
         self.progress("creating", json!({"backupId": backup.id}));
         let text = self.rec.egg_config.to_string();
         let egg: EggConfig<'_> = serde_json::from_str(&text)
@@ -263,7 +269,7 @@ impl Move {
             }
         };
         if removed {
-            if let Err(e) = self.set_moving(None).await {
+            if let Err(e) = self.set_moving(None, None).await {
                 log::error!("server {sid}: cannot clear its transfer mark: {e}");
             }
         } else {
@@ -291,8 +297,12 @@ impl Move {
     }
 
     /// Sets or clears the record's `handover` and `moving`.
-    async fn set_moving(&self, to: Option<(String, Moving)>) -> Result<(), ApiError> {
-        mark(&self.api, &self.rec.server_id, to).await
+    async fn set_moving(
+        &self,
+        handover: Option<String>,
+        moving: Option<Moving>,
+    ) -> Result<(), ApiError> {
+        mark(&self.api, &self.rec.server_id, handover, moving).await
     }
 
     /// The move is done: the target owns the server, one epoch later.
@@ -330,7 +340,7 @@ impl Move {
             }
         }
         if done.marked
-            && let Err(e) = self.set_moving(None).await
+            && let Err(e) = self.set_moving(None, None).await
         {
             log::error!("server {sid}: cannot clear its transfer mark: {e}");
         }

@@ -379,11 +379,7 @@ pub(super) async fn power(api: Arc<Api>, req: Request, caller: Caller) -> Result
         }
     };
     // Before a move's commit a copy may run on the target: no second one on the source.
-    let copying = rec.handover.is_some()
-        && rec
-            .moving
-            .is_none_or(|m| m.phase == crate::store::MovePhase::Copying);
-    if copying && desired == DesiredState::Running {
+    if rec.move_uncommitted() && desired == DesiredState::Running {
         return Err(refused(
             ErrorCode::Conflict,
             format!(
@@ -528,7 +524,7 @@ pub(super) async fn delete(api: Arc<Api>, req: Request, caller: Caller) -> Resul
     };
     let (purge, force) = (flag("purge"), flag("force"));
     let _busy = super::backup_run::BusyGuard::take(&api, &rec.server_id)?;
-    if rec.handover.is_some() && !force {
+    if rec.in_transfer() && !force {
         return Err(refused(
             ErrorCode::Conflict,
             format!(

@@ -72,6 +72,8 @@ pub struct Moving {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MovePhase {
+    /// Stopping and backing up on the source; no target copy yet (`handover` unset).
+    Preparing,
     /// `agentId` is still the source; `handover` (the target) may hold a partial copy.
     Copying,
     /// Committed: `agentId` is the target; `handover` (the source) still has its old copy.
@@ -129,6 +131,21 @@ fn egg_cpu_millis(egg: &serde_json::Value) -> u64 {
         _ => return 0,
     };
     proto::quantity::MilliCpu::parse(&text).map_or(0, |m| u64::from(m.0))
+}
+
+impl ServerRecord {
+    /// A transfer is in progress, or was when the panel stopped (its mark is set).
+    pub fn in_transfer(&self) -> bool {
+        self.handover.is_some() || self.moving.is_some()
+    }
+
+    /// A copy may run on a transfer's target (before the commit): the source must not start.
+    pub fn move_uncommitted(&self) -> bool {
+        match self.moving {
+            Some(m) => m.phase != MovePhase::Removing,
+            None => self.handover.is_some(),
+        }
+    }
 }
 
 impl Store {
