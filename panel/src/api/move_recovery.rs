@@ -59,8 +59,8 @@ pub(super) enum Plan {
 /// `moving` (written before `moving` existed) is read as not committed: rolling back is
 /// the safe side, and the source is then left stopped (whether it ran is unknown).
 pub(super) fn plan(rec: &ServerRecord) -> Option<Plan> {
-    let start = rec.moving.is_some_and(|m| m.was_running);
-    match (rec.moving.map(|m| m.phase), rec.handover.clone()) {
+    let start = rec.moving.as_ref().is_some_and(|m| m.was_running);
+    match (rec.moving.as_ref().map(|m| m.phase), rec.handover.clone()) {
         (None, None) => None,
         (Some(MovePhase::Removing), Some(source)) => Some(Plan::Finish { source }),
         // Committed but the source unknown: the target owns it; nothing to remove.
@@ -241,6 +241,7 @@ mod tests {
         let m = Moving {
             phase: MovePhase::Copying,
             was_running: true,
+            target: None,
         };
         assert_eq!(
             plan(&rec(Some("dst"), Some(m))),
@@ -254,6 +255,7 @@ mod tests {
         let m = Moving {
             phase: MovePhase::Preparing,
             was_running: true,
+            target: None,
         };
         assert_eq!(
             plan(&rec(None, Some(m))),
@@ -280,6 +282,7 @@ mod tests {
         let m = Moving {
             phase: MovePhase::Removing,
             was_running: false,
+            target: None,
         };
         assert_eq!(
             plan(&rec(Some("old"), Some(m))),
@@ -294,6 +297,7 @@ mod tests {
         let m = Moving {
             phase: MovePhase::Removing,
             was_running: true,
+            target: None,
         };
         let r = rec(Some("old"), Some(m));
         let text = serde_json::to_string(&r).unwrap();

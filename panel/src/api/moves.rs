@@ -1,7 +1,8 @@
 //! Transfers: a server moves to another agent with its files.
 //!
-//! Steps, each announced as a `transfer_progress` event: mark the move in the record
-//! (`moving`: `preparing`, and whether it ran), stop it on the source (if it runs), take a
+//! Steps, each announced as a `transfer_progress` event: choose the target and mark the
+//! move in the record under the placement lock (`moving`: `preparing`, its `target`, whose
+//! memory and CPU count as committed until the commit; then whether it ran), stop it on the source (if it runs), take a
 //! backup (kept in the store like any other), mark the next phase (`copying`, and
 //! `handover`: the target may now speak for the server), create it on the target without
 //! its install script, restore the backup there, start it there if it ran, then commit the
@@ -106,7 +107,23 @@ pub(crate) async fn transfer_server(
             ),
         ));
     }
-    let target = target(api, &rec, to)?;
+    // Chosen and reserved (the mark names it) under the placement lock, like a create.
+    let target = {
+        let (api, rec) = (api.clone(), rec.clone());
+        blocking(move || {
+            let _lock = api.placement.lock();
+            let t = target(&api, &rec, to)?;
+            let mut marked = rec;
+            marked.moving = Some(Moving {
+                phase: MovePhase::Preparing,
+                was_running: false,
+                target: Some(t.clone()),
+            });
+            api.store.put_server(&marked)?;
+            Ok::<_, ApiError>(t)
+        })
+        .await?
+    };
     let moved = Move {
         api: api.clone(),
         from: rec.agent_id.clone(),
@@ -203,6 +220,8 @@ impl Move {
 
     async fn steps(&self, done: &mut Done) -> Result<Value, ApiError> {
         let sid = &self.rec.server_id;
+        // [`transfer_server`] reserved the target with the first mark.
+        done.marked = true;
         let status = self.send(&self.from, Action::GetStatus).await?;
         let running = matches!(
             status
@@ -214,11 +233,11 @@ impl Move {
             Some(Moving {
                 phase,
                 was_running: running,
+                target: Some(self.to.clone()),
             })
         };
         // Marked before the stop, so a panel restart from here on starts it again.
         self.set_moving(None, moving(MovePhase::Preparing)).await?;
-        done.marked = true;
         if running {
             self.progress("stopping", json!({}));
             self.send(&self.from, Action::StopServer(None)).await?;
@@ -321,6 +340,7 @@ impl Move {
             rec.moving = Some(Moving {
                 phase: MovePhase::Removing,
                 was_running,
+                target: None,
             });
             rec.epoch = rec.epoch.saturating_add(1);
             store.put_server(&rec)?;

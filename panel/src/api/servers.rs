@@ -254,7 +254,7 @@ pub(super) fn server_json(api: &Api, s: &ServerRecord, perms: Perms) -> Value {
         "ownerId": api.store.access(&s.server_id).owner_id,
         "permissions": perms.names(),
         "epoch": s.epoch,
-        "transfer": s.moving.map(|m| json!({
+        "transfer": s.moving.as_ref().map(|m| json!({
             "phase": m.phase,
             "otherAgentId": s.handover,
             "wasRunning": m.was_running,

@@ -60,12 +60,16 @@ pub struct ServerRecord {
 }
 
 /// A transfer in progress, as the panel must know it after a restart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Moving {
     pub phase: MovePhase,
     /// The server ran on the source when the move began (so an undo starts it again).
     pub was_running: bool,
+    /// The agent it moves to, until the commit: its memory and CPU are counted there too,
+    /// so that placement does not give them away meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 /// Before or after the commit point of a transfer.
@@ -141,7 +145,7 @@ impl ServerRecord {
 
     /// A copy may run on a transfer's target (before the commit): the source must not start.
     pub fn move_uncommitted(&self) -> bool {
-        match self.moving {
+        match &self.moving {
             Some(m) => m.phase != MovePhase::Removing,
             None => self.handover.is_some(),
         }
@@ -241,11 +245,15 @@ impl Store {
         self.committed(|s| s.cpu_millis)
     }
 
+    /// Per agent, `of` summed over the servers placed on it and those moving to it.
     fn committed(&self, of: impl Fn(&ServerRecord) -> u64) -> HashMap<String, u64> {
         let mut out: HashMap<String, u64> = HashMap::new();
         for s in self.servers.read().values() {
-            let sum = out.entry(s.agent_id.clone()).or_default();
-            *sum = sum.saturating_add(of(s));
+            let target = s.moving.as_ref().and_then(|m| m.target.as_ref());
+            for agent in std::iter::once(&s.agent_id).chain(target) {
+                let sum = out.entry(agent.clone()).or_default();
+                *sum = sum.saturating_add(of(s));
+            }
         }
         out
     }
