@@ -7,8 +7,9 @@
 //! - `kill -9` of the panel while a transfer backs up, then while it restores onto its
 //!   target: each time, at the next start the move is rolled back — the target's partial
 //!   copy removed, the server running again on the source, exactly one copy — `.part` files
-//!   in the backup store are removed, and afterwards a new transfer is accepted and commits. Its source agent is killed before the source's
-//!   copy can be removed: the move is finished (that copy removed) when the agent is back.
+//!   in the backup store are removed, and afterwards a new transfer is accepted and
+//!   commits. Its source agent is killed before the source's copy can be removed: the move
+//!   is finished (that copy removed) when the agent is back.
 
 use e2e::events::kind;
 use e2e::moving::{client, docker_running, file_sha, power, server_record, upload, wait_state};

@@ -8,9 +8,9 @@
 //! - **Before the commit** (`preparing`, `copying`): roll back. In `copying` the target's
 //!   copy (created, perhaps restored, perhaps even started) is deleted once the target is
 //!   connected; then, if the server ran when the move began, it is started again on the
-//!   source; then the mark is cleared. The source is never started before the target's copy is confirmed gone, so two
-//!   copies never run — which means a target that never comes back keeps the server stopped
-//!   (and its mark) until it does.
+//!   source; then the mark is cleared. The source is never started before the target's
+//!   copy is confirmed gone, so two copies never run — which means a target that never
+//!   comes back keeps the server stopped (and its mark) until it does.
 //! - **After the commit** (`removing`): finish. The target already owns and runs the server;
 //!   the source's old copy is deleted once the source is connected, then the mark is cleared.
 //!

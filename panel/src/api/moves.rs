@@ -2,13 +2,13 @@
 //!
 //! Steps, each announced as a `transfer_progress` event: choose the target and mark the
 //! move in the record under the placement lock (`moving`: `preparing`, its `target`, whose
-//! memory and CPU count as committed until the commit; then whether it ran), stop it on the source (if it runs), take a
-//! backup (kept in the store like any other), mark the next phase (`copying`, and
-//! `handover`: the target may now speak for the server), create it on the target without
-//! its install script, restore the backup there, start it there if it ran, then commit the
-//! record (new agent, `epoch` + 1, `handover` the source) and remove the source's copy
-//! (then `handover` is cleared; if the source cannot remove it now, the mark stays and
-//! `move_recovery.rs` removes it when the source can).
+//! memory and CPU count as committed until the commit; then whether it ran), stop it on
+//! the source (if it runs), take a backup (kept in the store like any other), mark the
+//! next phase (`copying`, and `handover`: the target may now speak for the server), create
+//! it on the target without its install script, restore the backup there, start it there
+//! if it ran, then commit the record (new agent, `epoch` + 1, `removing`, `handover` the
+//! source) and remove the source's copy (then the mark is cleared; if the source cannot
+//! remove it now, the mark stays and `move_recovery.rs` removes it when the source can).
 //!
 //! Until the commit, any failure undoes what was done: the target's copy is deleted, the
 //! mark is cleared and the server is started again on the source if it ran — so the server
@@ -16,10 +16,9 @@
 //! that cannot be removed (its agent went away) is reported (`sourceRemoved: false`), stays
 //! stopped, and is removed once its agent is back.
 //!
-//! The mark is durable (`moving`: phase `preparing`, `copying` with `handover`, then
-//! `removing` from the commit, and whether the server ran), so a panel that stops mid-move undoes or finishes
-//! it at its next start (`move_recovery.rs`). [`transfer_server`] is the whole move for any
-//! caller: the route, drain with migration, failover.
+//! The mark is durable, so a panel that stops mid-move undoes or finishes it at its next
+//! start (`move_recovery.rs`). [`transfer_server`] is the whole move for any caller: the
+//! route, drain with migration, failover.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -101,8 +100,8 @@ pub(crate) async fn transfer_server(
         return Err(ApiError::new(
             ErrorCode::Conflict,
             format!(
-                "server {} is between two agents: a transfer interrupted by a panel restart \
-                 is being finished or undone (see GET /api/servers)",
+                "server {} is between two agents: an earlier transfer is being finished or \
+                 undone (see `transfer` in GET /api/servers)",
                 rec.server_id
             ),
         ));
@@ -113,7 +112,12 @@ pub(crate) async fn transfer_server(
         blocking(move || {
             let _lock = api.placement.lock();
             let t = target(&api, &rec, to)?;
-            let mut marked = rec;
+            let Some(mut marked) = api.store.server(&rec.server_id) else {
+                return Err(ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("server {} was deleted", rec.server_id),
+                ));
+            };
             marked.moving = Some(Moving {
                 phase: MovePhase::Preparing,
                 was_running: false,
