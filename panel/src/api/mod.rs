@@ -11,13 +11,16 @@ mod access;
 mod agents;
 mod auth;
 pub(crate) mod backup_run;
+mod backup_sweep;
 mod backups;
+mod drain;
 mod eggs;
 mod error;
 mod failover;
 mod files;
 mod gate;
 mod live;
+mod move_recovery;
 mod moves;
 pub(crate) mod placing;
 mod servers;
@@ -25,9 +28,13 @@ mod system;
 mod transfer;
 mod users;
 
+pub use backup_sweep::{Swept, sweep as sweep_backups};
 pub use backups::schedule_loop;
 pub use error::ApiError;
 pub use gate::{Caller, Need, REG_TOKEN_PREFIX};
+pub use move_recovery::recover_all as recover_transfers;
+/// A whole transfer of a server to another agent, for panel-side callers (drain, failover).
+pub(crate) use moves::transfer_server;
 
 use parking_lot::Mutex;
 use serde_json::json;
@@ -90,6 +97,8 @@ pub struct Api {
     busy: Mutex<std::collections::HashSet<String>>,
     /// Automatic failover: its pause switch, work in flight, counters (`crate::failover`).
     pub failover: Arc<crate::failover::Failover>,
+    /// Drain migrations (see `drain.rs`), by agent.
+    migrations: drain::Migrations,
 }
 
 /// Where backups are kept and how many per server.
@@ -140,6 +149,7 @@ impl Api {
             backups,
             busy: Mutex::new(Default::default()),
             failover: Default::default(),
+            migrations: drain::Migrations::default(),
         })
     }
 
@@ -353,6 +363,14 @@ pub fn router(api: &Arc<Api>) -> Router {
         agents::undrain,
     );
     add(r, api, Get, "/api/agents/{id}/stats", Admin, agents::stats);
+    add(
+        r,
+        api,
+        Get,
+        "/api/agents/{id}/migration",
+        Admin,
+        agents::migration,
+    );
     add(r, api, Get, "/ws/agents", Open, agents::websocket);
     // Sessions, the caller's own account and keys.
     add(r, api, Post, "/api/auth/login", Open, auth::login);

@@ -44,7 +44,8 @@ pub use api_keys::ApiKeyRecord;
 pub use backups::{BackupRecord, Schedule};
 pub use eggs::EggRecord;
 pub use servers::{
-    DesiredState, FailoverInfo, MAX_QUARANTINED, Quarantined, ServerRecord, StaleCopy,
+    DesiredState, FailoverInfo, MAX_QUARANTINED, MovePhase, Moving, Quarantined, ServerRecord,
+    StaleCopy,
 };
 pub use sessions::{SessionRecord, TOUCH_EVERY};
 pub use users::UserRecord;
@@ -202,6 +203,7 @@ pub(crate) mod tests {
             egg_id: None,
             epoch: 0,
             handover: None,
+            moving: None,
             failover: Default::default(),
         }
     }
@@ -389,6 +391,25 @@ pub(crate) mod tests {
         let m = s.memory_committed();
         assert_eq!(m["a1"], 300 << 20);
         assert_eq!(m["a2"], 50 << 20);
+        // A server moving to a2 counts there too until the commit, then only there.
+        let mut moving = server("s4", "a1", 10);
+        moving.moving = Some(Moving {
+            phase: MovePhase::Copying,
+            was_running: true,
+            target: Some("a2".into()),
+        });
+        s.put_server(&moving).unwrap();
+        let m = s.memory_committed();
+        assert_eq!((m["a1"], m["a2"]), (310 << 20, 60 << 20));
+        moving.agent_id = "a2".into();
+        moving.moving = Some(Moving {
+            phase: MovePhase::Removing,
+            was_running: true,
+            target: None,
+        });
+        s.put_server(&moving).unwrap();
+        let m = s.memory_committed();
+        assert_eq!((m["a1"], m["a2"]), (300 << 20, 60 << 20));
         std::fs::remove_dir_all(dir).ok();
     }
 }
