@@ -146,6 +146,7 @@ struct Stored {
     handover: Option<String>,
     #[serde(default)]
     moving: Option<Moving>,
+    #[serde(default)]
     failover: FailoverInfo,
 }
 
