@@ -300,7 +300,7 @@ fn a_partitioned_node_fences_itself_its_server_moves_and_its_stale_copy_is_quara
         (r["agentId"].as_str(), r["epoch"].as_u64()),
         (Some(ida.as_str()), Some(0))
     );
-    assert_eq!(health(&s, a), "healthy");
+    wait_health(&s, a, "healthy", SLOW);
 
     // The partition.
     let mark = s.events().mark();
