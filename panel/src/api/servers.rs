@@ -54,6 +54,7 @@ struct CreateBody {
     egg_value: Value,
     egg_id: Option<String>,
     constraints: BTreeMap<String, String>,
+    failover: bool,
 }
 
 impl CreateBody {
@@ -66,6 +67,7 @@ impl CreateBody {
             ));
         };
         let constraints = placing::constraints(obj.remove("constraints"))?;
+        let failover = super::access::failover_field(&mut obj)?.unwrap_or(false);
         let mut str_field = |k: &str| -> Result<Option<String>, ApiError> {
             match obj.remove(k) {
                 None | Some(Value::Null) => Ok(None),
@@ -108,6 +110,7 @@ impl CreateBody {
             egg_value,
             egg_id,
             constraints,
+            failover,
         })
     }
 }
@@ -164,6 +167,7 @@ pub(super) async fn create(
         egg_value,
         egg_id,
         constraints,
+        failover,
     } = CreateBody::parse(&api, &req)?;
     // Typed decode of the egg from its own text, so that shape errors are CONFIG_INVALID.
     let egg_text = egg_value.to_string();
@@ -230,6 +234,12 @@ pub(super) async fn create(
     if !r.success {
         return Ok(agent_answer(&r).into());
     }
+    let rec = if failover {
+        super::access::set_failover(&api, &rec.server_id, true).await?;
+        api.store.server(&rec.server_id).unwrap_or(rec)
+    } else {
+        rec
+    };
     Ok(Response::json(
         200,
         &json!({
@@ -254,6 +264,19 @@ pub(super) fn server_json(api: &Api, s: &ServerRecord, perms: Perms) -> Value {
         "ownerId": api.store.access(&s.server_id).owner_id,
         "permissions": perms.names(),
         "epoch": s.epoch,
+        "transfer": s.moving.as_ref().map(|m| json!({
+            "phase": m.phase,
+            "otherAgentId": s.handover,
+            "wasRunning": m.was_running,
+        })),
+        "failover": s.failover.enabled,
+        "quarantined": s.failover.quarantined.iter().map(|q| json!({
+            "agentId": q.agent_id,
+            "epoch": q.epoch,
+            "at": format_rfc3339(q.at),
+            "path": q.path,
+        })).collect::<Vec<_>>(),
+        "staleCopies": s.failover.stale,
     })
 }
 
@@ -373,6 +396,16 @@ pub(super) async fn power(api: Arc<Api>, req: Request, caller: Caller) -> Result
             ));
         }
     };
+    // Before a move's commit a copy may run on the target: no second one on the source.
+    if rec.move_uncommitted() && desired == DesiredState::Running {
+        return Err(refused(
+            ErrorCode::Conflict,
+            format!(
+                "server {} is being moved between agents; start it once the transfer ends",
+                rec.server_id
+            ),
+        ));
+    }
     relay(&api, rec, action, Some(desired)).await
 }
 
@@ -498,7 +531,9 @@ pub(super) async fn write_file(
 }
 
 /// `DELETE /api/servers/{id}[?purge=true][&force=true]` (admin): `delete_server`, then the
-/// record goes. `force=true` forgets the server even if its agent is gone or refuses.
+/// record goes, and its backups with it. `force=true` forgets the server even if its agent
+/// is gone or refuses. Refused (`BUSY`) while a backup, restore or transfer runs, and
+/// (`CONFLICT`, unless `force`) while an interrupted transfer is being recovered.
 pub(super) async fn delete(api: Arc<Api>, req: Request, caller: Caller) -> Result<Reply, ApiError> {
     let rec = caller.server()?;
     let flag = |k: &str| {
@@ -506,6 +541,17 @@ pub(super) async fn delete(api: Arc<Api>, req: Request, caller: Caller) -> Resul
             .is_some_and(|v| v.is_empty() || v == "true" || v == "1")
     };
     let (purge, force) = (flag("purge"), flag("force"));
+    let _busy = super::backup_run::BusyGuard::take(&api, &rec.server_id)?;
+    if rec.in_transfer() && !force {
+        return Err(refused(
+            ErrorCode::Conflict,
+            format!(
+                "server {} is between two agents (an interrupted transfer is being recovered); \
+                 retry later, or force=true to forget it (a copy may stay on either agent)",
+                rec.server_id
+            ),
+        ));
+    }
     let action = Action::DeleteServer(Some(DeleteServer { purge }));
     let result = api
         .hub
@@ -520,6 +566,7 @@ pub(super) async fn delete(api: Arc<Api>, req: Request, caller: Caller) -> Resul
         let store = api.store.clone();
         let id = rec.server_id.clone();
         blocking(move || store.remove_server(&id)).await?;
+        super::backup_sweep::forget_server(&api, &rec.server_id).await?;
         api.nodes.history.forget(Kind::Server, &rec.server_id);
         for uid in access.owner_id.iter().chain(access.subusers.keys()) {
             api.rescope(uid);

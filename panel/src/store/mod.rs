@@ -43,7 +43,10 @@ pub use api_keys::ApiKeyRecord;
 
 pub use backups::{BackupRecord, Schedule};
 pub use eggs::EggRecord;
-pub use servers::{DesiredState, ServerRecord};
+pub use servers::{
+    DesiredState, FailoverInfo, MAX_QUARANTINED, MovePhase, Moving, Quarantined, ServerRecord,
+    StaleCopy,
+};
 pub use sessions::{SessionRecord, TOUCH_EVERY};
 pub use users::UserRecord;
 
@@ -200,7 +203,49 @@ pub(crate) mod tests {
             egg_id: None,
             epoch: 0,
             handover: None,
+            moving: None,
+            failover: Default::default(),
         }
+    }
+
+    #[test]
+    fn failover_state_is_durable_and_older_records_read_without_it() {
+        let dir = temp_dir("store-failover");
+        {
+            let s = Store::open(&dir).unwrap();
+            assert!(s.insert_server(&server("srv-1", "a1", 64)).unwrap());
+            let epoch = s
+                .update_server("srv-1", |r| {
+                    r.failover.enabled = true;
+                    r.failover.stale.push(StaleCopy {
+                        agent_id: "a1".into(),
+                        epoch: r.epoch,
+                    });
+                    r.agent_id = "a2".into();
+                    r.epoch += 1;
+                    r.epoch
+                })
+                .unwrap();
+            assert_eq!(epoch, Some(1));
+            assert_eq!(s.update_server("nope", |_| ()).unwrap(), None);
+        }
+        let s = Store::open(&dir).unwrap();
+        let r = s.server("srv-1").unwrap();
+        assert!(r.failover.enabled);
+        assert_eq!((r.agent_id.as_str(), r.epoch), ("a2", 1));
+        assert_eq!(r.failover.stale[0].agent_id, "a1");
+        assert_eq!(
+            s.epoch_for("a1", "srv-1"),
+            Some(1),
+            "the stale copy's node gets the new epoch"
+        );
+        let old: ServerRecord = serde_json::from_value(serde_json::json!({
+            "serverId": "s", "agentId": "a", "eggConfig": {}, "desiredState": "created",
+            "memoryBytes": 1, "createdAt": 1
+        }))
+        .unwrap();
+        assert_eq!(old.failover, FailoverInfo::default());
+        std::fs::remove_dir_all(dir).ok();
     }
 
     #[test]
@@ -346,6 +391,25 @@ pub(crate) mod tests {
         let m = s.memory_committed();
         assert_eq!(m["a1"], 300 << 20);
         assert_eq!(m["a2"], 50 << 20);
+        // A server moving to a2 counts there too until the commit, then only there.
+        let mut moving = server("s4", "a1", 10);
+        moving.moving = Some(Moving {
+            phase: MovePhase::Copying,
+            was_running: true,
+            target: Some("a2".into()),
+        });
+        s.put_server(&moving).unwrap();
+        let m = s.memory_committed();
+        assert_eq!((m["a1"], m["a2"]), (310 << 20, 60 << 20));
+        moving.agent_id = "a2".into();
+        moving.moving = Some(Moving {
+            phase: MovePhase::Removing,
+            was_running: true,
+            target: None,
+        });
+        s.put_server(&moving).unwrap();
+        let m = s.memory_committed();
+        assert_eq!((m["a1"], m["a2"]), (300 << 20, 60 << 20));
         std::fs::remove_dir_all(dir).ok();
     }
 }
