@@ -65,7 +65,7 @@ pub(super) async fn recreate(api: &Arc<Api>, rec: ServerRecord) -> bool {
         memory: rec.memory_bytes,
         cpu: rec.cpu_millis,
         ports: placement::egg_host_ports(&rec.egg_config),
-        ..Need::default()
+        constraints: rec.constraints.clone(),
     };
     let to = match choose_and_mark(api, need, &rec).await {
         Ok(to) => to,

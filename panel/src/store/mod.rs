@@ -205,6 +205,7 @@ pub(crate) mod tests {
             handover: None,
             moving: None,
             failover: Default::default(),
+            constraints: Default::default(),
         }
     }
 

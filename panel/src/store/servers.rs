@@ -3,7 +3,7 @@
 
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::txn::{Db, JsonTable, put_json, remove};
 use super::{Store, StoreError};
@@ -60,6 +60,10 @@ pub struct ServerRecord {
     /// restarted in its middle can undo or finish it (`api/move_recovery.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moving: Option<Moving>,
+    /// The labels its node must carry (`"constraints"` at create): transfers and failovers
+    /// place it under them too.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub constraints: BTreeMap<String, String>,
 }
 
 /// A transfer in progress, as the panel must know it after a restart.
@@ -148,6 +152,8 @@ struct Stored {
     moving: Option<Moving>,
     #[serde(default)]
     failover: FailoverInfo,
+    #[serde(default)]
+    constraints: BTreeMap<String, String>,
 }
 
 impl From<Stored> for ServerRecord {
@@ -168,6 +174,7 @@ impl From<Stored> for ServerRecord {
             handover: s.handover,
             moving: s.moving,
             failover: s.failover,
+            constraints: s.constraints,
         }
     }
 }
