@@ -203,6 +203,7 @@ impl Panel {
                 node_metrics.clone(),
             ),
             history,
+            statuses: Arc::default(),
         };
         let hub = Hub::new(
             HubSettings {

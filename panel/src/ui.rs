@@ -60,6 +60,7 @@ pub const FILES: &[Asset] = assets![
     "pages/create-server.js",
     "pages/keys.js",
     "pages/backups.js",
+    "pages/schedule.js",
     "pages/not-found.js",
 ];
 

@@ -201,6 +201,32 @@ fn every_page_against_a_real_panel_and_agent() {
     );
     dash.screenshot("dashboard-running");
 
+    // --- the panel keeps the last-known status: in GET /api/servers, and a fresh dashboard
+    // shows it without asking the agent (no `GET /api/servers/{id}` from the page) --------
+    let listed = w.api().get("/api/servers").ok("list servers");
+    let rec = listed["servers"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["serverId"] == id.as_str()))
+        .expect("the server in the list");
+    assert_eq!(rec["status"], "running", "{rec}");
+    assert!(
+        rec["statusAt"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{rec}"
+    );
+    w.visit(
+        &dash,
+        "/",
+        &status_badge(&format!("{row} .badge"), "running"),
+        "dashboard-last-known",
+    );
+    assert_eq!(
+        dash.eval(&format!(
+            "performance.getEntriesByType('resource').filter(e => new URL(e.name).pathname === '/api/servers/{id}').length"
+        )),
+        json!(0),
+        "the dashboard asked the agent for a status the list already had"
+    );
+
     server.call("Page.bringToFront", json!({}));
 
     // --- console: a command's output ---------------------------------------------------
