@@ -61,6 +61,7 @@ pub const FILES: &[Asset] = assets![
     "pages/keys.js",
     "pages/backups.js",
     "pages/schedule.js",
+    "pages/transfer.js",
     "pages/not-found.js",
 ];
 

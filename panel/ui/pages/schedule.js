@@ -3,11 +3,18 @@
 
 import * as api from '../api.js';
 import { h, fill, field, notice } from '../dom.js';
-import { dateTime, duration } from '../format.js';
+import { dateTime } from '../format.js';
 
 const UNITS = [['minutes', 60], ['hours', 3600], ['days', 86400]];
 const MIN = 60;
 const MAX = 365 * 86400;
+
+/** 7200 → "2 hours": the largest unit that divides it. */
+function every(secs) {
+  const [n, u] = [...UNITS].reverse().find(([, u]) => secs % u === 0) ?? ['seconds', 1];
+  const k = secs / u;
+  return `${k} ${k === 1 ? n.slice(0, -1) : n}`;
+}
 
 /** `intervalSecs` from the form's text and unit, or an error message. */
 export function interval(text, unit) {
@@ -24,7 +31,7 @@ export function scheduleEditor(id, editable) {
   const now = h('p', { class: 'schedule-now', role: 'status' }, 'Loading schedule…');
   const msg = notice();
   const el = h('section', { class: 'panel schedule', 'aria-labelledby': 'sched-h' }, h('h2', { id: 'sched-h' }, 'Schedule'), now, msg);
-  const show = (s) => fill(now, s ? `Every ${duration(s.intervalSecs)}; next at ${dateTime(s.nextAt)}.` : 'No schedule: backups are taken by hand.');
+  const show = (s) => fill(now, s ? `Every ${every(s.intervalSecs)}; next at ${dateTime(s.nextAt)}.` : 'No schedule: backups are taken by hand.');
   let off = null;
   const put = async (secs, done) => {
     msg.hide();

@@ -419,6 +419,7 @@ fn all_ui_assets_together_fit_150_kib_in_the_browser() {
         "keys",
         "backups",
         "schedule",
+        "transfer",
         "not-found",
     ];
     let r = page.eval(&format!(

@@ -30,6 +30,9 @@ fn world(tag: &str) -> Option<World> {
     let mut s = Stack::start(tag)?;
     let a = s.add_agent("a");
     let agent_id = s.agents[a].id.clone();
+    // The target of the move made in the Settings tab (its own container names: both
+    // agents share this host's Docker).
+    s.add_agent_prefixed("b", &format!("uib{}-", std::process::id()));
     let api = &s.panel.api;
     let user = |(name, password): (&str, &str), admin: bool| {
         let r = api
@@ -325,6 +328,52 @@ fn every_page_against_a_real_panel_and_agent() {
         json!(format!("/api/servers/{id}/backups/{bid}/download"))
     );
     files.screenshot("backups");
+
+    // --- the backup schedule: checked in the form, saved, shown, turned off -----------
+    let schedule = format!("/api/servers/{id}/backup-schedule");
+    let error =
+        "(document.querySelector('.schedule .field-error:not([hidden])')?.textContent ?? '')";
+    files.type_into(".schedule input[name=every]", "x");
+    files.click(".schedule button[type=submit]");
+    files.wait_for(
+        &format!("{error}.startsWith('Enter a whole number')"),
+        "the number check",
+    );
+    files.eval("document.querySelector('.schedule input[name=every]').value = '400'");
+    files
+        .eval("const u = document.querySelector('.schedule select[name=unit]'); u.value = '86400'");
+    files.click(".schedule button[type=submit]");
+    files.wait_for(&format!("{error}.includes('365 days')"), "the range check");
+    files.screenshot("backups-schedule-invalid");
+    assert_eq!(
+        w.api().get(&schedule).ok("schedule")["schedule"],
+        json!(null)
+    );
+    files.eval("document.querySelector('.schedule input[name=every]').value = '2'");
+    files.eval("document.querySelector('.schedule select[name=unit]').value = '3600'");
+    files.click(".schedule button[type=submit]");
+    files.wait_for(
+        "document.querySelector('.schedule .notice-ok')?.textContent === 'Schedule saved.'",
+        "the schedule saved",
+    );
+    assert_eq!(
+        w.api().get(&schedule).ok("schedule")["schedule"]["intervalSecs"],
+        7200
+    );
+    assert_eq!(
+        files.eval(&format!("{error} === '' && document.querySelector('.schedule-now').textContent.startsWith('Every 2 hours;')")),
+        json!(true)
+    );
+    files.screenshot("backups-schedule");
+    files.click(".schedule .btn-danger-outline");
+    files.wait_for(
+        "document.querySelector('.schedule .notice-ok')?.textContent === 'Schedule turned off.'",
+        "the schedule off",
+    );
+    assert_eq!(
+        w.api().get(&schedule).ok("schedule")["schedule"],
+        json!(null)
+    );
     w.assert_clean(files, "backups", |_| false);
 
     // --- the other pages -----------------------------------------------------------------
@@ -332,7 +381,7 @@ fn every_page_against_a_real_panel_and_agent() {
     let pages = [
         (
             format!("/servers/{id}/settings"),
-            "!!document.querySelector('.access') && !!document.querySelector('.reinstall')",
+            "!!document.querySelector('.access') && !!document.querySelector('.reinstall') && document.querySelectorAll('.transfer option').length === 2",
             "server-settings",
         ),
         (
@@ -468,5 +517,87 @@ fn every_page_against_a_real_panel_and_agent() {
         page.eval("document.documentElement.scrollWidth <= 360"),
         json!(true),
         "the dashboard scrolls sideways at 360 px"
+    );
+
+    // --- a move to the other node from the Settings tab (admins only) ------------------
+    let target = w.s.agents[1].id.clone();
+    let log_out = |p: &Page| {
+        p.eval("[...document.querySelectorAll('.user-menu button')].find(b => b.textContent === 'Log out').click()");
+        p.wait_for(
+            "location.pathname === '/login'",
+            "the login page after logout",
+        );
+    };
+    page.viewport(1280, 900, false);
+    log_out(page);
+    w.login_on(page, ADMIN);
+    let admin = page;
+    w.visit(
+        admin,
+        &format!("/servers/{id}/settings"),
+        "document.querySelectorAll('.transfer option').length === 2",
+        "server-settings-transfer",
+    );
+    admin.eval(&format!(
+        "const t = document.querySelector('.transfer select'); t.value = {target:?}"
+    ));
+    admin.click(".transfer button[type=submit]");
+    admin.wait_for(
+        "!!document.querySelector('dialog[open]')",
+        "the move dialog",
+    );
+    admin.click("dialog[open] .btn-danger");
+    admin.wait_for(
+        "document.querySelector('.transfer [role=status]').textContent !== ''",
+        "the move's progress",
+    );
+    admin.screenshot("server-settings-moving");
+    admin.wait_for_long(
+        &format!(
+            "(document.querySelector('.transfer .notice-ok')?.textContent ?? '') === 'Moved to {}, running.'",
+            w.s.agents[1].name
+        ),
+        "the move's outcome",
+        e2e::stack::SLOW,
+    );
+    admin.screenshot("server-settings-moved");
+    let info = w.api().get(&format!("/api/servers/{id}/info")).ok("info");
+    assert_eq!(info["server"]["agentId"], target.as_str(), "{info}");
+    assert_eq!(
+        admin.eval("[...document.querySelectorAll('.transfer option')].map(o => o.value)"),
+        json!(["", w.s.agents[0].id]),
+        "after the move the list offers the node it left"
+    );
+    // The last-known status follows the new copy, not the removal of the old one.
+    assert_eq!(info["server"]["status"], "running", "{info}");
+    w.assert_clean(admin, "transfer", |_| false);
+
+    // The owner (not an admin) manages the server but is offered no move.
+    let bob_id = w.api().get("/api/users").ok("users")["users"]
+        .as_array()
+        .and_then(|u| u.iter().find(|u| u["name"] == SUBUSER.0).cloned())
+        .expect("bob")["id"]
+        .as_str()
+        .expect("bob's id")
+        .to_owned();
+    w.api()
+        .call(
+            "PATCH",
+            &format!("/api/servers/{id}"),
+            Some(&json!({"ownerId": bob_id})),
+        )
+        .ok("bob owns the server");
+    log_out(page);
+    w.login_on(page, SUBUSER);
+    w.visit(
+        page,
+        &format!("/servers/{id}/settings"),
+        "!!document.querySelector('.access') && !!document.querySelector('.reinstall')",
+        "server-settings-owner",
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('.transfer').length"),
+        json!(0),
+        "a non-admin owner is offered a move"
     );
 }
