@@ -241,10 +241,12 @@ pub(super) async fn create(
     .into())
 }
 
-/// A server as the API shows it, with its owner, the caller's `permissions` on it and its
-/// last-known `status` (extension; `null` until its agent said one since the panel started).
+/// A server as the API shows it, with its owner, the caller's `permissions` on it, its
+/// last-known `status` (extension; `null` until its agent said one since the panel started)
+/// and its latest `resources` while they are fresh (extension; else `null`).
 pub(super) fn server_json(api: &Api, s: &ServerRecord, perms: Perms) -> Value {
     let seen = api.nodes.statuses.get(&s.server_id);
+    let figures = api.nodes.history.server_now(&s.server_id, unix_now());
     json!({
         "serverId": s.server_id,
         "agentId": s.agent_id,
@@ -258,6 +260,12 @@ pub(super) fn server_json(api: &Api, s: &ServerRecord, perms: Perms) -> Value {
         "epoch": s.epoch,
         "status": seen.map(|x| x.status.as_str()),
         "statusAt": seen.map(|x| format_rfc3339(x.at)),
+        "resources": figures.map(|f| json!({
+            "cpu": f.cpu,
+            "memory": f.memory,
+            "disk": f.disk,
+            "at": format_rfc3339(f.at),
+        })),
     })
 }
 

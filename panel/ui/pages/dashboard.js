@@ -178,7 +178,7 @@ function nodeCards(agents, servers) {
         h('a', { href: `/nodes/${api.seg(a.id)}`, class: 'card-title' }, a.name),
         badge(healthState(a))),
       reasons.length ? h('p', { class: 'reasons' }, reasons.map((r) => (typeof r === 'string' ? r : r.message || r.code)).join('; ')) : null,
-      h('p', { class: 'muted' }, `${a.servers ?? 0} servers`),
+      h('p', { class: 'muted' }, `${a.servers ?? 0} server${a.servers === 1 ? '' : 's'}`),
       meter('Memory', c.memory, parseQuantity(a.capabilities?.maxMemory), bytes),
       meter('CPU', c.cpu, Number(a.capabilities?.maxCpuCores), (v) => `${Math.round(v * 10) / 10} cores`));
   }));

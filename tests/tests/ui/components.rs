@@ -428,18 +428,31 @@ fn all_ui_assets_together_fit_150_kib_in_the_browser() {
           await fetch('/assets/icon.svg');
           const res = performance.getEntriesByType('resource').filter(e => new URL(e.name).pathname.startsWith('/assets/'));
           const doc = performance.getEntriesByType('navigation')[0];
-          const files = {{}};
-          for (const e of res) files[new URL(e.name).pathname] = e.decodedBodySize;
+          const files = {{}}, wire = {{}};
+          for (const e of res) {{ files[new URL(e.name).pathname] = e.decodedBodySize; wire[new URL(e.name).pathname] = e.encodedBodySize; }}
           files['/'] = doc.decodedBodySize;
-          return files;
+          wire['/'] = doc.encodedBodySize;
+          return {{ files, wire }};
         }})()"
     ));
-    let files = r.as_object().expect("a map of sizes");
+    let files = r["files"].as_object().expect("a map of sizes");
     let total: u64 = files.values().filter_map(Value::as_u64).sum();
+    // What went over the wire: the panel serves gzip to a browser that asks for it.
+    let wire: u64 = r["wire"]
+        .as_object()
+        .expect("a map of sizes")
+        .values()
+        .filter_map(Value::as_u64)
+        .sum();
     eprintln!(
-        "UI assets in the browser: {} files, {total} bytes ({:.1} KiB)",
+        "UI assets in the browser: {} files, {total} bytes ({:.1} KiB), {wire} bytes ({:.1} KiB) on the wire",
         files.len(),
-        total as f64 / 1024.0
+        total as f64 / 1024.0,
+        wire as f64 / 1024.0
+    );
+    assert!(
+        wire * 2 < total,
+        "the assets were not served compressed: {wire} of {total} bytes"
     );
     assert!(
         files.len() >= pages.len() + 4,

@@ -8,7 +8,7 @@
 
 use e2e::cdp::{Browser, Page, Problem, chromium_or_skip};
 use e2e::panel::Api;
-use e2e::stack::Stack;
+use e2e::stack::{SLOW, Stack};
 use serde_json::json;
 
 const ADMIN: (&str, &str) = ("alice", "alice's long password");
@@ -206,20 +206,32 @@ fn every_page_against_a_real_panel_and_agent() {
 
     // --- the panel keeps the last-known status: in GET /api/servers, and a fresh dashboard
     // shows it without asking the agent (no `GET /api/servers/{id}` from the page) --------
-    let listed = w.api().get("/api/servers").ok("list servers");
-    let rec = listed["servers"]
-        .as_array()
-        .and_then(|a| a.iter().find(|s| s["serverId"] == id.as_str()))
-        .expect("the server in the list");
+    // With its latest usage figures once a sample came.
+    let rec = e2e::eventually("the server's figures in the list", SLOW, || {
+        let listed = w.api().get("/api/servers").ok("list servers");
+        let rec = listed["servers"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["serverId"] == id.as_str()).cloned())
+            .expect("the server in the list");
+        (!rec["resources"].is_null()).then_some(rec)
+    });
     assert_eq!(rec["status"], "running", "{rec}");
     assert!(
         rec["statusAt"].as_str().is_some_and(|t| t.ends_with('Z')),
         "{rec}"
     );
+    assert!(
+        rec["resources"]["memory"].as_u64().unwrap_or(0) > 0,
+        "{rec}"
+    );
+    assert!(rec["resources"]["cpu"].as_f64().is_some(), "{rec}");
     w.visit(
         &dash,
         "/",
-        &status_badge(&format!("{row} .badge"), "running"),
+        &format!(
+            "{} && document.querySelector('{row} td[data-label=Memory]').textContent.includes('MiB')",
+            status_badge(&format!("{row} .badge"), "running")
+        ),
         "dashboard-last-known",
     );
     assert_eq!(
@@ -558,7 +570,7 @@ fn every_page_against_a_real_panel_and_agent() {
             w.s.agents[1].name
         ),
         "the move's outcome",
-        e2e::stack::SLOW,
+        SLOW,
     );
     admin.screenshot("server-settings-moved");
     let info = w.api().get(&format!("/api/servers/{id}/info")).ok("info");
