@@ -158,6 +158,16 @@ impl Panel {
                 let (auth, origin) = Auth::init(&dir, store.clone(), env_token)?;
                 let tls = tls::setup(&dir, cert.as_deref(), key.as_deref(), &extra)?;
                 let history = History::load(store.clone(), step, proto::time::unix_now())?;
+                match api::sweep_backups(&store, &dir.join("backups")) {
+                    Ok(s) if s == api::Swept::default() => {}
+                    Ok(s) => log::info!(
+                        "backup store: removed {} partial, {} unrecorded and {} orphaned",
+                        s.partial,
+                        s.unrecorded,
+                        s.orphaned
+                    ),
+                    Err(e) => log::error!("backup store not swept: {e}"),
+                }
                 let first_admin = if want_admin {
                     first_admin_user(&store)?
                 } else {
@@ -285,6 +295,8 @@ impl Panel {
 
         // Scheduled backups; dropped (cancelled) when serving ends.
         let _schedules = smol::spawn(api::schedule_loop(self.api.clone()));
+        // Transfers the last stop interrupted: undone or finished as their agents connect.
+        api::recover_transfers(&self.api);
         let served = http::serve(
             self.listener,
             self.tls,

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod cdp;
 pub mod egg;
 pub mod events;
+pub mod moving;
 pub mod panel;
 pub mod stack;
 pub mod transfer;

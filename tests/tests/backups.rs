@@ -13,63 +13,13 @@
 //! peak RSS are watched.
 
 use e2e::events::kind;
-use e2e::stack::{SLOW, Stack};
-use e2e::transfer::{Client, Framing, Generator, memory, reset_peak};
+use e2e::moving::{client, docker_running, file_sha, power, server_record, upload, wait_state};
+use e2e::stack::Stack;
+use e2e::transfer::{memory, reset_peak};
 use serde_json::{Value, json};
 use std::time::Instant;
 
 const MIB: u64 = 1 << 20;
-
-fn docker_running(name: &str) -> Option<bool> {
-    let out = std::process::Command::new("docker")
-        .args(["inspect", "-f", "{{.State.Running}}", name])
-        .output()
-        .expect("docker CLI");
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim() == "true")
-}
-
-fn wait_state(s: &Stack, sid: &str, want: &str) {
-    e2e::eventually(&format!("{sid} {want}"), SLOW, || {
-        let st = s.panel.api.status(sid);
-        (st["status"] == want).then_some(())
-    });
-}
-
-fn power(s: &Stack, sid: &str, action: &str) {
-    s.panel
-        .api
-        .post(
-            &format!("/api/servers/{sid}/power"),
-            &json!({"action": action}),
-        )
-        .ok(action);
-}
-
-fn client(s: &Stack) -> Client {
-    Client::new(&s.panel.url(), s.panel.api.tls(), &s.panel.token)
-}
-
-fn upload(c: &Client, sid: &str, path: &str, seed: u64, len: u64) -> String {
-    let a = c
-        .put(
-            &format!("/api/servers/{sid}/files/upload?path={path}"),
-            Generator::new(seed, len),
-            Framing::ContentLength,
-        )
-        .expect("upload");
-    assert_eq!(a.status, 200, "upload: {}", a.small_body);
-    Generator::new(seed, len).sha256()
-}
-
-fn file_sha(c: &Client, sid: &str, path: &str) -> String {
-    let a = c
-        .get(&format!("/api/servers/{sid}/files/download?path={path}"))
-        .expect("download");
-    assert_eq!(a.status, 200, "download: {}", a.small_body);
-    a.sha256
-}
 
 #[test]
 fn backups_restore_and_transfers_move_a_running_server_or_leave_it_where_it_was() {
@@ -222,17 +172,22 @@ fn backups_restore_and_transfers_move_a_running_server_or_leave_it_where_it_was(
     );
     api.call("PUT", &path, Some(&json!({"intervalSecs": 5})))
         .err("too short", 400, "INVALID_MESSAGE");
-}
 
-fn server_record(s: &Stack, sid: &str) -> Value {
-    let all = s.panel.api.get("/api/servers").ok("list servers");
-    all["servers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["serverId"] == sid)
-        .cloned()
-        .unwrap_or_else(|| panic!("{sid} not listed: {all}"))
+    // Deleting the server deletes its backups (the transfer's is still there) and schedule.
+    let store = s.panel.data_dir.join("backups").join(&sid);
+    let left = api.get(&format!("/api/servers/{sid}/backups")).ok("list");
+    assert!(!left["backups"].as_array().unwrap().is_empty(), "{left}");
+    assert!(store.is_dir(), "no backup files at {}", store.display());
+    power(&s, &sid, "stop");
+    wait_state(&s, &sid, "stopped");
+    api.delete(&format!("/api/servers/{sid}?purge=true"))
+        .ok("delete the server");
+    assert!(!store.exists(), "{} outlived its server", store.display());
+    api.get(&format!("/api/servers/{sid}/backups")).err(
+        "backups of a deleted server",
+        404,
+        "NOT_FOUND",
+    );
 }
 
 /// The BENCHMARKS.md measurement: 1 GiB of incompressible files backed up into the panel's

@@ -271,13 +271,11 @@ fn spread_binpack_constraints_and_drain() {
     );
     assert_eq!(r.code(), "INSUFFICIENT_RESOURCES", "{}", r.body);
     assert!(r.message().contains("draining"), "{}", r.body);
+    // A plain drain moves nothing (drain with migration: tests/tests/migrate.rs).
     s.panel
         .api
-        .post(
-            &format!("/api/agents/{idb}/drain"),
-            &json!({"migrate": true}),
-        )
-        .err("drain with migrate", 501, "NOT_IMPLEMENTED");
+        .get(&format!("/api/agents/{idb}/migration"))
+        .err("no drain with migration", 404, "NOT_FOUND");
 
     // Drain is durable; binpack after the restart puts two servers on one node.
     s.restart_panel_with(&["--placement", "binpack"]);

@@ -232,8 +232,9 @@ struct DrainBody {
 }
 
 /// `POST /api/agents/{id}/drain` (admin), body optional `{"migrate": bool}`: the agent takes
-/// no new servers (durably) and shows `draining`; its servers keep running. Moving them
-/// (`"migrate": true`) is not built yet: `501 NOT_IMPLEMENTED`, and nothing changes.
+/// no new servers (durably) and shows `draining`; its servers keep running. With
+/// `"migrate": true` every server on it is also transferred away, in the background
+/// (`drain.rs`): `202` with the plan (`"migration"`), `CONFLICT` if one is already running.
 pub(super) async fn drain(api: Arc<Api>, req: Request, _caller: Caller) -> Result<Reply, ApiError> {
     let a = admin_agent(&api, &req)?;
     let body: DrainBody = if req.body.iter().all(u8::is_ascii_whitespace) {
@@ -241,27 +242,57 @@ pub(super) async fn drain(api: Arc<Api>, req: Request, _caller: Caller) -> Resul
     } else {
         body(&req)?
     };
-    if body.migrate {
+    if body.migrate
+        && let Some(m) = api.migrations.get(&a.id)
+        && m.state == "running"
+    {
         return Err(ApiError::new(
-            ErrorCode::NotImplemented,
-            "draining with \"migrate\": true (moving the node's servers away) is not built yet; \
-             drain without it and move servers one by one with POST /api/servers/{id}/transfer",
+            ErrorCode::Conflict,
+            format!("agent {} is already being drained with migration", a.id),
         ));
     }
-    set_draining(api, a.id, true).await
+    let mut answer = set_draining(&api, a.id.clone(), true).await?;
+    if !body.migrate {
+        return Ok(Response::json(200, &answer).into());
+    }
+    let m = super::drain::start(&api, &a.id)?;
+    answer["migration"] = json!(m);
+    Ok(Response::json(202, &answer).into())
 }
 
-/// `POST /api/agents/{id}/undrain` (admin): the agent takes new servers again.
+/// `POST /api/agents/{id}/undrain` (admin): the agent takes new servers again (a drain
+/// migration in progress moves no further server).
 pub(super) async fn undrain(
     api: Arc<Api>,
     req: Request,
     _caller: Caller,
 ) -> Result<Reply, ApiError> {
     let a = admin_agent(&api, &req)?;
-    set_draining(api, a.id, false).await
+    let answer = set_draining(&api, a.id, false).await?;
+    Ok(Response::json(200, &answer).into())
 }
 
-async fn set_draining(api: Arc<Api>, id: String, on: bool) -> Result<Reply, ApiError> {
+/// `GET /api/agents/{id}/migration` (admin): the node's drain migration in progress, or the
+/// last one since the panel started (`NOT_FOUND` if none).
+pub(super) async fn migration(
+    api: Arc<Api>,
+    req: Request,
+    _caller: Caller,
+) -> Result<Reply, ApiError> {
+    let a = admin_agent(&api, &req)?;
+    let m = api.migrations.get(&a.id).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NotFound,
+            format!(
+                "agent {} has not been drained with migration since the panel started",
+                a.id
+            ),
+        )
+    })?;
+    Ok(Response::json(200, &json!({"success": true, "migration": m})).into())
+}
+
+async fn set_draining(api: &Arc<Api>, id: String, on: bool) -> Result<Value, ApiError> {
     let store = api.store.clone();
     let rec = blocking(move || store.set_draining(&id, on))
         .await?
@@ -270,12 +301,8 @@ async fn set_draining(api: Arc<Api>, id: String, on: bool) -> Result<Reply, ApiE
     api.nodes
         .health
         .evaluate(&crate::health::observe(&api.hub, &api.store), unix_now());
-    let servers = servers_per_agent(&api);
-    Ok(Response::json(
-        200,
-        &json!({"success": true, "agent": agent_json(&api, &rec, &servers)}),
-    )
-    .into())
+    let servers = servers_per_agent(api);
+    Ok(json!({"success": true, "agent": agent_json(api, &rec, &servers)}))
 }
 
 /// `GET /api/agents/{id}/stats?range=1h|24h` (admin): the node's history

@@ -11,12 +11,15 @@ mod access;
 mod agents;
 mod auth;
 mod backup_run;
+mod backup_sweep;
 mod backups;
+mod drain;
 mod eggs;
 mod error;
 mod files;
 mod gate;
 mod live;
+mod move_recovery;
 mod moves;
 mod placing;
 mod servers;
@@ -24,9 +27,13 @@ mod system;
 mod transfer;
 mod users;
 
+pub use backup_sweep::{Swept, sweep as sweep_backups};
 pub use backups::schedule_loop;
 pub use error::ApiError;
 pub use gate::{Caller, Need, REG_TOKEN_PREFIX};
+pub use move_recovery::recover_all as recover_transfers;
+/// A whole transfer of a server to another agent, for panel-side callers (drain, failover).
+pub(crate) use moves::transfer_server;
 
 use parking_lot::Mutex;
 use serde_json::json;
@@ -87,6 +94,8 @@ pub struct Api {
     pub backups: BackupSettings,
     /// Servers with a backup, restore or transfer in progress (one at a time each).
     busy: Mutex<std::collections::HashSet<String>>,
+    /// Drain migrations (see `drain.rs`), by agent.
+    migrations: drain::Migrations,
 }
 
 /// Where backups are kept and how many per server.
@@ -136,6 +145,7 @@ impl Api {
             strategy,
             backups,
             busy: Mutex::new(Default::default()),
+            migrations: drain::Migrations::default(),
         })
     }
 
@@ -349,6 +359,14 @@ pub fn router(api: &Arc<Api>) -> Router {
         agents::undrain,
     );
     add(r, api, Get, "/api/agents/{id}/stats", Admin, agents::stats);
+    add(
+        r,
+        api,
+        Get,
+        "/api/agents/{id}/migration",
+        Admin,
+        agents::migration,
+    );
     add(r, api, Get, "/ws/agents", Open, agents::websocket);
     // Sessions, the caller's own account and keys.
     add(r, api, Post, "/api/auth/login", Open, auth::login);

@@ -61,6 +61,7 @@ pub(super) fn place_and_record(api: &Api, p: Placing) -> Result<ServerRecord, Ap
         egg_id: p.egg_id,
         epoch: 0,
         handover: None,
+        moving: None,
     };
     if !api.store.insert_owned_server(&rec, p.owner.as_deref())? {
         return Err(exists());

@@ -266,6 +266,11 @@ pub(super) fn server_json(api: &Api, s: &ServerRecord, perms: Perms) -> Value {
             "disk": f.disk,
             "at": format_rfc3339(f.at),
         })),
+        "transfer": s.moving.as_ref().map(|m| json!({
+            "phase": m.phase,
+            "otherAgentId": s.handover,
+            "wasRunning": m.was_running,
+        })),
     })
 }
 
@@ -393,6 +398,16 @@ pub(super) async fn power(api: Arc<Api>, req: Request, caller: Caller) -> Result
             ));
         }
     };
+    // Before a move's commit a copy may run on the target: no second one on the source.
+    if rec.move_uncommitted() && desired == DesiredState::Running {
+        return Err(refused(
+            ErrorCode::Conflict,
+            format!(
+                "server {} is being moved between agents; start it once the transfer ends",
+                rec.server_id
+            ),
+        ));
+    }
     relay(&api, rec, action, Some(desired)).await
 }
 
@@ -518,7 +533,9 @@ pub(super) async fn write_file(
 }
 
 /// `DELETE /api/servers/{id}[?purge=true][&force=true]` (admin): `delete_server`, then the
-/// record goes. `force=true` forgets the server even if its agent is gone or refuses.
+/// record goes, and its backups with it. `force=true` forgets the server even if its agent
+/// is gone or refuses. Refused (`BUSY`) while a backup, restore or transfer runs, and
+/// (`CONFLICT`, unless `force`) while an interrupted transfer is being recovered.
 pub(super) async fn delete(api: Arc<Api>, req: Request, caller: Caller) -> Result<Reply, ApiError> {
     let rec = caller.server()?;
     let flag = |k: &str| {
@@ -526,6 +543,17 @@ pub(super) async fn delete(api: Arc<Api>, req: Request, caller: Caller) -> Resul
             .is_some_and(|v| v.is_empty() || v == "true" || v == "1")
     };
     let (purge, force) = (flag("purge"), flag("force"));
+    let _busy = super::backup_run::BusyGuard::take(&api, &rec.server_id)?;
+    if rec.in_transfer() && !force {
+        return Err(refused(
+            ErrorCode::Conflict,
+            format!(
+                "server {} is between two agents (an interrupted transfer is being recovered); \
+                 retry later, or force=true to forget it (a copy may stay on either agent)",
+                rec.server_id
+            ),
+        ));
+    }
     let action = Action::DeleteServer(Some(DeleteServer { purge }));
     let result = api
         .hub
@@ -540,6 +568,7 @@ pub(super) async fn delete(api: Arc<Api>, req: Request, caller: Caller) -> Resul
         let store = api.store.clone();
         let id = rec.server_id.clone();
         blocking(move || store.remove_server(&id)).await?;
+        super::backup_sweep::forget_server(&api, &rec.server_id).await?;
         api.nodes.history.forget(Kind::Server, &rec.server_id);
         api.nodes.statuses.forget(&rec.server_id);
         for uid in access.owner_id.iter().chain(access.subusers.keys()) {

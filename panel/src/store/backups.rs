@@ -94,6 +94,11 @@ impl Store {
         v
     }
 
+    /// Every stored backup, of every server (the start-up sweep).
+    pub fn all_backups(&self) -> Vec<BackupRecord> {
+        self.backups.backups.read().values().cloned().collect()
+    }
+
     /// Sets (`Some`) or removes (`None`) a server's schedule.
     pub fn set_schedule(&self, server_id: &str, s: Option<Schedule>) -> Result<(), StoreError> {
         let w = self.db.writer();

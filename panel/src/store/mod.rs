@@ -43,7 +43,7 @@ pub use api_keys::ApiKeyRecord;
 
 pub use backups::{BackupRecord, Schedule};
 pub use eggs::EggRecord;
-pub use servers::{DesiredState, ServerRecord};
+pub use servers::{DesiredState, MovePhase, Moving, ServerRecord};
 pub use sessions::{SessionRecord, TOUCH_EVERY};
 pub use users::UserRecord;
 
@@ -200,6 +200,7 @@ pub(crate) mod tests {
             egg_id: None,
             epoch: 0,
             handover: None,
+            moving: None,
         }
     }
 
@@ -346,6 +347,25 @@ pub(crate) mod tests {
         let m = s.memory_committed();
         assert_eq!(m["a1"], 300 << 20);
         assert_eq!(m["a2"], 50 << 20);
+        // A server moving to a2 counts there too until the commit, then only there.
+        let mut moving = server("s4", "a1", 10);
+        moving.moving = Some(Moving {
+            phase: MovePhase::Copying,
+            was_running: true,
+            target: Some("a2".into()),
+        });
+        s.put_server(&moving).unwrap();
+        let m = s.memory_committed();
+        assert_eq!((m["a1"], m["a2"]), (310 << 20, 60 << 20));
+        moving.agent_id = "a2".into();
+        moving.moving = Some(Moving {
+            phase: MovePhase::Removing,
+            was_running: true,
+            target: None,
+        });
+        s.put_server(&moving).unwrap();
+        let m = s.memory_committed();
+        assert_eq!((m["a1"], m["a2"]), (300 << 20, 60 << 20));
         std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -53,6 +53,35 @@ pub struct ServerRecord {
     /// its copy is removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handover: Option<String>,
+    /// How far the transfer in progress got, written with `handover`, so that a panel
+    /// restarted in its middle can undo or finish it (`api/move_recovery.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving: Option<Moving>,
+}
+
+/// A transfer in progress, as the panel must know it after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Moving {
+    pub phase: MovePhase,
+    /// The server ran on the source when the move began (so an undo starts it again).
+    pub was_running: bool,
+    /// The agent it moves to, until the commit: its memory and CPU are counted there too,
+    /// so that placement does not give them away meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// Before or after the commit point of a transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MovePhase {
+    /// Stopping and backing up on the source; no target copy yet (`handover` unset).
+    Preparing,
+    /// `agentId` is still the source; `handover` (the target) may hold a partial copy.
+    Copying,
+    /// Committed: `agentId` is the target; `handover` (the source) still has its old copy.
+    Removing,
 }
 
 /// A server record as stored, including records written before `cpuMillis` existed.
@@ -72,6 +101,8 @@ struct Stored {
     epoch: u64,
     #[serde(default)]
     handover: Option<String>,
+    #[serde(default)]
+    moving: Option<Moving>,
 }
 
 impl From<Stored> for ServerRecord {
@@ -90,6 +121,7 @@ impl From<Stored> for ServerRecord {
             egg_id: s.egg_id,
             epoch: s.epoch,
             handover: s.handover,
+            moving: s.moving,
         }
     }
 }
@@ -103,6 +135,21 @@ fn egg_cpu_millis(egg: &serde_json::Value) -> u64 {
         _ => return 0,
     };
     proto::quantity::MilliCpu::parse(&text).map_or(0, |m| u64::from(m.0))
+}
+
+impl ServerRecord {
+    /// A transfer is in progress, or was when the panel stopped (its mark is set).
+    pub fn in_transfer(&self) -> bool {
+        self.handover.is_some() || self.moving.is_some()
+    }
+
+    /// A copy may run on a transfer's target (before the commit): the source must not start.
+    pub fn move_uncommitted(&self) -> bool {
+        match &self.moving {
+            Some(m) => m.phase != MovePhase::Removing,
+            None => self.handover.is_some(),
+        }
+    }
 }
 
 impl Store {
@@ -206,11 +253,15 @@ impl Store {
         self.committed(|s| s.cpu_millis)
     }
 
+    /// Per agent, `of` summed over the servers placed on it and those moving to it.
     fn committed(&self, of: impl Fn(&ServerRecord) -> u64) -> HashMap<String, u64> {
         let mut out: HashMap<String, u64> = HashMap::new();
         for s in self.servers.read().values() {
-            let sum = out.entry(s.agent_id.clone()).or_default();
-            *sum = sum.saturating_add(of(s));
+            let target = s.moving.as_ref().and_then(|m| m.target.as_ref());
+            for agent in std::iter::once(&s.agent_id).chain(target) {
+                let sum = out.entry(agent.clone()).or_default();
+                *sum = sum.saturating_add(of(s));
+            }
         }
         out
     }
