@@ -1,9 +1,13 @@
-//! Every page against a real panel and a real agent on real Docker, logged in through the
+//! Every page against a real panel and real agents on real Docker, logged in through the
 //! login form as users made with the API: Start clicked in one tab turns the server
-//! `running` on the dashboard open in another; a console command's output appears; a file
-//! edited in the browser reads back changed through the API; an API key made on the keys
-//! page works as a bearer token; Kill asks first; a subuser without `power` sees no power
-//! buttons and the API refuses the call. Each page: zero console errors, exceptions and CSP
+//! `running` on the dashboard open in another; `GET /api/servers` then carries its
+//! last-known status and figures, and a fresh dashboard shows them without asking the
+//! agent; a console command's output appears; a file edited in the browser reads back
+//! changed through the API; the backup schedule is checked, saved and turned off; an API
+//! key made on the keys page works as a bearer token; Kill asks first; a subuser without
+//! `power` sees no power buttons and the API refuses the call; an admin moves the server to
+//! the second node from the Settings tab and back by draining that node with "move its
+//! servers"; an owner who is not an admin is offered no move. Each page: zero console errors, exceptions and CSP
 //! violations, and a screenshot.
 
 use e2e::cdp::{Browser, Page, Problem, chromium_or_skip};
@@ -582,6 +586,32 @@ fn every_page_against_a_real_panel_and_agent() {
     );
     // The last-known status follows the new copy, not the removal of the old one.
     assert_eq!(info["server"]["status"], "running", "{info}");
+
+    // --- draining that node with "move its servers": the server comes back -------------
+    let home = w.s.agents[0].id.clone();
+    w.visit(
+        admin,
+        &format!("/nodes/{target}"),
+        "!!document.querySelector('.node-servers a[href^=\"/servers/\"]')",
+        "node-before-drain",
+    );
+    admin.click(".page-node .btn-danger-outline");
+    admin.wait_for(
+        "!!document.querySelector('dialog[open] input[type=checkbox]')",
+        "the drain dialog",
+    );
+    admin.click("dialog[open] input[type=checkbox]");
+    admin.screenshot("node-drain-confirm");
+    admin.click("dialog[open] .btn-danger");
+    admin.wait_for_long(
+        "document.querySelector('.drain-moves').textContent === 'Migration done: 1 moved, 0 failed, 0 skipped.'",
+        "the server moved off the drained node",
+        SLOW,
+    );
+    admin.screenshot("node-drained");
+    let info = w.api().get(&format!("/api/servers/{id}/info")).ok("info");
+    assert_eq!(info["server"]["agentId"], home.as_str(), "{info}");
+    w.assert_clean(admin, "drain", |_| false);
     w.assert_clean(admin, "transfer", |_| false);
 
     // The owner (not an admin) manages the server but is offered no move.
