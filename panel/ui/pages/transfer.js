@@ -31,7 +31,8 @@ export function transferPanel(server, later) {
   }, (e) => msg.show(`Node list unavailable: ${e.message}`));
   nodes();
   later(events.on((ev) => {
-    if (ev.event === 'transfer_progress' && eventServer(ev) === id && STEPS[ev.data?.step]) step.textContent = STEPS[ev.data.step];
+    // Only while this page's move runs: a late event must not follow the outcome.
+    if (btn.disabled && ev.event === 'transfer_progress' && eventServer(ev) === id && STEPS[ev.data?.step]) step.textContent = STEPS[ev.data.step];
   }));
   const submit = async (e) => {
     e.preventDefault();

@@ -562,12 +562,12 @@ fn every_page_against_a_real_panel_and_agent() {
         "!!document.querySelector('dialog[open]')",
         "the move dialog",
     );
-    admin.click("dialog[open] .btn-danger");
-    admin.wait_for(
-        "document.querySelector('.transfer [role=status]').textContent !== ''",
-        "the move's progress",
+    // Every text the progress line shows, as it changes.
+    admin.eval(
+        "window.steps = []; const st = document.querySelector('.transfer [role=status]');
+         new MutationObserver(() => steps.push(st.textContent)).observe(st, { childList: true, characterData: true, subtree: true });",
     );
-    admin.screenshot("server-settings-moving");
+    admin.click("dialog[open] .btn-danger");
     admin.wait_for_long(
         &format!(
             "(document.querySelector('.transfer .notice-ok')?.textContent ?? '') === 'Moved to {}, running.'",
@@ -577,6 +577,17 @@ fn every_page_against_a_real_panel_and_agent() {
         SLOW,
     );
     admin.screenshot("server-settings-moved");
+    let steps = admin.eval("steps");
+    let shown = |t: &str| steps.as_array().is_some_and(|a| a.iter().any(|s| s == t));
+    assert!(
+        shown("Moving…") && shown("Backing up…") && shown("Starting on the target…"),
+        "{steps}"
+    );
+    assert_eq!(
+        admin.eval("document.querySelector('.transfer [role=status]').textContent"),
+        json!(""),
+        "the progress line outlived the outcome"
+    );
     let info = w.api().get(&format!("/api/servers/{id}/info")).ok("info");
     assert_eq!(info["server"]["agentId"], target.as_str(), "{info}");
     assert_eq!(
