@@ -7,7 +7,8 @@
 //! ```
 //!
 //! plus `agent run --node-config PATH` (the operator's node policy, see `node.rs`) and
-//! `--name-prefix P` (containers are named `P<serverId>`, default `ctrl-`).
+//! `--name-prefix P` (containers are named `P<serverId>`, default `ctrl-`) and
+//! `--fence-after-secs N` (self-fencing of failover servers, default 120, 0 off).
 //!
 //! Hand-parsed (`--flag value` or `--flag=value`): two sub-commands do not justify a
 //! dependency. `main.rs` only calls [`main`].
@@ -24,7 +25,7 @@ usage:
                  [--ca-cert PEM] [--config PATH] [--docker-socket PATH] [--hostname HOST]
                  [--label KEY=VALUE]...
   agent run [--config PATH] [--docker-socket PATH] [--data-dir DIR] [--node-config PATH]
-            [--name-prefix P]
+            [--name-prefix P] [--fence-after-secs N]
 
   register  detects this node's capabilities, registers it with the panel and writes the
             identity and tokens to --config (default ./agent.json, mode 0600);
@@ -35,7 +36,9 @@ usage:
             (default socket /var/run/docker.sock or DOCKER_HOST=unix://..., data ./agent-data);
             --node-config names a JSON file with the node's policy (caps, allowed
             registries, network, rate limits; see agent/README.md); containers are named
-            <name-prefix><serverId> (default ctrl-), so agents can share one Docker Engine
+            <name-prefix><serverId> (default ctrl-), so agents can share one Docker Engine;
+            --fence-after-secs: without the panel for N s, stop the failover-enabled
+            servers (default 120, must stay below the panel's --dead-after-secs; 0 off)
 
   AGENT_LOG=error|warn|info|debug sets the log level (default info)";
 
@@ -179,6 +182,7 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
                     "data-dir",
                     "node-config",
                     "name-prefix",
+                    "fence-after-secs",
                 ],
             )?;
             let mut opts = RunOptions::with_defaults().map_err(|e| e.to_string())?;
@@ -195,6 +199,13 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
             if let Some(p) = take(&mut f, "name-prefix") {
                 crate::servers::check_prefix(&p)?;
                 opts.name_prefix = p;
+            }
+            if let Some(n) = take(&mut f, "fence-after-secs") {
+                let secs: u64 =
+                    n.parse().ok().filter(|s| *s <= 86_400).ok_or_else(|| {
+                        format!("--fence-after-secs must be 0..=86400, not `{n}`")
+                    })?;
+                opts.fence_after = std::time::Duration::from_secs(secs);
             }
             Ok(Cli::Run(opts))
         }
@@ -328,6 +339,16 @@ mod tests {
         };
         assert_eq!(o.node_config, Some(PathBuf::from("/etc/ctrl/node.json")));
         assert_eq!(o.name_prefix, "b-");
+        assert_eq!(o.fence_after, crate::config::DEFAULT_FENCE_AFTER);
+        let Ok(Cli::Run(o)) = parse(&args("run --fence-after-secs 7")) else {
+            panic!("run")
+        };
+        assert_eq!(o.fence_after.as_secs(), 7);
+        assert!(
+            parse(&args("run --fence-after-secs -1"))
+                .unwrap_err()
+                .contains("--fence-after-secs")
+        );
         assert!(
             parse(&args("run --name-prefix a.b"))
                 .unwrap_err()

@@ -111,6 +111,11 @@ impl AgentConfig {
     }
 }
 
+/// `--fence-after-secs` default: well below the panel's default `--dead-after-secs` (300),
+/// so a partitioned node has stopped its failover servers before the panel starts them
+/// elsewhere.
+pub const DEFAULT_FENCE_AFTER: Duration = Duration::from_secs(120);
+
 /// Everything `agent run` needs besides the identity.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -123,6 +128,9 @@ pub struct RunOptions {
     pub resource_interval: Duration,
     /// Containers are named `<prefix><serverId>` (`--name-prefix`, default `ctrl-`).
     pub name_prefix: String,
+    /// Self-fencing: stop the failover-enabled servers after this long without reaching the
+    /// panel (`--fence-after-secs`; `0` turns it off).
+    pub fence_after: Duration,
 }
 
 impl RunOptions {
@@ -135,6 +143,7 @@ impl RunOptions {
             node_config: None,
             resource_interval: DEFAULT_RESOURCE_INTERVAL,
             name_prefix: crate::servers::DEFAULT_NAME_PREFIX.into(),
+            fence_after: DEFAULT_FENCE_AFTER,
         })
     }
 }

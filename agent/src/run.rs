@@ -72,6 +72,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     scfg.policy = policy;
     scfg.resource_interval = opts.resource_interval;
     scfg.name_prefix = opts.name_prefix.clone();
+    scfg.fence_after = opts.fence_after;
     smol::block_on(async move {
         let servers = Arc::new(Servers::start(scfg, outbox.clone())?);
         match servers.check_docker().await {

@@ -162,6 +162,22 @@ impl AgentSim {
     pub fn command(&mut self, c: Command<'_>, now_ts: &str) -> Response<'static> {
         let id: Cow<'static, str> = Cow::Owned(c.id.into_owned());
         let ts: Cow<'static, str> = Cow::Owned(now_ts.to_owned());
+        // Failover's agent-wide commands: a simulated agent never fences and keeps no copies.
+        match &c.action {
+            Action::FailoverServers(f) => {
+                let n = f.server_ids.len();
+                return data_response(id, ts, &serde_json::json!({"failoverServers": n}));
+            }
+            Action::QuarantineServers(q) => {
+                let absent: Vec<&str> = q.servers.iter().map(|s| s.server_id.as_str()).collect();
+                return data_response(
+                    id,
+                    ts,
+                    &serde_json::json!({"quarantined": [], "current": [], "absent": absent, "failed": []}),
+                );
+            }
+            _ => {}
+        }
         let server_id = match c.action.known_name() {
             Some(_) => match &c.action {
                 Action::CreateServer(cs) => cs.server_id.to_string(),
@@ -343,7 +359,10 @@ impl AgentSim {
                 ErrorCode::UnknownAction,
                 format!("the simulated agent does not implement {}", c.action.name()),
             ),
-            Action::CreateServer(_) | Action::Unknown(_) => unreachable!("handled above"),
+            Action::CreateServer(_)
+            | Action::Unknown(_)
+            | Action::FailoverServers(_)
+            | Action::QuarantineServers(_) => unreachable!("handled above"),
         }
     }
 }

@@ -297,6 +297,8 @@ impl Panel {
         let _schedules = smol::spawn(api::schedule_loop(self.api.clone()));
         // Transfers the last stop interrupted: undone or finished as their agents connect.
         api::recover_transfers(&self.api);
+        // Failover of servers off dead nodes, quarantine of their stale copies.
+        let _failover = smol::spawn(crate::failover::run(self.api.clone()));
         let served = http::serve(
             self.listener,
             self.tls,

@@ -3,7 +3,9 @@
 //! limits are answered `RATE_LIMITED` before anything runs.
 
 use super::rate::{Class, Limited};
-use super::{Inner, Outcome, ServerError, backup, create, cut, files, install, power, status};
+use super::{
+    Inner, Outcome, ServerError, backup, create, cut, fence, files, install, power, status,
+};
 use proto::validate::{self, IdKind, ValidationError};
 use proto::{Action, Command, Response};
 use std::borrow::Cow;
@@ -74,7 +76,9 @@ fn scrub(inner: &Inner, message: &str) -> String {
 
 async fn run(inner: &Inner, cmd: Command<'static>) -> Outcome {
     let sid = match &cmd.action {
-        Action::CreateServer(_) => String::new(),
+        Action::CreateServer(_) | Action::FailoverServers(_) | Action::QuarantineServers(_) => {
+            String::new()
+        }
         Action::Unknown(name) => return Err(ServerError::UnknownAction(name.to_string())),
         _ => required_server(&cmd)?,
     };
@@ -118,6 +122,8 @@ async fn run(inner: &Inner, cmd: Command<'static>) -> Outcome {
         Action::BackupCancel(c) => backup::cancel_backup(inner, &sid, &c.backup_id).await,
         Action::RestoreChunk(c) => backup::chunk(inner, &sid, c).await,
         Action::RestoreCancel(c) => backup::cancel_restore(inner, &sid, &c.restore_id).await,
+        Action::FailoverServers(f) => fence::set_list(inner, f.server_ids),
+        Action::QuarantineServers(q) => fence::quarantine(inner, q).await,
         Action::Unknown(name) => Err(ServerError::UnknownAction(name.to_string())),
     }
 }

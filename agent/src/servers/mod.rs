@@ -29,6 +29,7 @@ mod dispatch;
 mod done;
 mod error;
 pub mod extras;
+mod fence;
 mod files;
 mod history;
 mod install;
@@ -109,6 +110,8 @@ pub struct ServersConfig {
     pub load_interval: Duration,
     /// Containers are named `<prefix><serverId>` (`agent run --name-prefix`).
     pub name_prefix: String,
+    /// Self-fencing after this long without the panel (`--fence-after-secs`); zero: off.
+    pub fence_after: Duration,
 }
 
 impl ServersConfig {
@@ -125,6 +128,7 @@ impl ServersConfig {
             stop_timeout: Duration::from_secs(30),
             load_interval: Duration::from_secs(5),
             name_prefix: plan::DEFAULT_NAME_PREFIX.into(),
+            fence_after: crate::config::DEFAULT_FENCE_AFTER,
         }
     }
 }
@@ -226,6 +230,8 @@ struct Inner {
     interface: Mutex<Option<String>>,
     /// Backups and restores in progress (`backup`).
     sessions: backup::Sessions,
+    /// Failover: the failover-enabled servers, the last contact with the panel (`fence`).
+    fence: fence::Fence,
 }
 
 /// The servers manager. Dropping it stops its tasks; containers keep running and are
@@ -245,6 +251,7 @@ impl Servers {
             reason,
         };
         let volumes_dir = cfg.data_dir.join("volumes");
+        let data_dir = cfg.data_dir.clone();
         std::fs::create_dir_all(&volumes_dir)
             .map_err(|e| volume_err(format!("cannot create the data directory: {e}")))?;
         // Docker bind mounts need absolute host paths.
@@ -281,12 +288,17 @@ impl Servers {
             }),
             interface: Mutex::new(None),
             sessions: backup::Sessions::default(),
+            fence: fence::Fence::load(&data_dir),
         });
-        let tasks = vec![
+        let mut tasks = vec![
             smol::spawn(watch::watch(inner.clone())),
             smol::spawn(watch::sample_load(Arc::downgrade(&inner))),
             smol::spawn(files::sweep(Arc::downgrade(&inner))),
         ];
+        if !inner.cfg.fence_after.is_zero() {
+            let after = inner.cfg.fence_after;
+            tasks.push(smol::spawn(fence::watchdog(Arc::downgrade(&inner), after)));
+        }
         Ok(Servers {
             inner,
             _tasks: tasks,
@@ -335,6 +347,7 @@ impl Dispatch for Servers {
         &self,
         cmd: Command<'static>,
     ) -> impl std::future::Future<Output = Response<'static>> + Send {
+        self.inner.fence.contact();
         dispatch::execute(self.inner.clone(), cmd)
     }
 
@@ -351,6 +364,7 @@ impl Dispatch for Servers {
     }
 
     fn pong(&self) -> PongData<'static> {
+        self.inner.fence.contact();
         let active = self
             .inner
             .servers

@@ -1,6 +1,6 @@
 //! Who may use a server: `GET /api/servers/{id}/info` (the record with the caller's
-//! rights), `PATCH /api/servers/{id}` (admin: `ownerId`; other engineers' fields join the
-//! same body), and the subusers `GET/PUT/DELETE /api/servers/{id}/users[/{userId}]` (owner
+//! rights), `PATCH /api/servers/{id}` (admin: `ownerId`, `failover`; other engineers'
+//! fields join the same body), and the subusers `GET/PUT/DELETE /api/servers/{id}/users[/{userId}]` (owner
 //! or admin). Every change is applied to the affected users' live event sockets.
 
 use serde_json::{Map, Value, json};
@@ -38,7 +38,36 @@ fn owner_field(obj: &mut Map<String, Value>) -> Result<Option<Option<String>>, A
     }
 }
 
-/// `PATCH /api/servers/{id}` (admin) `{"ownerId"?: id|null}`.
+/// The `failover` of a PATCH (or create) body.
+pub(super) fn failover_field(obj: &mut Map<String, Value>) -> Result<Option<bool>, ApiError> {
+    match obj.remove("failover") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(b)),
+        Some(_) => Err(ApiError::new(
+            ErrorCode::InvalidMessage,
+            "failover must be true or false",
+        )),
+    }
+}
+
+/// Records a server's `failover` flag and sends its node the new list (a node offline now
+/// gets it on connection).
+pub(super) async fn set_failover(api: &Api, server_id: &str, on: bool) -> Result<(), ApiError> {
+    let (store, sid) = (api.store.clone(), server_id.to_owned());
+    let agent = blocking(move || {
+        store.update_server(&sid, |r| {
+            r.failover.enabled = on;
+            r.agent_id.clone()
+        })
+    })
+    .await?;
+    if let Some(agent) = agent {
+        crate::failover::send_list(api, &agent).await;
+    }
+    Ok(())
+}
+
+/// `PATCH /api/servers/{id}` (admin) `{"ownerId"?: id|null, "failover"?: bool}`.
 pub(super) async fn patch(api: Arc<Api>, req: Request, caller: Caller) -> Result<Reply, ApiError> {
     let rec = caller.server()?;
     let id = rec.server_id.clone();
@@ -49,10 +78,11 @@ pub(super) async fn patch(api: Arc<Api>, req: Request, caller: Caller) -> Result
         ));
     };
     let owner = owner_field(&mut obj)?;
+    let failover = failover_field(&mut obj)?;
     if let Some(k) = obj.keys().next() {
         return Err(ApiError::new(
             ErrorCode::InvalidMessage,
-            format!("unknown field `{k}` (known: ownerId)"),
+            format!("unknown field `{k}` (known: ownerId, failover)"),
         ));
     }
     if let Some(Some(uid)) = &owner
@@ -67,7 +97,11 @@ pub(super) async fn patch(api: Arc<Api>, req: Request, caller: Caller) -> Result
             api.rescope(uid);
         }
     }
-    let server = server_json(&api, rec, caller.perms);
+    if let Some(on) = failover {
+        set_failover(&api, &id, on).await?;
+    }
+    let rec = api.store.server(&id).unwrap_or_else(|| rec.clone());
+    let server = server_json(&api, &rec, caller.perms);
     Ok(Response::json(200, &json!({"success": true, "server": server})).into())
 }
 

@@ -41,13 +41,13 @@ const RATE_RETRIES: u32 = 50;
 const ENVELOPE_RESERVE: usize = 4096;
 
 /// Holds a server's "one long operation at a time" place until dropped.
-pub(super) struct BusyGuard {
+pub(crate) struct BusyGuard {
     api: Arc<Api>,
     server: String,
 }
 
 impl BusyGuard {
-    pub(super) fn take(api: &Arc<Api>, server: &str) -> Result<BusyGuard, ApiError> {
+    pub(crate) fn take(api: &Arc<Api>, server: &str) -> Result<BusyGuard, ApiError> {
         if !api.busy.lock().insert(server.to_owned()) {
             return Err(ApiError::new(
                 ErrorCode::Busy,
@@ -69,7 +69,7 @@ impl Drop for BusyGuard {
 
 /// Sends a panel event (`"type":"event"`, top-level `serverId`) to the subscribers of the
 /// server's agent.
-pub(super) fn publish(api: &Api, agent: &str, server: &str, event: &str, data: Value) {
+pub(crate) fn publish(api: &Api, agent: &str, server: &str, event: &str, data: Value) {
     let frame = json!({
         "type": "event",
         "timestamp": proto::time::now_rfc3339(),
@@ -84,7 +84,7 @@ pub(super) fn publish(api: &Api, agent: &str, server: &str, event: &str, data: V
 
 /// Sends `action` to `agent` about `server`, again after a pause while it answers
 /// `RATE_LIMITED`; a refusal is the `Err`.
-pub(super) async fn command(
+pub(crate) async fn command(
     api: &Api,
     agent: &str,
     server: &str,
@@ -353,7 +353,7 @@ pub(super) async fn remove(api: &Arc<Api>, b: &BackupRecord) -> Result<(), ApiEr
 
 /// Restores the backup `b` onto `agent` (the server's own, or a transfer's target), which
 /// must have the server stopped.
-pub(super) async fn push(
+pub(crate) async fn push(
     api: &Arc<Api>,
     agent: &str,
     server: &str,

@@ -10,18 +10,19 @@
 mod access;
 mod agents;
 mod auth;
-mod backup_run;
+pub(crate) mod backup_run;
 mod backup_sweep;
 mod backups;
 mod drain;
 mod eggs;
 mod error;
+mod failover;
 mod files;
 mod gate;
 mod live;
 mod move_recovery;
 mod moves;
-mod placing;
+pub(crate) mod placing;
 mod servers;
 mod system;
 mod transfer;
@@ -94,6 +95,8 @@ pub struct Api {
     pub backups: BackupSettings,
     /// Servers with a backup, restore or transfer in progress (one at a time each).
     busy: Mutex<std::collections::HashSet<String>>,
+    /// Automatic failover: its pause switch, work in flight, counters (`crate::failover`).
+    pub failover: Arc<crate::failover::Failover>,
     /// Drain migrations (see `drain.rs`), by agent.
     migrations: drain::Migrations,
 }
@@ -145,6 +148,7 @@ impl Api {
             strategy,
             backups,
             busy: Mutex::new(Default::default()),
+            failover: Default::default(),
             migrations: drain::Migrations::default(),
         })
     }
@@ -401,6 +405,15 @@ pub fn router(api: &Arc<Api>) -> Router {
     add(r, api, Get, "/api/eggs/{id}", Admin, eggs::get);
     add(r, api, Delete, "/api/eggs/{id}", Admin, eggs::delete);
     // Servers: create, delete and re-own are admin; the rest per right on the server.
+    add(r, api, Get, "/api/failover", Admin, failover::status);
+    add(
+        r,
+        api,
+        Post,
+        "/api/failover/resume",
+        Admin,
+        failover::resume,
+    );
     add(r, api, Post, "/api/servers", Admin, servers::create);
     add(r, api, Get, "/api/servers", Login, servers::list);
     add(

@@ -62,6 +62,7 @@ pub(super) fn place_and_record(api: &Api, p: Placing) -> Result<ServerRecord, Ap
         epoch: 0,
         handover: None,
         moving: None,
+        failover: Default::default(),
     };
     if !api.store.insert_owned_server(&rec, p.owner.as_deref())? {
         return Err(exists());

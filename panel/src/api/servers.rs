@@ -54,6 +54,7 @@ struct CreateBody {
     egg_value: Value,
     egg_id: Option<String>,
     constraints: BTreeMap<String, String>,
+    failover: bool,
 }
 
 impl CreateBody {
@@ -66,6 +67,7 @@ impl CreateBody {
             ));
         };
         let constraints = placing::constraints(obj.remove("constraints"))?;
+        let failover = super::access::failover_field(&mut obj)?.unwrap_or(false);
         let mut str_field = |k: &str| -> Result<Option<String>, ApiError> {
             match obj.remove(k) {
                 None | Some(Value::Null) => Ok(None),
@@ -108,6 +110,7 @@ impl CreateBody {
             egg_value,
             egg_id,
             constraints,
+            failover,
         })
     }
 }
@@ -164,6 +167,7 @@ pub(super) async fn create(
         egg_value,
         egg_id,
         constraints,
+        failover,
     } = CreateBody::parse(&api, &req)?;
     // Typed decode of the egg from its own text, so that shape errors are CONFIG_INVALID.
     let egg_text = egg_value.to_string();
@@ -230,6 +234,12 @@ pub(super) async fn create(
     if !r.success {
         return Ok(agent_answer(&r).into());
     }
+    let rec = if failover {
+        super::access::set_failover(&api, &rec.server_id, true).await?;
+        api.store.server(&rec.server_id).unwrap_or(rec)
+    } else {
+        rec
+    };
     Ok(Response::json(
         200,
         &json!({
@@ -271,6 +281,14 @@ pub(super) fn server_json(api: &Api, s: &ServerRecord, perms: Perms) -> Value {
             "otherAgentId": s.handover,
             "wasRunning": m.was_running,
         })),
+        "failover": s.failover.enabled,
+        "quarantined": s.failover.quarantined.iter().map(|q| json!({
+            "agentId": q.agent_id,
+            "epoch": q.epoch,
+            "at": format_rfc3339(q.at),
+            "path": q.path,
+        })).collect::<Vec<_>>(),
+        "staleCopies": s.failover.stale,
     })
 }
 

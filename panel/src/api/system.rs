@@ -28,6 +28,7 @@ pub(super) async fn metrics(
     let mut out = String::with_capacity(8 * 1024);
     api.metrics.render(&mut out);
     node_metrics(&api, &mut out);
+    api.failover.render(&mut out);
     let s = &api.http_stats;
     let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     write_gauge(

@@ -137,6 +137,12 @@ impl Hub {
         self.registry.live(agent_id)
     }
 
+    /// The id of the agent's live connection (unique per panel process; a new connection,
+    /// even within the same second, has a new one), if connected. Cheap: no copy.
+    pub fn connection_id(&self, agent_id: &str) -> Option<u64> {
+        self.registry.get(agent_id).map(|c| c.id)
+    }
+
     /// When the agent was last heard from: the live value while connected, else the end of
     /// its last connection (kept across panel restarts by the store); `None` if never.
     pub fn last_seen(&self, agent_id: &str) -> Option<u64> {

@@ -43,7 +43,10 @@ pub use api_keys::ApiKeyRecord;
 
 pub use backups::{BackupRecord, Schedule};
 pub use eggs::EggRecord;
-pub use servers::{DesiredState, MovePhase, Moving, ServerRecord};
+pub use servers::{
+    DesiredState, FailoverInfo, MAX_QUARANTINED, MovePhase, Moving, Quarantined, ServerRecord,
+    StaleCopy,
+};
 pub use sessions::{SessionRecord, TOUCH_EVERY};
 pub use users::UserRecord;
 
@@ -201,7 +204,48 @@ pub(crate) mod tests {
             epoch: 0,
             handover: None,
             moving: None,
+            failover: Default::default(),
         }
+    }
+
+    #[test]
+    fn failover_state_is_durable_and_older_records_read_without_it() {
+        let dir = temp_dir("store-failover");
+        {
+            let s = Store::open(&dir).unwrap();
+            assert!(s.insert_server(&server("srv-1", "a1", 64)).unwrap());
+            let epoch = s
+                .update_server("srv-1", |r| {
+                    r.failover.enabled = true;
+                    r.failover.stale.push(StaleCopy {
+                        agent_id: "a1".into(),
+                        epoch: r.epoch,
+                    });
+                    r.agent_id = "a2".into();
+                    r.epoch += 1;
+                    r.epoch
+                })
+                .unwrap();
+            assert_eq!(epoch, Some(1));
+            assert_eq!(s.update_server("nope", |_| ()).unwrap(), None);
+        }
+        let s = Store::open(&dir).unwrap();
+        let r = s.server("srv-1").unwrap();
+        assert!(r.failover.enabled);
+        assert_eq!((r.agent_id.as_str(), r.epoch), ("a2", 1));
+        assert_eq!(r.failover.stale[0].agent_id, "a1");
+        assert_eq!(
+            s.epoch_for("a1", "srv-1"),
+            Some(1),
+            "the stale copy's node gets the new epoch"
+        );
+        let old: ServerRecord = serde_json::from_value(serde_json::json!({
+            "serverId": "s", "agentId": "a", "eggConfig": {}, "desiredState": "created",
+            "memoryBytes": 1, "createdAt": 1
+        }))
+        .unwrap();
+        assert_eq!(old.failover, FailoverInfo::default());
+        std::fs::remove_dir_all(dir).ok();
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub struct ServerRecord {
     /// its copy is removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handover: Option<String>,
+    /// Failover: opted in or not, copies left behind on dead nodes and those fenced off.
+    #[serde(default)]
+    pub failover: FailoverInfo,
     /// How far the transfer in progress got, written with `handover`, so that a panel
     /// restarted in its middle can undo or finish it (`api/move_recovery.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,6 +87,46 @@ pub enum MovePhase {
     Removing,
 }
 
+/// A server's failover state (see `crate::failover`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverInfo {
+    /// `"failover": true`: recreated elsewhere from its latest backup when its node dies.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Copies left on dead nodes by a failover, to quarantine when those nodes return.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stale: Vec<StaleCopy>,
+    /// Copies that were quarantined on a returning node (newest last, bounded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quarantined: Vec<Quarantined>,
+}
+
+/// Most quarantine entries a record keeps (the oldest go first).
+pub const MAX_QUARANTINED: usize = 32;
+
+/// A copy of the server on `agent_id` for an assignment older than the record's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StaleCopy {
+    pub agent_id: String,
+    /// The epoch that copy was for.
+    pub epoch: u64,
+}
+
+/// A stale copy the returning node stopped and set aside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Quarantined {
+    pub agent_id: String,
+    pub epoch: u64,
+    /// Unix seconds.
+    pub at: u64,
+    /// Where the node keeps its files (`DATA/quarantine/...`), as the agent answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
 /// A server record as stored, including records written before `cpuMillis` existed.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -103,6 +146,8 @@ struct Stored {
     handover: Option<String>,
     #[serde(default)]
     moving: Option<Moving>,
+    #[serde(default)]
+    failover: FailoverInfo,
 }
 
 impl From<Stored> for ServerRecord {
@@ -122,6 +167,7 @@ impl From<Stored> for ServerRecord {
             epoch: s.epoch,
             handover: s.handover,
             moving: s.moving,
+            failover: s.failover,
         }
     }
 }
@@ -193,6 +239,23 @@ impl Store {
         Ok(())
     }
 
+    /// Applies `f` to the record of `server_id` and stores it, atomically with respect to
+    /// other writers; `None` when there is no such server.
+    pub fn update_server<T>(
+        &self,
+        server_id: &str,
+        f: impl FnOnce(&mut ServerRecord) -> T,
+    ) -> Result<Option<T>, StoreError> {
+        let w = self.db.writer();
+        let Some(mut rec) = self.server(server_id) else {
+            return Ok(None);
+        };
+        let out = f(&mut rec);
+        w.commit(|txn| put_json(txn, SERVERS, server_id, &rec))?;
+        self.servers.write().insert(server_id.to_owned(), rec);
+        Ok(Some(out))
+    }
+
     pub fn remove_server(&self, server_id: &str) -> Result<(), StoreError> {
         let w = self.db.writer();
         w.commit(|txn| {
@@ -213,6 +276,24 @@ impl Store {
         let mut v: Vec<_> = self.servers.read().values().cloned().collect();
         v.sort_by(|a, b| (a.created_at, &a.server_id).cmp(&(b.created_at, &b.server_id)));
         v
+    }
+
+    /// The servers `f` selects (only those are copied), ordered like [`Store::servers`].
+    pub fn servers_where(&self, f: impl Fn(&ServerRecord) -> bool) -> Vec<ServerRecord> {
+        let mut v: Vec<_> = self
+            .servers
+            .read()
+            .values()
+            .filter(|s| f(s))
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| (a.created_at, &a.server_id).cmp(&(b.created_at, &b.server_id)));
+        v
+    }
+
+    /// Whether any server satisfies `f` (nothing copied).
+    pub fn any_server(&self, f: impl Fn(&ServerRecord) -> bool) -> bool {
+        self.servers.read().values().any(f)
     }
 
     /// Whether `server_id` is placed on `agent_id`, or `agent_id` is the other end of its

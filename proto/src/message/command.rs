@@ -82,6 +82,13 @@ actions! {
     RestoreChunk { payload: RestoreChunk<'a> } => "restore_chunk",
     /// Extension (backups): drop a restore in progress (the volume is left as it was).
     RestoreCancel { payload: RestoreCancel<'a> } => "restore_cancel",
+    /// Extension (failover): the complete list of this agent's failover-enabled servers,
+    /// the ones it stops when it cannot reach the panel (self-fencing). Agent-wide: no
+    /// top-level `serverId`.
+    FailoverServers { payload: FailoverServers } => "failover_servers",
+    /// Extension (failover): stop and quarantine every listed copy older than the given
+    /// epoch (its files are kept aside, its container removed). Agent-wide.
+    QuarantineServers { payload: QuarantineServers } => "quarantine_servers",
 }
 
 impl Action<'_> {
@@ -405,6 +412,44 @@ impl BackupCancel<'_> {
     }
 }
 
+/// Most servers one `failover_servers` or `quarantine_servers` command may name.
+pub const MAX_FENCE_LIST: usize = 10_000;
+
+/// `failover_servers` payload (extension): every failover-enabled server of the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FailoverServers {
+    pub server_ids: Vec<String>,
+}
+
+impl FailoverServers {
+    pub fn into_owned(self) -> FailoverServers {
+        self
+    }
+}
+
+/// One copy `quarantine_servers` fences off: the agent's copy of `serverId` if its epoch is
+/// older than `epoch` (the assignment's current one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StaleCopy {
+    pub server_id: String,
+    pub epoch: u64,
+}
+
+/// `quarantine_servers` payload (extension).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QuarantineServers {
+    pub servers: Vec<StaleCopy>,
+}
+
+impl QuarantineServers {
+    pub fn into_owned(self) -> QuarantineServers {
+        self
+    }
+}
+
 /// `restore_chunk` payload (extension): base64 `content` at `offset` (the bytes sent so far).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -471,6 +516,35 @@ mod tests {
             }
         }
         assert_eq!(ActionName::from_wire("format_disk"), None);
+    }
+
+    #[test]
+    fn the_fencing_actions_are_agent_wide_and_round_trip() {
+        let frame = br#"{"id":"m","type":"command","timestamp":"t","action":"quarantine_servers","payload":{"servers":[{"serverId":"s1","epoch":3}]}}"#;
+        let Ok(crate::Message::Command(c)) = crate::decode(frame) else {
+            panic!("not a command")
+        };
+        assert_eq!(c.target_server(), None);
+        let Action::QuarantineServers(q) = &c.action else {
+            panic!("{:?}", c.action)
+        };
+        assert_eq!(q.servers[0].server_id, "s1");
+        assert_eq!(q.servers[0].epoch, 3);
+        let again = crate::encode(&crate::Message::Command(c.clone()));
+        assert!(String::from_utf8_lossy(&again).contains(r#""action":"quarantine_servers""#));
+        let frame = br#"{"id":"m","type":"command","timestamp":"t","action":"failover_servers","payload":{"serverIds":["a","b"]}}"#;
+        let Ok(crate::Message::Command(c)) = crate::decode(frame) else {
+            panic!("not a command")
+        };
+        assert!(matches!(c.action, Action::FailoverServers(f) if f.server_ids == ["a", "b"]));
+        let bad = br#"{"id":"m","type":"command","timestamp":"t","action":"failover_servers","payload":{"serverIds":"a"}}"#;
+        assert!(!matches!(
+            crate::decode(bad),
+            Ok(crate::Message::Command(Command {
+                action: Action::FailoverServers(_),
+                ..
+            }))
+        ));
     }
 
     #[test]
