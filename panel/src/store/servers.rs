@@ -338,7 +338,11 @@ impl Store {
     fn committed(&self, of: impl Fn(&ServerRecord) -> u64) -> HashMap<String, u64> {
         let mut out: HashMap<String, u64> = HashMap::new();
         for s in self.servers.read().values() {
-            let target = s.moving.as_ref().and_then(|m| m.target.as_ref());
+            // A transfer names its target in `moving`; a failover marks only `handover`.
+            let target = match &s.moving {
+                Some(m) => m.target.as_ref(),
+                None => s.handover.as_ref(),
+            };
             for agent in std::iter::once(&s.agent_id).chain(target) {
                 let sum = out.entry(agent.clone()).or_default();
                 *sum = sum.saturating_add(of(s));
