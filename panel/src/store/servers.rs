@@ -312,6 +312,14 @@ impl Store {
             .is_some_and(|s| s.agent_id == agent_id || s.handover.as_deref() == Some(agent_id))
     }
 
+    /// Whether `server_id` is placed on `agent_id` (not merely the other end of a transfer).
+    pub fn placed_on(&self, agent_id: &str, server_id: &str) -> bool {
+        self.servers
+            .read()
+            .get(server_id)
+            .is_some_and(|s| s.agent_id == agent_id)
+    }
+
     /// The epoch a command to `agent_id` about `server_id` carries (fencing): the record's,
     /// one more for the other end of a transfer in progress (the target's new copy is
     /// created for the next epoch; the source's old copy is older still). `None` for a
