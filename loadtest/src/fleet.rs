@@ -381,8 +381,10 @@ async fn session(
                     credit = 0.0;
                     continue;
                 }
-                // Catch up after a stall, but never more than one second's worth at once.
-                credit = (credit + elapsed * rate).min(rate.max(1.0));
+                // Catch up after a stall, but never more than one second's worth at once
+                // (plus the fraction carried: at one event per tick, a tick a hair early
+                // leaves 0.999 and a cap of exactly 1.0 would drop the next tick's event).
+                credit = (credit + elapsed * rate).min(rate.max(1.0) + 1.0);
                 let due = credit.floor() as u64;
                 if due == 0 {
                     continue;

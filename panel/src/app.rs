@@ -213,6 +213,7 @@ impl Panel {
                 node_metrics.clone(),
             ),
             history,
+            statuses: Arc::default(),
         };
         let hub = Hub::new(
             HubSettings {

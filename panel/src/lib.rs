@@ -12,6 +12,7 @@ pub mod health;
 pub mod history;
 pub mod http;
 pub mod hub;
+pub mod last_status;
 pub mod metrics;
 pub mod node_metrics;
 pub mod outbox;

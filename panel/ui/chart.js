@@ -14,10 +14,12 @@ function niceMax(v) {
 export class LineChart {
   /**
    * `label` ("CPU"), `format(v)` for axis and value text, `max` a fixed top (e.g. a memory
-   * limit) or null for automatic, `windowMs` the span shown, `maxPoints` the bound kept.
+   * limit) or null for automatic, `windowMs` the span shown, `maxPoints` the bound kept,
+   * `empty` what an empty chart says (written on the canvas too, never a blank plot).
    */
-  constructor({ label, format, max = null, windowMs = 3600_000, maxPoints = 4000 }) {
+  constructor({ label, format, max = null, windowMs = 3600_000, maxPoints = 4000, empty = 'No history yet' }) {
     this.label = label;
+    this.empty = empty;
     this.format = format;
     this.max = max;
     this.windowMs = windowMs;
@@ -62,6 +64,12 @@ export class LineChart {
     this.schedule();
   }
 
+  /** What the chart says while it has no point. */
+  setEmpty(text) {
+    this.empty = text;
+    this.schedule();
+  }
+
   setMax(max) {
     this.max = max;
     this.schedule();
@@ -82,10 +90,10 @@ export class LineChart {
   describe() {
     const last = this.points[this.points.length - 1];
     const peak = this.points.reduce((m, p) => Math.max(m, p.v), -Infinity);
-    this.value.textContent = last ? this.format(last.v) : 'no data yet';
+    this.value.textContent = last ? this.format(last.v) : '—';
     this.canvas.setAttribute('aria-label', last
       ? `${this.label} over the last hour: now ${this.format(last.v)}, peak ${this.format(peak)}`
-      : `${this.label}: no data for the last hour yet`);
+      : `${this.label}: ${this.empty}`);
   }
 
   draw() {
@@ -135,13 +143,21 @@ export class LineChart {
       ctx.textAlign = f === 0 ? 'left' : f === 1 ? 'right' : 'center';
       ctx.fillText(label, f === 0 ? PAD.left : x(from + this.windowMs * f), hgt - PAD.bottom + 6);
     }
-    if (this.points.length < 2) return;
+    if (!this.points.length) {
+      ctx.textAlign = 'center';
+      ctx.textBaseline = 'middle';
+      ctx.fillText(this.empty, (PAD.left + w - PAD.right) / 2, y(top * 0.75));
+      return;
+    }
     ctx.strokeStyle = line;
     ctx.lineWidth = 1.5;
     ctx.lineJoin = 'round';
     ctx.beginPath();
     this.points.forEach((p, i) => (i ? ctx.lineTo(x(p.t), y(p.v)) : ctx.moveTo(x(p.t), y(p.v))));
     ctx.stroke();
+    // A lone first sample is a dot, not an invisible line.
+    const [p0] = this.points;
+    if (this.points.length === 1) { ctx.fillStyle = line; ctx.fillRect(x(p0.t) - 2, y(p0.v) - 2, 4, 4); }
   }
 
   destroy() {

@@ -509,7 +509,12 @@ impl Page {
     /// Polls `expr` until it is `true`; panics after [`WAIT`] naming `what`, with the page's
     /// text and problems.
     pub fn wait_for(&self, expr: &str, what: &str) {
-        let deadline = Instant::now() + WAIT;
+        self.wait_for_long(expr, what, WAIT);
+    }
+
+    /// [`Page::wait_for`] with its own deadline (a server moved between nodes, …).
+    pub fn wait_for_long(&self, expr: &str, what: &str, wait: Duration) {
+        let deadline = Instant::now() + wait;
         loop {
             if self.try_eval(expr) == Ok(Value::Bool(true)) {
                 return;

@@ -247,6 +247,20 @@ fn spread_binpack_constraints_and_drain() {
         )
         .err("bad constraint", 400, "CONFIG_INVALID");
 
+    // A server's constraints hold for its moves too: the "us" server has nowhere to go.
+    let us = s.server_id("us");
+    let r = s
+        .panel
+        .api
+        .post(&format!("/api/servers/{us}/transfer"), &json!({}));
+    assert_eq!(r.code(), "INSUFFICIENT_RESOURCES", "{}", r.body);
+    let r = s.panel.api.post(
+        &format!("/api/servers/{us}/transfer"),
+        &json!({"agentId": ida}),
+    );
+    assert_eq!(r.code(), "INSUFFICIENT_RESOURCES", "{}", r.body);
+    assert!(r.message().contains("region=us"), "{}", r.body);
+
     // Drain: B shows draining and gets nothing, not even when named.
     let drained = s
         .panel

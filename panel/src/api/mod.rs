@@ -83,7 +83,7 @@ pub struct Api {
     limiter: KeyedLimiter<IpAddr>,
     /// Serialises placement with the insert of the placed server, so two concurrent creates
     /// cannot both take the last free memory of an agent.
-    placement: Mutex<()>,
+    pub(crate) placement: Mutex<()>,
     /// File transfers in progress (see `transfer.rs`), bounded so their buffers are.
     transfers: std::sync::atomic::AtomicUsize,
     /// Node health and resource history.

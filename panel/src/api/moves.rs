@@ -144,7 +144,7 @@ fn target(api: &Api, rec: &ServerRecord, asked: Option<String>) -> Result<String
             memory: rec.memory_bytes,
             cpu: rec.cpu_millis,
             ports: placement::egg_host_ports(&rec.egg_config),
-            ..Need::default()
+            constraints: rec.constraints.clone(),
         };
         return placing::choose(api, &need, Some(&rec.agent_id));
     };
@@ -155,12 +155,12 @@ fn target(api: &Api, rec: &ServerRecord, asked: Option<String>) -> Result<String
             format!("server {} already runs on agent {a}", rec.server_id),
         ));
     }
-    if api.store.agent(&a).is_none() {
-        return Err(ApiError::new(
-            ErrorCode::NotFound,
-            format!("no agent `{a}`"),
-        ));
-    }
+    // Known, not draining, carrying the server's constraints: as a create naming its agent.
+    let need = Need {
+        constraints: rec.constraints.clone(),
+        ..Need::default()
+    };
+    placing::explicit(api, &a, &need)?;
     if !api.hub.is_online(&a) {
         return Err(ApiError::new(
             ErrorCode::AgentOffline,

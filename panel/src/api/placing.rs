@@ -63,6 +63,7 @@ pub(super) fn place_and_record(api: &Api, p: Placing) -> Result<ServerRecord, Ap
         handover: None,
         moving: None,
         failover: Default::default(),
+        constraints: p.need.constraints.clone(),
     };
     if !api.store.insert_owned_server(&rec, p.owner.as_deref())? {
         return Err(exists());
@@ -71,7 +72,7 @@ pub(super) fn place_and_record(api: &Api, p: Placing) -> Result<ServerRecord, Ap
 }
 
 /// A named agent: it must not be draining and must carry the constraints' labels.
-fn explicit(api: &Api, agent_id: &str, need: &Need) -> Result<(), ApiError> {
+pub(crate) fn explicit(api: &Api, agent_id: &str, need: &Need) -> Result<(), ApiError> {
     let rec = api
         .store
         .agent(agent_id)

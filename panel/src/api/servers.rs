@@ -17,7 +17,7 @@ use proto::ErrorCode;
 use proto::egg::EggConfig;
 use proto::message::{
     Action, ContentEncoding, CreateServer, DeleteServer, GetLogs, KillServer, LogLines,
-    PathPayload, SendCommand, StopServer, WriteFile,
+    PathPayload, SendCommand, ServerState, StopServer, WriteFile,
 };
 use proto::time::{format_rfc3339, unix_now};
 use proto::validate::{self, IdKind};
@@ -251,8 +251,12 @@ pub(super) async fn create(
     .into())
 }
 
-/// A server as the API shows it, with its owner and the caller's `permissions` on it.
+/// A server as the API shows it, with its owner, the caller's `permissions` on it, its
+/// last-known `status` (extension; `null` until its agent said one since the panel started)
+/// and its latest `resources` while they are fresh (extension; else `null`).
 pub(super) fn server_json(api: &Api, s: &ServerRecord, perms: Perms) -> Value {
+    let seen = api.nodes.statuses.get(&s.server_id);
+    let figures = api.nodes.history.server_now(&s.server_id, unix_now());
     json!({
         "serverId": s.server_id,
         "agentId": s.agent_id,
@@ -264,6 +268,14 @@ pub(super) fn server_json(api: &Api, s: &ServerRecord, perms: Perms) -> Value {
         "ownerId": api.store.access(&s.server_id).owner_id,
         "permissions": perms.names(),
         "epoch": s.epoch,
+        "status": seen.map(|x| x.status.as_str()),
+        "statusAt": seen.map(|x| format_rfc3339(x.at)),
+        "resources": figures.map(|f| json!({
+            "cpu": f.cpu,
+            "memory": f.memory,
+            "disk": f.disk,
+            "at": format_rfc3339(f.at),
+        })),
         "transfer": s.moving.as_ref().map(|m| json!({
             "phase": m.phase,
             "otherAgentId": s.handover,
@@ -315,7 +327,8 @@ pub(super) async fn relay(
     Ok(agent_answer(&r).into())
 }
 
-/// `GET /api/servers/{id}` (view): `get_status` (its player count is kept for `/metrics`).
+/// `GET /api/servers/{id}` (view): `get_status` (its status is kept as the last-known one,
+/// its player count for `/metrics`).
 pub(super) async fn status(
     api: Arc<Api>,
     _req: Request,
@@ -326,6 +339,13 @@ pub(super) async fn status(
         .hub
         .command(&rec.agent_id, Some(&rec.server_id), Action::GetStatus)
         .await?;
+    let status = r
+        .data
+        .as_ref()
+        .and_then(|d| ServerState::deserialize(d.get("status")?).ok());
+    if let Some(st) = status.filter(|_| r.success) {
+        api.nodes.statuses.set(&rec.server_id, st, unix_now());
+    }
     let online = r
         .data
         .as_ref()
@@ -568,6 +588,7 @@ pub(super) async fn delete(api: Arc<Api>, req: Request, caller: Caller) -> Resul
         blocking(move || store.remove_server(&id)).await?;
         super::backup_sweep::forget_server(&api, &rec.server_id).await?;
         api.nodes.history.forget(Kind::Server, &rec.server_id);
+        api.nodes.statuses.forget(&rec.server_id);
         for uid in access.owner_id.iter().chain(access.subusers.keys()) {
             api.rescope(uid);
         }

@@ -65,9 +65,9 @@ pub(super) async fn recreate(api: &Arc<Api>, rec: ServerRecord) -> bool {
         memory: rec.memory_bytes,
         cpu: rec.cpu_millis,
         ports: placement::egg_host_ports(&rec.egg_config),
-        ..Need::default()
+        constraints: rec.constraints.clone(),
     };
-    let to = match placing::choose(api, &need, Some(&from)) {
+    let to = match choose_and_mark(api, need, &rec).await {
         Ok(to) => to,
         Err(e) => {
             log::error!("server {sid}: no node to fail over to: {e}");
@@ -123,6 +123,35 @@ pub(super) async fn recreate(api: &Arc<Api>, rec: ServerRecord) -> bool {
     }
 }
 
+/// Picks the new node and marks the move (`handover`) under the placement lock, as creates
+/// and transfers do: the marked target counts the server's memory and CPU as committed
+/// until the commit or the undo, so a create racing this failover cannot take the same room.
+async fn choose_and_mark(
+    api: &Arc<Api>,
+    need: Need,
+    rec: &ServerRecord,
+) -> Result<String, ApiError> {
+    let api = api.clone();
+    let (sid, from) = (rec.server_id.clone(), rec.agent_id.clone());
+    blocking(move || {
+        let _lock = api.placement.lock();
+        let to = placing::choose(&api, &need, Some(&from))?;
+        let marked = api.store.update_server(&sid, |r| {
+            if r.agent_id == from {
+                r.handover = Some(to.clone());
+            }
+        })?;
+        if marked.is_none() {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("server {sid} was deleted during its failover"),
+            ));
+        }
+        Ok(to)
+    })
+    .await
+}
+
 impl Run<'_> {
     fn progress(&self, step: &str, extra: Value) {
         let mut data = json!({
@@ -149,7 +178,6 @@ impl Run<'_> {
         created: &mut bool,
     ) -> Result<u64, ApiError> {
         let sid = self.rec.server_id.clone();
-        self.set_handover(Some(self.to.clone())).await?;
         self.progress("creating", json!({"backupId": backup.id}));
         let text = self.rec.egg_config.to_string();
         let egg: EggConfig<'_> = serde_json::from_str(&text)

@@ -37,6 +37,8 @@ use rtt::Rtt;
 pub struct NodeHooks {
     pub health: Arc<Health>,
     pub history: Arc<crate::history::History>,
+    /// Each server's last-known status (from its status events and `get_status` answers).
+    pub statuses: Arc<crate::last_status::LastStatus>,
 }
 
 /// Transitions an in-process subscriber may fall behind by before it misses some.

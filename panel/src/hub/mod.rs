@@ -14,7 +14,8 @@
 //! - [`trust`]: an agent speaks only for itself and its own servers;
 //! - [`heartbeat`]: pings, pongs, missed heartbeats, revoked token families (and the
 //!   round trips node health measures);
-//! - [`samples`]: `resource_update` events copied into the resource history;
+//! - [`samples`]: `resource_update` events copied into the resource history, status
+//!   changes into the last-known status;
 //! - [`writer`]: the writer;
 //! - [`last_seen`]: when each agent was last heard from, committed when a connection ends;
 //! - [`error`]: [`HubError`] and its wire codes.

@@ -174,14 +174,17 @@ impl Hub {
         }
         match env.kind {
             MessageType::Event => {
-                let sample = env.name.as_deref() == Some("resource_update");
+                let kept = matches!(
+                    env.name.as_deref(),
+                    Some("resource_update" | "server_status_changed")
+                );
                 self.events.publish(
                     &conn.agent_id,
                     env.server_id.as_deref(),
                     env.name.as_deref(),
                     msg,
                 );
-                if sample {
+                if kept {
                     self.sample(&conn.agent_id, decoder, bytes);
                 }
             }

@@ -60,6 +60,7 @@ fn fixture_with(tag: &str, settings: HubSettings) -> Fixture {
             Arc::new(crate::node_metrics::NodeMetrics::default()),
         ),
         history: Arc::new(crate::history::History::load(store.clone(), 5, 0).unwrap()),
+        statuses: Arc::default(),
     };
     let hub = Hub::new(
         settings,

@@ -205,6 +205,7 @@ pub(crate) mod tests {
             handover: None,
             moving: None,
             failover: Default::default(),
+            constraints: Default::default(),
         }
     }
 
@@ -410,6 +411,12 @@ pub(crate) mod tests {
         s.put_server(&moving).unwrap();
         let m = s.memory_committed();
         assert_eq!((m["a1"], m["a2"]), (300 << 20, 60 << 20));
+        // A failover in progress marks only `handover`: its target counts it too.
+        let mut failing_over = server("s5", "a1", 5);
+        failing_over.handover = Some("a2".into());
+        s.put_server(&failing_over).unwrap();
+        let m = s.memory_committed();
+        assert_eq!((m["a1"], m["a2"]), (305 << 20, 65 << 20));
         std::fs::remove_dir_all(dir).ok();
     }
 }

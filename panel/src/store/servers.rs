@@ -3,7 +3,7 @@
 
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::txn::{Db, JsonTable, put_json, remove};
 use super::{Store, StoreError};
@@ -60,6 +60,10 @@ pub struct ServerRecord {
     /// restarted in its middle can undo or finish it (`api/move_recovery.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moving: Option<Moving>,
+    /// The labels its node must carry (`"constraints"` at create): transfers and failovers
+    /// place it under them too.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub constraints: BTreeMap<String, String>,
 }
 
 /// A transfer in progress, as the panel must know it after a restart.
@@ -148,6 +152,8 @@ struct Stored {
     moving: Option<Moving>,
     #[serde(default)]
     failover: FailoverInfo,
+    #[serde(default)]
+    constraints: BTreeMap<String, String>,
 }
 
 impl From<Stored> for ServerRecord {
@@ -168,6 +174,7 @@ impl From<Stored> for ServerRecord {
             handover: s.handover,
             moving: s.moving,
             failover: s.failover,
+            constraints: s.constraints,
         }
     }
 }
@@ -305,6 +312,14 @@ impl Store {
             .is_some_and(|s| s.agent_id == agent_id || s.handover.as_deref() == Some(agent_id))
     }
 
+    /// Whether `server_id` is placed on `agent_id` (not merely the other end of a transfer).
+    pub fn placed_on(&self, agent_id: &str, server_id: &str) -> bool {
+        self.servers
+            .read()
+            .get(server_id)
+            .is_some_and(|s| s.agent_id == agent_id)
+    }
+
     /// The epoch a command to `agent_id` about `server_id` carries (fencing): the record's,
     /// one more for the other end of a transfer in progress (the target's new copy is
     /// created for the next epoch; the source's old copy is older still). `None` for a
@@ -330,7 +345,11 @@ impl Store {
     fn committed(&self, of: impl Fn(&ServerRecord) -> u64) -> HashMap<String, u64> {
         let mut out: HashMap<String, u64> = HashMap::new();
         for s in self.servers.read().values() {
-            let target = s.moving.as_ref().and_then(|m| m.target.as_ref());
+            // A transfer names its target in `moving`; a failover marks only `handover`.
+            let target = match &s.moving {
+                Some(m) => m.target.as_ref(),
+                None => s.handover.as_ref(),
+            };
             for agent in std::iter::once(&s.agent_id).chain(target) {
                 let sum = out.entry(agent.clone()).or_default();
                 *sum = sum.saturating_add(of(s));

@@ -1,6 +1,7 @@
 // /servers/{id}/settings (also /access): the server's owner and its subusers with their
-// rights, reinstall, and (admins) delete — for the owner and admins only. Rights are saved
-// per user with PUT; removing someone, reinstalling and deleting ask first.
+// rights, reinstall, and (admins) a move to another node (`transfer.js`) and delete — for
+// the owner and admins only. Rights are saved per user with PUT; removing someone,
+// reinstalling, moving and deleting ask first.
 
 import * as api from '../api.js';
 import { h, fill, notice, placeholder, failed, field } from '../dom.js';
@@ -8,6 +9,7 @@ import * as dialog from '../dialog.js';
 import { session, manages, navigate } from '../session.js';
 import { loadServer, serverHead } from './server.js';
 import { serverName } from './dashboard.js';
+import { transferPanel } from './transfer.js';
 
 export const PERMISSIONS = [
   ['console.read', 'Read the console'],
@@ -20,6 +22,8 @@ export const PERMISSIONS = [
 export function mount(root, { id }) {
   document.title = `Settings · ${id} · ctrl`;
   let alive = true;
+  const offs = [];
+  let move = null; // built once: a reload of the lists keeps a move in progress on screen
   root.append(placeholder('loading', 'Loading…'));
 
   async function load() {
@@ -61,11 +65,15 @@ export function mount(root, { id }) {
         h('div', { class: 'page-head' }, h('h2', { id: 'subs-h' }, 'Subusers'),
           h('button', { type: 'button', class: 'btn btn-primary', onclick: () => addSubuser(server, allUsers, subusers, load) }, '+ Add subuser')),
         list),
+      session.user.admin ? (move ??= transferPanel(server, (off) => offs.push(off))) : null,
       dangerZone(server, msg));
   }
 
   load();
-  return () => { alive = false; };
+  return () => {
+    alive = false;
+    offs.forEach((off) => off());
+  };
 }
 
 /** Reinstall (owner, admin) and delete (admin), each asking first. */

@@ -1,5 +1,6 @@
 // /servers/{id}/backups: the server's backups, newest first — download (files.read), take
-// one now, restore (the server must be stopped) and delete (owner, admin; both ask first).
+// one now, restore (the server must be stopped) and delete (owner, admin; both ask first);
+// the schedule (`schedule.js`).
 // backup_* events on the live socket show progress and refresh the list.
 
 import * as api from '../api.js';
@@ -9,6 +10,7 @@ import { bytes, dateTime } from '../format.js';
 import * as dialog from '../dialog.js';
 import { manages } from '../session.js';
 import { loadServer, serverHead } from './server.js';
+import { scheduleEditor } from './schedule.js';
 
 export function mount(root, { id }) {
   document.title = `Backups · ${id} · ctrl`;
@@ -27,7 +29,7 @@ export function mount(root, { id }) {
       if (!alive) return;
       if (!list.isConnected) {
         const take = manages(server) ? h('button', { type: 'button', class: 'btn btn-primary', onclick: create }, 'Back up now') : null;
-        fill(root, serverHead(server, 'backups'), h('div', { class: 'toolbar' }, take, progress), msg, list);
+        fill(root, serverHead(server, 'backups'), h('div', { class: 'toolbar' }, take, progress), msg, list, scheduleEditor(id, manages(server)));
       }
       fill(list, backups.length ? h('table', { class: 'data backups' },
         h('thead', {}, h('tr', {}, ['Taken', 'Size', 'Id', 'Actions'].map((c) => h('th', { scope: 'col' }, c)))),

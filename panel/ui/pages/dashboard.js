@@ -116,25 +116,28 @@ function paint(row) {
   fill(cells.status, badge(s.status || 'unknown'));
   const running = s.status === 'running' || s.status === 'starting';
   const r = running ? s.resources : null;
+  // Running without a sample yet: say so rather than a bare dash.
+  const none = () => (running ? h('span', { class: 'muted wait' }, 'waiting for first sample') : '—');
   fill(cells.cpu, r && Number.isFinite(r.cpu)
     ? [h('span', { class: 'spark', 'aria-hidden': 'true' }, spark(row.cpu)), ` ${percent(r.cpu)}`]
-    : '—');
+    : none());
   const used = r ? toBytes(r.memory) : NaN;
   const limit = memoryLimit(s);
-  fill(cells.mem, Number.isFinite(used) ? `${bytes(used)}${Number.isFinite(limit) ? ` / ${bytes(limit)}` : ''}` : '—');
+  fill(cells.mem, Number.isFinite(used) ? `${bytes(used)}${Number.isFinite(limit) ? ` / ${bytes(limit)}` : ''}` : none());
   const p = running ? s.players : null;
   fill(cells.players, p && Number.isFinite(p.online) ? `${p.online}/${p.max ?? '?'}` : '—');
 }
 
-/** How many servers' status the dashboard asks their agents for when it loads. */
+/** How many status-less servers the dashboard asks their agents about when it loads. */
 const PEEK = 50;
 
 /**
- * `GET /api/servers` has no status (the panel keeps none); the first PEEK servers on
- * connected nodes are asked (`get_status`, four at a time), the rest wait for an event.
+ * `GET /api/servers` carries each server's last-known `status`; one the panel has not heard
+ * since it started (null) is asked of its agent (`get_status`, four at a time, the first
+ * PEEK), the rest wait for an event.
  */
 export function peekStatuses(table, servers, alive) {
-  const todo = servers.filter((s) => s.agentOnline).slice(0, PEEK);
+  const todo = servers.filter((s) => s.agentOnline && !s.status).slice(0, PEEK);
   const worker = async () => {
     for (let s = todo.shift(); s && alive(); s = todo.shift()) {
       try {
@@ -175,7 +178,7 @@ function nodeCards(agents, servers) {
         h('a', { href: `/nodes/${api.seg(a.id)}`, class: 'card-title' }, a.name),
         badge(healthState(a))),
       reasons.length ? h('p', { class: 'reasons' }, reasons.map((r) => (typeof r === 'string' ? r : r.message || r.code)).join('; ')) : null,
-      h('p', { class: 'muted' }, `${a.servers ?? 0} servers`),
+      h('p', { class: 'muted' }, `${a.servers ?? 0} server${a.servers === 1 ? '' : 's'}`),
       meter('Memory', c.memory, parseQuantity(a.capabilities?.maxMemory), bytes),
       meter('CPU', c.cpu, Number(a.capabilities?.maxCpuCores), (v) => `${Math.round(v * 10) / 10} cores`));
   }));

@@ -1,5 +1,5 @@
 // /nodes/{id} (admin): one node's health and reasons, capacity, 1 h charts, its servers, and
-// Drain / Undrain.
+// Drain (optionally moving its servers away, each outcome shown) / Undrain.
 
 import * as api from '../api.js';
 import { events, eventServer } from '../events.js';
@@ -21,24 +21,27 @@ export function mount(root, { id }) {
   };
   cleanups.push(() => Object.values(charts).forEach((c) => c.destroy()));
   const msg = notice();
+  const moves = h('p', { class: 'hint drain-moves', role: 'status' });
   const head = h('div');
   const body = h('div', {}, placeholder('loading', 'Loading node…'));
   const historyNote = h('p', { class: 'hint' });
   const serversSlot = h('div', { class: 'list-slot' });
   let table = null;
-  root.append(head, msg, body,
+  root.append(head, msg, moves, body,
     h('section', { class: 'panel', 'aria-labelledby': 'usage-h' }, h('h2', { id: 'usage-h' }, 'Last hour'),
       h('div', { class: 'chart-row' }, charts.cpu.el, charts.memory.el, charts.disk.el), historyNote),
     h('section', { class: 'panel node-servers', 'aria-labelledby': 'srv-h' }, h('h2', { id: 'srv-h' }, 'Servers on this node'), serversSlot));
 
   async function drain(on) {
     msg.hide();
+    const move = h('input', { type: 'checkbox' });
     if (on) {
       const ok = await dialog.confirm({
         title: `Drain ${id}?`,
-        message: 'A draining node gets no new servers. Its servers keep running.',
+        message: 'A draining node gets no new servers. Its servers keep running there unless you move them.',
         confirmLabel: 'Drain node',
-        action: () => api.post(`/api/agents/${api.seg(id)}/drain`),
+        extra: h('label', { class: 'check' }, move, ' Also move its servers to other nodes, one at a time'),
+        action: () => api.post(`/api/agents/${api.seg(id)}/drain`, move.checked ? { migrate: true } : {}),
       });
       if (!ok) return;
     } else {
@@ -49,7 +52,7 @@ export function mount(root, { id }) {
         return;
       }
     }
-    msg.show(on ? 'Draining: the state changes when the panel reports it.' : 'Undrain requested.', 'info');
+    msg.show(on ? `Draining${move.checked ? ' and moving its servers' : ''}: the state changes when the panel reports it.` : 'Undrain requested.', 'info');
     load();
   }
 
@@ -101,7 +104,12 @@ export function mount(root, { id }) {
   }
 
   cleanups.push(events.on((ev) => {
+    const d = ev.data || {};
     if (ev.event === 'agent_health_changed' && ev.agentId === id) load();
+    else if (ev.event === 'drain_progress' && d.drainedAgentId === id) {
+      moves.textContent = `${d.serverId}: ${d.outcome}${d.error ? ` (${d.error.message})` : ''}`;
+      load();
+    } else if (ev.event === 'drain_completed' && ev.agentId === id) moves.textContent = `Migration done: ${d.moved} moved, ${d.failed} failed, ${d.skipped} skipped.`;
     else if (table && eventServer(ev)) table.update(ev);
   }));
   cleanups.push(events.onReconnect(load));

@@ -97,6 +97,7 @@ export function mount(root, { id }) {
     const paintStatus = () => {
       fill(statusSlot, badge(status));
       const running = status === 'running';
+      for (const c of [cpu, mem]) c.setEmpty(running ? 'Waiting for the first sample' : 'No history yet');
       uptimeEl.textContent = running && uptime ? `up ${duration(uptime.secs + (Date.now() - uptime.at) / 1000)}` : '';
       const busy = !!pendingEl.textContent;
       if (powerBar) {

@@ -353,6 +353,52 @@ fn a_chart_draws_axes_and_describes_itself() {
     page.assert_clean("chart", session_probe);
 }
 
+#[test]
+fn an_empty_chart_and_a_running_server_without_samples_say_so() {
+    let Some(w) = world("ui_empty") else { return };
+    let page = login_page(&w, "/login");
+    let r = page.eval(
+        "(async () => {
+          const { LineChart } = await import('/assets/chart.js');
+          const { percent } = await import('/assets/format.js');
+          const { serverTable } = await import('/assets/pages/dashboard.js');
+          const c = new LineChart({ label: 'CPU', format: percent, max: 100 });
+          const t = serverTable([{ serverId: 'srv-a', status: 'running' }, { serverId: 'srv-b', status: 'stopped' }]);
+          document.getElementById('main').replaceChildren(c.el, t.table);
+          await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+          // The plot's row at three quarters up, between the y labels and the right edge:
+          // no grid line or axis label is there, only the empty chart's message.
+          const ink = () => { const k = devicePixelRatio, hh = c.canvas.clientHeight, yy = hh - 22 - 0.75 * (hh - 32);
+            const d = c.canvas.getContext('2d').getImageData(70 * k, (yy - 4) * k, (c.canvas.clientWidth - 90) * k, 8 * k).data;
+            let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; };
+          const before = { label: c.canvas.getAttribute('aria-label') };
+          c.setEmpty('Waiting for the first sample');
+          await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+          const cells = (id) => [...document.querySelectorAll(`tr[data-server=${id}] td.num`)].map(td => td.textContent);
+          const out = { before, after: c.canvas.getAttribute('aria-label'), ink: ink(), a: cells('srv-a'), b: cells('srv-b') };
+          t.update({ event: 'resource_update', serverId: 'srv-a', data: { serverId: 'srv-a', cpu: 12.5, memory: { used: '64MiB' } } });
+          await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+          out.sampled = cells('srv-a');
+          return out;
+        })()",
+    );
+    assert_eq!(r["before"]["label"], "CPU: No history yet", "{r}");
+    // The message is written on the canvas.
+    assert!(r["ink"].as_u64().unwrap_or(0) > 50, "{r}");
+    assert_eq!(r["after"], "CPU: Waiting for the first sample", "{r}");
+    let wait = "waiting for first sample";
+    assert_eq!(r["a"], json!([wait, wait, "—"]), "{r}");
+    assert_eq!(r["b"], json!(["—", "—", "—"]), "{r}");
+    let sampled = r["sampled"].as_array().expect("cells");
+    assert!(
+        sampled[0].as_str().is_some_and(|t| t.ends_with("13 %")),
+        "{r}"
+    );
+    assert!(!sampled[1].as_str().unwrap_or(wait).contains(wait), "{r}");
+    page.screenshot("empty-chart-and-waiting-row");
+    page.assert_clean("empty states", session_probe);
+}
+
 /// Issue 11's budget, measured as the browser receives it: the shell plus every module,
 /// stylesheet and icon, before compression.
 #[test]
@@ -372,6 +418,8 @@ fn all_ui_assets_together_fit_150_kib_in_the_browser() {
         "create-server",
         "keys",
         "backups",
+        "schedule",
+        "transfer",
         "not-found",
     ];
     let r = page.eval(&format!(
@@ -380,18 +428,31 @@ fn all_ui_assets_together_fit_150_kib_in_the_browser() {
           await fetch('/assets/icon.svg');
           const res = performance.getEntriesByType('resource').filter(e => new URL(e.name).pathname.startsWith('/assets/'));
           const doc = performance.getEntriesByType('navigation')[0];
-          const files = {{}};
-          for (const e of res) files[new URL(e.name).pathname] = e.decodedBodySize;
+          const files = {{}}, wire = {{}};
+          for (const e of res) {{ files[new URL(e.name).pathname] = e.decodedBodySize; wire[new URL(e.name).pathname] = e.encodedBodySize; }}
           files['/'] = doc.decodedBodySize;
-          return files;
+          wire['/'] = doc.encodedBodySize;
+          return {{ files, wire }};
         }})()"
     ));
-    let files = r.as_object().expect("a map of sizes");
+    let files = r["files"].as_object().expect("a map of sizes");
     let total: u64 = files.values().filter_map(Value::as_u64).sum();
+    // What went over the wire: the panel serves gzip to a browser that asks for it.
+    let wire: u64 = r["wire"]
+        .as_object()
+        .expect("a map of sizes")
+        .values()
+        .filter_map(Value::as_u64)
+        .sum();
     eprintln!(
-        "UI assets in the browser: {} files, {total} bytes ({:.1} KiB)",
+        "UI assets in the browser: {} files, {total} bytes ({:.1} KiB), {wire} bytes ({:.1} KiB) on the wire",
         files.len(),
-        total as f64 / 1024.0
+        total as f64 / 1024.0,
+        wire as f64 / 1024.0
+    );
+    assert!(
+        wire * 2 < total,
+        "the assets were not served compressed: {wire} of {total} bytes"
     );
     assert!(
         files.len() >= pages.len() + 4,

@@ -1,14 +1,18 @@
-//! Every page against a real panel and a real agent on real Docker, logged in through the
+//! Every page against a real panel and real agents on real Docker, logged in through the
 //! login form as users made with the API: Start clicked in one tab turns the server
-//! `running` on the dashboard open in another; a console command's output appears; a file
-//! edited in the browser reads back changed through the API; an API key made on the keys
-//! page works as a bearer token; Kill asks first; a subuser without `power` sees no power
-//! buttons and the API refuses the call. Each page: zero console errors, exceptions and CSP
+//! `running` on the dashboard open in another; `GET /api/servers` then carries its
+//! last-known status and figures, and a fresh dashboard shows them without asking the
+//! agent; a console command's output appears; a file edited in the browser reads back
+//! changed through the API; the backup schedule is checked, saved and turned off; an API
+//! key made on the keys page works as a bearer token; Kill asks first; a subuser without
+//! `power` sees no power buttons and the API refuses the call; an admin moves the server to
+//! the second node from the Settings tab and back by draining that node with "move its
+//! servers"; an owner who is not an admin is offered no move. Each page: zero console errors, exceptions and CSP
 //! violations, and a screenshot.
 
 use e2e::cdp::{Browser, Page, Problem, chromium_or_skip};
 use e2e::panel::Api;
-use e2e::stack::Stack;
+use e2e::stack::{SLOW, Stack};
 use serde_json::json;
 
 const ADMIN: (&str, &str) = ("alice", "alice's long password");
@@ -30,6 +34,9 @@ fn world(tag: &str) -> Option<World> {
     let mut s = Stack::start(tag)?;
     let a = s.add_agent("a");
     let agent_id = s.agents[a].id.clone();
+    // The target of the move made in the Settings tab (its own container names: both
+    // agents share this host's Docker).
+    s.add_agent_prefixed("b", &format!("uib{}-", std::process::id()));
     let api = &s.panel.api;
     let user = |(name, password): (&str, &str), admin: bool| {
         let r = api
@@ -201,6 +208,44 @@ fn every_page_against_a_real_panel_and_agent() {
     );
     dash.screenshot("dashboard-running");
 
+    // --- the panel keeps the last-known status: in GET /api/servers, and a fresh dashboard
+    // shows it without asking the agent (no `GET /api/servers/{id}` from the page) --------
+    // With its latest usage figures once a sample came.
+    let rec = e2e::eventually("the server's figures in the list", SLOW, || {
+        let listed = w.api().get("/api/servers").ok("list servers");
+        let rec = listed["servers"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["serverId"] == id.as_str()).cloned())
+            .expect("the server in the list");
+        (!rec["resources"].is_null()).then_some(rec)
+    });
+    assert_eq!(rec["status"], "running", "{rec}");
+    assert!(
+        rec["statusAt"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{rec}"
+    );
+    assert!(
+        rec["resources"]["memory"].as_u64().unwrap_or(0) > 0,
+        "{rec}"
+    );
+    assert!(rec["resources"]["cpu"].as_f64().is_some(), "{rec}");
+    w.visit(
+        &dash,
+        "/",
+        &format!(
+            "{} && document.querySelector('{row} td[data-label=Memory]').textContent.includes('MiB')",
+            status_badge(&format!("{row} .badge"), "running")
+        ),
+        "dashboard-last-known",
+    );
+    assert_eq!(
+        dash.eval(&format!(
+            "performance.getEntriesByType('resource').filter(e => new URL(e.name).pathname === '/api/servers/{id}').length"
+        )),
+        json!(0),
+        "the dashboard asked the agent for a status the list already had"
+    );
+
     server.call("Page.bringToFront", json!({}));
 
     // --- console: a command's output ---------------------------------------------------
@@ -299,6 +344,52 @@ fn every_page_against_a_real_panel_and_agent() {
         json!(format!("/api/servers/{id}/backups/{bid}/download"))
     );
     files.screenshot("backups");
+
+    // --- the backup schedule: checked in the form, saved, shown, turned off -----------
+    let schedule = format!("/api/servers/{id}/backup-schedule");
+    let error =
+        "(document.querySelector('.schedule .field-error:not([hidden])')?.textContent ?? '')";
+    files.type_into(".schedule input[name=every]", "x");
+    files.click(".schedule button[type=submit]");
+    files.wait_for(
+        &format!("{error}.startsWith('Enter a whole number')"),
+        "the number check",
+    );
+    files.eval("document.querySelector('.schedule input[name=every]').value = '400'");
+    files
+        .eval("const u = document.querySelector('.schedule select[name=unit]'); u.value = '86400'");
+    files.click(".schedule button[type=submit]");
+    files.wait_for(&format!("{error}.includes('365 days')"), "the range check");
+    files.screenshot("backups-schedule-invalid");
+    assert_eq!(
+        w.api().get(&schedule).ok("schedule")["schedule"],
+        json!(null)
+    );
+    files.eval("document.querySelector('.schedule input[name=every]').value = '2'");
+    files.eval("document.querySelector('.schedule select[name=unit]').value = '3600'");
+    files.click(".schedule button[type=submit]");
+    files.wait_for(
+        "document.querySelector('.schedule .notice-ok')?.textContent === 'Schedule saved.'",
+        "the schedule saved",
+    );
+    assert_eq!(
+        w.api().get(&schedule).ok("schedule")["schedule"]["intervalSecs"],
+        7200
+    );
+    assert_eq!(
+        files.eval(&format!("{error} === '' && document.querySelector('.schedule-now').textContent.startsWith('Every 2 hours;')")),
+        json!(true)
+    );
+    files.screenshot("backups-schedule");
+    files.click(".schedule .btn-danger-outline");
+    files.wait_for(
+        "document.querySelector('.schedule .notice-ok')?.textContent === 'Schedule turned off.'",
+        "the schedule off",
+    );
+    assert_eq!(
+        w.api().get(&schedule).ok("schedule")["schedule"],
+        json!(null)
+    );
     w.assert_clean(files, "backups", |_| false);
 
     // --- the other pages -----------------------------------------------------------------
@@ -306,7 +397,7 @@ fn every_page_against_a_real_panel_and_agent() {
     let pages = [
         (
             format!("/servers/{id}/settings"),
-            "!!document.querySelector('.access') && !!document.querySelector('.reinstall')",
+            "!!document.querySelector('.access') && !!document.querySelector('.reinstall') && document.querySelectorAll('.transfer option').length === 2",
             "server-settings",
         ),
         (
@@ -442,5 +533,124 @@ fn every_page_against_a_real_panel_and_agent() {
         page.eval("document.documentElement.scrollWidth <= 360"),
         json!(true),
         "the dashboard scrolls sideways at 360 px"
+    );
+
+    // --- a move to the other node from the Settings tab (admins only) ------------------
+    let target = w.s.agents[1].id.clone();
+    let log_out = |p: &Page| {
+        p.eval("[...document.querySelectorAll('.user-menu button')].find(b => b.textContent === 'Log out').click()");
+        p.wait_for(
+            "location.pathname === '/login'",
+            "the login page after logout",
+        );
+    };
+    page.viewport(1280, 900, false);
+    log_out(page);
+    w.login_on(page, ADMIN);
+    let admin = page;
+    w.visit(
+        admin,
+        &format!("/servers/{id}/settings"),
+        "document.querySelectorAll('.transfer option').length === 2",
+        "server-settings-transfer",
+    );
+    admin.eval(&format!(
+        "const t = document.querySelector('.transfer select'); t.value = {target:?}"
+    ));
+    admin.click(".transfer button[type=submit]");
+    admin.wait_for(
+        "!!document.querySelector('dialog[open]')",
+        "the move dialog",
+    );
+    // Every text the progress line shows, as it changes.
+    admin.eval(
+        "window.steps = []; const st = document.querySelector('.transfer [role=status]');
+         new MutationObserver(() => steps.push(st.textContent)).observe(st, { childList: true, characterData: true, subtree: true });",
+    );
+    admin.click("dialog[open] .btn-danger");
+    admin.wait_for_long(
+        &format!(
+            "(document.querySelector('.transfer .notice-ok')?.textContent ?? '') === 'Moved to {}, running.'",
+            w.s.agents[1].name
+        ),
+        "the move's outcome",
+        SLOW,
+    );
+    admin.screenshot("server-settings-moved");
+    let steps = admin.eval("steps");
+    let shown = |t: &str| steps.as_array().is_some_and(|a| a.iter().any(|s| s == t));
+    assert!(
+        shown("Moving…") && shown("Backing up…") && shown("Starting on the target…"),
+        "{steps}"
+    );
+    assert_eq!(
+        admin.eval("document.querySelector('.transfer [role=status]').textContent"),
+        json!(""),
+        "the progress line outlived the outcome"
+    );
+    let info = w.api().get(&format!("/api/servers/{id}/info")).ok("info");
+    assert_eq!(info["server"]["agentId"], target.as_str(), "{info}");
+    assert_eq!(
+        admin.eval("[...document.querySelectorAll('.transfer option')].map(o => o.value)"),
+        json!(["", w.s.agents[0].id]),
+        "after the move the list offers the node it left"
+    );
+    // The last-known status follows the new copy, not the removal of the old one.
+    assert_eq!(info["server"]["status"], "running", "{info}");
+
+    // --- draining that node with "move its servers": the server comes back -------------
+    let home = w.s.agents[0].id.clone();
+    w.visit(
+        admin,
+        &format!("/nodes/{target}"),
+        "!!document.querySelector('.node-servers a[href^=\"/servers/\"]')",
+        "node-before-drain",
+    );
+    admin.click(".page-node .btn-danger-outline");
+    admin.wait_for(
+        "!!document.querySelector('dialog[open] input[type=checkbox]')",
+        "the drain dialog",
+    );
+    admin.click("dialog[open] input[type=checkbox]");
+    admin.screenshot("node-drain-confirm");
+    admin.click("dialog[open] .btn-danger");
+    admin.wait_for_long(
+        "document.querySelector('.drain-moves').textContent === 'Migration done: 1 moved, 0 failed, 0 skipped.'",
+        "the server moved off the drained node",
+        SLOW,
+    );
+    admin.screenshot("node-drained");
+    let info = w.api().get(&format!("/api/servers/{id}/info")).ok("info");
+    assert_eq!(info["server"]["agentId"], home.as_str(), "{info}");
+    w.assert_clean(admin, "drain", |_| false);
+    w.assert_clean(admin, "transfer", |_| false);
+
+    // The owner (not an admin) manages the server but is offered no move.
+    let bob_id = w.api().get("/api/users").ok("users")["users"]
+        .as_array()
+        .and_then(|u| u.iter().find(|u| u["name"] == SUBUSER.0).cloned())
+        .expect("bob")["id"]
+        .as_str()
+        .expect("bob's id")
+        .to_owned();
+    w.api()
+        .call(
+            "PATCH",
+            &format!("/api/servers/{id}"),
+            Some(&json!({"ownerId": bob_id})),
+        )
+        .ok("bob owns the server");
+    log_out(page);
+    w.login_on(page, SUBUSER);
+    w.visit(
+        page,
+        &format!("/servers/{id}/settings"),
+        "!!document.querySelector('.access') && !!document.querySelector('.reinstall')",
+        "server-settings-owner",
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('.transfer').length"),
+        json!(0),
+        "a non-admin owner is offered a move"
     );
 }
