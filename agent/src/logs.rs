@@ -51,8 +51,10 @@ impl LineSplitter {
         Self::default()
     }
 
-    /// Feeds a chunk; calls `out` for every complete line (without `\n` / `\r\n`).
-    pub fn push(&mut self, mut chunk: &[u8], out: &mut impl FnMut(String)) {
+    /// Feeds a chunk; calls `out` for every complete line (without `\n` / `\r\n`). A line
+    /// is handed over as borrowed bytes: the caller decides whether it becomes a `String`
+    /// (a throttled console drops most lines of a flood without allocating them).
+    pub fn push(&mut self, mut chunk: &[u8], out: &mut impl FnMut(Line<'_>)) {
         while !chunk.is_empty() {
             let newline = chunk.iter().position(|&b| b == b'\n');
             let (piece, rest, complete) = match newline {
@@ -69,26 +71,67 @@ impl LineSplitter {
             let room = MAX_LINE - self.buf.len();
             if piece.len() > room {
                 self.buf.extend_from_slice(&piece[..room]);
-                out(cut_line(&self.buf));
+                out(Line {
+                    bytes: &self.buf,
+                    cut: true,
+                });
                 self.buf.clear();
                 self.skipping = !complete;
                 continue;
             }
+            if complete && self.buf.is_empty() {
+                // The whole line is in this chunk: no copy.
+                out(Line {
+                    bytes: piece,
+                    cut: false,
+                });
+                continue;
+            }
             self.buf.extend_from_slice(piece);
             if complete {
-                out(finish_line(&self.buf));
+                out(Line {
+                    bytes: &self.buf,
+                    cut: false,
+                });
                 self.buf.clear();
             }
         }
     }
 
     /// The stream ended: delivers a final line that had no newline.
-    pub fn finish(&mut self, out: &mut impl FnMut(String)) {
+    pub fn finish(&mut self, out: &mut impl FnMut(Line<'_>)) {
         if !self.buf.is_empty() && !self.skipping {
-            out(finish_line(&self.buf));
+            out(Line {
+                bytes: &self.buf,
+                cut: false,
+            });
         }
         self.buf.clear();
         self.skipping = false;
+    }
+}
+
+/// One line from a [`LineSplitter`], still as the bytes the server wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Line<'a> {
+    bytes: &'a [u8],
+    /// Cut at [`MAX_LINE`] (gets [`TRUNCATION_MARK`]).
+    cut: bool,
+}
+
+impl Line<'_> {
+    /// The line's text as written (lossy UTF-8, no truncation mark); borrowed when valid.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(self.bytes.strip_suffix(b"\r").unwrap_or(self.bytes))
+    }
+
+    /// The line as text (lossy UTF-8; a cut line ends with [`TRUNCATION_MARK`]).
+    pub fn into_string(self) -> String {
+        if self.cut {
+            cut_line(self.bytes)
+        } else {
+            finish_line(self.bytes)
+        }
     }
 }
 
@@ -321,10 +364,11 @@ fn announcement(n: u64) -> LogLine {
     }
 }
 
+/// The throttle decides first; only a delivered line is turned into text.
 fn deliver(
     throttle: &mut Throttle,
     stream: Stream,
-    line: String,
+    line: Line<'_>,
     now: Instant,
     out: &mut Vec<LogLine>,
 ) {
@@ -334,6 +378,7 @@ fn deliver(
             if let Some(n) = announce {
                 out.push(announcement(n));
             }
+            let line = line.into_string();
             out.push(LogLine {
                 level: guess_level(&line, stream),
                 message: line,
@@ -352,9 +397,9 @@ mod tests {
         let mut s = LineSplitter::new();
         let mut out = Vec::new();
         for c in input.chunks(step) {
-            s.push(c, &mut |l| out.push(l));
+            s.push(c, &mut |l| out.push(l.into_string()));
         }
-        s.finish(&mut |l| out.push(l));
+        s.finish(&mut |l| out.push(l.into_string()));
         out
     }
 

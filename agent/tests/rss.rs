@@ -105,6 +105,9 @@ fn agent_rss_idle_and_with_ten_running_servers() {
             memory: 64 << 30,
             cpu_millis: 64_000,
         });
+        // Room for every server's pids limit whatever this host's `pid_max` (half of
+        // 32,768 fits only 16 servers at the default 1,024 each).
+        cfg.policy.max_total_pids = Some(servers_n as u64 * 1024);
         let servers = Servers::start(cfg, Arc::new(Outbox::default())).unwrap();
         for i in 0..servers_n {
             let sid = format!("rss-{i}");

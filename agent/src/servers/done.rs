@@ -41,7 +41,10 @@ impl DoneWatch {
         };
         let mut hit = false;
         splitter.push(chunk, &mut |line| {
-            hit = hit || strings.iter().any(|d| line.contains(d.as_str()));
+            hit = hit || {
+                let text = line.text();
+                strings.iter().any(|d| text.contains(d.as_str()))
+            };
         });
         self.seen = hit;
         hit

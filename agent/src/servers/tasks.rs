@@ -19,7 +19,8 @@ use std::sync::Weak;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// After this much silence, drops not yet announced are announced.
+/// After a whole period of this without output (so 1-2 s of silence), drops not yet
+/// announced are announced.
 const QUIET: Duration = Duration::from_secs(1);
 
 /// The stdin half of the current run's attach.
@@ -79,16 +80,26 @@ pub async fn pump_console(
         .and_then(|s| DoneWatch::new(s.extras.done.clone()));
     let mut out = Vec::new();
     let mut up = false;
+    // One ticking timer for the run, not a fresh timer per chunk of output (each one a
+    // reactor insertion and removal, thousands a second from a chatty server): the output
+    // counts as quiet after a whole tick without a chunk.
+    let mut tick = smol::Timer::interval(QUIET);
+    let mut heard = false;
     loop {
         let next = futures_lite::future::or(async { Some(reader.next().await) }, async {
-            smol::Timer::after(QUIET).await;
+            tick.next().await;
             None
         })
         .await;
         match next {
-            None => console.flush_dropped(&mut out),
+            None => {
+                if !std::mem::take(&mut heard) {
+                    console.flush_dropped(&mut out);
+                }
+            }
             Some(None) => break,
             Some(Some(Ok((kind, bytes)))) => {
+                heard = true;
                 let stream = match kind {
                     StreamKind::Stdout => Stream::Stdout,
                     StreamKind::Stderr => Stream::Stderr,

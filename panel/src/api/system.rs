@@ -60,6 +60,16 @@ pub(super) async fn metrics(
             &s.tls_failures,
         ),
         (
+            "panel_http_tls_handshakes_total",
+            "Completed TLS handshakes.",
+            &s.tls_handshakes,
+        ),
+        (
+            "panel_http_tls_resumed_total",
+            "Completed TLS handshakes that resumed a session from a ticket.",
+            &s.tls_resumed,
+        ),
+        (
             "panel_http_requests_total",
             "HTTP requests received and dispatched.",
             &s.requests_total,

@@ -12,6 +12,7 @@
 //! - [`body`]: streamed request and response bodies (file transfers), never whole in memory;
 //! - [`server`]: accept loop, TLS, keep-alive, timeouts, connection caps, shutdown;
 //! - [`slots`]: per-client-IP connection slots (slow clients evict each other, not others);
+//! - [`socket`]: the accepted TCP socket, without the failed `recv` per small frame;
 //! - [`ws`]: the WebSocket handshake and the [`Upgraded`] stream handed to the app.
 
 pub mod body;
@@ -21,6 +22,7 @@ pub mod response;
 pub mod router;
 pub mod server;
 pub mod slots;
+pub mod socket;
 pub mod ws;
 
 pub use body::{BodyError, BodyStream, ResponseBody, Streamed};

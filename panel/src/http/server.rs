@@ -105,6 +105,11 @@ pub struct ServerStats {
     pub connections_evicted: AtomicU64,
     /// Failed or timed-out TLS handshakes (includes plaintext HTTP on the TLS port).
     pub tls_failures: AtomicU64,
+    /// Completed TLS handshakes.
+    pub tls_handshakes: AtomicU64,
+    /// Completed TLS handshakes that resumed a session from a ticket (no certificate,
+    /// no signature); the others were full handshakes.
+    pub tls_resumed: AtomicU64,
     /// Requests fully received and dispatched.
     pub requests_total: AtomicU64,
     /// Requests refused by the parser (400/413/431/501/505/417).
@@ -337,7 +342,7 @@ async fn http_phase(
         async {
             deadline(
                 Instant::now() + cfg.tls_handshake_timeout,
-                shared.acceptor.accept(tcp),
+                shared.acceptor.accept(super::socket::Socket::new(tcp)),
             )
             .await
             .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))
@@ -358,6 +363,10 @@ async fn http_phase(
             return None;
         }
     };
+    bump(&stats.tls_handshakes);
+    if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+        bump(&stats.tls_resumed);
+    }
     let mut conn = Conn::new(tls);
     let limits = Limits {
         max_header_bytes: cfg.max_header_bytes,

@@ -7,17 +7,15 @@
 //! lost. The replay buffer is freed as soon as it is drained.
 
 use std::io;
-use std::net::TcpStream;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use async_io::Async;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use base64::Engine as _;
 use futures_lite::{AsyncRead, AsyncWrite};
 
 /// The TLS stream type of an accepted connection.
-pub type TlsConn = futures_rustls::server::TlsStream<Async<TcpStream>>;
+pub type TlsConn = futures_rustls::server::TlsStream<super::socket::Socket>;
 
 /// A WebSocket over an upgraded panel connection.
 pub type WsStream = async_tungstenite::WebSocketStream<Upgraded>;

@@ -7,7 +7,8 @@
 //! warn, so their debug/info lines show only at trace; the program's own modules (and this
 //! crate's) follow the level.
 
-use std::io::Write;
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::sync::OnceLock;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
@@ -36,14 +37,19 @@ impl Log for Stderr {
         if !self.shows(record.target(), record.level(), log::max_level()) {
             return;
         }
+        // Formatted first, then written with one system call: stderr is unbuffered, and
+        // `writeln!` straight into it issues a `write` per piece (about eight per line; a
+        // reconnect storm logs two lines per agent).
+        let mut line = String::with_capacity(128);
         let _ = writeln!(
-            std::io::stderr().lock(),
+            line,
             "{} {} {}: {}",
             proto::time::now_rfc3339(),
             record.level(),
             record.target(),
             record.args()
         );
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 
     fn flush(&self) {}
