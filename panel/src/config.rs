@@ -70,8 +70,11 @@ impl Default for Config {
             heartbeat: Duration::from_secs(15),
             command_timeout: Duration::from_secs(30),
             max_frame_bytes: proto::codec::DEFAULT_MAX_FRAME,
-            agent_rate: 200.0,
-            agent_burst: 400.0,
+            // Five times one server's console throttle (200 lines/s, burst 400 in the
+            // agent): a flooding server or two must not push its agent over the budget,
+            // where the panel would drop lines with the `dropped` counts they carry.
+            agent_rate: 1000.0,
+            agent_burst: 2000.0,
             admin_rate: 50.0,
             admin_burst: 100.0,
             max_conns_per_ip: 256,
@@ -152,8 +155,8 @@ usage: panel user add NAME [--admin] [--password-stdin] [--data-dir DIR]
   --heartbeat-secs N       agent ping interval (3 missed = offline) [15]
   --command-timeout-secs N wait for an agent's response    [30]
   --max-frame-bytes N      largest agent WebSocket message [1048576]
-  --agent-rate N           frames/s per agent connection   [200]
-  --agent-burst N          burst of the agent bucket       [400]
+  --agent-rate N           frames/s per agent connection   [1000]
+  --agent-burst N          burst of the agent bucket       [2000]
   --admin-rate N           API requests/s per client IP    [50]
   --admin-burst N          burst of the API bucket         [100]
   --max-conns-per-ip N     TCP connections per IP, 0 = any [256]

@@ -12,11 +12,12 @@
 //! what the throttle promises: every printed line is either delivered or counted as
 //! dropped — none vanish — and the delivered ones arrive in order.
 //!
-//! `LOG_FLOOD_AGENT_RATE=N` starts the panel with `--agent-rate N --agent-burst 2N`. At the
-//! panel's default (200 frames/s per agent connection, the same as one server's console
-//! throttle) the check fails: the throttled lines plus the agent's other frames exceed the
+//! `LOG_FLOOD_AGENT_RATE=N` starts the panel with `--agent-rate N --agent-burst 2N`. With a
+//! budget at one server's console throttle (`LOG_FLOOD_AGENT_RATE=200`, the panel's default
+//! before) the check fails: the throttled lines plus the agent's other frames exceed the
 //! agent's frame budget, the panel drops about two frames a second with `RATE_LIMITED`,
-//! and the `dropped` counts those lines carried are lost with them (README "Not yet").
+//! and the `dropped` counts those lines carried are lost with them; the default (1,000)
+//! accounts for every line.
 
 use e2e::events::{kind, server_of};
 use e2e::stack::{SLOW, Stack};
