@@ -64,6 +64,7 @@ pub const FILES: &[Asset] = assets![
     "pages/backups.js",
     "pages/schedule.js",
     "pages/transfer.js",
+    "pages/failover.js",
     "pages/not-found.js",
 ];
 

@@ -10,6 +10,7 @@ import { session, manages, navigate } from '../session.js';
 import { loadServer, serverHead } from './server.js';
 import { serverName } from './dashboard.js';
 import { transferPanel } from './transfer.js';
+import { failoverPanel } from './failover.js';
 
 export const PERMISSIONS = [
   ['console.read', 'Read the console'],
@@ -65,6 +66,7 @@ export function mount(root, { id }) {
         h('div', { class: 'page-head' }, h('h2', { id: 'subs-h' }, 'Subusers'),
           h('button', { type: 'button', class: 'btn btn-primary', onclick: () => addSubuser(server, allUsers, subusers, load) }, '+ Add subuser')),
         list),
+      session.user.admin ? failoverPanel(server) : null,
       session.user.admin ? (move ??= transferPanel(server, (off) => offs.push(off))) : null,
       dangerZone(server, msg));
   }

@@ -554,6 +554,22 @@ fn every_page_against_a_real_panel_and_agent() {
         "document.querySelectorAll('.transfer option').length === 2",
         "server-settings-transfer",
     );
+    // The failover switch: on, as the API then says, and off again.
+    for on in [true, false] {
+        admin.click(".failover input[type=checkbox]");
+        admin.wait_for(
+            &format!(
+                "(document.querySelector('.failover .notice-ok')?.textContent ?? '') === {:?} && !document.querySelector('.failover input').disabled",
+                if on { "Failover on." } else { "Failover off." }
+            ),
+            "the failover switch's outcome",
+        );
+        let rec = w.api().get(&format!("/api/servers/{id}/info")).ok("info");
+        assert_eq!(rec["server"]["failover"], on, "{rec}");
+        if on {
+            admin.screenshot("server-settings-failover");
+        }
+    }
     admin.eval(&format!(
         "const t = document.querySelector('.transfer select'); t.value = {target:?}"
     ));
@@ -649,8 +665,8 @@ fn every_page_against_a_real_panel_and_agent() {
         "server-settings-owner",
     );
     assert_eq!(
-        page.eval("document.querySelectorAll('.transfer').length"),
+        page.eval("document.querySelectorAll('.transfer, .failover').length"),
         json!(0),
-        "a non-admin owner is offered a move"
+        "a non-admin owner is offered a move or the failover switch"
     );
 }
