@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::stats::LatencySummary;
+use crate::threads::{self, ThreadBusy};
 
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -146,6 +147,8 @@ pub struct PanelReport {
     pub cpu_ms_per_1k_events: Option<f64>,
     /// Average panel CPU during the measured phase, percent of one core.
     pub cpu_percent_measured: f64,
+    /// Its busiest threads in the measured phase: CPU and waiting for a CPU.
+    pub threads: Vec<ThreadBusy>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -155,6 +158,8 @@ pub struct SelfReport {
     pub rss_connected_bytes: u64,
     /// Average CPU during the measured phase, percent of one core (all threads).
     pub cpu_percent_measured: f64,
+    /// Its busiest threads in the measured phase: CPU and waiting for a CPU.
+    pub threads: Vec<ThreadBusy>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -268,6 +273,13 @@ impl Report {
                     .map(|m| format!(", {m:.2} ms CPU per 1k events"))
                     .unwrap_or_default()
             );
+            if !p.threads.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "panel threads (CPU / waiting for a CPU, % of the measured phase): {}",
+                    threads::describe(&p.threads)
+                );
+            }
         }
         if let Some(me) = &self.loadtest_process {
             let _ = writeln!(
@@ -277,6 +289,13 @@ impl Report {
                 mib(me.rss_connected_bytes),
                 me.cpu_percent_measured
             );
+            if !me.threads.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "loadtest threads (CPU / waiting for a CPU, % of the measured phase): {}",
+                    threads::describe(&me.threads)
+                );
+            }
         }
         if let Some(f) = &self.filtered {
             let _ = writeln!(

@@ -2,8 +2,9 @@
 //! their servers, open subscribers, measure events and commands for `--duration`, drain,
 //! optionally storm, stop, and build the [`Report`].
 //!
-//! Threads: the crowd runs on its own executor thread ([`crate::fleet`]); this controller,
-//! the subscribers and the command driver share the calling thread's executor.
+//! Threads: the crowd runs on its own executor thread ([`crate::fleet`]), the command and
+//! login drivers on another ([`crate::operators`]); this controller and the subscribers
+//! share the calling thread's executor.
 
 use std::future::Future;
 use std::path::Path;
@@ -13,11 +14,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::agents_file::{AgentsFile, SavedAgent};
-use crate::commands::{self, RequestStats};
+use crate::commands::RequestStats;
 use crate::config::Config;
 use crate::fleet::{self, AgentIdent, Control, FleetConfig, FleetStats};
 use crate::logins;
 use crate::metrics::{self, Scrape};
+use crate::operators::{self, Operators};
 use crate::procfs::{self, ProcSample};
 use crate::report::{
     AgentsReport, CommandsReport, EventsReport, FilteredReport, LoginsReport, LossByCause,
@@ -27,7 +29,11 @@ use crate::rlimit;
 use crate::sim::server_id_for;
 use crate::stats::{Errors, LatencySummary};
 use crate::subscriber::{self, SubStats};
+use crate::threads;
 use ctrl_io::{ClientError, Rest, Scheme, Url};
+
+/// Threads reported per process (the busiest, by CPU + waiting for a CPU).
+const BUSIEST_THREADS: usize = 3;
 
 /// Why a run could not be carried out (as opposed to what it measured).
 #[derive(Debug, thiserror::Error)]
@@ -386,35 +392,32 @@ impl Run {
         } else {
             Vec::new()
         };
-        let login_users = Rc::new(login_users);
 
         // 5. Measured phase.
         let scrape_before = self.scrape().await;
         let measured_sample = self.panel.as_mut().and_then(|p| p.sample()).map(|s| s.0);
         let self_measured = procfs::sample(me).ok();
+        let panel_pid = self.panel.as_ref().map(|p| p.pid);
+        let threads_measured = (
+            panel_pid.and_then(|p| threads::sample(p).ok()),
+            threads::sample(me).ok(),
+        );
         let (cmd_stop_tx, cmd_stop) = async_channel::bounded::<()>(1);
         let cmd_stats = Arc::new(RequestStats::default());
-        let servers: Rc<Vec<String>> = Rc::new(with_server);
-        let driver = self.ex.spawn(commands::drive(
-            self.ex.clone(),
-            self.rest.clone(),
-            Rc::from(cfg.admin_token.as_str()),
-            servers.clone(),
-            cfg.command_rate,
-            cmd_stats.clone(),
-            self.errors.clone(),
-            cmd_stop.clone(),
-        ));
         let login_stats = Arc::new(RequestStats::default());
-        let login_driver = self.ex.spawn(logins::drive(
-            self.ex.clone(),
-            self.rest.clone(),
-            login_users.clone(),
-            cfg.login_rate,
-            login_stats.clone(),
-            self.errors.clone(),
-            cmd_stop.clone(),
-        ));
+        let operators_thread = operators::spawn(Operators {
+            rest: self.rest.clone(),
+            admin_token: cfg.admin_token.clone(),
+            servers: with_server,
+            command_rate: cfg.command_rate,
+            users: login_users.clone(),
+            login_rate: cfg.login_rate,
+            commands: cmd_stats.clone(),
+            logins: login_stats.clone(),
+            errors: self.errors.clone(),
+            stop: cmd_stop,
+        })
+        .map_err(|e| RunError::Setup(format!("cannot start the operators thread: {e}")))?;
         control.set_emitting(true);
         let measure_start = Instant::now();
         while measure_start.elapsed() < cfg.duration {
@@ -442,9 +445,17 @@ impl Run {
         let measured_secs = measure_start.elapsed().as_secs_f64().max(1e-3);
         let after_measure = self.panel.as_mut().and_then(|p| p.sample()).map(|s| s.0);
         let self_after = procfs::sample(me).ok();
+        let threads_after = (
+            panel_pid.and_then(|p| threads::sample(p).ok()),
+            threads::sample(me).ok(),
+        );
+        let busiest = |before: &Option<Vec<_>>, after: &Option<Vec<_>>| match (before, after) {
+            (Some(b), Some(a)) => threads::busiest(b, a, measured_secs, BUSIEST_THREADS),
+            _ => Vec::new(),
+        };
+        let panel_threads = busiest(&threads_measured.0, &threads_after.0);
+        let self_threads = busiest(&threads_measured.1, &threads_after.1);
         drop(cmd_stop_tx);
-        driver.await;
-        login_driver.await;
 
         // 6. Drain: wait for the last events and the commands in flight.
         let drain_start = Instant::now();
@@ -477,6 +488,11 @@ impl Run {
                 break;
             }
             async_io::Timer::after(Duration::from_millis(100)).await;
+        }
+        // The drain saw the requests answered (or gave up); the thread follows at once, or
+        // after its own cap.
+        if !smol::unblock(move || operators_thread.join().is_ok()).await {
+            self.errors.add("stop.operators_thread_panicked");
         }
         let scrape_after = self.scrape().await;
 
@@ -553,6 +569,7 @@ impl Run {
             report.loadtest_process = Some(crate::report::SelfReport {
                 rss_connected_bytes: conn.rss_bytes,
                 cpu_percent_measured: cpu / measured_secs * 100.0,
+                threads: self_threads,
             });
         }
         if let (Some(p), Some(base), Some(conn)) = (&self.panel, before_agents, connected_sample) {
@@ -574,6 +591,7 @@ impl Run {
                 cpu_ms_per_1k_events: (sent > 0)
                     .then(|| cpu_secs * 1000.0 / (sent as f64 / 1000.0)),
                 cpu_percent_measured: cpu_secs / measured_secs * 100.0,
+                threads: panel_threads,
             });
         }
 

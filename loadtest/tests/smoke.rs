@@ -172,6 +172,13 @@ fn two_hundred_agents_events_commands_and_a_storm() {
         .as_ref()
         .expect("panel found by its port");
     assert_eq!(panel_proc.pid, panel.child.id(), "{summary}");
+    // The busiest threads of both processes, by name (the crowd's thread is `agents`).
+    assert!(!panel_proc.threads.is_empty(), "{summary}");
+    let me = report
+        .loadtest_process
+        .as_ref()
+        .expect("loadtest's own figures");
+    assert!(me.threads.iter().any(|t| t.name == "agents"), "{summary}");
 
     let written: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
