@@ -13,6 +13,7 @@
 
 use agent::link::outbox::Outbox;
 use agent::servers::{Capacity, Servers, ServersConfig};
+use ctrl_io::procfs;
 use e2e::{ContainerGuard, Proc, TempDir};
 use proto::Message;
 use serde_json::json;
@@ -29,25 +30,14 @@ fn servers_wanted() -> usize {
         .unwrap_or(10)
 }
 
-/// User + system CPU seconds of a process so far (`/proc/<pid>/stat` fields 14 and 15).
+/// User + system CPU seconds of a process so far.
 fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    // The command name may hold spaces; the fields after it are plain.
-    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-    // USER_HZ: 100 on every Linux this runs on.
-    ticks as f64 / 100.0
+    let ticks = procfs::sample(pid).expect("/proc/<pid>").cpu_ticks;
+    ticks as f64 / procfs::ticks_per_sec() as f64
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
+    procfs::sample(pid).expect("/proc/<pid>").rss_bytes / 1024
 }
 
 fn agent_config(dir: &Path, id: &str) -> PathBuf {

@@ -19,6 +19,7 @@
 //! and the `dropped` counts those lines carried are lost with them; the default (1,000)
 //! accounts for every line.
 
+use ctrl_io::procfs;
 use e2e::events::{kind, server_of};
 use e2e::stack::{SLOW, Stack};
 use serde_json::{Value, json};
@@ -31,14 +32,10 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// User + system CPU seconds of a process so far (`/proc/<pid>/stat` fields 14 and 15).
+/// User + system CPU seconds of a process so far.
 fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-    // USER_HZ: 100 on every Linux this runs on.
-    ticks as f64 / 100.0
+    let ticks = procfs::sample(pid).expect("/proc/<pid>").cpu_ticks;
+    ticks as f64 / procfs::ticks_per_sec() as f64
 }
 
 /// The spam line number a `server_log` frame of `server` carries, with its `dropped`.

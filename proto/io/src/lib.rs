@@ -8,6 +8,7 @@
 //!   token refresh), [`ws`] (WebSocket connect). One error type: [`ClientError`].
 //! - [`fs::atomic_write`]: replace a file holding secrets (0600, fsync, rename, fsync dir).
 //! - [`logger`]: the stderr logger behind the `log` facade.
+//! - [`procfs`]: a process's RSS and CPU time from `/proc` (loadtest, measurement tests).
 //!
 //! Runtime: smol. Depends on `proto` only, never on the panel or the agent.
 
@@ -16,6 +17,7 @@ pub mod error;
 pub mod fs;
 pub mod http;
 pub mod logger;
+pub mod procfs;
 pub mod register;
 pub mod rest;
 pub mod tls;
