@@ -130,15 +130,7 @@ fn the_docker_socket_vanishing_and_coming_back_needs_no_agent_restart() {
         Some(json!({"path": "/server/during.txt", "content": "ok"})),
     );
     // While the agent is blind, its running server dies (Docker itself stops it).
-    let out = std::process::Command::new("docker")
-        .args(["kill", "ctrl-sg-1"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    e2e::docker(&["kill", "ctrl-sg-1"]);
     h.drain();
     let seen = h.events.len();
 

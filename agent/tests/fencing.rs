@@ -66,15 +66,7 @@ fn a_node_cut_off_stops_its_failover_servers_only() {
     // its container runs again meanwhile (as if it had never stopped), a new agent starts.
     h.servers = None;
     let name = format!("{}{fo}", h.cfg.name_prefix);
-    let out = std::process::Command::new("docker")
-        .args(["start", &name])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    e2e::docker(&["start", &name]);
     assert!(running(&h, &fo));
     let outbox = std::sync::Arc::new(agent::link::outbox::Outbox::new(10_000));
     h.servers = Some(agent::servers::Servers::start(h.cfg.clone(), outbox).unwrap());

@@ -5,6 +5,7 @@
 mod common;
 
 use common::harness::*;
+use e2e::docker;
 use proto::{Message, Response, ServerState};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
@@ -16,19 +17,6 @@ use std::time::Duration;
 /// What the panel would receive for this response (the frame the link would write).
 fn frame_len(r: &Response<'static>) -> usize {
     proto::encode(&Message::Response(r.clone())).len()
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = std::process::Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker CLI");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// Removes a Docker network (created by the test or by the agent for it) on drop.

@@ -413,6 +413,21 @@ pub fn containers_with_label(label: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Runs the `docker` CLI and returns its trimmed stdout; a failure fails the test with
+/// Docker's stderr.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// Whether the container `id` (or name) is running, according to Docker itself.
 pub fn container_running(id: &str) -> bool {
     Command::new("docker")

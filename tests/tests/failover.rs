@@ -16,12 +16,12 @@
 //!    anything else its stale copy is stopped and quarantined.
 
 use e2e::events::is_status;
+use e2e::moving::docker_running;
 use e2e::stack::{SLOW, Stack};
-use e2e::{container_running, eventually};
+use e2e::{container_running, docker, eventually};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -126,15 +126,11 @@ impl Sampler {
         let label = format!("label=ctrl.server={server}");
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
-                let out = Command::new("docker")
-                    .args(["ps", "--filter", &label, "--format", "{{.Names}}"])
-                    .output()
-                    .expect("docker ps");
-                assert!(out.status.success(), "docker ps failed");
-                let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                    .split_whitespace()
-                    .map(str::to_owned)
-                    .collect();
+                let names: Vec<String> =
+                    docker(&["ps", "--filter", &label, "--format", "{{.Names}}"])
+                        .split_whitespace()
+                        .map(str::to_owned)
+                        .collect();
                 if names.len() > most.load(Ordering::SeqCst) {
                     most.store(names.len(), Ordering::SeqCst);
                     *seen.lock().unwrap() = names;
@@ -183,10 +179,7 @@ fn record(s: &Stack, sid: &str) -> Value {
 
 /// Whether a container of that name exists at all.
 fn exists(name: &str) -> bool {
-    Command::new("docker")
-        .args(["inspect", name])
-        .output()
-        .is_ok_and(|o| o.status.success())
+    docker_running(name).is_some()
 }
 
 fn quarantine_dirs(data_dir: &std::path::Path, sid: &str) -> Vec<String> {
@@ -380,15 +373,7 @@ fn a_partitioned_node_fences_itself_its_server_moves_and_its_stale_copy_is_quara
     assert!(exists(&on_a), "recreated on a");
     // b's copy runs while b's agent is down (as if it had run all along; a's copy is not
     // started, its desired state being `stopped`, so the host port is free).
-    let out = Command::new("docker")
-        .args(["start", &on_b])
-        .output()
-        .expect("docker start");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    docker(&["start", &on_b]);
     assert!(
         container_running(&on_b),
         "b's stale copy runs while b is down"
