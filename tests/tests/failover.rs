@@ -177,6 +177,20 @@ fn record(s: &Stack, sid: &str) -> Value {
     r["server"].clone()
 }
 
+/// A panel with the short heartbeat and dead-after these tests wait on (`None`: no Docker).
+fn stack(name: &str) -> Option<Stack> {
+    let dead_after = DEAD_AFTER.to_string();
+    Stack::start_with(
+        name,
+        &[
+            "--heartbeat-secs",
+            HEARTBEAT,
+            "--dead-after-secs",
+            &dead_after,
+        ],
+    )
+}
+
 /// Whether a container of that name exists at all.
 fn exists(name: &str) -> bool {
     docker_running(name).is_some()
@@ -195,16 +209,7 @@ fn quarantine_dirs(data_dir: &std::path::Path, sid: &str) -> Vec<String> {
 
 #[test]
 fn a_partitioned_node_fences_itself_its_server_moves_and_its_stale_copy_is_quarantined() {
-    let dead_after = DEAD_AFTER.to_string();
-    let Some(mut s) = Stack::start_with(
-        "failover",
-        &[
-            "--heartbeat-secs",
-            HEARTBEAT,
-            "--dead-after-secs",
-            &dead_after,
-        ],
-    ) else {
+    let Some(mut s) = stack("failover") else {
         return;
     };
     let pid = std::process::id();
@@ -403,16 +408,7 @@ fn metrics(s: &Stack) -> String {
 /// so (event, `GET /api/failover`, gauge) and moves nothing until an operator resumes it.
 #[test]
 fn a_mass_death_pauses_failover_until_an_operator_resumes_it() {
-    let dead_after = DEAD_AFTER.to_string();
-    let Some(mut s) = Stack::start_with(
-        "failover-mass",
-        &[
-            "--heartbeat-secs",
-            HEARTBEAT,
-            "--dead-after-secs",
-            &dead_after,
-        ],
-    ) else {
+    let Some(mut s) = stack("failover-mass") else {
         return;
     };
     let pid = std::process::id();
