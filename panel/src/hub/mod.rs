@@ -7,6 +7,7 @@
 //! idea per file:
 //!
 //! - [`registry`]: agent id → its live connection ([`registry::Conn`]), what the API shows;
+//! - [`kill`]: the per-connection "end it" signal (small: one per agent);
 //! - [`connection`]: one connection's life: attach, reader/writer/heartbeat, detach (a drop
 //!   guard, so a panic cannot leave a dead agent "online");
 //! - [`waiters`]: commands, their ids and waiters (answer, `TIMEOUT` or `AGENT_OFFLINE`);
@@ -26,6 +27,7 @@
 mod connection;
 mod error;
 mod heartbeat;
+mod kill;
 mod last_seen;
 mod registry;
 mod routing;

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use proto::message::PongData;
 use proto::time::unix_now;
 
+use super::kill::Kill;
 use crate::outbox::Outbox;
-use crate::shutdown::Shutdown;
 
 /// One live agent connection.
 pub(super) struct Conn {
@@ -25,7 +25,7 @@ pub(super) struct Conn {
     /// Frames for the writer.
     pub queue: Outbox<WsMessage>,
     /// Fired to end the connection (reader, writer and heartbeat all watch it).
-    pub kill: Shutdown,
+    pub kill: Kill,
     close_frame: Mutex<Option<CloseFrame>>,
     /// Number of the last heartbeat ping sent (`hb_<n>`).
     pub pinged: AtomicU64,
@@ -45,8 +45,8 @@ impl Conn {
             id,
             agent_id,
             family,
-            queue: Outbox::new(queue),
-            kill: Shutdown::new(),
+            queue: Outbox::sparse(queue),
+            kill: Kill::new(),
             close_frame: Mutex::new(None),
             pinged: AtomicU64::new(0),
             answered: AtomicU64::new(0),
