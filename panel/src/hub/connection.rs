@@ -11,6 +11,7 @@ use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use futures_lite::{AsyncRead, AsyncWrite, future};
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -18,6 +19,13 @@ use super::registry::Conn;
 use super::{CLOSE_GRACE, CLOSE_REPLACED, Hub};
 use crate::shutdown::Shutdown;
 use crate::tracker::Token;
+
+/// What [`Hub::serve_agent_admitted`] hands to [`Hub::serve_conn`], boxed (see there).
+struct Start<S> {
+    ws: WebSocketStream<S>,
+    agent_id: String,
+    family: String,
+}
 
 /// Detaches its connection when dropped (see the module docs).
 struct Detach<'a> {
@@ -58,16 +66,51 @@ impl Hub {
     /// Runs one authenticated agent connection until it closes. `family` is the token family
     /// the agent authenticated with (checked again at every heartbeat); `admitted` is what
     /// [`admit`](Self::admit) returned before the upgrade.
-    pub async fn serve_agent_admitted<S>(
+    ///
+    /// The returned future lives as long as the connection, one per agent, so its size is
+    /// per-agent memory. An `async fn` keeps its arguments for its whole life (here the
+    /// WebSocket, 300+ bytes, which `split` moves into the shared halves at once), so the
+    /// arguments travel boxed into [`serve_conn`](Self::serve_conn) and that box is freed at
+    /// the first poll.
+    pub fn serve_agent_admitted<S>(
         self: Arc<Self>,
         admitted: Option<Token>,
-        mut ws: WebSocketStream<S>,
+        ws: WebSocketStream<S>,
         agent_id: String,
         family: String,
+        shutdown: Shutdown,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.serve_conn(
+            admitted,
+            Box::new(Start {
+                ws,
+                agent_id,
+                family,
+            }),
+            shutdown,
+        )
+    }
+
+    async fn serve_conn<S>(
+        self: Arc<Self>,
+        admitted: Option<Token>,
+        start: Box<Start<S>>,
         shutdown: Shutdown,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        // Moved out in a block so that the box is freed here, not when the task ends.
+        let Start {
+            mut ws,
+            agent_id,
+            family,
+        } = {
+            let start = start;
+            *start
+        };
         let Some(_token) = admitted else {
             // Shutdown began before this socket was admitted: say so and leave.
             let away = CloseFrame {
@@ -87,12 +130,12 @@ impl Hub {
         };
         let conn = Arc::new(Conn::new(
             self.registry.next_id(),
-            agent_id.clone(),
+            agent_id,
             family,
             self.settings.queue,
         ));
         self.attach(conn.clone());
-        log::info!("agent {agent_id} connected");
+        log::info!("agent {} connected", conn.agent_id);
 
         let (sink, stream) = ws.split();
         let work = async {
@@ -111,7 +154,7 @@ impl Hub {
             drop(detach);
         };
         future::zip(work, self.write_loop(&conn, sink)).await;
-        log::info!("agent {agent_id} disconnected");
+        log::info!("agent {} disconnected", conn.agent_id);
         // Still holding the admission token: shutdown waits for this write.
         self.last_seen.save().await;
     }

@@ -725,3 +725,41 @@ fn a_command_over_the_frame_limit_is_refused_before_it_is_sent() {
         assert!(call.await.unwrap().success);
     });
 }
+
+/// The future of an agent connection lives as long as the connection, one per agent: its
+/// size is per-agent memory. It used to keep the WebSocket it was given (300+ bytes, moved
+/// into the split halves at once) for its whole life: 1,464 bytes in a debug build.
+#[test]
+fn an_agent_connection_future_is_small() {
+    use crate::http::ws::Upgraded;
+    let f = fixture(
+        "hub-sizes",
+        Duration::from_secs(3600),
+        Duration::from_secs(30),
+    );
+    smol::block_on(async {
+        let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
+        let addr = listener.get_ref().local_addr().unwrap();
+        let _client = Async::<TcpStream>::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let ws = WebSocketStream::from_raw_socket(
+            Upgraded::from_stream(server, Vec::new()),
+            Role::Server,
+            None,
+        )
+        .await;
+        let ws_size = std::mem::size_of_val(&ws);
+        let serve = f.hub.clone().serve_agent_admitted(
+            None,
+            ws,
+            "a1".into(),
+            "fam1".into(),
+            f.shutdown.clone(),
+        );
+        let size = std::mem::size_of_val(&serve);
+        eprintln!("agent connection future: {size} bytes (the WebSocket: {ws_size})");
+        assert!(size <= 1200, "agent connection future is {size} bytes");
+        // Not admitted: it closes the socket and ends.
+        serve.await;
+    });
+}
