@@ -63,6 +63,8 @@ struct State<T> {
 pub struct Outbox<T> {
     state: Mutex<State<T>>,
     cap: usize,
+    /// A drained queue frees its buffer when it holds more slots than this.
+    keep: usize,
     /// Notified when an item is queued or the queue closes (the consumer waits here).
     readable: Event,
     /// Notified when room is made or the queue closes (waiting producers wait here).
@@ -78,8 +80,19 @@ impl<T> Outbox<T> {
                 closed: false,
             }),
             cap: cap.max(1),
+            keep: KEEP_SLOTS,
             readable: Event::new(),
             writable: Event::new(),
+        }
+    }
+
+    /// Like [`new`](Self::new), for a queue that is empty almost always (an agent
+    /// connection's: a command now and then): its buffer is freed each time it drains, so an
+    /// idle queue holds nothing (about 240 bytes per agent otherwise, BENCHMARKS.md round 4).
+    pub fn sparse(cap: usize) -> Self {
+        Outbox {
+            keep: 0,
+            ..Self::new(cap)
         }
     }
 
@@ -164,7 +177,7 @@ impl<T> Outbox<T> {
         let item = {
             let mut s = self.state.lock();
             let item = s.items.pop_front()?;
-            if s.items.is_empty() && s.items.capacity() > KEEP_SLOTS {
+            if s.items.is_empty() && s.items.capacity() > self.keep {
                 s.items = VecDeque::new();
             }
             item
@@ -361,6 +374,15 @@ mod tests {
         assert!(q.allocated() >= 5_000);
         while q.try_pop().is_some() {}
         assert!(q.allocated() <= KEEP_SLOTS, "{}", q.allocated());
+        // A sparse queue keeps nothing once drained.
+        let q = Outbox::sparse(16);
+        q.try_push(1).unwrap();
+        q.try_push(2).unwrap();
+        assert!(q.allocated() > 0);
+        assert_eq!(q.try_pop(), Some(1));
+        assert!(q.allocated() > 0, "not drained yet");
+        assert_eq!(q.try_pop(), Some(2));
+        assert_eq!(q.allocated(), 0);
     }
 
     #[test]
