@@ -44,13 +44,15 @@ const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 256 * 1024;
 
 /// Cap on tungstenite's `read_buffer_size` for upgraded sockets. Tungstenite allocates that
-/// buffer eagerly for every socket and its default (128 KiB) would dominate the memory of
-/// an idle WebSocket; larger frames still work (the buffer grows for them). 1 KiB holds
-/// an agent's usual frame (events, pongs, acknowledgments are a few hundred bytes); it is
-/// filled from rustls's already decrypted record, so a larger frame costs more copies of at
-/// most 1 KiB, not more system calls — and tungstenite zero-fills the free buffer before
+/// buffer eagerly for every socket and keeps it for the socket's life, and its default
+/// (128 KiB) would dominate the memory of an idle WebSocket; it is also the most one read
+/// asks for. Larger frames still work: tungstenite reserves a frame's whole length once its
+/// header is read and fills it in steps of this size, each a copy out of rustls's already
+/// decrypted record, not a system call. 512 bytes hold an agent's usual frame (events,
+/// pongs, acknowledgments are a few hundred bytes) and cost half of what 1 KiB did per idle
+/// agent (BENCHMARKS.md, round 4, item 4); tungstenite zero-fills the free buffer before
 /// every read, so a small buffer is also cheaper per frame.
-pub const WS_READ_BUFFER_MAX: usize = 1024;
+pub const WS_READ_BUFFER_MAX: usize = 512;
 
 /// Limits and timeouts of the HTTP server.
 #[derive(Debug, Clone)]
