@@ -1,6 +1,8 @@
-//! Fixed-size series of points: the newest `cap` points, oldest first, allocated exactly
-//! once at the first point (a series that never gets one costs nothing), so the memory of
-//! a full series is known in advance (BENCHMARKS.md).
+//! Bounded series of points: the newest `cap` points, oldest first. The buffer grows with
+//! the points it holds (doubling, from [`MIN_POINTS`], never past `cap`), so a full series
+//! costs exactly `cap` points and a young one only what it holds: a panel restarted on a
+//! data dir whose 10,000 nodes each have a few points of history allocated 568 MB when every
+//! series took its whole day up front (BENCHMARKS.md, round 4).
 
 use std::collections::VecDeque;
 
@@ -14,6 +16,9 @@ pub struct Point {
     pub t: u32,
     pub v: [f32; FIGURES],
 }
+
+/// The first allocation of a series, in points.
+pub const MIN_POINTS: usize = 16;
 
 /// Bytes of one encoded point.
 pub const POINT_BYTES: usize = 4 + 4 * FIGURES;
@@ -68,8 +73,10 @@ pub struct Ring {
 impl Ring {
     /// Appends `p` (keeping at most `cap`); a point not newer than the last replaces it.
     pub fn push(&mut self, p: Point, cap: usize) {
-        if self.points.capacity() == 0 {
-            self.points.reserve_exact(cap);
+        let len = self.points.len();
+        if len == self.points.capacity() && len < cap {
+            let grown = (len * 2).max(MIN_POINTS).min(cap);
+            self.points.reserve_exact(grown - len);
         }
         if let Some(last) = self.points.back_mut()
             && last.t >= p.t
@@ -119,6 +126,26 @@ mod tests {
         assert_eq!(r.since(9).next().unwrap().v[0], 42.0);
         assert_eq!(r.since(0).count(), 4);
         assert_eq!(r.allocated(), 4 * std::mem::size_of::<Point>());
+    }
+
+    #[test]
+    fn grows_with_its_points_up_to_exactly_cap() {
+        let cap = 720;
+        let mut r = Ring::default();
+        assert_eq!(r.allocated(), 0);
+        r.push(p(0, 0.0), cap);
+        assert_eq!(r.allocated(), MIN_POINTS * std::mem::size_of::<Point>());
+        for t in 1..100 {
+            r.push(p(t, 0.0), cap);
+        }
+        let young = r.allocated() / std::mem::size_of::<Point>();
+        assert!((100..200).contains(&young), "{young} slots for 100 points");
+        for t in 100..3000 {
+            r.push(p(t, 0.0), cap);
+        }
+        assert_eq!(r.allocated(), cap * std::mem::size_of::<Point>());
+        assert_eq!(r.since(0).count(), cap);
+        assert_eq!(r.since(0).next().unwrap().t, 3000 - cap as u32);
     }
 
     #[test]
