@@ -73,6 +73,17 @@ impl Store {
         self.agents.read().get(id).cloned()
     }
 
+    /// Whether `id` is a registered agent (no copy of its record).
+    pub fn has_agent(&self, id: &str) -> bool {
+        self.agents.read().contains_key(id)
+    }
+
+    /// Every agent's id, in no particular order: for loops that visit every agent each
+    /// tick and need no more than the id (no record copies, no sort).
+    pub fn agent_ids(&self) -> Vec<String> {
+        self.agents.read().keys().cloned().collect()
+    }
+
     /// Every agent, ordered by registration time then id.
     pub fn agents(&self) -> Vec<AgentRecord> {
         let mut v: Vec<_> = self.agents.read().values().cloned().collect();
