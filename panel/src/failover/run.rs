@@ -44,7 +44,7 @@ async fn work(api: Arc<Api>) {
         Timer::after(TICK).await;
         // Ids only: this runs twice a second over every agent (10,000 copies of every
         // record and a sort per tick were a visible share of a 10,000-agent panel's CPU).
-        let agents = api.store.agent_ids();
+        let agents = api.store.map_agents(|a| a.id.clone());
         let health = &api.nodes.health;
         let dead: Vec<String> = agents
             .iter()

@@ -78,10 +78,10 @@ impl Store {
         self.agents.read().contains_key(id)
     }
 
-    /// Every agent's id, in no particular order: for loops that visit every agent each
-    /// tick and need no more than the id (no record copies, no sort).
-    pub fn agent_ids(&self) -> Vec<String> {
-        self.agents.read().keys().cloned().collect()
+    /// `f` of every agent, in no particular order, under the read lock: for loops that
+    /// visit every agent each tick and need a few fields (no record copies, no sort).
+    pub fn map_agents<T>(&self, f: impl FnMut(&AgentRecord) -> T) -> Vec<T> {
+        self.agents.read().values().map(f).collect()
     }
 
     /// Every agent, ordered by registration time then id.
