@@ -163,3 +163,112 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Corked<S> {
         Pin::new(&mut this.inner).poll_close(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::future::{block_on, poll_once};
+    use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// Records every write call; reads return `input` once, then wait forever.
+    #[derive(Default)]
+    struct Mock {
+        writes: Vec<Vec<u8>>,
+        input: Option<Vec<u8>>,
+        closed: bool,
+    }
+
+    impl AsyncRead for Mock {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            match self.input.take() {
+                Some(data) => {
+                    buf[..data.len()].copy_from_slice(&data);
+                    Poll::Ready(Ok(data.len()))
+                }
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    impl AsyncWrite for Mock {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.writes.push(buf.to_vec());
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.closed = true;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn held_bytes_leave_with_the_first_write_after_the_release() {
+        block_on(async {
+            let mut c = Corked::new(Mock {
+                input: Some(b"GET".to_vec()),
+                ..Mock::default()
+            });
+            c.write_all(b"ticket").await.unwrap();
+            c.flush().await.unwrap();
+            // Data was there: the read does not wait, nothing is sent.
+            let mut buf = [0u8; 8];
+            assert_eq!(c.read(&mut buf).await.unwrap(), 3);
+            assert!(c.get_ref().writes.is_empty(), "held while holding");
+            c.release();
+            c.write_all(b"101").await.unwrap();
+            c.flush().await.unwrap();
+            assert_eq!(c.get_ref().writes, vec![b"ticket101".to_vec()], "one write");
+            assert!(c.held.is_none(), "the buffer is freed once empty");
+            c.write_all(b"frame").await.unwrap();
+            assert_eq!(c.get_ref().writes.last().unwrap(), b"frame");
+        });
+    }
+
+    #[test]
+    fn a_read_that_would_wait_sends_what_is_held_first() {
+        let mut c = Corked::new(Mock::default());
+        block_on(c.write_all(b"server flight")).unwrap();
+        assert!(c.get_ref().writes.is_empty());
+        let mut buf = [0u8; 8];
+        assert!(block_on(poll_once(c.read(&mut buf))).is_none(), "waits");
+        assert_eq!(c.get_ref().writes, vec![b"server flight".to_vec()]);
+        // Still holding: the next bytes are held again.
+        block_on(c.write_all(b"ticket")).unwrap();
+        assert_eq!(c.get_ref().writes.len(), 1);
+    }
+
+    #[test]
+    fn close_and_try_drain_send_what_is_held() {
+        let mut c = Corked::new(Mock::default());
+        block_on(c.write_all(b"alert")).unwrap();
+        c.try_drain();
+        assert_eq!(c.get_ref().writes, vec![b"alert".to_vec()]);
+
+        let mut c = Corked::new(Mock::default());
+        block_on(c.write_all(b"bye")).unwrap();
+        block_on(c.close()).unwrap();
+        assert_eq!(c.get_ref().writes, vec![b"bye".to_vec()]);
+        assert!(c.get_ref().closed);
+    }
+
+    #[test]
+    fn a_large_write_after_the_release_does_not_grow_the_buffer() {
+        let mut c = Corked::new(Mock::default());
+        block_on(c.write_all(b"held")).unwrap();
+        c.release();
+        let big = vec![7u8; COALESCE_MAX];
+        block_on(c.write_all(&big)).unwrap();
+        assert_eq!(c.get_ref().writes, vec![b"held".to_vec(), big]);
+    }
+}
