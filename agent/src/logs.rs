@@ -620,7 +620,7 @@ mod tests {
         let t1 = t0 + Duration::from_secs(2);
         for (i, c) in consoles.iter_mut().enumerate() {
             c.push(Stream::Stdout, b"after\n", t1, &mut out);
-            let lines: Vec<_> = out.drain(..).collect();
+            let lines = std::mem::take(&mut out);
             let last = lines.last().expect("a line after the refill");
             assert_eq!(last.message, "after");
             let dropped = last.dropped.unwrap_or(0);
