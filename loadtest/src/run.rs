@@ -17,7 +17,7 @@ use crate::agents_file::{AgentsFile, SavedAgent};
 use crate::commands::RequestStats;
 use crate::config::Config;
 use crate::fleet::{self, AgentIdent, Control, FleetConfig, FleetStats};
-use crate::logins;
+use crate::logins::{self, LoginUser};
 use crate::metrics::{self, Scrape};
 use crate::operators::{self, Operators};
 use crate::procfs::{self, ProcSample};
@@ -30,6 +30,7 @@ use crate::sim::server_id_for;
 use crate::stats::{Errors, LatencySummary};
 use crate::subscriber::{self, SubStats};
 use crate::threads;
+use crate::viewers::{self, SubscriberAuth};
 use ctrl_io::{ClientError, Rest, Scheme, Url};
 
 /// Threads reported per process (the busiest, by CPU + waiting for a CPU).
@@ -325,7 +326,7 @@ impl Run {
                 self.ex.spawn(subscriber::run(
                     self.rest.wss_url("/api/events"),
                     self.tls.clone(),
-                    cfg.admin_token.clone(),
+                    subscriber::admin_headers(&cfg.admin_token),
                     subscriber::Tracker::new(&self.run_id, cfg.agents),
                     s.clone(),
                     self.errors.clone(),
@@ -333,24 +334,36 @@ impl Run {
                 ))
             })
             .collect();
-        // Filtered subscribers: the emitting agents' servers in turn, one subscriber each.
+        // Filtered subscribers: the emitting agents' servers in turn, one subscriber each,
+        // each (unless `--subscriber-auth admin`) a user of its own.
         let emitting: Vec<&AgentIdent> = idents[..cfg.servers]
             .iter()
             .filter(|a| ready[a.index].load(Ordering::SeqCst))
             .collect();
-        let filtered: Vec<(usize, Arc<SubStats>)> = if emitting.is_empty() {
+        let watched: Vec<usize> = if emitting.is_empty() {
             Vec::new()
         } else {
             (0..cfg.filtered_subscribers)
-                .map(|k| (emitting[k % emitting.len()].index, Arc::default()))
+                .map(|k| emitting[k % emitting.len()].index)
                 .collect()
         };
-        for (index, stats) in &filtered {
+        let (credentials, viewer_users, setup_failed) = self.viewers(&idents, &watched).await;
+        let filtered: Vec<(usize, Arc<SubStats>)> = watched
+            .iter()
+            .zip(&credentials)
+            .filter(|(_, c)| c.is_some())
+            .map(|(i, _)| (*i, Arc::default()))
+            .collect();
+        for ((index, stats), headers) in filtered.iter().zip(credentials.into_iter().flatten()) {
             let server = idents[*index].server_id.as_deref().unwrap_or_default();
             sub_tasks.push(self.ex.spawn(subscriber::run(
-                self.rest.wss_url(&format!("/api/events?serverId={server}")),
+                self.rest.wss_url(&if cfg.rights_only {
+                    "/api/events".to_owned()
+                } else {
+                    format!("/api/events?serverId={server}")
+                }),
                 self.tls.clone(),
-                cfg.admin_token.clone(),
+                headers,
                 subscriber::Tracker::only(&self.run_id, cfg.agents, *index),
                 stats.clone(),
                 self.errors.clone(),
@@ -524,7 +537,7 @@ impl Run {
                 error: lost - rate_limited - slow,
             },
         };
-        report.filtered = (!filtered.is_empty()).then(|| {
+        report.filtered = (!watched.is_empty()).then(|| {
             let expected: Vec<u64> = filtered
                 .iter()
                 .map(|(i, _)| sent_by_agent[*i].load(Ordering::Relaxed))
@@ -540,8 +553,14 @@ impl Run {
                     .map(|(e, d)| e.saturating_sub(*d))
                     .sum(),
                 misrouted: filtered.iter().map(|(_, s)| s.misrouted.get()).sum(),
+                foreign: filtered.iter().map(|(_, s)| s.foreign.get()).sum(),
                 panel_dropped: delta(metrics::subscriber_drops),
                 duplicates: filtered.iter().map(|(_, s)| s.duplicates.get()).sum(),
+                auth: cfg.subscriber_auth.as_str(),
+                rights_only: cfg.rights_only,
+                users_created: viewer_users.len(),
+                setup_failed,
+                users_deleted: 0,
             }
         });
         report.commands = CommandsReport {
@@ -605,6 +624,12 @@ impl Run {
         drop(sub_stop_tx);
         for t in sub_tasks {
             t.await;
+        }
+        // The viewers' users go once their sockets are closed (deleting a user closes them).
+        let deleted =
+            logins::delete_users(&self.rest, &cfg.admin_token, &viewer_users, &self.errors).await;
+        if let Some(f) = report.filtered.as_mut() {
+            f.users_deleted = deleted;
         }
         let joined = smol::unblock(move || fleet_thread.join().is_ok());
         let joined = futures_lite::future::or(async { Some(joined.await) }, async {
@@ -728,6 +753,73 @@ impl Run {
         let mut agents = file.agents;
         agents.truncate(self.cfg.agents);
         Ok((agents, missing, reused))
+    }
+
+    /// For each watched agent index, the credential headers of its filtered subscriber:
+    /// the admin token's, or (sessions, keys) a user made for it ([`viewers`]); `None` when
+    /// the user could not be set up (counted in `errors`). Also every user created (to
+    /// delete afterwards) and how many set-ups failed.
+    async fn viewers(
+        &self,
+        idents: &[AgentIdent],
+        watched: &[usize],
+    ) -> (Vec<Option<Vec<(String, String)>>>, Vec<LoginUser>, usize) {
+        let cfg = &self.cfg;
+        if cfg.subscriber_auth == SubscriberAuth::Admin {
+            let admin = subscriber::admin_headers(&cfg.admin_token);
+            return (vec![Some(admin); watched.len()], Vec::new(), 0);
+        }
+        if watched.is_empty() {
+            return (Vec::new(), Vec::new(), 0);
+        }
+        let url = Url::parse_as(&cfg.panel, Scheme::Https).expect("checked in Run::new");
+        let setup = Rc::new(viewers::Setup {
+            rest: self.rest.clone(),
+            admin_token: cfg.admin_token.clone(),
+            auth: cfg.subscriber_auth,
+            origin: format!("https://{}", url.authority()),
+            url,
+            errors: self.errors.clone(),
+        });
+        self.progress(&format!(
+            "setting up {} users for the filtered subscribers ({})",
+            watched.len(),
+            cfg.subscriber_auth.as_str()
+        ));
+        let started = Instant::now();
+        let items: Vec<(usize, String)> = watched
+            .iter()
+            .map(|i| idents[*i].server_id.clone().unwrap_or_default())
+            .enumerate()
+            .collect();
+        let run = Rc::<str>::from(self.run_id.as_str());
+        let results = self
+            .parallel(items, viewers::SETUP_CONCURRENCY, move |(k, server)| {
+                let (setup, run) = (setup.clone(), run.clone());
+                async move { setup.viewer(&run, k, &server).await }
+            })
+            .await;
+        let (mut credentials, mut users, mut failed) = (Vec::new(), Vec::new(), 0);
+        for r in results {
+            match r {
+                Ok(v) => {
+                    credentials.push(Some(v.headers));
+                    users.push(v.user);
+                }
+                Err((user, kind)) => {
+                    self.errors.add(kind);
+                    failed += 1;
+                    credentials.push(None);
+                    users.extend(user);
+                }
+            }
+        }
+        self.progress(&format!(
+            "{} users ready in {:.1} s ({failed} failed)",
+            watched.len() - failed,
+            started.elapsed().as_secs_f64()
+        ));
+        (credentials, users, failed)
     }
 
     /// Creates (or finds, HTTP 409) each agent's server; returns the ids that exist.
