@@ -12,12 +12,13 @@ usage: loadtest --panel URL --admin-token T --agents N --duration SECS
                 [--panel-pid PID] [--storm] [--agents-file FILE] [--servers S]
                 [--name-prefix P] [--no-resumption] [--filtered-subscribers F]
                 [--subscriber-auth session|key|admin] [--rights-only] [--login-rate L]
-                [--mix] [--quiet]
+                [--agent-threads T] [--mix] [--quiet]
        loadtest --panel URL --mix         (the busy evening, see below)
 
   --panel URL          panel base URL, e.g. https://127.0.0.1:8443
   --admin-token T      operator token (default: $PANEL_ADMIN_TOKEN)
-  --agents N           simulated agents, all on one executor thread
+  --agents N           simulated agents, all on one executor thread (see --agent-threads)
+  --agent-threads T    executor threads the simulated agents are spread over, default 1
   --duration SECS      measured phase after every agent connected
   --ca-cert PEM        CA to trust (the panel's DATA/tls/panel.crt); default: system CAs
   --events-per-sec R   events per second in total (resource_update + server_log), default 0
@@ -60,6 +61,7 @@ pub struct Config {
     pub panel: String,
     pub admin_token: String,
     pub agents: usize,
+    pub agent_threads: usize,
     pub duration: Duration,
     pub ca_cert: Option<PathBuf>,
     pub events_per_sec: f64,
@@ -95,6 +97,7 @@ impl Config {
             panel: String::new(),
             admin_token: String::new(),
             agents: 0,
+            agent_threads: 1,
             duration: Duration::ZERO,
             ca_cert: None,
             events_per_sec: 0.0,
@@ -154,6 +157,12 @@ impl Config {
                     })?;
                 }
                 "--rights-only" => c.rights_only = true,
+                "--agent-threads" => {
+                    c.agent_threads = num(&name, &value()?)?;
+                    if !(1..=64).contains(&c.agent_threads) {
+                        return Err("--agent-threads must be 1 to 64".into());
+                    }
+                }
                 "--command-rate" => c.command_rate = rate(&name, &value()?)?,
                 "--login-rate" => c.login_rate = rate(&name, &value()?)?,
                 "--mix" => mix = true,
@@ -275,6 +284,7 @@ mod tests {
         assert_eq!(c.connect_rate, 0.0);
         assert!(!c.storm);
         assert_eq!(c.subscriber_auth, SubscriberAuth::Session);
+        assert_eq!(c.agent_threads, 1);
     }
 
     #[test]
@@ -283,7 +293,7 @@ mod tests {
             "--panel=https://h:1 --admin-token x --agents 10000 --duration 30 --ca-cert /c.pem \
              --events-per-sec 100000 --log-bytes 200 --subscribers 2 --command-rate 50 \
              --connect-rate 1000 --json out.json --panel-pid 42 --storm --agents-file a.json \
-             --servers 2000 --name-prefix bench --quiet --subscriber-auth key",
+             --servers 2000 --name-prefix bench --quiet --subscriber-auth key --agent-threads 2",
         )
         .unwrap();
         assert_eq!(c.panel, "https://h:1");
@@ -299,6 +309,7 @@ mod tests {
         assert_eq!(c.name_prefix, "bench");
         assert_eq!(c.subscriber_auth, SubscriberAuth::Key);
         assert!(!c.rights_only);
+        assert_eq!(c.agent_threads, 2);
         let r = parse("--panel https://h --admin-token t --agents 1 --duration 1 --rights-only")
             .unwrap();
         assert!(r.rights_only && r.subscriber_auth == SubscriberAuth::Session);
@@ -330,6 +341,7 @@ mod tests {
             "--panel https://h --admin-token t --agents 1 --duration 1 --servers 0 --command-rate 1",
             "--panel https://h --admin-token t --agents 1 --duration 1 --name-prefix a_b",
             "--panel https://h --admin-token t --agents 1 --duration 1 --subscriber-auth x",
+            "--panel https://h --admin-token t --agents 1 --duration 1 --agent-threads 0",
             "--panel https://h --admin-token t --agents 1 --duration 1 --subscriber-auth admin --rights-only",
         ] {
             assert!(parse(bad).is_err(), "{bad}");

@@ -265,6 +265,7 @@ impl Run {
         let fleet_thread = fleet::spawn(
             idents.clone(),
             fleet_cfg,
+            cfg.agent_threads,
             fleet_stats.clone(),
             control.clone(),
         )
