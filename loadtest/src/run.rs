@@ -218,6 +218,9 @@ impl Run {
             run_id: self.run_id.clone(),
             ..Report::default()
         };
+        // The filtered subscribers' users, while the panel is idle (two Argon2id hashes per
+        // user), and before the baseline RSS (the hashing threads keep their 19 MiB each).
+        let (accounts, viewer_users) = self.accounts().await;
         let before_agents = self.panel.as_mut().and_then(|p| p.sample()).map(|s| s.0);
 
         // 2. The crowd.
@@ -348,7 +351,7 @@ impl Run {
                 .map(|k| emitting[k % emitting.len()].index)
                 .collect()
         };
-        let (credentials, viewer_users, setup_failed) = self.viewers(&idents, &watched).await;
+        let (credentials, setup_failed) = self.grants(accounts, &idents, &watched).await;
         let filtered: Vec<(usize, Arc<SubStats>)> = watched
             .iter()
             .zip(&credentials)
@@ -756,71 +759,100 @@ impl Run {
         Ok((agents, missing, reused))
     }
 
-    /// For each watched agent index, the credential headers of its filtered subscriber:
-    /// the admin token's, or (sessions, keys) a user made for it ([`viewers`]); `None` when
-    /// the user could not be set up (counted in `errors`). Also every user created (to
-    /// delete afterwards) and how many set-ups failed.
-    async fn viewers(
-        &self,
-        idents: &[AgentIdent],
-        watched: &[usize],
-    ) -> (Vec<Option<Vec<(String, String)>>>, Vec<LoginUser>, usize) {
-        let cfg = &self.cfg;
-        if cfg.subscriber_auth == SubscriberAuth::Admin {
-            let admin = subscriber::admin_headers(&cfg.admin_token);
-            return (vec![Some(admin); watched.len()], Vec::new(), 0);
-        }
-        if watched.is_empty() {
-            return (Vec::new(), Vec::new(), 0);
-        }
-        let url = Url::parse_as(&cfg.panel, Scheme::Https).expect("checked in Run::new");
-        let setup = Rc::new(viewers::Setup {
+    fn viewer_setup(&self) -> Rc<viewers::Setup> {
+        let url = Url::parse_as(&self.cfg.panel, Scheme::Https).expect("checked in Run::new");
+        Rc::new(viewers::Setup {
             rest: self.rest.clone(),
-            admin_token: cfg.admin_token.clone(),
-            auth: cfg.subscriber_auth,
+            admin_token: self.cfg.admin_token.clone(),
+            auth: self.cfg.subscriber_auth,
             origin: format!("https://{}", url.authority()),
             url,
             errors: self.errors.clone(),
-        });
+        })
+    }
+
+    /// The users of the filtered subscribers, created and logged in ([`viewers`]) before the
+    /// crowd connects: `None` for one that could not be set up (counted in `errors`). Also
+    /// every user created (to delete afterwards). Nothing with the admin token.
+    async fn accounts(&self) -> (Vec<Option<viewers::Viewer>>, Vec<LoginUser>) {
+        let n = self.cfg.filtered_subscribers;
+        if self.cfg.subscriber_auth == SubscriberAuth::Admin || n == 0 {
+            return (Vec::new(), Vec::new());
+        }
         self.progress(&format!(
-            "setting up {} users for the filtered subscribers ({})",
-            watched.len(),
-            cfg.subscriber_auth.as_str()
+            "creating {n} users for the filtered subscribers ({})",
+            self.cfg.subscriber_auth.as_str()
         ));
         let started = Instant::now();
-        let items: Vec<(usize, String)> = watched
-            .iter()
-            .map(|i| idents[*i].server_id.clone().unwrap_or_default())
-            .enumerate()
-            .collect();
-        let run = Rc::<str>::from(self.run_id.as_str());
+        let (setup, run) = (self.viewer_setup(), Rc::<str>::from(self.run_id.as_str()));
         let results = self
-            .parallel(items, viewers::SETUP_CONCURRENCY, move |(k, server)| {
+            .parallel((0..n).collect(), viewers::SETUP_CONCURRENCY, move |k| {
                 let (setup, run) = (setup.clone(), run.clone());
-                async move { setup.viewer(&run, k, &server).await }
+                async move { setup.account(&run, k).await }
             })
             .await;
-        let (mut credentials, mut users, mut failed) = (Vec::new(), Vec::new(), 0);
+        let (mut accounts, mut users) = (Vec::new(), Vec::new());
         for r in results {
             match r {
                 Ok(v) => {
-                    credentials.push(Some(v.headers));
-                    users.push(v.user);
+                    users.push(v.user.clone());
+                    accounts.push(Some(v));
                 }
                 Err((user, kind)) => {
                     self.errors.add(kind);
-                    failed += 1;
-                    credentials.push(None);
                     users.extend(user);
+                    accounts.push(None);
                 }
             }
         }
         self.progress(&format!(
-            "{} users ready in {:.1} s ({failed} failed)",
-            watched.len() - failed,
+            "{} users logged in in {:.1} s",
+            accounts.iter().flatten().count(),
             started.elapsed().as_secs_f64()
         ));
-        (credentials, users, failed)
+        (accounts, users)
+    }
+
+    /// For each watched agent index, the credential headers of its filtered subscriber: the
+    /// admin token's, or its user's once that user is a subuser of exactly that server;
+    /// `None` when the user could not be set up. Also how many set-ups failed.
+    async fn grants(
+        &self,
+        accounts: Vec<Option<viewers::Viewer>>,
+        idents: &[AgentIdent],
+        watched: &[usize],
+    ) -> (Vec<Option<Vec<(String, String)>>>, usize) {
+        if self.cfg.subscriber_auth == SubscriberAuth::Admin {
+            let admin = subscriber::admin_headers(&self.cfg.admin_token);
+            return (vec![Some(admin); watched.len()], 0);
+        }
+        let items: Vec<(Option<viewers::Viewer>, String)> = accounts
+            .into_iter()
+            .zip(watched)
+            .map(|(v, i)| (v, idents[*i].server_id.clone().unwrap_or_default()))
+            .collect();
+        let setup = self.viewer_setup();
+        let credentials = self
+            .parallel(
+                items,
+                viewers::SETUP_CONCURRENCY,
+                move |(viewer, server)| {
+                    let setup = setup.clone();
+                    async move {
+                        let viewer = viewer?;
+                        match setup.grant(&viewer.user.id, &server).await {
+                            Ok(()) => Some(viewer.headers),
+                            Err(kind) => {
+                                setup.errors.add(kind);
+                                None
+                            }
+                        }
+                    }
+                },
+            )
+            .await;
+        let failed = credentials.iter().filter(|c| c.is_none()).count();
+        (credentials, failed)
     }
 
     /// Creates (or finds, HTTP 409) each agent's server; returns the ids that exist.

@@ -154,20 +154,36 @@ impl Setup {
         Err(format!("viewers.{what}_http_429"))
     }
 
-    /// Creates the user `lt-<run>-t<k>`, makes it a `console.read` subuser of `server_id`,
-    /// and logs it in (then makes a key, for [`SubscriberAuth::Key`]). On failure, the user
-    /// (if created) is returned with the error so it is deleted all the same.
-    pub async fn viewer(
+    /// Creates the user `lt-<run>-t<k>` and logs it in (then makes a key, for
+    /// [`SubscriberAuth::Key`]). On failure, the user (if created) is returned with the error
+    /// so it is deleted all the same. Needs no server: the run does this before its crowd
+    /// connects, while the panel has the cores to itself for the hashing.
+    pub async fn account(
         &self,
         run: &str,
         k: usize,
-        server_id: &str,
     ) -> Result<Viewer, (Option<LoginUser>, String)> {
         let user = self.create(run, k).await.map_err(|e| (None, e))?;
-        match self.grant_and_login(&user, server_id).await {
+        match self.login(&user).await {
             Ok(headers) => Ok(Viewer { user, headers }),
             Err(e) => Err((Some(user), e)),
         }
+    }
+
+    /// Makes `user_id` a `console.read` subuser of `server_id`: the only server it may see.
+    pub async fn grant(&self, user_id: &str, server_id: &str) -> Result<(), String> {
+        let bearer = [("Authorization", format!("Bearer {}", self.admin_token))];
+        let grant = serde_json::json!({"permissions": ["console.read"]});
+        let path = format!("/api/servers/{server_id}/users/{user_id}");
+        let a = self
+            .retrying("grant", || {
+                self.browser("PUT", &path, &bearer, Some(&grant))
+            })
+            .await?;
+        if !(200..300).contains(&a.status) {
+            return Err(format!("viewers.grant_http_{}_{}", a.status, code(&a.body)));
+        }
+        Ok(())
     }
 
     async fn create(&self, run: &str, k: usize) -> Result<LoginUser, String> {
@@ -193,22 +209,7 @@ impl Setup {
         }
     }
 
-    async fn grant_and_login(
-        &self,
-        user: &LoginUser,
-        server_id: &str,
-    ) -> Result<Vec<(String, String)>, String> {
-        let bearer = [("Authorization", format!("Bearer {}", self.admin_token))];
-        let grant = serde_json::json!({"permissions": ["console.read"]});
-        let path = format!("/api/servers/{server_id}/users/{}", user.id);
-        let a = self
-            .retrying("grant", || {
-                self.browser("PUT", &path, &bearer, Some(&grant))
-            })
-            .await?;
-        if !(200..300).contains(&a.status) {
-            return Err(format!("viewers.grant_http_{}_{}", a.status, code(&a.body)));
-        }
+    async fn login(&self, user: &LoginUser) -> Result<Vec<(String, String)>, String> {
         let origin = [("Origin", self.origin.clone())];
         let login = serde_json::json!({"username": user.name, "password": user.password});
         let a = self
