@@ -1,12 +1,13 @@
 //! Console tabs as distinct users (`--filtered-subscribers N`, `--subscriber-auth`): for each
-//! filtered subscriber loadtest creates a user of its own (`POST /api/users`, admin), makes it
-//! a subuser of exactly the one server its tab watches with `console.read`
-//! (`PUT /api/servers/{id}/users/{userId}`), logs it in as a browser does
-//! (`POST /api/auth/login` with the page's `Origin`, keeping the `ctrl_session` cookie) and,
-//! with `--subscriber-auth key`, trades the session for an API key. The subscriber then opens
-//! `/api/events?serverId=` with those credentials — the cookie plus `Origin`, as a page of the
-//! panel's own origin sends them — so the panel routes each event by the user's rights as well
-//! as by the filter. The users are deleted after the run (best effort, counted).
+//! filtered subscriber loadtest creates a user of its own (`POST /api/users`, admin) and logs
+//! it in as a browser does (`POST /api/auth/login` with the page's `Origin`, keeping the
+//! `ctrl_session` cookie; with `--subscriber-auth key` it then trades the session for an API
+//! key) — [`Setup::account`], before the crowd connects — and, once the servers exist, makes
+//! it a subuser of exactly the one server its tab watches with `console.read`
+//! (`PUT /api/servers/{id}/users/{userId}`, [`Setup::grant`]). The subscriber then opens
+//! `/api/events[?serverId=]` with those credentials — the cookie plus `Origin`, as a page of
+//! the panel's own origin sends them — so the panel routes each event by the user's rights
+//! (and the filter). The users are deleted after the run (best effort, counted).
 //!
 //! Creating and logging in a user costs the panel two Argon2id hashes (19 MiB each, two
 //! hashing threads, 32 queued), so the set-up runs a few users at a time and retries the
