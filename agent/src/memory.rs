@@ -1,7 +1,7 @@
 //! The agent's malloc settings: it should stay a few MiB however long it runs.
 //!
 //! Two glibc behaviours cost an agent more than its live data (measured with 50 running
-//! servers, BENCHMARKS.md "Round 4 — item 6"):
+//! servers, BENCHMARKS.md "Round 4", "Item 6"):
 //! - every thread that allocates gets an arena of its own, up to eight per core, and the
 //!   blocking threads that walk volumes (`smol::unblock`) come and go: each arena keeps
 //!   pages after its thread is gone. The agent's allocation rate is low (a few thousand a
