@@ -39,13 +39,13 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Invocation::Run(cfg) => {
-            smol::block_on(panel::app::run(cfg, shutdown)).map_err(|e| e.to_string())
+            panel::exec::block_on(panel::app::run(cfg, shutdown)).map_err(|e| e.to_string())
         }
         Invocation::User(cmd) => {
             panel::users::cli::run(&cmd, &mut std::io::stdout()).map_err(|e| e.to_string())
         }
         Invocation::Up(cfg) => {
-            smol::block_on(panel::up::run(cfg, shutdown)).map_err(|e| e.to_string())
+            panel::exec::block_on(panel::up::run(cfg, shutdown)).map_err(|e| e.to_string())
         }
     };
     match result {

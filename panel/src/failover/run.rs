@@ -73,7 +73,7 @@ async fn work(api: Arc<Api>) {
                 }
                 reconciled.insert(a.id.clone(), conn);
                 let (api, id) = (api.clone(), a.id.clone());
-                smol::spawn(async move {
+                crate::exec::spawn(async move {
                     reconcile::reconcile(&api, &id, fresh).await;
                     api.failover.reconciling.lock().remove(&id);
                 })
@@ -139,7 +139,7 @@ fn start_failovers(api: &Arc<Api>, dead: &[String]) {
             }
         }
         let api = api.clone();
-        smol::spawn(async move {
+        crate::exec::spawn(async move {
             let sid = rec.server_id.clone();
             let key = (rec.agent_id.clone(), rec.epoch);
             let ok = recreate::recreate(&api, rec).await;
