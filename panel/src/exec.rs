@@ -19,10 +19,13 @@
 //! runner yields to the reactor (`async_io::block_on` polls `epoll` without blocking when its
 //! future yields), so sockets that became ready are noticed while the queues are busy.
 //!
-//! Topology: [`block_on`] runs the main future as a task and drives the queues and the
-//! reactor on the calling thread, plus `SMOL_THREADS` more runner threads (the variable keeps
-//! its meaning: executor threads besides the main one). Library users that never call
-//! [`block_on`] (tests) get runner threads started on the first [`spawn`].
+//! Topology: [`block_on`] runs the main future as a task and drives both queues and the
+//! reactor on the calling thread (so a socket noticed by the reactor wakes its task on the
+//! same thread: no futex, no context switch), plus `SMOL_THREADS` more general runners, plus
+//! one runner for urgent tasks only (`panel-urgent`, asleep unless a command is moving): it
+//! takes a command's next step at once while the general runner is busy with the fan-out.
+//! Library users that never call [`block_on`] (tests) get runner threads started on the
+//! first [`spawn`].
 
 use async_task::{Runnable, Task};
 use concurrent_queue::ConcurrentQueue;
@@ -99,6 +102,8 @@ struct Queues {
     normal: ConcurrentQueue<Runnable>,
     /// Notified when work is queued; idle runners wait on it.
     work: Event,
+    /// Notified when urgent work is queued; the urgent runner waits on it.
+    urgent_work: Event,
 }
 
 static QUEUES: LazyLock<Queues> = LazyLock::new(Queues::new);
@@ -112,13 +117,18 @@ impl Queues {
             urgent: ConcurrentQueue::unbounded(),
             normal: ConcurrentQueue::unbounded(),
             work: Event::new(),
+            urgent_work: Event::new(),
         }
     }
 
     fn schedule(&self, runnable: Runnable, urgent: bool) {
-        let q = if urgent { &self.urgent } else { &self.normal };
         // Unbounded queues only fail when closed, and these never are.
-        let _ = q.push(runnable);
+        if urgent {
+            let _ = self.urgent.push(runnable);
+            self.urgent_work.notify(1);
+        } else {
+            let _ = self.normal.push(runnable);
+        }
         self.work.notify(1);
     }
 
@@ -170,7 +180,30 @@ impl Queues {
     }
 }
 
-/// Extra runner threads besides the one calling [`block_on`] (`SMOL_THREADS`, default 1).
+impl Queues {
+    /// Runs urgent tasks only, forever: the thread that takes a command's next step while
+    /// the general runners are deep in the events fan-out.
+    async fn run_urgent(&self) {
+        loop {
+            match self.urgent.pop() {
+                Ok(r) => {
+                    if std::panic::catch_unwind(AssertUnwindSafe(|| r.run())).is_err() {
+                        log::error!("a panel task panicked");
+                    }
+                }
+                Err(_) => {
+                    let listener = self.urgent_work.listen();
+                    if self.urgent.is_empty() {
+                        listener.await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// General runner threads besides the one calling [`block_on`] (`SMOL_THREADS`, default 1;
+/// `main` sets it to cores − 2).
 fn extra_threads() -> usize {
     std::env::var("SMOL_THREADS")
         .ok()
@@ -179,6 +212,16 @@ fn extra_threads() -> usize {
 }
 
 fn start_runners(n: usize) {
+    // Without the reactor: it only runs tasks (sockets it polls register with the reactor
+    // the other runners drive). Driving the reactor from this mostly idle thread made it
+    // the one that noticed every readable socket, a cross-thread wake-up per event
+    // (BENCHMARKS.md, "Round 4").
+    let spawned = std::thread::Builder::new()
+        .name("panel-urgent".into())
+        .spawn(|| future::block_on(QUEUES.run_urgent()));
+    if let Err(e) = spawned {
+        log::error!("cannot start the urgent executor thread: {e}");
+    }
     for i in 1..=n {
         let spawned = std::thread::Builder::new()
             .name(format!("panel-exec-{i}"))
