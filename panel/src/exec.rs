@@ -27,16 +27,18 @@
 //! Library users that never call [`block_on`] (tests) get runner threads started on the
 //! first [`spawn`].
 
-use async_task::{Runnable, Task};
+use async_task::Runnable;
 use concurrent_queue::ConcurrentQueue;
 use event_listener::Event;
 use futures_lite::future;
 use std::cell::RefCell;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
+
+/// A task of this executor (its metadata is its [`Lane`]).
+pub type Task<T> = async_task::Task<T, Lane>;
 
 /// Runs between two non-blocking polls of the reactor.
 pub const BUDGET: u32 = 64;
@@ -98,8 +100,8 @@ pub fn mark_urgent() {
 
 /// The two run queues and the runners' wake-up.
 struct Queues {
-    urgent: ConcurrentQueue<Runnable>,
-    normal: ConcurrentQueue<Runnable>,
+    urgent: ConcurrentQueue<Runnable<Lane>>,
+    normal: ConcurrentQueue<Runnable<Lane>>,
     /// Notified when work is queued; idle runners wait on it.
     work: Event,
     /// Notified when urgent work is queued; the urgent runner waits on it.
@@ -121,7 +123,8 @@ impl Queues {
         }
     }
 
-    fn schedule(&self, runnable: Runnable, urgent: bool) {
+    fn schedule(&self, runnable: Runnable<Lane>) {
+        let urgent = runnable.metadata().is_urgent();
         // Unbounded queues only fail when closed, and these never are.
         if urgent {
             let _ = self.urgent.push(runnable);
@@ -133,7 +136,7 @@ impl Queues {
     }
 
     /// The next task: urgent first, but a normal one after a long urgent streak.
-    fn next(&self, streak: &mut u32) -> Option<Runnable> {
+    fn next(&self, streak: &mut u32) -> Option<Runnable<Lane>> {
         if *streak >= URGENT_STREAK {
             *streak = 0;
             if let Ok(r) = self.normal.pop() {
@@ -159,9 +162,7 @@ impl Queues {
         loop {
             match self.next(&mut streak) {
                 Some(r) => {
-                    if std::panic::catch_unwind(AssertUnwindSafe(|| r.run())).is_err() {
-                        log::error!("a panel task panicked");
-                    }
+                    run_one(r);
                     ran += 1;
                     if ran >= BUDGET {
                         ran = 0;
@@ -186,11 +187,7 @@ impl Queues {
     async fn run_urgent(&self) {
         loop {
             match self.urgent.pop() {
-                Ok(r) => {
-                    if std::panic::catch_unwind(AssertUnwindSafe(|| r.run())).is_err() {
-                        log::error!("a panel task panicked");
-                    }
-                }
+                Ok(r) => run_one(r),
                 Err(_) => {
                     let listener = self.urgent_work.listen();
                     if self.urgent.is_empty() {
@@ -200,6 +197,15 @@ impl Queues {
             }
         }
     }
+}
+
+/// Runs one task with its lane as the thread's current one (a panic ends only that task).
+fn run_one(runnable: Runnable<Lane>) {
+    let prev = CURRENT.with(|c| c.replace(Some(runnable.metadata().clone())));
+    if std::panic::catch_unwind(AssertUnwindSafe(|| runnable.run())).is_err() {
+        log::error!("a panel task panicked");
+    }
+    CURRENT.with(|c| c.replace(prev));
 }
 
 /// General runner threads besides the one calling [`block_on`] (`SMOL_THREADS`, default 1;
@@ -248,20 +254,9 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let urgent = lane.clone();
-    // The task's lane is the thread's current one while the task is polled.
-    let future = async move {
-        let mut inner = pin!(future);
-        future::poll_fn(|cx| {
-            let prev = CURRENT.with(|c| c.replace(Some(lane.clone())));
-            let out = inner.as_mut().poll(cx);
-            CURRENT.with(|c| c.replace(prev));
-            out
-        })
-        .await
-    };
-    let (runnable, task) =
-        async_task::spawn(future, move |r| queues.schedule(r, urgent.is_urgent()));
+    let (runnable, task) = async_task::Builder::new()
+        .metadata(lane)
+        .spawn(move |_| future, move |r| queues.schedule(r));
     runnable.schedule();
     task
 }
@@ -294,7 +289,7 @@ mod tests {
     fn drain(q: &Queues) {
         let mut streak = 0;
         while let Some(r) = q.next(&mut streak) {
-            r.run();
+            run_one(r);
         }
     }
 
@@ -359,14 +354,14 @@ mod tests {
         // Normal at first.
         assert_eq!(q.normal.len(), 1);
         let mut streak = 0;
-        q.next(&mut streak).unwrap().run();
+        run_one(q.next(&mut streak).unwrap());
         // It woke itself while normal: queued normal again.
         assert_eq!((q.urgent.len(), q.normal.len()), (0, 1));
         let raised = lane.raise();
-        q.next(&mut streak).unwrap().run();
+        run_one(q.next(&mut streak).unwrap());
         assert_eq!((q.urgent.len(), q.normal.len()), (1, 0));
         drop(raised);
-        q.next(&mut streak).unwrap().run();
+        run_one(q.next(&mut streak).unwrap());
         assert_eq!((q.urgent.len(), q.normal.len()), (0, 1));
         assert_eq!(polls.load(Ordering::Relaxed), 3);
     }
@@ -389,7 +384,7 @@ mod tests {
             }
         });
         let mut streak = 0;
-        q.next(&mut streak).unwrap().run();
+        run_one(q.next(&mut streak).unwrap());
         assert_eq!(*seen.lock(), [false, true]);
         assert_eq!((q.urgent.len(), q.normal.len()), (1, 0));
         assert!(

@@ -218,7 +218,7 @@ pub async fn download(
 
 /// A chunk in flight: where it starts, how much was asked, and its task (dropping it
 /// cancels the command).
-type InFlight = (u64, u64, async_task::Task<Answered<Piece>>);
+type InFlight = (u64, u64, crate::exec::Task<Answered<Piece>>);
 
 /// A download in progress (see the module docs).
 struct Download {
