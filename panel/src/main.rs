@@ -21,10 +21,7 @@ fn main() -> ExitCode {
         // between threads; BENCHMARKS.md, "Round 2" and "Round 4").
         let n = std::thread::available_parallelism().map_or(0, |n| n.get().saturating_sub(2));
         // SAFETY: nothing else runs yet (no threads spawned), so no concurrent env access.
-        #[allow(
-            unsafe_code,
-            reason = "the executor sizes itself from SMOL_THREADS only"
-        )]
+        #[allow(unsafe_code, reason = "the executor reads SMOL_THREADS")]
         unsafe {
             std::env::set_var("SMOL_THREADS", n.to_string())
         };
