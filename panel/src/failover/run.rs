@@ -80,7 +80,7 @@ async fn work(api: Arc<Api>) {
                 }
                 reconciled.insert(id.clone(), conn);
                 let (api, id) = (api.clone(), id.clone());
-                smol::spawn(async move {
+                crate::exec::spawn(async move {
                     reconcile::reconcile(&api, &id, fresh).await;
                     api.failover.reconciling.lock().remove(&id);
                 })
@@ -146,7 +146,7 @@ fn start_failovers(api: &Arc<Api>, dead: &[String]) {
             }
         }
         let api = api.clone();
-        smol::spawn(async move {
+        crate::exec::spawn(async move {
             let sid = rec.server_id.clone();
             let key = (rec.agent_id.clone(), rec.epoch);
             let ok = recreate::recreate(&api, rec).await;

@@ -285,7 +285,7 @@ pub async fn serve(
             shared: shared.clone(),
             slot: admitted.slot,
         };
-        smol::spawn(connection(
+        crate::exec::spawn(connection(
             guard,
             tcp,
             peer,
@@ -475,6 +475,11 @@ async fn http_phase(
         } else {
             Err("not a WebSocket handshake (no Upgrade header)")
         };
+        if ws_accept.is_err() && streamed.is_none() {
+            // A plain REST request: this connection's task goes first from now on
+            // (commands must not queue behind the events fan-out; see `exec`).
+            crate::exec::mark_urgent();
+        }
         let keep_alive = parsed.keep_alive;
         // HTTP/1.0 clients only keep a connection open when told so.
         let keep_alive_header = (!parsed.http11).then_some("keep-alive");
