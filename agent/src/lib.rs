@@ -3,7 +3,7 @@
 //! Layout: `config` (agent.json, run options), `node` (the operator's node policy),
 //! `register` (capabilities, registration),
 //! `token` (JWT expiry), `link` (the WebSocket to the panel, token refresh), `logs` (console
-//! lines and their throttle), `query` (player counts), plus the Docker client (`docker`),
+//! lines and their throttle), `memory` (malloc settings), `query` (player counts), plus the Docker client (`docker`),
 //! confined file access (`files`) and cgroup statistics (`stats`), the game servers
 //! themselves (`servers`), and the program (`cli`, `run`; `main.rs` only calls `cli::main`).
 //! The HTTPS/WSS client, the atomic config write and the logger are `ctrl-io`'s.
@@ -14,6 +14,7 @@ pub mod docker;
 pub mod files;
 pub mod link;
 pub mod logs;
+pub mod memory;
 pub mod node;
 pub mod query;
 pub mod register;

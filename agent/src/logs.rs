@@ -6,7 +6,18 @@
 //! delivered line carries `dropped: N` (exact count since the previous delivered line), and
 //! at most once a second a synthetic line `[agent] N log lines dropped (rate limit)` is
 //! emitted as well, so a human reading the console sees it too.
+//!
+//! Above the per-server throttles, every console of the node draws from one shared
+//! [`Budget`] (node policy `consoleRate`/`consoleBurst`, default 800 lines/s, burst 1,600):
+//! the panel accepts a bounded number of frames per second from an agent (its
+//! `--agent-rate`, default 1,000, burst 2,000) and answers the excess with `RATE_LIMITED`,
+//! losing those lines and the `dropped` counts they carry. A line the budget refuses is
+//! dropped and counted in its console's `dropped` like a line its own throttle refuses, so
+//! five chatty servers lose lines visibly at the agent instead of silently at the panel.
+//! Announcements draw from the budget too; one it refuses waits for the next line.
 
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Longest line delivered; longer lines are cut and marked.
@@ -17,6 +28,12 @@ pub const TRUNCATION_MARK: &str = " [truncated]";
 pub const DEFAULT_RATE: f64 = 200.0;
 /// Default burst, lines.
 pub const DEFAULT_BURST: f64 = 400.0;
+/// Default node-wide console budget, lines per second (below the panel's default
+/// per-agent frame rate of 1,000, leaving room for resource updates, status changes,
+/// responses and pongs).
+pub const DEFAULT_NODE_RATE: f64 = 800.0;
+/// Default node-wide console burst, lines.
+pub const DEFAULT_NODE_BURST: f64 = 1600.0;
 /// Minimum spacing of synthetic "dropped" announcements.
 const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
 
@@ -198,6 +215,44 @@ pub fn guess_level(line: &str, stream: Stream) -> &'static str {
     }
 }
 
+/// The node-wide token bucket every console draws from (see the module docs).
+#[derive(Debug)]
+pub struct Budget {
+    rate: f64,
+    burst: f64,
+    /// Tokens and the time they were counted at.
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Budget {
+    pub fn new(rate: f64, burst: f64) -> Arc<Budget> {
+        Arc::new(Budget {
+            rate,
+            burst,
+            state: Mutex::new((burst, Instant::now())),
+        })
+    }
+
+    /// A budget that never refuses (tests, tools).
+    pub fn unlimited() -> Arc<Budget> {
+        Budget::new(f64::INFINITY, f64::INFINITY)
+    }
+
+    /// Takes one token if there is one.
+    pub fn try_take(&self, now: Instant) -> bool {
+        let mut st = self.state.lock();
+        let (tokens, at) = &mut *st;
+        let elapsed = now.saturating_duration_since(*at).as_secs_f64();
+        *at = now.max(*at);
+        *tokens = (*tokens + elapsed * self.rate).min(self.burst);
+        if *tokens < 1.0 {
+            return false;
+        }
+        *tokens -= 1.0;
+        true
+    }
+}
+
 /// A token bucket deciding which lines are delivered.
 #[derive(Debug, Clone)]
 pub struct Throttle {
@@ -212,6 +267,8 @@ pub struct Throttle {
     last_announce: Option<Instant>,
     /// Lifetime total, for metrics and tests.
     total_dropped: u64,
+    /// The node-wide budget shared with the other consoles.
+    node: Arc<Budget>,
 }
 
 /// The throttle's verdict on one line.
@@ -227,7 +284,13 @@ pub enum Verdict {
 }
 
 impl Throttle {
+    /// A throttle of its own, with no node-wide budget above it.
     pub fn new(rate: f64, burst: f64, now: Instant) -> Self {
+        Throttle::sharing(rate, burst, now, Budget::unlimited())
+    }
+
+    /// A throttle whose lines also draw from the node-wide `node` budget.
+    pub fn sharing(rate: f64, burst: f64, now: Instant, node: Arc<Budget>) -> Self {
         Throttle {
             rate,
             burst,
@@ -237,6 +300,7 @@ impl Throttle {
             dropped_since_announce: 0,
             last_announce: None,
             total_dropped: 0,
+            node,
         }
     }
 
@@ -249,7 +313,8 @@ impl Throttle {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now.max(self.last);
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens < 1.0 {
+        // The server's own bucket first: a line it refuses takes nothing from the node's.
+        if self.tokens < 1.0 || !self.node.try_take(now) {
             self.dropped_since_delivery += 1;
             self.dropped_since_announce += 1;
             self.total_dropped += 1;
@@ -263,8 +328,8 @@ impl Throttle {
         }
     }
 
-    /// The count to announce now, if any is pending and the last announcement is at least
-    /// a second old.
+    /// The count to announce now, if any is pending, the last announcement is at least a
+    /// second old and the node's budget has a token for it.
     fn take_announcement(&mut self, now: Instant) -> Option<u64> {
         if self.dropped_since_announce == 0 {
             return None;
@@ -272,6 +337,9 @@ impl Throttle {
         if let Some(last) = self.last_announce
             && now.saturating_duration_since(last) < ANNOUNCE_EVERY
         {
+            return None;
+        }
+        if !self.node.try_take(now) {
             return None;
         }
         self.last_announce = Some(now);
@@ -310,11 +378,12 @@ pub struct Console {
 }
 
 impl Console {
-    pub fn new(rate: f64, burst: f64) -> Self {
+    /// `rate` and `burst` are the server's own throttle; `node` the budget it shares.
+    pub fn new(rate: f64, burst: f64, node: Arc<Budget>) -> Self {
         Console {
             stdout: LineSplitter::new(),
             stderr: LineSplitter::new(),
-            throttle: Throttle::new(rate, burst, Instant::now()),
+            throttle: Throttle::sharing(rate, burst, Instant::now(), node),
         }
     }
 
@@ -336,6 +405,10 @@ impl Console {
     /// the output goes quiet, so a burst's drops are reported without waiting for the next
     /// line.
     pub fn flush_dropped(&mut self, out: &mut Vec<LogLine>) {
+        if self.throttle.dropped_since_announce == 0 || !self.throttle.node.try_take(Instant::now())
+        {
+            return; // nothing to say, or no room for it now: the next tick tries again
+        }
         if let Some(n) = self.throttle.flush() {
             out.push(announcement(n));
         }
@@ -505,7 +578,7 @@ mod tests {
 
     #[test]
     fn a_flood_is_cut_down_and_announced() {
-        let mut c = Console::new(200.0, 400.0);
+        let mut c = Console::new(200.0, 400.0, Budget::unlimited());
         let now = Instant::now();
         let mut out = Vec::new();
         let flood: String = (0..5000).map(|i| format!("spam {i}\n")).collect();
@@ -524,8 +597,65 @@ mod tests {
     }
 
     #[test]
+    fn consoles_share_the_node_budget_and_count_what_it_refuses() {
+        let node = Budget::new(100.0, 100.0);
+        let mut consoles: Vec<Console> = (0..3)
+            .map(|_| Console::new(1000.0, 1000.0, node.clone()))
+            .collect();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let flood: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        let mut delivered = [0u64; 3];
+        for (i, c) in consoles.iter_mut().enumerate() {
+            c.push(Stream::Stdout, flood.as_bytes(), t0, &mut out);
+            delivered[i] = out.drain(..).count() as u64;
+        }
+        assert_eq!(
+            delivered.iter().sum::<u64>(),
+            100,
+            "the node's burst, not 3 x 1,000"
+        );
+        // Two seconds later the budget has refilled: each console's next line carries its
+        // own drops, and every line is delivered or counted.
+        let t1 = t0 + Duration::from_secs(2);
+        for (i, c) in consoles.iter_mut().enumerate() {
+            c.push(Stream::Stdout, b"after\n", t1, &mut out);
+            let lines = std::mem::take(&mut out);
+            let last = lines.last().expect("a line after the refill");
+            assert_eq!(last.message, "after");
+            let dropped = last.dropped.unwrap_or(0);
+            assert_eq!(dropped, 100 - delivered[i], "console {i}");
+            assert_eq!(c.total_dropped(), dropped);
+            if dropped > 0 {
+                assert_eq!(lines[0].message, dropped_message(dropped), "announced");
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_node_budget_postpones_announcements() {
+        let node = Budget::new(1.0, 2.0);
+        let mut c = Console::new(1000.0, 1000.0, node.clone());
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        c.push(Stream::Stdout, b"a\nb\nc\n", t0, &mut out);
+        assert_eq!(out.len(), 2, "the node's burst of 2");
+        out.clear();
+        // No token for the quiet announcement yet: it stays pending, not lost.
+        assert!(!node.try_take(t0));
+        c.flush_dropped(&mut out);
+        let later = Instant::now() + Duration::from_secs(2);
+        while out.is_empty() && Instant::now() < later {
+            std::thread::sleep(Duration::from_millis(50));
+            c.flush_dropped(&mut out);
+        }
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].message, dropped_message(1));
+    }
+
+    #[test]
     fn stdout_and_stderr_partial_lines_do_not_mix() {
-        let mut c = Console::new(1000.0, 1000.0);
+        let mut c = Console::new(1000.0, 1000.0, Budget::unlimited());
         let now = Instant::now();
         let mut out = Vec::new();
         c.push(Stream::Stdout, b"hel", now, &mut out);

@@ -63,6 +63,11 @@ impl Default for RateLimits {
     }
 }
 
+/// Default pace of the frames sent to the panel (its `--agent-rate` default is 1,000/s,
+/// burst 2,000: a tenth below, for the panel's clock and ours to disagree a little).
+pub const DEFAULT_FRAME_RATE: f64 = 900.0;
+pub const DEFAULT_FRAME_BURST: f64 = 1800.0;
+
 /// The node policy (see the module docs).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -102,6 +107,17 @@ pub struct NodePolicy {
     pub max_frame_bytes: usize,
     /// Seconds an egg's install script may run before it is killed (`install_failed`).
     pub install_timeout_secs: u64,
+    /// Console lines per second all servers together may send (a token bucket shared by
+    /// every console, above each server's own throttle; lines beyond it are dropped and
+    /// counted in their console's `dropped`). Keep it below the panel's `--agent-rate`.
+    pub console_rate: f64,
+    pub console_burst: f64,
+    /// Frames per second the agent sends the panel at most, whatever they are: the link
+    /// waits for a token before each one (events queue meanwhile), so a backlog sent after
+    /// a reconnect does not exceed the panel's `--agent-rate`/`--agent-burst` either. At
+    /// least `consoleRate`/`consoleBurst`.
+    pub frame_rate: f64,
+    pub frame_burst: f64,
 }
 
 impl Default for NodePolicy {
@@ -123,6 +139,10 @@ impl Default for NodePolicy {
             disk_grace_secs: 30,
             max_frame_bytes: proto::codec::DEFAULT_MAX_FRAME,
             install_timeout_secs: 3600,
+            console_rate: crate::logs::DEFAULT_NODE_RATE,
+            console_burst: crate::logs::DEFAULT_NODE_BURST,
+            frame_rate: DEFAULT_FRAME_RATE,
+            frame_burst: DEFAULT_FRAME_BURST,
         }
     }
 }
@@ -184,6 +204,18 @@ impl NodePolicy {
             && r.chunks_total_burst >= 1.0)
         {
             return Err("rate limits must be positive and bursts at least 1".into());
+        }
+        if !(positive(self.console_rate)
+            && positive(self.frame_rate)
+            && self.console_burst >= 1.0
+            && self.frame_burst >= 1.0)
+        {
+            return Err("consoleRate and frameRate must be positive and bursts at least 1".into());
+        }
+        if self.console_rate > self.frame_rate || self.console_burst > self.frame_burst {
+            // The link would queue lines faster than it sends them, and the outbox evicts
+            // what does not fit without counting it in any console's `dropped`.
+            return Err("consoleRate/consoleBurst may not exceed frameRate/frameBurst".into());
         }
         if self.disk_check_secs == 0 {
             return Err("diskCheckSecs must be at least 1".into());
@@ -267,6 +299,9 @@ mod tests {
             r#"{"logMaxSize": "lots"}"#,
             r#"{"network": "../x"}"#,
             r#"{"installTimeoutSecs": 0}"#,
+            r#"{"consoleRate": 0}"#,
+            r#"{"consoleRate": 2000}"#,
+            r#"{"frameBurst": 0.5}"#,
             "not json",
         ] {
             let path = temp("bad", text);

@@ -53,7 +53,9 @@ fn shutdown_signals() -> Result<async_channel::Receiver<Signal>, RunError> {
 
 /// Runs the agent until a shutdown signal.
 pub fn run(opts: RunOptions) -> Result<(), RunError> {
-    // Before any other thread exists, so they all inherit the blocked mask.
+    // Before any other thread exists, so they all inherit the blocked mask (and share
+    // one malloc arena).
+    crate::memory::limit_arenas();
     let signals = shutdown_signals()?;
     let config = AgentConfig::load(&opts.config_path)?;
     let policy = NodePolicy::load(opts.node_config.as_deref())?;

@@ -5,12 +5,14 @@
 //! Covered: the upgrade's `Authorization`/`X-Agent-ID` headers, pong with the spec's data,
 //! responses matched by id (success and error codes, undecodable commands answered with
 //! `INVALID_MESSAGE`), events streamed while connected, events produced while disconnected
-//! delivered in order after the automatic reconnect, and a clean stop.
+//! delivered in order after the automatic reconnect, a clean stop, and a backlog sent at
+//! the node policy's frame pace (`frameRate`/`frameBurst`), not all at once.
 
 use agent::config::AgentConfig;
 use agent::link::Link;
 use agent::link::creds::Credentials;
 use agent::link::outbox::Outbox;
+use agent::node::NodePolicy;
 use agent::servers::{Servers, ServersConfig};
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use e2e::TempDir;
@@ -20,7 +22,7 @@ use serde_json::{Value, json};
 use smol::net::TcpListener;
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 mod common;
 
@@ -115,6 +117,16 @@ async fn start_agent(
     name: &str,
     token: &str,
 ) -> AgentUnderTest {
+    start_agent_with(dir, server_tls, name, token, NodePolicy::default()).await
+}
+
+async fn start_agent_with(
+    dir: &std::path::Path,
+    server_tls: Arc<rustls::ServerConfig>,
+    name: &str,
+    token: &str,
+    policy: NodePolicy,
+) -> AgentUnderTest {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let panel = FakePanel {
@@ -135,17 +147,13 @@ async fn start_agent(
     let client_tls = ctrl_io::tls_config(config.ca_cert.as_deref()).unwrap();
     let creds = Arc::new(Credentials::new(config, config_path.clone(), client_tls));
     let outbox = Arc::new(Outbox::default());
-    let servers = Arc::new(
-        Servers::start(
-            ServersConfig::new(
-                AGENT_ID,
-                "/nonexistent/docker.sock".into(),
-                dir.join("data"),
-            ),
-            outbox.clone(),
-        )
-        .unwrap(),
+    let mut scfg = ServersConfig::new(
+        AGENT_ID,
+        "/nonexistent/docker.sock".into(),
+        dir.join("data"),
     );
+    scfg.policy = policy;
+    let servers = Arc::new(Servers::start(scfg, outbox.clone()).unwrap());
     let link = Link::new(servers, outbox.clone(), creds).unwrap();
     let (stop, stop_rx) = async_channel::bounded::<()>(1);
     let running = smol::spawn(link.run(async move {
@@ -371,5 +379,51 @@ fn a_refused_token_is_refreshed_persisted_and_used() {
 
         stop_tx.send(()).await.unwrap();
         running.await;
+    });
+}
+
+#[test]
+fn a_backlog_goes_out_at_the_frame_pace() {
+    const RATE: f64 = 200.0;
+    const BURST: f64 = 50.0;
+    const BACKLOG: usize = 300;
+    let dir = TempDir::new("link-pace");
+    let server_tls = tls(dir.path());
+    let policy = NodePolicy {
+        frame_rate: RATE,
+        frame_burst: BURST,
+        console_rate: RATE,
+        console_burst: BURST,
+        ..NodePolicy::default()
+    };
+    policy.check().unwrap();
+    smol::block_on(async {
+        let agent = start_agent_with(dir.path(), server_tls, "pace", "tok-1", policy).await;
+        // Queued while no panel is there: the backlog a reconnect finds.
+        for i in 0..BACKLOG {
+            agent.outbox.push(log_event(&format!("backlog {i}")));
+        }
+        let (mut ws, _, _) = agent.panel.accept().await;
+        let t0 = Instant::now();
+        let mut seen = 0;
+        while seen < BACKLOG {
+            let v = next_json(&mut ws).await;
+            if v["type"] != "event" {
+                continue;
+            }
+            assert_eq!(v["data"]["message"], format!("backlog {seen}"), "in order");
+            seen += 1;
+            // A frame arrives after it was sent, so a slow host only lowers the count: at
+            // any time, at most the burst plus the rate since the connection (a few frames
+            // of slack for the agent's clock starting just before ours).
+            let allowed = BURST + RATE * t0.elapsed().as_secs_f64() + 5.0;
+            assert!(
+                seen as f64 <= allowed,
+                "{seen} frames within {:?}: faster than {RATE}/s, burst {BURST}",
+                t0.elapsed()
+            );
+        }
+        agent.stop.send(()).await.unwrap();
+        agent.running.await;
     });
 }

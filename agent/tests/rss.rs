@@ -40,6 +40,30 @@ fn rss_kib(pid: u32) -> u64 {
     procfs::sample(pid).expect("/proc/<pid>").rss_bytes / 1024
 }
 
+/// The parts of the RSS (`RssAnon`: heap and stacks; `RssFile`: the binary's pages) and the
+/// thread count, from `/proc/<pid>/status`, for the report.
+fn rss_parts(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map_or("?".to_owned(), |v| v.trim().to_owned())
+    };
+    format!(
+        "anon {}, file {}, threads {}",
+        field("RssAnon:"),
+        field("RssFile:"),
+        field("Threads:")
+    )
+}
+
+/// The agent binary: this build's, or `AGENT_RSS_BIN` (another build, to compare).
+fn agent_bin() -> PathBuf {
+    std::env::var_os("AGENT_RSS_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_agent")), PathBuf::from)
+}
+
 fn agent_config(dir: &Path, id: &str) -> PathBuf {
     let path = dir.join(format!("{id}.json"));
     agent::config::AgentConfig {
@@ -57,7 +81,7 @@ fn agent_config(dir: &Path, id: &str) -> PathBuf {
 }
 
 fn spawn_agent(config: &Path, data: &Path) -> Proc {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_agent"));
+    let mut cmd = std::process::Command::new(agent_bin());
     cmd.arg("run")
         .arg("--config")
         .arg(config)
@@ -86,6 +110,7 @@ fn agent_rss_idle_and_with_ten_running_servers() {
     idle.wait_for_line("Docker is reachable", Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(3));
     let idle_kib = rss_kib(idle.pid());
+    let idle_parts = rss_parts(idle.pid());
     drop(idle);
 
     // 10 running servers, created by one manager and adopted by the agent process.
@@ -140,16 +165,21 @@ fn agent_rss_idle_and_with_ten_running_servers() {
     });
     std::thread::sleep(Duration::from_secs(6)); // a resource_update round for every server
     let busy_kib = rss_kib(busy.pid());
+    let busy_parts = rss_parts(busy.pid());
     // Idle CPU with every server running (stats sampling, consoles attached, heartbeats).
     let window = 20.0;
     let before = cpu_secs(busy.pid());
     std::thread::sleep(Duration::from_secs_f64(window));
     let cpu_percent = (cpu_secs(busy.pid()) - before) / window * 100.0;
     println!(
-        "agent RSS: idle {:.1} MiB, with {servers_n} running servers {:.1} MiB; \
-         CPU {cpu_percent:.2} % of a core over {window} s",
+        "agent RSS: idle {:.1} MiB ({idle_parts}), with {servers_n} running servers {:.1} MiB \
+         ({busy_parts}); CPU {cpu_percent:.2} % of a core over {window} s; {}; load {}",
         idle_kib as f64 / 1024.0,
-        busy_kib as f64 / 1024.0
+        busy_kib as f64 / 1024.0,
+        agent_bin().display(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim(),
     );
     assert!(busy_kib > 0 && idle_kib > 0);
 }

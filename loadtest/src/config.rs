@@ -3,18 +3,22 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::viewers::SubscriberAuth;
+
 pub const USAGE: &str = "\
 usage: loadtest --panel URL --admin-token T --agents N --duration SECS
                 [--ca-cert PEM] [--events-per-sec R] [--log-bytes B] [--subscribers K]
                 [--command-rate C] [--connect-rate X] [--json FILE]
                 [--panel-pid PID] [--storm] [--agents-file FILE] [--servers S]
                 [--name-prefix P] [--no-resumption] [--filtered-subscribers F]
-                [--login-rate L] [--mix] [--quiet]
+                [--subscriber-auth session|key|admin] [--rights-only] [--login-rate L]
+                [--agent-threads T] [--mix] [--quiet]
        loadtest --panel URL --mix         (the busy evening, see below)
 
   --panel URL          panel base URL, e.g. https://127.0.0.1:8443
   --admin-token T      operator token (default: $PANEL_ADMIN_TOKEN)
-  --agents N           simulated agents, all on one executor thread
+  --agents N           simulated agents, all on one executor thread (see --agent-threads)
+  --agent-threads T    executor threads the simulated agents are spread over, default 1
   --duration SECS      measured phase after every agent connected
   --ca-cert PEM        CA to trust (the panel's DATA/tls/panel.crt); default: system CAs
   --events-per-sec R   events per second in total (resource_update + server_log), default 0
@@ -24,6 +28,15 @@ usage: loadtest --panel URL --admin-token T --agents N --duration SECS
                        /api/events subscribers each filtered to one server (?serverId=, the
                        emitting agents' servers in turn), each checking it receives exactly
                        that server's events, default 0
+  --subscriber-auth A  how each filtered subscriber authenticates: `session` (default: a
+                       user of its own per subscriber, created for the run, subuser with
+                       console.read of exactly its server, logged in; the socket carries the
+                       session cookie and the panel's Origin, like a console tab), `key` (the
+                       same users, each with an API key), `admin` (the admin token for all,
+                       the pre-users mode, for comparison). The users are deleted afterwards
+  --rights-only        the filtered subscribers' users open /api/events without ?serverId=:
+                       the panel's rights check alone must keep other servers' events away
+                       (misrouted must stay 0); needs session or key
   --command-rate C     operator REST commands per second (get_status, power), default 0
   --login-rate L       browser logins (POST /api/auth/login) per second over 20 users
                        created for the run (needs the panel's users routes), default 0
@@ -48,12 +61,15 @@ pub struct Config {
     pub panel: String,
     pub admin_token: String,
     pub agents: usize,
+    pub agent_threads: usize,
     pub duration: Duration,
     pub ca_cert: Option<PathBuf>,
     pub events_per_sec: f64,
     pub log_bytes: usize,
     pub subscribers: usize,
     pub filtered_subscribers: usize,
+    pub subscriber_auth: SubscriberAuth,
+    pub rights_only: bool,
     pub login_rate: f64,
     pub command_rate: f64,
     pub connect_rate: f64,
@@ -81,12 +97,15 @@ impl Config {
             panel: String::new(),
             admin_token: String::new(),
             agents: 0,
+            agent_threads: 1,
             duration: Duration::ZERO,
             ca_cert: None,
             events_per_sec: 0.0,
             log_bytes: 100,
             subscribers: 1,
             filtered_subscribers: 0,
+            subscriber_auth: SubscriberAuth::Session,
+            rights_only: false,
             login_rate: 0.0,
             command_rate: 0.0,
             connect_rate: 0.0,
@@ -131,6 +150,19 @@ impl Config {
                 "--log-bytes" => c.log_bytes = num(&name, &value()?)?,
                 "--subscribers" => c.subscribers = num(&name, &value()?)?,
                 "--filtered-subscribers" => c.filtered_subscribers = num(&name, &value()?)?,
+                "--subscriber-auth" => {
+                    let v = value()?;
+                    c.subscriber_auth = SubscriberAuth::parse(&v).ok_or_else(|| {
+                        format!("--subscriber-auth: {v:?} is not session, key or admin")
+                    })?;
+                }
+                "--rights-only" => c.rights_only = true,
+                "--agent-threads" => {
+                    c.agent_threads = num(&name, &value()?)?;
+                    if !(1..=64).contains(&c.agent_threads) {
+                        return Err("--agent-threads must be 1 to 64".into());
+                    }
+                }
                 "--command-rate" => c.command_rate = rate(&name, &value()?)?,
                 "--login-rate" => c.login_rate = rate(&name, &value()?)?,
                 "--mix" => mix = true,
@@ -186,6 +218,9 @@ impl Config {
         c.servers = c.servers.min(c.agents);
         if (c.events_per_sec > 0.0 || c.command_rate > 0.0) && c.servers == 0 {
             return Err("events and commands need --servers of at least 1".into());
+        }
+        if c.rights_only && c.subscriber_auth == SubscriberAuth::Admin {
+            return Err("--rights-only needs users (--subscriber-auth session or key)".into());
         }
         if c.log_bytes > 512 * 1024 {
             return Err("--log-bytes must be at most 524288 (the frame limit is 1 MiB)".into());
@@ -248,6 +283,8 @@ mod tests {
         assert_eq!(c.servers, 5);
         assert_eq!(c.connect_rate, 0.0);
         assert!(!c.storm);
+        assert_eq!(c.subscriber_auth, SubscriberAuth::Session);
+        assert_eq!(c.agent_threads, 1);
     }
 
     #[test]
@@ -256,7 +293,7 @@ mod tests {
             "--panel=https://h:1 --admin-token x --agents 10000 --duration 30 --ca-cert /c.pem \
              --events-per-sec 100000 --log-bytes 200 --subscribers 2 --command-rate 50 \
              --connect-rate 1000 --json out.json --panel-pid 42 --storm --agents-file a.json \
-             --servers 2000 --name-prefix bench --quiet",
+             --servers 2000 --name-prefix bench --quiet --subscriber-auth key --agent-threads 2",
         )
         .unwrap();
         assert_eq!(c.panel, "https://h:1");
@@ -270,6 +307,12 @@ mod tests {
         assert_eq!(c.agents_file, Some("a.json".into()));
         assert_eq!(c.servers, 2000);
         assert_eq!(c.name_prefix, "bench");
+        assert_eq!(c.subscriber_auth, SubscriberAuth::Key);
+        assert!(!c.rights_only);
+        assert_eq!(c.agent_threads, 2);
+        let r = parse("--panel https://h --admin-token t --agents 1 --duration 1 --rights-only")
+            .unwrap();
+        assert!(r.rights_only && r.subscriber_auth == SubscriberAuth::Session);
     }
 
     #[test]
@@ -297,6 +340,9 @@ mod tests {
             "--panel https://h --admin-token t --agents 1 --duration 1 --json",
             "--panel https://h --admin-token t --agents 1 --duration 1 --servers 0 --command-rate 1",
             "--panel https://h --admin-token t --agents 1 --duration 1 --name-prefix a_b",
+            "--panel https://h --admin-token t --agents 1 --duration 1 --subscriber-auth x",
+            "--panel https://h --admin-token t --agents 1 --duration 1 --agent-threads 0",
+            "--panel https://h --admin-token t --agents 1 --duration 1 --subscriber-auth admin --rights-only",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }

@@ -1,5 +1,5 @@
 //! The crowd: every simulated agent is one task on a single-threaded smol executor (one OS
-//! thread for all of them). Each task connects over WSS with its own JWT, answers pings and
+//! thread for all of them, or `--agent-threads` threads each with its share). Each task connects over WSS with its own JWT, answers pings and
 //! commands through [`crate::sim::AgentSim`], emits events at its share of the rate, and
 //! reconnects with jittered exponential backoff when its socket drops — like a real agent.
 //!
@@ -128,38 +128,76 @@ impl Control {
     }
 }
 
-/// Starts the crowd on its own thread; the handle returns when every agent task ended
-/// (after [`Control::stop`]).
+/// Starts the crowd on `threads` executor threads (agent `i` on thread `i % threads`, so the
+/// emitting agents — the first ones — spread evenly), each with its share of the connect
+/// rate. The handle is the first thread's (`agents`, or `agents-0` when there are several):
+/// it returns when every agent task of every thread ended (after [`Control::stop`]).
 pub fn spawn(
+    agents: Vec<AgentIdent>,
+    config: FleetConfig,
+    threads: usize,
+    stats: Arc<FleetStats>,
+    control: Arc<Control>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let threads = threads.clamp(1, agents.len().max(1));
+    let mut shares: Vec<Vec<AgentIdent>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, a) in agents.into_iter().enumerate() {
+        shares[i % threads].push(a);
+    }
+    let name = |k: usize| {
+        if threads == 1 {
+            "agents".to_owned()
+        } else {
+            format!("agents-{k}")
+        }
+    };
+    let mut config = config;
+    config.connect_rate /= threads as f64;
+    let mut others = Vec::with_capacity(threads - 1);
+    let first = shares.remove(0);
+    for (k, share) in shares.into_iter().enumerate() {
+        let (config, stats, control) = (config.clone(), stats.clone(), control.clone());
+        others.push(
+            std::thread::Builder::new()
+                .name(name(k + 1))
+                .spawn(move || run_crowd(share, config, stats, control))?,
+        );
+    }
+    std::thread::Builder::new().name(name(0)).spawn(move || {
+        run_crowd(first, config, stats, control);
+        for t in others {
+            let _ = t.join();
+        }
+    })
+}
+
+/// One thread's share of the crowd, on a single-threaded executor, until every task ended.
+fn run_crowd(
     agents: Vec<AgentIdent>,
     config: FleetConfig,
     stats: Arc<FleetStats>,
     control: Arc<Control>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("agents".into())
-        .spawn(move || {
-            let ex = smol::LocalExecutor::new();
-            let pacer = Rc::new(Pacer::new(config.connect_rate));
-            let config = Rc::new(config);
-            let tasks: Vec<_> = agents
-                .into_iter()
-                .map(|ident| {
-                    ex.spawn(run_agent(
-                        ident,
-                        config.clone(),
-                        stats.clone(),
-                        control.clone(),
-                        pacer.clone(),
-                    ))
-                })
-                .collect();
-            smol::block_on(ex.run(async {
-                for t in tasks {
-                    t.await;
-                }
-            }));
+) {
+    let ex = smol::LocalExecutor::new();
+    let pacer = Rc::new(Pacer::new(config.connect_rate));
+    let config = Rc::new(config);
+    let tasks: Vec<_> = agents
+        .into_iter()
+        .map(|ident| {
+            ex.spawn(run_agent(
+                ident,
+                config.clone(),
+                stats.clone(),
+                control.clone(),
+                pacer.clone(),
+            ))
         })
+        .collect();
+    smol::block_on(ex.run(async {
+        for t in tasks {
+            t.await;
+        }
+    }));
 }
 
 /// Spaces connection attempts `1/rate` apart across the crowd (single thread, so a Cell).

@@ -16,3 +16,4 @@ pub mod sim;
 pub mod stats;
 pub mod subscriber;
 pub mod threads;
+pub mod viewers;

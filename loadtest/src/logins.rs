@@ -32,7 +32,7 @@ pub enum Unavailable {
 }
 
 /// A random password of 24 letters and digits.
-fn password() -> String {
+pub(crate) fn password() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
     (0..24)
         .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
@@ -70,16 +70,24 @@ pub async fn create_users(
     Ok(users)
 }
 
-/// Deletes the users [`create_users`] made (best effort: failures are counted).
-pub async fn delete_users(rest: &Rest, admin_token: &str, users: &[LoginUser], errors: &Errors) {
+/// Deletes the users loadtest made (best effort: failures are counted in `errors`); returns
+/// how many were deleted.
+pub async fn delete_users(
+    rest: &Rest,
+    admin_token: &str,
+    users: &[LoginUser],
+    errors: &Errors,
+) -> usize {
+    let mut deleted = 0;
     for u in users.iter().filter(|u| !u.id.is_empty()) {
         let path = format!("/api/users/{}", u.id);
         match rest.json("DELETE", &path, Some(admin_token), None).await {
-            Ok((200 | 204, _)) => {}
+            Ok((200 | 204, _)) => deleted += 1,
             Ok((status, _)) => errors.add(format!("users.delete_http_{status}")),
             Err(e) => errors.add(format!("users.delete_{}", e.kind())),
         }
     }
+    deleted
 }
 
 /// Logs in at `rate` per second, the users in turn, until `stop` is closed.

@@ -56,8 +56,21 @@ pub struct FilteredReport {
     pub delivered: u64,
     /// Per subscriber expected − delivered, summed.
     pub lost: u64,
-    /// Events of other servers that reached them (the filter leaked).
+    /// Events of this run from other servers that reached them (the filter, or with users
+    /// the rights check, leaked): must be 0.
     pub misrouted: u64,
+    /// Frames that are not events of this run (other runs, agent-level events).
+    pub foreign: u64,
+    /// `session`, `key` or `admin` (`--subscriber-auth`).
+    pub auth: &'static str,
+    /// `--rights-only`: no `?serverId=` filter, the users' rights alone routed the events.
+    pub rights_only: bool,
+    /// Users created for the subscribers (one each; 0 with the admin token).
+    pub users_created: usize,
+    /// Subscribers whose user could not be set up (not started; see `errors`).
+    pub setup_failed: usize,
+    /// Of `users_created`, deleted after the run.
+    pub users_deleted: usize,
     pub duplicates: u64,
     /// Frames the panel dropped for slow subscribers during the run (all subscribers).
     pub panel_dropped: u64,
@@ -300,15 +313,22 @@ impl Report {
         if let Some(f) = &self.filtered {
             let _ = writeln!(
                 s,
-                "filtered subscribers: {} expected {} delivered {} lost {} misrouted {} \
-                 duplicates {}; the panel dropped {} for slow subscribers",
+                "filtered subscribers ({}{}): {} expected {} delivered {} lost {} misrouted {} \
+                 foreign {} duplicates {}; the panel dropped {} for slow subscribers; \
+                 users created {} deleted {}, set-ups failed {}",
+                f.auth,
+                if f.rights_only { ", rights only" } else { "" },
                 f.subscribers,
                 f.expected,
                 f.delivered,
                 f.lost,
                 f.misrouted,
+                f.foreign,
                 f.duplicates,
-                f.panel_dropped
+                f.panel_dropped,
+                f.users_created,
+                f.users_deleted,
+                f.setup_failed
             );
         }
         if let Some(l) = &self.logins {

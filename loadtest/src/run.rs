@@ -17,7 +17,7 @@ use crate::agents_file::{AgentsFile, SavedAgent};
 use crate::commands::RequestStats;
 use crate::config::Config;
 use crate::fleet::{self, AgentIdent, Control, FleetConfig, FleetStats};
-use crate::logins;
+use crate::logins::{self, LoginUser};
 use crate::metrics::{self, Scrape};
 use crate::operators::{self, Operators};
 use crate::procfs::{self, ProcSample};
@@ -30,6 +30,7 @@ use crate::sim::server_id_for;
 use crate::stats::{Errors, LatencySummary};
 use crate::subscriber::{self, SubStats};
 use crate::threads;
+use crate::viewers::{self, SubscriberAuth};
 use ctrl_io::{ClientError, Rest, Scheme, Url};
 
 /// Threads reported per process (the busiest, by CPU + waiting for a CPU).
@@ -217,6 +218,9 @@ impl Run {
             run_id: self.run_id.clone(),
             ..Report::default()
         };
+        // The filtered subscribers' users, while the panel is idle (two Argon2id hashes per
+        // user), and before the baseline RSS (the hashing threads keep their 19 MiB each).
+        let (accounts, viewer_users) = self.accounts().await;
         let before_agents = self.panel.as_mut().and_then(|p| p.sample()).map(|s| s.0);
 
         // 2. The crowd.
@@ -264,6 +268,7 @@ impl Run {
         let fleet_thread = fleet::spawn(
             idents.clone(),
             fleet_cfg,
+            cfg.agent_threads,
             fleet_stats.clone(),
             control.clone(),
         )
@@ -325,7 +330,7 @@ impl Run {
                 self.ex.spawn(subscriber::run(
                     self.rest.wss_url("/api/events"),
                     self.tls.clone(),
-                    cfg.admin_token.clone(),
+                    subscriber::admin_headers(&cfg.admin_token),
                     subscriber::Tracker::new(&self.run_id, cfg.agents),
                     s.clone(),
                     self.errors.clone(),
@@ -333,24 +338,36 @@ impl Run {
                 ))
             })
             .collect();
-        // Filtered subscribers: the emitting agents' servers in turn, one subscriber each.
+        // Filtered subscribers: the emitting agents' servers in turn, one subscriber each,
+        // each (unless `--subscriber-auth admin`) a user of its own.
         let emitting: Vec<&AgentIdent> = idents[..cfg.servers]
             .iter()
             .filter(|a| ready[a.index].load(Ordering::SeqCst))
             .collect();
-        let filtered: Vec<(usize, Arc<SubStats>)> = if emitting.is_empty() {
+        let watched: Vec<usize> = if emitting.is_empty() {
             Vec::new()
         } else {
             (0..cfg.filtered_subscribers)
-                .map(|k| (emitting[k % emitting.len()].index, Arc::default()))
+                .map(|k| emitting[k % emitting.len()].index)
                 .collect()
         };
-        for (index, stats) in &filtered {
+        let (credentials, setup_failed) = self.grants(accounts, &idents, &watched).await;
+        let filtered: Vec<(usize, Arc<SubStats>)> = watched
+            .iter()
+            .zip(&credentials)
+            .filter(|(_, c)| c.is_some())
+            .map(|(i, _)| (*i, Arc::default()))
+            .collect();
+        for ((index, stats), headers) in filtered.iter().zip(credentials.into_iter().flatten()) {
             let server = idents[*index].server_id.as_deref().unwrap_or_default();
             sub_tasks.push(self.ex.spawn(subscriber::run(
-                self.rest.wss_url(&format!("/api/events?serverId={server}")),
+                self.rest.wss_url(&if cfg.rights_only {
+                    "/api/events".to_owned()
+                } else {
+                    format!("/api/events?serverId={server}")
+                }),
                 self.tls.clone(),
-                cfg.admin_token.clone(),
+                headers,
                 subscriber::Tracker::only(&self.run_id, cfg.agents, *index),
                 stats.clone(),
                 self.errors.clone(),
@@ -524,7 +541,7 @@ impl Run {
                 error: lost - rate_limited - slow,
             },
         };
-        report.filtered = (!filtered.is_empty()).then(|| {
+        report.filtered = (!watched.is_empty()).then(|| {
             let expected: Vec<u64> = filtered
                 .iter()
                 .map(|(i, _)| sent_by_agent[*i].load(Ordering::Relaxed))
@@ -540,8 +557,14 @@ impl Run {
                     .map(|(e, d)| e.saturating_sub(*d))
                     .sum(),
                 misrouted: filtered.iter().map(|(_, s)| s.misrouted.get()).sum(),
+                foreign: filtered.iter().map(|(_, s)| s.foreign.get()).sum(),
                 panel_dropped: delta(metrics::subscriber_drops),
                 duplicates: filtered.iter().map(|(_, s)| s.duplicates.get()).sum(),
+                auth: cfg.subscriber_auth.as_str(),
+                rights_only: cfg.rights_only,
+                users_created: viewer_users.len(),
+                setup_failed,
+                users_deleted: 0,
             }
         });
         report.commands = CommandsReport {
@@ -605,6 +628,12 @@ impl Run {
         drop(sub_stop_tx);
         for t in sub_tasks {
             t.await;
+        }
+        // The viewers' users go once their sockets are closed (deleting a user closes them).
+        let deleted =
+            logins::delete_users(&self.rest, &cfg.admin_token, &viewer_users, &self.errors).await;
+        if let Some(f) = report.filtered.as_mut() {
+            f.users_deleted = deleted;
         }
         let joined = smol::unblock(move || fleet_thread.join().is_ok());
         let joined = futures_lite::future::or(async { Some(joined.await) }, async {
@@ -728,6 +757,102 @@ impl Run {
         let mut agents = file.agents;
         agents.truncate(self.cfg.agents);
         Ok((agents, missing, reused))
+    }
+
+    fn viewer_setup(&self) -> Rc<viewers::Setup> {
+        let url = Url::parse_as(&self.cfg.panel, Scheme::Https).expect("checked in Run::new");
+        Rc::new(viewers::Setup {
+            rest: self.rest.clone(),
+            admin_token: self.cfg.admin_token.clone(),
+            auth: self.cfg.subscriber_auth,
+            origin: format!("https://{}", url.authority()),
+            url,
+            errors: self.errors.clone(),
+        })
+    }
+
+    /// The users of the filtered subscribers, created and logged in ([`viewers`]) before the
+    /// crowd connects: `None` for one that could not be set up (counted in `errors`). Also
+    /// every user created (to delete afterwards). Nothing with the admin token.
+    async fn accounts(&self) -> (Vec<Option<viewers::Viewer>>, Vec<LoginUser>) {
+        let n = self.cfg.filtered_subscribers;
+        if self.cfg.subscriber_auth == SubscriberAuth::Admin || n == 0 {
+            return (Vec::new(), Vec::new());
+        }
+        self.progress(&format!(
+            "creating {n} users for the filtered subscribers ({})",
+            self.cfg.subscriber_auth.as_str()
+        ));
+        let started = Instant::now();
+        let (setup, run) = (self.viewer_setup(), Rc::<str>::from(self.run_id.as_str()));
+        let results = self
+            .parallel((0..n).collect(), viewers::SETUP_CONCURRENCY, move |k| {
+                let (setup, run) = (setup.clone(), run.clone());
+                async move { setup.account(&run, k).await }
+            })
+            .await;
+        let (mut accounts, mut users) = (Vec::new(), Vec::new());
+        for r in results {
+            match r {
+                Ok(v) => {
+                    users.push(v.user.clone());
+                    accounts.push(Some(v));
+                }
+                Err((user, kind)) => {
+                    self.errors.add(kind);
+                    users.extend(user);
+                    accounts.push(None);
+                }
+            }
+        }
+        self.progress(&format!(
+            "{} users logged in in {:.1} s",
+            accounts.iter().flatten().count(),
+            started.elapsed().as_secs_f64()
+        ));
+        (accounts, users)
+    }
+
+    /// For each watched agent index, the credential headers of its filtered subscriber: the
+    /// admin token's, or its user's once that user is a subuser of exactly that server;
+    /// `None` when the user could not be set up. Also how many set-ups failed.
+    async fn grants(
+        &self,
+        accounts: Vec<Option<viewers::Viewer>>,
+        idents: &[AgentIdent],
+        watched: &[usize],
+    ) -> (Vec<Option<Vec<(String, String)>>>, usize) {
+        if self.cfg.subscriber_auth == SubscriberAuth::Admin {
+            let admin = subscriber::admin_headers(&self.cfg.admin_token);
+            return (vec![Some(admin); watched.len()], 0);
+        }
+        let items: Vec<(Option<viewers::Viewer>, String)> = accounts
+            .into_iter()
+            .zip(watched)
+            .map(|(v, i)| (v, idents[*i].server_id.clone().unwrap_or_default()))
+            .collect();
+        let setup = self.viewer_setup();
+        let credentials = self
+            .parallel(
+                items,
+                viewers::SETUP_CONCURRENCY,
+                move |(viewer, server)| {
+                    let setup = setup.clone();
+                    async move {
+                        let viewer = viewer?;
+                        match setup.grant(&viewer.user.id, &server).await {
+                            Ok(()) => Some(viewer.headers),
+                            Err(kind) => {
+                                setup.errors.add(kind);
+                                None
+                            }
+                        }
+                    }
+                },
+            )
+            .await;
+        let failed = credentials.iter().filter(|c| c.is_none()).count();
+        (credentials, failed)
     }
 
     /// Creates (or finds, HTTP 409) each agent's server; returns the ids that exist.

@@ -33,6 +33,11 @@ pub struct SubStats {
     pub reconnects: Counter,
 }
 
+/// The admin token as `/api/events` credential headers.
+pub fn admin_headers(admin_token: &str) -> Vec<(String, String)> {
+    vec![("Authorization".into(), format!("Bearer {admin_token}"))]
+}
+
 /// Tracks per-agent sequence numbers.
 pub struct Tracker {
     run: String,
@@ -84,25 +89,28 @@ impl Tracker {
     }
 }
 
-/// Connects to `url` (`/api/events`, with a filter query for a filtered subscriber) and
-/// accounts every frame with `tracker` until `stop` is closed. Reconnects (counting an
-/// error) if the panel drops the socket.
+/// Connects to `url` (`/api/events`, with a filter query for a filtered subscriber) with
+/// the credential `headers` (the admin token's `Authorization`, a user's key, or a user's
+/// session cookie with the page's `Origin`) and accounts every frame with `tracker` until
+/// `stop` is closed. Reconnects (counting an error) if the panel drops the socket.
 pub async fn run(
     url: String,
     tls: Arc<rustls::ClientConfig>,
-    admin_token: String,
+    headers: Vec<(String, String)>,
     mut tracker: Tracker,
     stats: Arc<SubStats>,
     errors: Arc<Errors>,
     stop: async_channel::Receiver<()>,
 ) {
     let mut decoder = proto::Decoder::default();
-    let bearer = format!("Bearer {admin_token}");
     let options = WsOptions {
         config: ctrl_io::large_config(),
         timeout: Duration::from_secs(30),
     };
-    let headers = [("Authorization", bearer.as_str())];
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let mut first = true;
     loop {
         let connect = ctrl_io::ws_connect_with(&url, tls.clone(), &headers, options);

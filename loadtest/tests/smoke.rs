@@ -1,7 +1,9 @@
-//! Smoke run against the real panel binary: 200 agents for ~10 s with events, commands, two
-//! subscribers and a reconnect storm. Asserts correctness only — every agent connected,
-//! every event delivered to every subscriber exactly once, every command answered, every
-//! agent back after the storm — never timings.
+//! Smoke runs against the real panel binary: 200 agents for ~10 s with events, commands, two
+//! subscribers and a reconnect storm; and filtered subscribers as users of their own (each a
+//! subuser of one server), with and without the `?serverId=` filter. Asserts correctness
+//! only — every agent connected, every event delivered to every subscriber exactly once (a
+//! user's subscriber: its server's, and no other), every command answered, every agent back
+//! after the storm, every user deleted — never timings.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -73,9 +75,9 @@ impl Drop for Panel {
     }
 }
 
-fn start_panel() -> Panel {
+fn start_panel(name: &str) -> Panel {
     let bin = panel_binary();
-    let dir = std::env::temp_dir().join(format!("loadtest-smoke-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("loadtest-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let mut child = Command::new(bin)
@@ -122,7 +124,7 @@ fn start_panel() -> Panel {
 
 #[test]
 fn two_hundred_agents_events_commands_and_a_storm() {
-    let panel = start_panel();
+    let panel = start_panel("smoke");
     let ca = panel.dir.join("data/tls/panel.crt");
     let json = panel.dir.join("report.json");
     let args = format!(
@@ -178,10 +180,75 @@ fn two_hundred_agents_events_commands_and_a_storm() {
         .loadtest_process
         .as_ref()
         .expect("loadtest's own figures");
-    assert!(me.threads.iter().any(|t| t.name == "agents"), "{summary}");
+    assert!(
+        me.threads.iter().any(|t| t.name.starts_with("agents")),
+        "{summary}"
+    );
 
     let written: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(written["agents"]["connected"], 200);
     assert_eq!(written["events"]["lost"], 0);
+}
+
+/// Filtered subscribers as users: 12 subscribers over 6 servers (two users per server),
+/// first with session cookies and the `?serverId=` filter, then with API keys and no filter
+/// (the panel's rights alone route). Each receives exactly its server's events and none of
+/// the other five servers'; the users are gone afterwards.
+#[test]
+fn user_subscribers_get_exactly_their_server() {
+    let panel = start_panel("users");
+    let ca = panel.dir.join("data/tls/panel.crt");
+    for extra in [
+        "--subscriber-auth session",
+        "--subscriber-auth key --rights-only",
+    ] {
+        let args = format!(
+            "--panel {} --agents 6 --duration 3 --ca-cert {} --events-per-sec 600 \
+             --subscribers 1 --filtered-subscribers 12 --quiet {extra}",
+            panel.url,
+            ca.display(),
+        );
+        let cfg = Config::parse(
+            args.split_whitespace().map(String::from),
+            Some(ADMIN_TOKEN.into()),
+        )
+        .unwrap();
+        let report = loadtest::run::run(cfg).expect("the run completes");
+        let summary = report.summary();
+        let f = report.filtered.as_ref().expect("filtered subscribers ran");
+        assert_eq!((f.subscribers, f.setup_failed), (12, 0), "{summary}");
+        // Two subscribers per server: each server's events are expected twice.
+        assert_eq!(f.expected, 2 * report.events.sent, "{summary}");
+        assert!(f.expected > 0, "{summary}");
+        assert_eq!((f.delivered, f.lost), (f.expected, 0), "{summary}");
+        assert_eq!(
+            (f.misrouted, f.foreign, f.duplicates),
+            (0, 0, 0),
+            "{summary}"
+        );
+        assert_eq!((f.users_created, f.users_deleted), (12, 12), "{summary}");
+        // The unfiltered admin subscriber still sees every server.
+        assert_eq!(
+            report.events.delivered,
+            vec![report.events.sent],
+            "{summary}"
+        );
+        assert!(report.errors.is_empty(), "{summary}");
+    }
+    let users = smol::block_on(async {
+        let tls = ctrl_io::tls_config(Some(&ca)).unwrap();
+        let rest = ctrl_io::Rest::new(&panel.url, tls).unwrap();
+        rest.json("GET", "/api/users", Some(ADMIN_TOKEN), None)
+            .await
+            .unwrap()
+    });
+    assert_eq!(users.0, 200);
+    let left: Vec<_> = users.1["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["name"].as_str().is_some_and(|n| n.starts_with("lt-")))
+        .collect();
+    assert!(left.is_empty(), "users left behind: {left:?}");
 }

@@ -284,21 +284,21 @@ impl Panel {
         let mut router = api::router(&self.api);
         router.fallback(crate::ui::fallback());
         let router = Arc::new(router);
-        let watcher = smol::spawn(crate::health::run(
+        let watcher = crate::exec::spawn(crate::health::run(
             self.api.nodes.health.clone(),
             self.api.nodes.history.clone(),
             self.api.hub.clone(),
             self.api.store.clone(),
             self.shutdown.clone(),
         ));
-        let sweeper = smol::spawn(self.api.clone().sweep_sessions());
+        let sweeper = crate::exec::spawn(self.api.clone().sweep_sessions());
 
         // Scheduled backups; dropped (cancelled) when serving ends.
-        let _schedules = smol::spawn(api::schedule_loop(self.api.clone()));
+        let _schedules = crate::exec::spawn(api::schedule_loop(self.api.clone()));
         // Transfers the last stop interrupted: undone or finished as their agents connect.
         api::recover_transfers(&self.api);
         // Failover of servers off dead nodes, quarantine of their stale copies.
-        let _failover = smol::spawn(crate::failover::run(self.api.clone()));
+        let _failover = crate::exec::spawn(crate::failover::run(self.api.clone()));
         let served = http::serve(
             self.listener,
             self.tls,

@@ -263,7 +263,7 @@ impl Auth {
             return Err(AuthError::AgentMismatch);
         }
         let fam = claims.fam.as_deref().ok_or(AuthError::NoFamily)?;
-        if self.store.agent(agent_id).is_none() {
+        if !self.store.has_agent(agent_id) {
             return Err(AuthError::UnknownAgent);
         }
         if !self.store.family_active(agent_id, fam) {

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod eggs;
 pub mod events;
+pub mod exec;
 pub mod failover;
 pub mod health;
 pub mod history;

@@ -14,15 +14,14 @@ fn main() -> ExitCode {
         }
     };
     if std::env::var_os("SMOL_THREADS").is_none() {
-        // One executor thread fewer than cores (at least one): the main thread drives the
-        // reactor and the accept loop besides. On 2 cores, 1 executor thread instead of 2
-        // cost 30-35 % less CPU per event (fewer futex wake-ups and context switches
-        // between threads) and recovered a 10,000-agent storm faster (BENCHMARKS.md,
-        // "Round 2").
-        let n =
-            std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1));
+        // General executor threads besides the main one: cores − 2 (none on 2 cores). The
+        // main thread runs tasks and drives the reactor, and one more thread runs only
+        // urgent tasks (commands; see `panel::exec`). On 2 cores one general thread cost
+        // 22-35 % less CPU per event than two (fewer futex wake-ups and context switches
+        // between threads; BENCHMARKS.md, "Round 2" and "Round 4").
+        let n = std::thread::available_parallelism().map_or(0, |n| n.get().saturating_sub(2));
         // SAFETY: nothing else runs yet (no threads spawned), so no concurrent env access.
-        #[allow(unsafe_code, reason = "smol sizes its executor from SMOL_THREADS only")]
+        #[allow(unsafe_code, reason = "the executor reads SMOL_THREADS")]
         unsafe {
             std::env::set_var("SMOL_THREADS", n.to_string())
         };
@@ -39,13 +38,13 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Invocation::Run(cfg) => {
-            smol::block_on(panel::app::run(cfg, shutdown)).map_err(|e| e.to_string())
+            panel::exec::block_on(panel::app::run(cfg, shutdown)).map_err(|e| e.to_string())
         }
         Invocation::User(cmd) => {
             panel::users::cli::run(&cmd, &mut std::io::stdout()).map_err(|e| e.to_string())
         }
         Invocation::Up(cfg) => {
-            smol::block_on(panel::up::run(cfg, shutdown)).map_err(|e| e.to_string())
+            panel::exec::block_on(panel::up::run(cfg, shutdown)).map_err(|e| e.to_string())
         }
     };
     match result {

@@ -353,7 +353,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), UpError> {
     let panel = Panel::bind(&config, shutdown.clone()).await?;
     let started = panel.started().clone();
     print!("{}", started.banner());
-    let server = smol::spawn(panel.run());
+    let server = crate::exec::spawn(panel.run());
 
     let url = local_url(started.addr);
     let agent_dir = started.data_dir.join("agent");
@@ -379,7 +379,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), UpError> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
-    let agent = smol::spawn(supervise(
+    let agent = crate::exec::spawn(supervise(
         agent_bin,
         agent_config,
         agent_data,

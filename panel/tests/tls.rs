@@ -129,3 +129,52 @@ fn plaintext_http_on_the_tls_port_gets_no_http_answer() {
         assert_eq!(st, 200);
     });
 }
+
+/// The panel issues a TLS 1.3 ticket per handshake, held back until the first response
+/// (`http::cork`): a client that read one response resumes its next connection with it,
+/// and `/metrics` counts the resumptions.
+#[test]
+fn the_next_connection_resumes_with_the_ticket_sent_with_the_response() {
+    use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _};
+    use rustls::HandshakeKind;
+
+    let h = Harness::start("tls-resume");
+    let pem = std::fs::read(h.dir.path().join("tls/panel.crt")).unwrap();
+    let tls = ctrl_io::with_own_sessions(&ctrl_io::tls_config_from_pem(&pem).unwrap());
+    let url = ctrl_io::Url::parse(&h.panel.base_url()).unwrap();
+    run(async {
+        let resumed = |text: &str| common::metric(text, "panel_http_tls_resumed_total");
+        let before = resumed(&h.panel.metrics().await).expect("the resumption counter");
+        let mut kinds = Vec::new();
+        for _ in 0..3 {
+            let mut s = ctrl_io::connect_tls(&url, &tls).await.unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            s.flush().await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "EOF before the response head: {got:?}");
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert!(
+                got.starts_with(b"HTTP/1.1 200"),
+                "{}",
+                String::from_utf8_lossy(&got)
+            );
+            kinds.push(s.get_ref().1.handshake_kind());
+        }
+        assert_eq!(
+            kinds,
+            [
+                Some(HandshakeKind::Full),
+                Some(HandshakeKind::Resumed),
+                Some(HandshakeKind::Resumed)
+            ]
+        );
+        let after = resumed(&h.panel.metrics().await).unwrap();
+        assert!(after - before >= 2.0, "{before} → {after}");
+    });
+}

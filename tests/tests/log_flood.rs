@@ -18,6 +18,13 @@
 //! agent's frame budget, the panel drops about two frames a second with `RATE_LIMITED`,
 //! and the `dropped` counts those lines carried are lost with them; the default (1,000)
 //! accounts for every line.
+//!
+//! `several_servers_flooding_at_once` (not ignored, ~20 s) is the node-wide side: six
+//! servers printing 2,000 lines/s each would deliver 1,200 lines/s through their own
+//! throttles, over the panel's default budget of 1,000 frames/s for the agent. The agent's
+//! shared console budget (node policy `consoleRate`, default 800/s) and its paced link keep
+//! it below: the panel refuses nothing (`panel_rate_limited_total{limiter="agent"}` stays
+//! 0) and every line of every server is delivered or counted in that server's `dropped`.
 
 use ctrl_io::procfs;
 use e2e::events::{kind, server_of};
@@ -51,6 +58,112 @@ fn spam_line(v: &Value, server: &str) -> Option<(u64, u64)> {
         .parse()
         .ok()?;
     Some((n, v["data"]["dropped"].as_u64().unwrap_or(0)))
+}
+
+/// A server's spam lines in `frames`, checked: in order, and every line between the first
+/// and the last delivered or counted as dropped. Returns (printed, delivered, dropped).
+fn account(frames: &[Value], server: &str) -> (u64, u64, u64) {
+    let lines: Vec<(u64, u64)> = frames.iter().filter_map(|v| spam_line(v, server)).collect();
+    assert!(
+        lines.len() >= 2,
+        "{server}: no spam lines delivered in the window"
+    );
+    assert!(
+        lines.windows(2).all(|w| w[0].0 < w[1].0),
+        "{server}: delivered lines out of order"
+    );
+    let (lo, hi) = (lines[0].0, lines[lines.len() - 1].0);
+    let delivered = lines.len() as u64 - 1;
+    let dropped: u64 = lines[1..].iter().map(|(_, d)| d).sum();
+    let gaps: Vec<(u64, u64, u64)> = lines
+        .windows(2)
+        .map(|w| (w[1].0, w[1].0 - w[0].0 - 1, w[1].1))
+        .filter(|(_, gap, d)| gap != d)
+        .collect();
+    assert_eq!(
+        hi - lo,
+        delivered + dropped,
+        "{server}: lines {lo}..{hi}: {delivered} delivered + {dropped} dropped must account \
+         for all; (line, gap, dropped) where they differ: {:?}",
+        &gaps[..gaps.len().min(12)]
+    );
+    (hi - lo, delivered, dropped)
+}
+
+/// `panel_rate_limited_total{limiter="agent"}` from the panel's `/metrics`.
+fn agent_frames_refused(s: &Stack) -> u64 {
+    let (status, body) = smol::block_on(s.panel.api.rest.request(
+        "GET",
+        "/metrics",
+        Some(&s.panel.api.token),
+        None,
+    ))
+    .expect("GET /metrics");
+    let body = String::from_utf8(body).expect("UTF-8 metrics");
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix("panel_rate_limited_total{limiter=\"agent\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the agent rate-limit counter in /metrics")
+}
+
+#[test]
+fn several_servers_flooding_at_once() {
+    const SERVERS: usize = 6;
+    let secs = env_or("LOG_FLOOD_SECS", 6);
+    let Some(mut s) = Stack::start("log-flood-node") else {
+        return;
+    };
+    let a = s.add_agent("a");
+    let agent_id = s.agents[a].id.clone();
+    s.subscribe();
+    let ids: Vec<String> = (0..SERVERS)
+        .map(|i| s.server_id(&format!("flood{i}")))
+        .collect();
+    for id in &ids {
+        let (egg, _port) = e2e::egg::fakegame("--spam 2000");
+        s.panel
+            .api
+            .post(
+                "/api/servers",
+                &json!({"agentId": agent_id, "serverId": id, "eggConfig": egg}),
+            )
+            .ok("create");
+    }
+    for id in &ids {
+        s.panel.api.power(id, &json!({"action": "start"}));
+    }
+    let ev = s.events();
+    for id in &ids {
+        ev.wait_after(0, "spam from every server", SLOW, |v| {
+            spam_line(v, id).is_some()
+        });
+    }
+    let first = ev.mark();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    let frames = ev.all();
+    let elapsed = t0.elapsed().as_secs_f64();
+    let (mut printed, mut delivered, mut dropped) = (0, 0, 0);
+    for id in &ids {
+        let (p, d, x) = account(&frames[first..], id);
+        printed += p;
+        delivered += d;
+        dropped += x;
+    }
+    println!(
+        "{SERVERS} servers flooding, {elapsed:.1} s: {printed} lines printed, {delivered} \
+         delivered ({:.0}/s), {dropped} dropped (throttles and the node's budget); load {}",
+        delivered as f64 / elapsed,
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim(),
+    );
+    assert_eq!(
+        agent_frames_refused(&s),
+        0,
+        "the panel refused frames of the agent (RATE_LIMITED)"
+    );
 }
 
 #[test]

@@ -17,6 +17,7 @@ pub mod backoff;
 pub mod creds;
 pub mod frame;
 pub mod outbox;
+pub mod pace;
 
 use async_tungstenite::tungstenite::Message as WsMessage;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -26,6 +27,7 @@ use ctrl_io::{ClientError, TlsConn, Ws, WsOptions};
 use frame::Incoming;
 use futures_lite::StreamExt;
 use outbox::Outbox;
+use pace::Pace;
 use proto::codec::Decoder;
 use proto::{Command, Message, Pong, PongData, Response};
 use std::borrow::Cow;
@@ -56,6 +58,14 @@ pub trait Dispatch: Send + Sync + 'static {
     /// one, failing every command in flight.
     fn max_frame(&self) -> usize {
         proto::codec::DEFAULT_MAX_FRAME
+    }
+    /// Frames per second and burst the writer sends at most (see [`pace`]); below the
+    /// panel's per-agent budget.
+    fn frame_pace(&self) -> (f64, f64) {
+        (
+            crate::node::DEFAULT_FRAME_RATE,
+            crate::node::DEFAULT_FRAME_BURST,
+        )
     }
     /// The connection to the panel ended (state tied to it, such as uploads, may go).
     fn disconnected(&self) {}
@@ -162,11 +172,13 @@ impl<D: Dispatch> Link<D> {
         let (sender, receiver) = ws.split();
         let (control_tx, control_rx) = async_channel::bounded::<Vec<u8>>(CONTROL_QUEUE);
         self.outbox.requeue_in_flight();
+        let (rate, burst) = self.dispatch.frame_pace();
         let writer = writer(
             sender,
             control_rx,
             self.outbox.clone(),
             self.dispatch.max_frame(),
+            Pace::new(rate, burst),
         );
         let reader = self.reader(receiver, control_tx);
         futures_lite::future::or(reader, writer).await
@@ -257,16 +269,21 @@ enum Outgoing {
     Done,
 }
 
-/// The single writer: responses and pongs first, then events in production order. An
-/// event that would not fit in a frame is dropped (and logged) rather than sent.
+/// The single writer: responses and pongs first, then events in production order, at
+/// most at `pace`. An event that would not fit in a frame is dropped (and logged) rather
+/// than sent.
 async fn writer(
     mut sender: async_tungstenite::WebSocketSender<TlsConn>,
     control: async_channel::Receiver<Vec<u8>>,
     outbox: Arc<Outbox>,
     max_frame: usize,
+    mut pace: Pace,
 ) -> String {
     let mut buf = Vec::with_capacity(1024);
     loop {
+        // Before taking the next frame, so what waits meanwhile stays queued (a status
+        // change in the outbox, a response in the control queue), in order.
+        pace.wait().await;
         let next = futures_lite::future::or(
             async {
                 control

@@ -19,6 +19,9 @@ use std::collections::VecDeque;
 /// Default capacity of the droppable ring.
 pub const DEFAULT_CAPACITY: usize = 4096;
 
+/// Ring slots kept allocated once a backlog has drained (a few KiB).
+const KEEP_CAPACITY: usize = 64;
+
 /// An event with its place in the production order.
 #[derive(Debug, Clone)]
 pub struct Queued {
@@ -63,7 +66,10 @@ impl Outbox {
         Outbox {
             inner: Mutex::new(Inner {
                 status: VecDeque::new(),
-                ring: VecDeque::with_capacity(capacity.min(DEFAULT_CAPACITY)),
+                // Grown on demand, not preallocated: a ring of `capacity` events is ~1 MiB,
+                // and cycling through a preallocated one makes all of it resident even when
+                // a few events are ever queued at once.
+                ring: VecDeque::new(),
                 in_flight: None,
                 next_seq: 0,
                 capacity: capacity.max(1),
@@ -117,6 +123,10 @@ impl Outbox {
         } else {
             inner.ring.pop_front()
         }?;
+        if inner.ring.is_empty() && inner.ring.capacity() > KEEP_CAPACITY {
+            // A backlog (the panel was away) drained: give its memory back.
+            inner.ring.shrink_to(KEEP_CAPACITY);
+        }
         let event = item.event.clone();
         inner.in_flight = Some(item);
         Some(event)

@@ -92,8 +92,10 @@ async fn check(
             ),
         );
     }
+    // Boxed: the stop is rare and its future large, and it would otherwise be part of every
+    // running server's watch task (4 KiB each).
     if (hard || since.elapsed() >= grace)
-        && let Err(e) = stop(inner, server, used).await
+        && let Err(e) = Box::pin(stop(inner, server, used)).await
     {
         log::warn!(
             "server {}: stopping it over its disk limit failed: {e}",

@@ -224,7 +224,11 @@ impl Run {
             return Watch::Abandoned;
         };
         let mut limits = Limits::new(&inner.cfg.policy);
-        let mut console = Console::new(inner.cfg.log_rate, inner.cfg.log_burst);
+        let mut console = Console::new(
+            inner.cfg.log_rate,
+            inner.cfg.log_burst,
+            inner.console_budget.clone(),
+        );
         drop(inner);
         let mut lines = Vec::new();
         loop {

@@ -224,6 +224,8 @@ struct Inner {
     capacity: Capacity,
     limits: NodeLimits,
     rate: RateLimiter,
+    /// The node-wide console budget every server's console draws from (`logs::Budget`).
+    console_budget: Arc<crate::logs::Budget>,
     access: VolumeAccess,
     load: Mutex<SystemLoad>,
     /// The servers' network gateway, once known (`network::interface`).
@@ -271,6 +273,10 @@ impl Servers {
             me: me.clone(),
             agent_id: Arc::from(cfg.agent_id.as_str()),
             rate: RateLimiter::new(cfg.policy.rate.clone()),
+            console_budget: crate::logs::Budget::new(
+                cfg.policy.console_rate,
+                cfg.policy.console_burst,
+            ),
             cfg,
             volumes_dir,
             outbox,
@@ -353,6 +359,11 @@ impl Dispatch for Servers {
 
     fn max_frame(&self) -> usize {
         self.inner.cfg.policy.max_frame_bytes
+    }
+
+    fn frame_pace(&self) -> (f64, f64) {
+        let p = &self.inner.cfg.policy;
+        (p.frame_rate, p.frame_burst)
     }
 
     fn disconnected(&self) {

@@ -112,6 +112,7 @@ async fn install_console(inner: &Inner, server: &Arc<Server>, attach: Attach) {
         server.console.clone(),
         inner.cfg.log_rate,
         inner.cfg.log_burst,
+        inner.console_budget.clone(),
     ));
     server.set_console_task(task);
 }

@@ -73,8 +73,9 @@ pub async fn pump_console(
     slot: std::sync::Arc<super::tasks::ConsoleSlot>,
     rate: f64,
     burst: f64,
+    node: std::sync::Arc<crate::logs::Budget>,
 ) {
-    let mut console = Console::new(rate, burst);
+    let mut console = Console::new(rate, burst, node);
     let mut done = server
         .upgrade()
         .and_then(|s| DoneWatch::new(s.extras.done.clone()));

@@ -374,6 +374,7 @@ pub(super) async fn sample_load(inner: Weak<Inner>) {
             Err(e) => log::debug!("host load: {e}"),
         }
         drop(inner);
+        crate::memory::trim();
         smol::Timer::after(interval).await;
     }
 }

@@ -109,7 +109,7 @@ pub(super) fn start(api: &Arc<Api>, agent: &str) -> Result<Migration, ApiError> 
         }
         all.insert(agent.to_owned(), m.clone());
     }
-    smol::spawn(run(api.clone(), m.clone())).detach();
+    crate::exec::spawn(run(api.clone(), m.clone())).detach();
     Ok(m)
 }
 

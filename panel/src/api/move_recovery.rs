@@ -101,7 +101,7 @@ pub fn recover_all(api: &Arc<Api>) {
 
 /// Carries out `p` for `sid` in the background, retrying until done or shutdown.
 pub(super) fn spawn(api: &Arc<Api>, sid: &str, p: Plan) {
-    smol::spawn(recover(api.clone(), sid.to_owned(), p)).detach();
+    crate::exec::spawn(recover(api.clone(), sid.to_owned(), p)).detach();
 }
 
 /// Retries `p` until it is done or the panel shuts down.

@@ -218,7 +218,7 @@ pub async fn download(
 
 /// A chunk in flight: where it starts, how much was asked, and its task (dropping it
 /// cancels the command).
-type InFlight = (u64, u64, smol::Task<Answered<Piece>>);
+type InFlight = (u64, u64, crate::exec::Task<Answered<Piece>>);
 
 /// A download in progress (see the module docs).
 struct Download {
@@ -291,7 +291,7 @@ impl Download {
         while self.pending.len() < WINDOW && self.requested < self.size {
             let len = self.chunk.min(self.size - self.requested);
             let (target, path, offset) = (self.target.clone(), self.path.clone(), self.requested);
-            let task = smol::spawn(async move { target.read(path, offset, len).await });
+            let task = crate::exec::spawn(async move { target.read(path, offset, len).await });
             self.pending.push_back((offset, len, task));
             self.requested += len;
         }

@@ -158,8 +158,10 @@ impl Health {
     }
 
     /// The agent's current state (`None`: not evaluated yet, e.g. registered this second).
+    /// The agent's state, without copying its view (the failover loop asks for every
+    /// agent twice a second).
     pub fn state(&self, agent_id: &str) -> Option<State> {
-        self.view(agent_id).map(|v| v.state)
+        Some(self.nodes.lock().get(agent_id)?.view.as_ref()?.state)
     }
 
     pub fn is_healthy(&self, agent_id: &str) -> bool {
@@ -191,7 +193,11 @@ impl Health {
         {
             let mut nodes = self.nodes.lock();
             for o in observations {
-                let node = nodes.entry(o.agent_id.clone()).or_default();
+                // No copy of the id for agents already known (every agent, every second).
+                let node = match nodes.get_mut(&o.agent_id) {
+                    Some(node) => node,
+                    None => nodes.entry(o.agent_id.clone()).or_default(),
+                };
                 if let Some(t) = self.decide(node, o, now) {
                     changes.push(t);
                 }

@@ -22,18 +22,19 @@ pub const EVERY: Duration = Duration::from_secs(1);
 
 /// Every registered agent as the hub and the store see it now.
 pub fn observe(hub: &Hub, store: &Store) -> Vec<Observation> {
+    // The few fields needed, not a sorted copy of every record (this runs every second).
     store
-        .agents()
+        .map_agents(|a| (a.id.clone(), a.registered_at, a.draining))
         .into_iter()
-        .map(|a| {
-            let live = hub.live(&a.id);
+        .map(|(agent_id, registered_at, draining)| {
+            let live = hub.live(&agent_id);
             Observation {
-                last_seen: hub.last_seen(&a.id),
+                last_seen: hub.last_seen(&agent_id),
                 connected_at: live.as_ref().map(|l| l.connected_at),
                 pong: live.and_then(|l| l.pong),
-                registered_at: a.registered_at,
-                draining: a.draining,
-                agent_id: a.id,
+                registered_at,
+                draining,
+                agent_id,
             }
         })
         .collect()

@@ -16,6 +16,7 @@
 //! - [`ws`]: the WebSocket handshake and the [`Upgraded`] stream handed to the app.
 
 pub mod body;
+pub mod cork;
 pub mod parse;
 pub mod request;
 pub mod response;

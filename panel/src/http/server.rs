@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::body::{self, BodyStream, Streamed, alongside};
+use super::cork::Corked;
 use super::parse::{
     Conn, Framing, Limits, Parsed, ReadError, encode_head, encode_response, framing,
 };
@@ -286,7 +287,7 @@ pub async fn serve(
             shared: shared.clone(),
             slot: admitted.slot,
         };
-        smol::spawn(connection(
+        crate::exec::spawn(connection(
             guard,
             tcp,
             peer,
@@ -344,7 +345,10 @@ async fn http_phase(
         async {
             deadline(
                 Instant::now() + cfg.tls_handshake_timeout,
-                shared.acceptor.accept(super::socket::Socket::new(tcp)),
+                shared
+                    .acceptor
+                    .accept(Corked::new(super::socket::Socket::new(tcp)))
+                    .into_fallible(),
             )
             .await
             .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))
@@ -356,7 +360,15 @@ async fn http_phase(
     );
     let tls: TlsConn = match handshake.await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) | Err(e) => {
+        Ok(Err((e, mut io))) => {
+            // The alert rustls wrote (if any) is held: send it if the socket takes it now.
+            io.try_drain();
+            bump(&stats.tls_failures);
+            log::debug!("TLS handshake with {peer} failed: {e}");
+            return None;
+        }
+        // Timed out, shutting down or evicted.
+        Err(e) => {
             let evicted = eviction.as_ref().is_some_and(|e| e.is_closed());
             if !shared.shutdown.is_triggered() && !evicted {
                 bump(&stats.tls_failures);
@@ -415,7 +427,11 @@ async fn http_phase(
                 Some(Err(ReadError::Eof))
             },
         );
-        let (mut parsed, streamed) = match read.await {
+        let read = read.await;
+        // From the first request on, writes go out when flushed (see `cork`): the
+        // handshake's last bytes (the session ticket) leave with this response.
+        conn.io.get_mut().0.release();
+        let (mut parsed, streamed) = match read {
             Some(Ok(p)) => p,
             Some(Err(ReadError::Http(e))) => {
                 bump(&stats.requests_rejected);
@@ -461,6 +477,11 @@ async fn http_phase(
         } else {
             Err("not a WebSocket handshake (no Upgrade header)")
         };
+        if ws_accept.is_err() && streamed.is_none() {
+            // A plain REST request: this connection's task goes first from now on
+            // (commands must not queue behind the events fan-out; see `exec`).
+            crate::exec::mark_urgent();
+        }
         let keep_alive = parsed.keep_alive;
         // HTTP/1.0 clients only keep a connection open when told so.
         let keep_alive_header = (!parsed.http11).then_some("keep-alive");

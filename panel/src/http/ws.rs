@@ -15,7 +15,7 @@ use base64::Engine as _;
 use futures_lite::{AsyncRead, AsyncWrite};
 
 /// The TLS stream type of an accepted connection.
-pub type TlsConn = futures_rustls::server::TlsStream<super::socket::Socket>;
+pub type TlsConn = futures_rustls::server::TlsStream<super::cork::Corked<super::socket::Socket>>;
 
 /// A WebSocket over an upgraded panel connection.
 pub type WsStream = async_tungstenite::WebSocketStream<Upgraded>;

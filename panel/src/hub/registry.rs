@@ -36,6 +36,8 @@ pub(super) struct Conn {
     pub connected_at: u64,
     /// The data of the last pong.
     pub pong: Mutex<Option<PongData<'static>>>,
+    /// The priority of the connection's task (raised while a command waits for this agent).
+    pub lane: Option<crate::exec::Lane>,
 }
 
 impl Conn {
@@ -53,6 +55,8 @@ impl Conn {
             last_seen: AtomicU64::new(now),
             connected_at: now,
             pong: Mutex::new(None),
+            // Built inside the connection's task: its lane is the current one.
+            lane: crate::exec::current_lane(),
         }
     }
 

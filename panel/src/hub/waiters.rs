@@ -188,6 +188,9 @@ impl Hub {
         if conn.kill.is_triggered() {
             return Err(HubError::Offline(agent_id.to_owned()));
         }
+        // The agent's task goes first while this command waits: its writer sends the
+        // command and its reader routes the answer ahead of the events fan-out.
+        let _urgent = conn.lane.as_ref().map(crate::exec::Lane::raise);
         let timeout = self.settings.command_timeout;
         future::or(send_and_wait(conn, frame, rx, agent_id), async {
             Timer::after(timeout).await;

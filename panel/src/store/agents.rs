@@ -73,6 +73,17 @@ impl Store {
         self.agents.read().get(id).cloned()
     }
 
+    /// Whether `id` is a registered agent (no copy of its record).
+    pub fn has_agent(&self, id: &str) -> bool {
+        self.agents.read().contains_key(id)
+    }
+
+    /// `f` of every agent, in no particular order, under the read lock: for loops that
+    /// visit every agent each tick and need a few fields (no record copies, no sort).
+    pub fn map_agents<T>(&self, f: impl FnMut(&AgentRecord) -> T) -> Vec<T> {
+        self.agents.read().values().map(f).collect()
+    }
+
     /// Every agent, ordered by registration time then id.
     pub fn agents(&self) -> Vec<AgentRecord> {
         let mut v: Vec<_> = self.agents.read().values().cloned().collect();
