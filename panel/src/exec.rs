@@ -208,13 +208,20 @@ fn run_one(runnable: Runnable<Lane>) {
     CURRENT.with(|c| c.replace(prev));
 }
 
-/// General runner threads besides the one calling [`block_on`] (`SMOL_THREADS`, default 1;
-/// `main` sets it to cores − 2).
+/// General runner threads besides the one calling [`block_on`]: `SMOL_THREADS` if set, else
+/// cores − 2 (none on 2 cores: there one general thread cost 22–35 % less CPU per event than
+/// two — fewer futex wake-ups and context switches; BENCHMARKS.md, "Round 2" and "Round 4").
+///
+/// Read here rather than written into the environment by `main`: child processes (`panel
+/// up`'s agent) would inherit it, and `SMOL_THREADS=0` leaves smol's global executor in the
+/// agent without a thread.
 fn extra_threads() -> usize {
     std::env::var("SMOL_THREADS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(1)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(0, |n| n.get().saturating_sub(2))
+        })
 }
 
 fn start_runners(n: usize) {
