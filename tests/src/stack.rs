@@ -125,6 +125,21 @@ impl Stack {
     pub fn server_id(&self, suffix: &str) -> String {
         format!("e2e-{}-{suffix}", self.tag)
     }
+
+    /// Creates a fakegame server (`args`: its command-line flags) named `suffix` on agent
+    /// `agent` and returns its id; the create must succeed.
+    pub fn create_fakegame(&self, agent: usize, suffix: &str, args: &str) -> String {
+        let id = self.server_id(suffix);
+        let (egg, _port) = crate::egg::fakegame(args);
+        self.panel
+            .api
+            .post(
+                "/api/servers",
+                &serde_json::json!({"agentId": self.agents[agent].id, "serverId": id, "eggConfig": egg}),
+            )
+            .ok("create");
+        id
+    }
 }
 
 /// `n` random bytes as hex, from the kernel.

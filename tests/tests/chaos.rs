@@ -142,16 +142,7 @@ fn agent_kill9_in_the_middle_of_an_upload_leaves_the_old_file_whole() {
         return;
     };
     let a = s.add_agent("a");
-    let agent_id = s.agents[a].id.clone();
-    let id = s.server_id("up");
-    let (egg, _) = e2e::egg::fakegame("");
-    s.panel
-        .api
-        .post(
-            "/api/servers",
-            &json!({"agentId": agent_id, "serverId": id, "eggConfig": egg}),
-        )
-        .ok("create");
+    let id = s.create_fakegame(a, "up", "");
     let client = Client::new(&s.panel.url(), s.panel.api.tls(), &s.panel.token);
     let target = format!("/api/servers/{id}/files/upload?path=/server/world.bin");
     let download = format!("/api/servers/{id}/files/download?path=/server/world.bin");

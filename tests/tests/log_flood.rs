@@ -115,21 +115,10 @@ fn several_servers_flooding_at_once() {
         return;
     };
     let a = s.add_agent("a");
-    let agent_id = s.agents[a].id.clone();
     s.subscribe();
     let ids: Vec<String> = (0..SERVERS)
-        .map(|i| s.server_id(&format!("flood{i}")))
+        .map(|i| s.create_fakegame(a, &format!("flood{i}"), "--spam 2000"))
         .collect();
-    for id in &ids {
-        let (egg, _port) = e2e::egg::fakegame("--spam 2000");
-        s.panel
-            .api
-            .post(
-                "/api/servers",
-                &json!({"agentId": agent_id, "serverId": id, "eggConfig": egg}),
-            )
-            .ok("create");
-    }
     for id in &ids {
         s.panel.api.power(id, &json!({"action": "start"}));
     }
@@ -189,17 +178,8 @@ fn a_server_logging_50k_lines_per_second() {
         return;
     };
     let a = s.add_agent("a");
-    let agent_id = s.agents[a].id.clone();
     s.subscribe();
-    let id = s.server_id("flood");
-    let (egg, _port) = e2e::egg::fakegame(&format!("--spam {rate}"));
-    s.panel
-        .api
-        .post(
-            "/api/servers",
-            &json!({"agentId": agent_id, "serverId": id, "eggConfig": egg}),
-        )
-        .ok("create");
+    let id = s.create_fakegame(a, "flood", &format!("--spam {rate}"));
     s.panel.api.power(&id, &json!({"action": "start"}));
     let ev = s.events();
     // Past the start-up burst: measure a steady window.

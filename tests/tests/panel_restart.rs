@@ -15,15 +15,7 @@ fn panel_kill9_agent_reconnects_and_nothing_is_lost() {
     let agent_id = s.agents[a].id.clone();
     s.subscribe();
 
-    let id = s.server_id("kept");
-    let (egg, _) = e2e::egg::fakegame("--mem-mb 4");
-    s.panel
-        .api
-        .post(
-            "/api/servers",
-            &json!({"agentId": agent_id, "serverId": id, "eggConfig": egg}),
-        )
-        .ok("create");
+    let id = s.create_fakegame(a, "kept", "--mem-mb 4");
     let mark = s.events().mark();
     s.panel.api.power(&id, &json!({"action": "start"}));
     s.events()

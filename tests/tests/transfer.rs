@@ -75,17 +75,8 @@ fn a_100_mib_transfer_round_trips_in_bounded_memory() {
         return;
     };
     let a = s.add_agent("a");
-    let agent_id = s.agents[a].id.clone();
     s.subscribe();
-    let id = s.server_id("xfer");
-    let (egg, _) = e2e::egg::fakegame("");
-    s.panel
-        .api
-        .post(
-            "/api/servers",
-            &json!({"agentId": agent_id, "serverId": id, "eggConfig": egg}),
-        )
-        .ok("create");
+    let id = s.create_fakegame(a, "xfer", "");
     let client = Client::new(&s.panel.url(), s.panel.api.tls(), &s.panel.token);
     let pids = [
         ("panel", s.panel.proc.pid()),
