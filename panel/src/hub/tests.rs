@@ -82,13 +82,19 @@ fn fixture_with(tag: &str, settings: HubSettings) -> Fixture {
 
 type Ws = WebSocketStream<Async<TcpStream>>;
 
-/// Connects a fake agent `agent_id` (family "fam1", as `store::tests::agent` sets) over a
-/// loopback socket and returns its end.
-async fn connect(f: &Fixture, agent_id: &str) -> Ws {
+/// Both ends of a fresh loopback TCP connection: (client, server).
+async fn loopback() -> (Async<TcpStream>, Async<TcpStream>) {
     let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
     let addr = listener.get_ref().local_addr().unwrap();
     let client = Async::<TcpStream>::connect(addr).await.unwrap();
     let (server, _) = listener.accept().await.unwrap();
+    (client, server)
+}
+
+/// Connects a fake agent `agent_id` (family "fam1", as `store::tests::agent` sets) over a
+/// loopback socket and returns its end.
+async fn connect(f: &Fixture, agent_id: &str) -> Ws {
+    let (client, server) = loopback().await;
     let cfg = WebSocketConfig::default()
         .max_message_size(Some(4096))
         .max_frame_size(Some(4096));
@@ -519,10 +525,7 @@ fn shutdown_waits_for_an_admitted_agent_whose_task_has_not_started() {
         let mut idle = Box::pin(f.hub.tracker.idle());
         assert!(future::poll_once(&mut idle).await.is_none(), "must wait");
         assert!(f.hub.admit().is_none(), "no admission once shutdown began");
-        let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
-        let addr = listener.get_ref().local_addr().unwrap();
-        let client = Async::<TcpStream>::connect(addr).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (client, server) = loopback().await;
         let server_ws = WebSocketStream::from_raw_socket(server, Role::Server, None).await;
         let mut agent = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
         let task = smol::spawn(f.hub.clone().serve_agent_admitted(
@@ -591,10 +594,7 @@ fn a_panic_in_the_connection_task_still_detaches_the_agent() {
         Duration::from_secs(3600),
     );
     smol::block_on(async {
-        let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
-        let addr = listener.get_ref().local_addr().unwrap();
-        let client = Async::<TcpStream>::connect(addr).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (client, server) = loopback().await;
         let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let socket = PanicOnRead {
             inner: server,
@@ -738,10 +738,7 @@ fn an_agent_connection_future_is_small() {
         Duration::from_secs(30),
     );
     smol::block_on(async {
-        let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
-        let addr = listener.get_ref().local_addr().unwrap();
-        let _client = Async::<TcpStream>::connect(addr).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (_client, server) = loopback().await;
         let ws = WebSocketStream::from_raw_socket(
             Upgraded::from_stream(server, Vec::new()),
             Role::Server,
