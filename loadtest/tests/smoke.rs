@@ -122,6 +122,17 @@ fn start_panel(name: &str) -> Panel {
     panel
 }
 
+/// Runs loadtest in-process with these flags and the test panel's admin token; the run must
+/// complete.
+fn run(args: &str) -> loadtest::report::Report {
+    let cfg = Config::parse(
+        args.split_whitespace().map(String::from),
+        Some(ADMIN_TOKEN.into()),
+    )
+    .unwrap();
+    loadtest::run::run(cfg).expect("the run completes")
+}
+
 #[test]
 fn two_hundred_agents_events_commands_and_a_storm() {
     let panel = start_panel("smoke");
@@ -134,12 +145,7 @@ fn two_hundred_agents_events_commands_and_a_storm() {
         ca.display(),
         json.display()
     );
-    let cfg = Config::parse(
-        args.split_whitespace().map(String::from),
-        Some(ADMIN_TOKEN.into()),
-    )
-    .unwrap();
-    let report = loadtest::run::run(cfg).expect("the run completes");
+    let report = run(&args);
     let summary = report.summary();
 
     let a = &report.agents;
@@ -209,12 +215,7 @@ fn user_subscribers_get_exactly_their_server() {
             panel.url,
             ca.display(),
         );
-        let cfg = Config::parse(
-            args.split_whitespace().map(String::from),
-            Some(ADMIN_TOKEN.into()),
-        )
-        .unwrap();
-        let report = loadtest::run::run(cfg).expect("the run completes");
+        let report = run(&args);
         let summary = report.summary();
         let f = report.filtered.as_ref().expect("filtered subscribers ran");
         assert_eq!((f.subscribers, f.setup_failed), (12, 0), "{summary}");
